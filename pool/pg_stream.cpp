@@ -1,0 +1,104 @@
+#include "pool/pg_stream.hpp"
+
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "wire/errc.hpp"
+
+namespace pgstash::pool {
+
+pg_stream::pg_stream(tcp::socket socket, std::size_t buffer_size)
+    : socket_(std::move(socket)), buffer_(buffer_size, '\0') {}
+
+awaitable<void> pg_stream::accept_tls(asio::ssl::context& ctx) {
+  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, ctx);
+  co_await tls_->async_handshake(asio::ssl::stream_base::server, use_awaitable);
+}
+
+awaitable<void> pg_stream::connect_tls(asio::ssl::context& ctx, const std::string& verify_host) {
+  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, ctx);
+  if (!verify_host.empty()) {
+    tls_->set_verify_mode(asio::ssl::verify_peer);
+    tls_->set_verify_callback(asio::ssl::host_name_verification(verify_host));
+    // SNI only for names, as libpq does: an IP address is not a host name.
+    error_code ec;
+    asio::ip::make_address(verify_host, ec);
+    if (ec) SSL_set_tlsext_host_name(tls_->native_handle(), verify_host.c_str());
+  }
+  co_await tls_->async_handshake(asio::ssl::stream_base::client, use_awaitable);
+}
+
+awaitable<std::size_t> pg_stream::read_more(error_code& ec) {
+  auto space = asio::buffer(buffer_.data() + end_, buffer_.size() - end_);
+  std::size_t n = tls_ ? co_await tls_->async_read_some(space, on_error(ec))
+                       : co_await socket_.async_read_some(space, on_error(ec));
+  end_ += n;
+  co_return n;
+}
+
+awaitable<void> pg_stream::write(std::string_view bytes, error_code& ec) {
+  while (writing_) {
+    asio::steady_timer turn(socket_.get_executor(), asio::steady_timer::time_point::max());
+    write_waiters_.push_back(&turn);
+    error_code woken;
+    co_await turn.async_wait(on_error(woken));
+  }
+  writing_ = true;
+  auto data = asio::buffer(bytes.data(), bytes.size());
+  if (tls_) {
+    co_await asio::async_write(*tls_, data, on_error(ec));
+  } else {
+    co_await asio::async_write(socket_, data, on_error(ec));
+  }
+  writing_ = false;
+  if (!write_waiters_.empty()) {
+    write_waiters_.front()->cancel();
+    write_waiters_.pop_front();
+  }
+}
+
+awaitable<wire::decoded_frame> pg_stream::read_frame(wire::phase p,
+                                                     std::uint32_t max_message_size,
+                                                     error_code& ec) {
+  for (;;) {
+    wire::decoded_frame f = wire::decode_frame(buffered(), p, max_message_size);
+    if (f.status == wire::decode_status::message) {
+      consume(f.consumed);
+      co_return f;
+    }
+    if (f.status == wire::decode_status::error) co_return f;
+    wire::decoded_frame h = wire::decode_header(buffered(), p, max_message_size);
+    if (h.status == wire::decode_status::message && h.header.frame_size() > capacity()) {
+      h.status = wire::decode_status::error;
+      h.error = wire::errc::message_too_large;
+      co_return h;
+    }
+    if (end_ == buffer_.size()) compact();
+    co_await read_more(ec);
+    if (ec) co_return wire::decoded_frame{};
+  }
+}
+
+void pg_stream::compact() {
+  if (begin_ == 0) return;
+  std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+  end_ -= begin_;
+  begin_ = 0;
+}
+
+bool pg_stream::has_unexpected_input() {
+  if (begin_ != end_) return true;
+  char probe;
+  ssize_t n = ::recv(socket_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0 || n == 0) return true;
+  return errno != EAGAIN && errno != EWOULDBLOCK;
+}
+
+void pg_stream::close() {
+  error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+}
+
+}  // namespace pgstash::pool

@@ -1,0 +1,78 @@
+// A PostgreSQL connection's byte stream: a TCP socket that may be upgraded
+// to TLS in place after an SSLRequest, plus the read buffer that frames are
+// decoded from. Used for both sides: client sessions and server
+// connections.
+//
+// Belongs to one executor; not thread-safe. At most one read and one write
+// may be outstanding at a time.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "pool/asio.hpp"
+#include "wire/framing.hpp"
+
+namespace pgstash::pool {
+
+class pg_stream {
+ public:
+  // `buffer_size` is the read buffer's capacity, the most a single read
+  // pulls in; frames larger than it are only ever streamed, never held.
+  pg_stream(tcp::socket socket, std::size_t buffer_size);
+  pg_stream(const pg_stream&) = delete;
+  pg_stream& operator=(const pg_stream&) = delete;
+
+  tcp::socket& socket() { return socket_; }
+  bool is_tls() const { return tls_ != nullptr; }
+
+  // Upgrades to TLS as the server side (after answering 'S') or the client
+  // side (after the server answered 'S'). Throws on handshake failure.
+  // REQUIRES: nothing is buffered (a peer that sent more bytes after its
+  // SSLRequest must be refused by the caller before this).
+  awaitable<void> accept_tls(asio::ssl::context& ctx);
+  awaitable<void> connect_tls(asio::ssl::context& ctx, const std::string& verify_host);
+
+  // Reads more bytes into the buffer. Returns 0 with `ec` set on eof or
+  // error. REQUIRES: free_space() > 0 (call compact() first).
+  awaitable<std::size_t> read_more(error_code& ec);
+  // Writes all of `bytes`. Concurrent writers (the two relay directions
+  // both answer a client, say) are queued first-come first-served, so
+  // messages never interleave.
+  awaitable<void> write(std::string_view bytes, error_code& ec);
+
+  // Reads until one whole frame is buffered and returns it; the body view
+  // stays valid until the next call that reads or consumes. A frame larger
+  // than the buffer is reported as errc::message_too_large.
+  awaitable<wire::decoded_frame> read_frame(wire::phase p, std::uint32_t max_message_size,
+                                            error_code& ec);
+
+  // The unconsumed buffered bytes.
+  std::string_view buffered() const { return {buffer_.data() + begin_, end_ - begin_}; }
+  void consume(std::size_t n) { begin_ += n; }
+  std::size_t capacity() const { return buffer_.size(); }
+  // Moves unconsumed bytes to the front so reads have room.
+  void compact();
+
+  // True if bytes or EOF are waiting on an idle connection, which means it
+  // was closed or sent something unasked (e.g. a FATAL on shutdown).
+  bool has_unexpected_input();
+
+  // Closes the socket at once; pending operations complete with errors.
+  void close();
+
+ private:
+  tcp::socket socket_;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+  std::string buffer_;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+  bool writing_ = false;
+  std::deque<asio::steady_timer*> write_waiters_;
+};
+
+}  // namespace pgstash::pool

@@ -1,0 +1,241 @@
+#include "pool/server_connection.hpp"
+
+#include <openssl/rand.h>
+
+#include "pool/deadline.hpp"
+#include "wire/backend.hpp"
+#include "wire/frontend.hpp"
+#include "wire/message_writer.hpp"
+#include "wire/tags.hpp"
+
+namespace pgstash::pool {
+
+namespace {
+
+std::string error_response(std::string_view sqlstate, std::string_view message) {
+  std::string out;
+  wire::write_error(out, "FATAL", sqlstate, message);
+  return out;
+}
+
+// The frame as it came off the wire, so a server error reaches the client
+// byte for byte.
+std::string raw_frame(const wire::decoded_frame& f) {
+  std::string out;
+  wire::message_writer w(out);
+  w.begin(static_cast<wire::backend_tag>(f.header.tag));
+  w.put_bytes(f.body);
+  w.finish();
+  return out;
+}
+
+}  // namespace
+
+server_error make_server_error(std::string_view sqlstate, std::string message) {
+  std::string bytes = error_response(sqlstate, message);
+  return server_error(std::move(message), std::move(bytes));
+}
+
+std::string connect_request::signature() const {
+  std::string s = database + '\0' + user + '\0';
+  for (const auto& [k, v] : parameters) s += k + '=' + v + '\0';
+  return s;
+}
+
+std::string random_nonce() {
+  unsigned char raw[18];
+  if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("RAND_bytes failed");
+  return wire::base64_encode(std::string_view(reinterpret_cast<char*>(raw), sizeof raw));
+}
+
+std::uint32_t random_uint32() {
+  std::uint32_t v;
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  return v;
+}
+
+server_connection::server_connection(tcp::socket socket, std::size_t buffer_size,
+                                     std::uint64_t id)
+    : stream_(std::move(socket), buffer_size),
+      id_(id),
+      created_at_(std::chrono::steady_clock::now()) {}
+
+awaitable<std::unique_ptr<server_connection>> server_connection::connect(
+    const conf::server_section& server, asio::ssl::context& tls, const connect_request& request,
+    server_limits limits, std::uint64_t id) {
+  auto ex = co_await asio::this_coro::executor;
+  std::unique_ptr<server_connection> conn(
+      new server_connection(tcp::socket(ex), limits.buffer_size, id));
+  conn->signature_ = request.signature();
+  const std::string where = server.host + ":" + std::to_string(server.port);
+
+  // One deadline covers resolving, connecting, TLS and authentication.
+  deadline timeout(ex, std::chrono::milliseconds(server.connect_timeout_ms),
+                   [&conn] { conn->stream_.close(); });
+  try {
+    tcp::resolver resolver(ex);
+    error_code ec;
+    auto endpoints =
+        co_await resolver.async_resolve(server.host, std::to_string(server.port), on_error(ec));
+    if (ec) throw make_server_error("08006", "could not resolve " + server.host + ": " + ec.message());
+    for (const auto& e : endpoints) {
+      ec = {};
+      error_code ignored;
+      conn->stream_.socket().close(ignored);
+      co_await conn->stream_.socket().async_connect(e.endpoint(), on_error(ec));
+      if (!ec) {
+        conn->endpoint_ = e.endpoint();
+        break;
+      }
+    }
+    if (timeout.expired()) throw make_server_error("08006", "timeout connecting to server " + where);
+    if (ec) throw make_server_error("08006", "could not connect to server " + where + ": " + ec.message());
+    conn->stream_.socket().set_option(tcp::no_delay(true));
+    co_await conn->negotiate_tls(server, tls);
+    co_await conn->authenticate(request, limits.max_message_size);
+  } catch (const server_error&) {
+    if (timeout.expired()) throw make_server_error("08006", "timeout connecting to server " + where);
+    throw;
+  } catch (const std::exception& e) {
+    if (timeout.expired()) throw make_server_error("08006", "timeout connecting to server " + where);
+    throw make_server_error("08006", "could not connect to server " + where + ": " + e.what());
+  }
+  co_return conn;
+}
+
+awaitable<void> server_connection::negotiate_tls(const conf::server_section& server,
+                                                 asio::ssl::context& tls) {
+  if (server.tls == conf::server_tls::disable) co_return;
+  std::string request;
+  wire::write_ssl_request(request);
+  error_code ec;
+  co_await stream_.write(request, ec);
+  if (ec) throw make_server_error("08006", "could not send SSLRequest: " + ec.message());
+  char answer = 0;
+  co_await asio::async_read(stream_.socket(), asio::buffer(&answer, 1), on_error(ec));
+  if (ec) throw make_server_error("08006", "server closed the connection during SSL negotiation");
+  if (answer == 'S') {
+    std::string verify_host =
+        server.tls == conf::server_tls::verify_full ? server.host : std::string();
+    co_await stream_.connect_tls(tls, verify_host);
+    co_return;
+  }
+  if (answer != 'N') throw make_server_error("08P01", "server sent an invalid answer to SSLRequest");
+  if (server.tls == conf::server_tls::require || server.tls == conf::server_tls::verify_full)
+    throw make_server_error("08006", "server does not support SSL, but server.tls requires it");
+}
+
+awaitable<void> server_connection::authenticate(const connect_request& request,
+                                                std::uint32_t max_message_size) {
+  std::vector<std::pair<std::string, std::string>> startup{{"user", request.user},
+                                                           {"database", request.database}};
+  for (const auto& p : request.parameters) startup.push_back(p);
+  std::string out;
+  wire::write_startup_message(out, startup);
+  error_code ec;
+  co_await stream_.write(out, ec);
+  if (ec) throw make_server_error("08006", "could not send startup packet: " + ec.message());
+
+  const auto& creds = request.credentials;
+  std::optional<wire::scram_client> scram;
+  for (;;) {
+    wire::decoded_frame f = co_await stream_.read_frame(wire::phase::normal, max_message_size, ec);
+    if (ec) throw make_server_error("08006", "server closed the connection during startup");
+    if (f.status == wire::decode_status::error)
+      throw make_server_error("08P01", "invalid message from server: " + f.error.message());
+    switch (static_cast<wire::backend_tag>(f.header.tag)) {
+      case wire::backend_tag::error_response:
+        throw server_error("server refused the connection", raw_frame(f));
+      case wire::backend_tag::authentication_request: {
+        wire::authentication_request auth;
+        if (wire::parse_authentication(f.body, auth))
+          throw make_server_error("08P01", "invalid authentication request from server");
+        out.clear();
+        const std::string no_secret = "pgstash has no usable secret for user \"" + request.user +
+                                      "\" to answer the server's authentication request";
+        switch (auth.code) {
+          case wire::auth_code::ok:
+            continue;
+          case wire::auth_code::cleartext_password:
+            if (!creds.password) throw make_server_error("28P01", no_secret);
+            wire::write_password_message(out, *creds.password);
+            break;
+          case wire::auth_code::md5_password: {
+            const std::optional<std::string>& stored = creds.password ? creds.password : creds.md5_hash;
+            if (!stored) throw make_server_error("28P01", no_secret);
+            wire::write_password_message(
+                out, wire::md5_salted_response(request.user, *stored, auth.md5_salt));
+            break;
+          }
+          case wire::auth_code::sasl: {
+            bool offered = false;
+            for (auto m : auth.mechanisms) offered |= m == "SCRAM-SHA-256";
+            if (!offered)
+              throw make_server_error("08P01", "server offers no SASL mechanism pgstash supports");
+            if (creds.password) {
+              scram.emplace(*creds.password, random_nonce());
+            } else if (creds.scram_keys) {
+              scram.emplace(creds.scram_keys->first, creds.scram_keys->second, random_nonce());
+            } else {
+              throw make_server_error("28P01", no_secret);
+            }
+            wire::write_sasl_initial_response(out, "SCRAM-SHA-256", scram->client_first());
+            break;
+          }
+          case wire::auth_code::sasl_continue: {
+            auto final_message = scram ? scram->handle_server_first(auth.data) : std::nullopt;
+            if (!final_message) throw make_server_error("08P01", "invalid SCRAM exchange with server");
+            wire::write_sasl_response(out, *final_message);
+            break;
+          }
+          case wire::auth_code::sasl_final:
+            if (!scram || !scram->verify_server_final(auth.data))
+              throw make_server_error("28000", "server's SCRAM signature is invalid");
+            continue;
+          default:
+            throw make_server_error("28000", "server asks for an authentication method pgstash does not support");
+        }
+        co_await stream_.write(out, ec);
+        if (ec) throw make_server_error("08006", "server closed the connection during authentication");
+        break;
+      }
+      case wire::backend_tag::parameter_status: {
+        wire::parameter_status ps;
+        if (!wire::parse_parameter_status(f.body, ps))
+          parameters_[std::string(ps.name)] = std::string(ps.value);
+        break;
+      }
+      case wire::backend_tag::backend_key_data: {
+        wire::backend_key_data key;
+        if (!wire::parse_backend_key_data(f.body, key)) {
+          process_id_ = key.process_id;
+          secret_key_ = key.secret_key;
+        }
+        break;
+      }
+      case wire::backend_tag::ready_for_query:
+        co_return;
+      default:
+        // NoticeResponse and NegotiateProtocolVersion need no answer.
+        break;
+    }
+  }
+}
+
+awaitable<void> send_cancel(tcp::endpoint endpoint, std::uint32_t process_id,
+                            std::uint32_t secret_key) {
+  tcp::socket socket(co_await asio::this_coro::executor);
+  error_code ec;
+  co_await socket.async_connect(endpoint, on_error(ec));
+  if (ec) co_return;
+  std::string packet;
+  wire::write_cancel_request(packet, process_id, secret_key);
+  co_await asio::async_write(socket, asio::buffer(packet), on_error(ec));
+  // The server closes the connection once it has read the request; waiting
+  // for that keeps the cancel from racing the next query.
+  char sink;
+  co_await socket.async_read_some(asio::buffer(&sink, 1), on_error(ec));
+}
+
+}  // namespace pgstash::pool

@@ -1,0 +1,113 @@
+// One authenticated connection to PostgreSQL, established the way libpq
+// would: TLS per the configured mode, a StartupMessage carrying the
+// client's parameters, then whatever authentication the server asks for
+// (SCRAM-SHA-256, md5 or cleartext).
+//
+// Owned by exactly one place at a time: the pool's idle list or the client
+// session that leased it. Belongs to the executor it was created on.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "conf/config.hpp"
+#include "pool/asio.hpp"
+#include "pool/pg_stream.hpp"
+#include "wire/auth.hpp"
+
+namespace pgstash::pool {
+
+// What pgstash can prove to the server on the client's behalf.
+struct server_credentials {
+  std::optional<std::string> password;  // cleartext: any method
+  std::optional<std::string> md5_hash;  // "md5..." as in pg_authid: md5 only
+  // From the client's own SCRAM exchange against the same verifier.
+  std::optional<std::pair<wire::scram_key, wire::scram_key>> scram_keys;  // ClientKey, ServerKey
+};
+
+struct connect_request {
+  std::string database;  // the server-side name
+  std::string user;
+  // Every other startup parameter the client sent, in order.
+  std::vector<std::pair<std::string, std::string>> parameters;
+  server_credentials credentials;
+
+  // Connections whose startup packets would be identical are
+  // interchangeable: same database, user and parameters.
+  std::string signature() const;
+};
+
+// A failure to get a server connection, carrying the ErrorResponse the
+// client should see: the server's own (wrong password, unknown database)
+// or one pgstash made (unreachable server, pool timeout).
+class server_error : public std::runtime_error {
+ public:
+  server_error(std::string message, std::string error_response)
+      : std::runtime_error(std::move(message)), error_response_(std::move(error_response)) {}
+  // A complete 'E' message, ready to forward.
+  const std::string& error_response() const { return error_response_; }
+
+ private:
+  std::string error_response_;
+};
+
+// Builds a server_error from pgstash's side: FATAL with `sqlstate`.
+server_error make_server_error(std::string_view sqlstate, std::string message);
+
+struct server_limits {
+  std::size_t buffer_size = 65536;
+  std::uint32_t max_message_size = 1u << 30;
+};
+
+class server_connection {
+ public:
+  // Connects and authenticates within server.connect_timeout_ms. Throws
+  // server_error.
+  static awaitable<std::unique_ptr<server_connection>> connect(
+      const conf::server_section& server, asio::ssl::context& tls, const connect_request& request,
+      server_limits limits, std::uint64_t id);
+
+  pg_stream& stream() { return stream_; }
+  std::uint64_t id() const { return id_; }
+  const std::string& signature() const { return signature_; }
+  std::uint32_t process_id() const { return process_id_; }
+  std::uint32_t secret_key() const { return secret_key_; }
+  // The server's current ParameterStatus values; the relay keeps them up
+  // to date so a later client can be told them.
+  std::map<std::string, std::string>& parameters() { return parameters_; }
+  std::chrono::steady_clock::time_point created_at() const { return created_at_; }
+  // Where to send a CancelRequest for this connection.
+  const tcp::endpoint& endpoint() const { return endpoint_; }
+
+ private:
+  server_connection(tcp::socket socket, std::size_t buffer_size, std::uint64_t id);
+  awaitable<void> negotiate_tls(const conf::server_section& server, asio::ssl::context& tls);
+  awaitable<void> authenticate(const connect_request& request, std::uint32_t max_message_size);
+
+  pg_stream stream_;
+  std::uint64_t id_;
+  std::string signature_;
+  std::uint32_t process_id_ = 0;
+  std::uint32_t secret_key_ = 0;
+  std::map<std::string, std::string> parameters_;
+  std::chrono::steady_clock::time_point created_at_;
+  tcp::endpoint endpoint_;
+};
+
+// Asks the server to cancel whatever the backend (process_id, secret_key)
+// is running. Best effort, as in PostgreSQL: errors are ignored.
+awaitable<void> send_cancel(tcp::endpoint endpoint, std::uint32_t process_id,
+                            std::uint32_t secret_key);
+
+// A random base64 nonce for SCRAM, from OpenSSL's CSPRNG.
+std::string random_nonce();
+std::uint32_t random_uint32();
+
+}  // namespace pgstash::pool

@@ -1,0 +1,17 @@
+// Accepts client connections on listen.host:listen.port and starts a
+// client_session for each.
+#pragma once
+
+#include "pool/asio.hpp"
+
+namespace pgstash::proxy {
+
+struct proxy_context;
+
+// Binds now (throws std::system_error if the address is taken), then
+// accepts until the acceptor is closed. REQUIRES: `ctx` and `acceptor`
+// outlive the returned coroutine.
+tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std::uint16_t port);
+awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx);
+
+}  // namespace pgstash::proxy

@@ -1,0 +1,88 @@
+// pgstash: a PostgreSQL wire-protocol proxy.
+//   pgstash --config FILE          run
+//   pgstash --check-config FILE    validate FILE and the auth file it names
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "conf/config.hpp"
+#include "conf/userlist.hpp"
+#include "pool/asio.hpp"
+#include "proxy/listener.hpp"
+#include "proxy/proxy_context.hpp"
+
+namespace {
+
+constexpr const char* k_usage =
+    "usage: pgstash --config FILE\n"
+    "       pgstash --check-config FILE\n";
+
+struct loaded {
+  pgstash::conf::config cfg;
+  pgstash::conf::userlist users;
+};
+
+// Loads the config and its auth file, printing every problem; nullopt if
+// there were any.
+std::optional<loaded> load(const std::string& path) {
+  auto result = pgstash::conf::load_file(path);
+  for (const auto& d : result.errors) std::cerr << pgstash::conf::format(d) << "\n";
+  if (!result.cfg) return std::nullopt;
+  loaded out{std::move(*result.cfg), {}};
+  if (!out.cfg.auth.file.empty()) {
+    auto users = pgstash::conf::load_userlist_file(out.cfg.auth.file);
+    for (const auto& d : users.errors) std::cerr << pgstash::conf::format(d) << "\n";
+    if (!users.errors.empty()) return std::nullopt;
+    out.users = std::move(users.users);
+  }
+  return out;
+}
+
+int run(loaded config) {
+  using namespace pgstash;
+  const conf::config& cfg = config.cfg;
+  spdlog::set_level(spdlog::level::from_str(cfg.log.level));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+
+  asio::io_context ioc(1);
+  proxy::proxy_context ctx(ioc.get_executor(), cfg, std::move(config.users),
+                           proxy::make_client_tls(cfg.listen), proxy::make_server_tls(cfg.server));
+  tcp::acceptor acceptor = proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port);
+  spdlog::info("pgstash listening on {}:{}, server {}:{}, pool.size {}", cfg.listen.host,
+               cfg.listen.port, cfg.server.host, cfg.server.port, cfg.pool.size);
+
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const error_code& ec, int signo) {
+    if (ec) return;
+    spdlog::info("signal {}: shutting down", signo);
+    error_code ignored;
+    acceptor.close(ignored);
+    ioc.stop();
+  });
+  asio::co_spawn(ioc, proxy::accept_clients(acceptor, ctx), asio::detached);
+  ioc.run();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3 || (std::strcmp(argv[1], "--config") != 0 && std::strcmp(argv[1], "--check-config") != 0)) {
+    std::cerr << k_usage;
+    return 2;
+  }
+  auto config = load(argv[2]);
+  if (!config) return 1;
+  if (std::strcmp(argv[1], "--check-config") == 0) {
+    std::cout << argv[2] << ": OK\n";
+    return 0;
+  }
+  try {
+    return run(std::move(*config));
+  } catch (const std::exception& e) {
+    std::cerr << "pgstash: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,447 @@
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "conf/config.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+namespace {
+
+using namespace pgstash::conf;
+
+load_result load(const std::string& text) { return load_string(text, "t.toml"); }
+
+// The one diagnostic `text` must produce, formatted.
+std::string only_error(const std::string& text) {
+  load_result r = load(text);
+  CHECK_FALSE(r.cfg.has_value());
+  REQUIRE(r.errors.size() == 1);
+  return format(r.errors[0]);
+}
+
+// Every key, as the README documents it.
+// clang-format off
+const std::vector<std::string> k_all_keys = {
+    "auth.file", "auth.method",
+    "limits.client_login_timeout_ms", "limits.io_buffer_size", "limits.max_message_size",
+    "listen.host", "listen.max_client_conn", "listen.port", "listen.tls_cert_file",
+    "listen.tls_key_file",
+    "log.level",
+    "pool.cleanup_timeout_ms", "pool.mode", "pool.reset_query", "pool.size", "pool.wait_timeout_ms",
+    "server.connect_timeout_ms", "server.host", "server.port", "server.tls", "server.tls_ca_file",
+};
+// clang-format on
+
+}  // namespace
+
+TEST_CASE("an empty file gives the documented defaults") {
+  load_result r = load("");
+  REQUIRE(r.errors.empty());
+  REQUIRE(r.cfg.has_value());
+  const config& c = *r.cfg;
+  CHECK(c.listen.host == "127.0.0.1");
+  CHECK(c.listen.port == 6432);
+  CHECK(c.listen.max_client_conn == 1000);
+  CHECK(c.listen.tls_cert_file.empty());
+  CHECK(c.listen.tls_key_file.empty());
+  CHECK(c.server.host == "127.0.0.1");
+  CHECK(c.server.port == 5432);
+  CHECK(c.server.tls == server_tls::prefer);
+  CHECK(c.server.tls_ca_file.empty());
+  CHECK(c.server.connect_timeout_ms == 5000);
+  CHECK(c.auth.method == auth_method::trust);
+  CHECK(c.auth.file.empty());
+  CHECK(c.pool.mode == pool_mode::session);
+  CHECK(c.pool.size == 20);
+  CHECK(c.pool.wait_timeout_ms == 120000);
+  CHECK(c.pool.reset_query == "DISCARD ALL");
+  CHECK(c.limits.max_message_size == 1073741824);
+  CHECK(c.limits.io_buffer_size == 65536);
+  CHECK(c.limits.client_login_timeout_ms == 60000);
+  CHECK(c.log.level == "info");
+  CHECK(c.databases.empty());
+}
+
+TEST_CASE("comments and empty sections leave the defaults") {
+  load_result r = load("# nothing\n[listen]\n[server] # still nothing\n");
+  REQUIRE(r.errors.empty());
+  CHECK(r.cfg->listen.port == 6432);
+}
+
+TEST_CASE("every key can be set") {
+  load_result r = load(R"(
+[listen]
+host = "0.0.0.0"
+port = 7432
+max_client_conn = 5000
+tls_cert_file = "/etc/pgstash/cert.pem"
+tls_key_file = "/etc/pgstash/key.pem"
+
+[server]
+host = "db.internal"
+port = 5433
+tls = "verify-full"
+tls_ca_file = "/etc/ssl/ca.pem"
+connect_timeout_ms = 2500
+
+[auth]
+method = "scram-sha-256"
+file = "/etc/pgstash/userlist.txt"
+
+[pool]
+mode = "session"
+size = 50
+wait_timeout_ms = 30000
+reset_query = ""
+
+[limits]
+max_message_size = 2048
+io_buffer_size = 8192
+client_login_timeout_ms = 15000
+
+[log]
+level = "debug"
+
+[databases]
+app = "app_production"
+"reports" = "warehouse"
+)");
+  std::string errors;
+  for (const auto& e : r.errors) errors += format(e) + "\n";
+  INFO(errors);
+  REQUIRE(r.errors.empty());
+  const config& c = *r.cfg;
+  CHECK(c.listen.host == "0.0.0.0");
+  CHECK(c.listen.port == 7432);
+  CHECK(c.listen.max_client_conn == 5000);
+  CHECK(c.listen.tls_cert_file == "/etc/pgstash/cert.pem");
+  CHECK(c.listen.tls_key_file == "/etc/pgstash/key.pem");
+  CHECK(c.server.host == "db.internal");
+  CHECK(c.server.port == 5433);
+  CHECK(c.server.tls == server_tls::verify_full);
+  CHECK(c.server.tls_ca_file == "/etc/ssl/ca.pem");
+  CHECK(c.server.connect_timeout_ms == 2500);
+  CHECK(c.auth.method == auth_method::scram_sha_256);
+  CHECK(c.auth.file == "/etc/pgstash/userlist.txt");
+  CHECK(c.pool.mode == pool_mode::session);
+  CHECK(c.pool.size == 50);
+  CHECK(c.pool.wait_timeout_ms == 30000);
+  CHECK(c.pool.reset_query.empty());
+  CHECK(c.limits.max_message_size == 2048);
+  CHECK(c.limits.io_buffer_size == 8192);
+  CHECK(c.limits.client_login_timeout_ms == 15000);
+  CHECK(c.log.level == "debug");
+  CHECK(c.databases == database_map{{"app", "app_production"}, {"reports", "warehouse"}});
+}
+
+TEST_CASE("each enum spelling maps to its value") {
+  CHECK(load("server.tls = \"disable\"").cfg->server.tls == server_tls::disable);
+  CHECK(load("server.tls = \"prefer\"").cfg->server.tls == server_tls::prefer);
+  CHECK(load("server.tls = \"require\"").cfg->server.tls == server_tls::require);
+  CHECK(load("server.tls = \"verify-full\"").cfg->server.tls == server_tls::verify_full);
+  CHECK(load("auth.method = \"trust\"").cfg->auth.method == auth_method::trust);
+  CHECK(load("auth = {method = \"md5\", file = \"u\"}").cfg->auth.method == auth_method::md5);
+  for (const char* level : {"trace", "debug", "info", "warn", "error", "off"}) {
+    CAPTURE(level);
+    CHECK(load(std::string("[log]\nlevel = \"") + level + "\"").cfg->log.level == level);
+  }
+}
+
+TEST_CASE("a TOML syntax error is reported at its position") {
+  load_result r = load("[listen]\nport = \n");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].file == "t.toml");
+  CHECK(r.errors[0].line == 2);
+  CHECK(r.errors[0].column == 8);
+  CHECK(r.errors[0].message.find("expected value") != std::string::npos);
+  CHECK_FALSE(r.cfg.has_value());
+}
+
+TEST_CASE("unknown keys") {
+  SUBCASE("a typo gets the nearest key") {
+    load_result r = load("[listen]\n  prot = 6432\n");
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].line == 2);
+    CHECK(r.errors[0].column == 3);
+    CHECK(r.errors[0].message == "unknown key \"listen.prot\"");
+    CHECK(r.errors[0].hint == "did you mean listen.port?");
+  }
+  SUBCASE("a key in the wrong section points to the right one") {
+    CHECK(only_error("[listen]\ntls = \"require\"\n") ==
+          "t.toml:2:1: unknown key \"listen.tls\" (did you mean server.tls?)");
+  }
+  SUBCASE("nothing close lists the section's keys") {
+    CHECK(only_error("[pool]\nflavour = 1\n") ==
+          "t.toml:2:1: unknown key \"pool.flavour\" "
+          "([pool] accepts cleanup_timeout_ms mode reset_query size wait_timeout_ms)");
+  }
+  SUBCASE("a key outside any section") {
+    CHECK(only_error("port = 6432\n") ==
+          "t.toml:1:1: unknown key \"port\" (did you mean listen.port?)");
+    CHECK(only_error("colour = 1\n") ==
+          "t.toml:1:1: unknown key \"colour\" (keys belong in a section such as [listen])");
+  }
+  SUBCASE("a sub-table of a section is an unknown key") {
+    CHECK(only_error("[listen.extra]\nx = 1\n") ==
+          "t.toml:1:9: unknown key \"listen.extra\" ([listen] accepts host max_client_conn "
+          "port tls_cert_file tls_key_file)");
+  }
+}
+
+TEST_CASE("unknown sections") {
+  CHECK(only_error("[lisen]\nport = 1\n") ==
+        "t.toml:1:2: unknown section [lisen] (did you mean [listen]?)");
+  CHECK(only_error("\n[metrics]\n") ==
+        "t.toml:2:2: unknown section [metrics] (sections are [auth] [databases] [limits] "
+        "[listen] [log] [pool] [server])");
+}
+
+TEST_CASE("a section written as a value") {
+  CHECK(only_error("listen = 5\n") ==
+        "t.toml:1:10: listen must be a table, not an integer (start the section with [listen])");
+}
+
+TEST_CASE("wrong types") {
+  CHECK(only_error("[listen]\nport = \"6432\"\n") ==
+        "t.toml:2:8: listen.port must be an integer, not a string (e.g. port = 6432)");
+  CHECK(only_error("[pool]\nsize = 2.5\n") ==
+        "t.toml:2:8: pool.size must be an integer, not a float (e.g. size = 20)");
+  CHECK(only_error("[server]\nhost = 10\n") ==
+        "t.toml:2:8: server.host must be a string, not an integer (e.g. host = \"127.0.0.1\")");
+  CHECK(only_error("[listen]\ntls_cert_file = true\n") ==
+        "t.toml:2:17: listen.tls_cert_file must be a string, not a boolean "
+        "(e.g. tls_cert_file = \"...\")");
+  CHECK(only_error("[server]\ntls = [\"require\"]\n") ==
+        "t.toml:2:7: server.tls must be a string, not an array "
+        "(expected one of \"disable\", \"prefer\", \"require\", \"verify-full\")");
+  CHECK(only_error("[listen.port]\n") ==
+        "t.toml:1:1: listen.port must be an integer, not a table (e.g. port = 6432)");
+}
+
+TEST_CASE("ranges: bounds are accepted, one past them is not") {
+  struct range {
+    const char* section;
+    const char* key;
+    long long min;
+    long long max;
+  };
+  const range ranges[] = {
+      {"listen", "port", 1, 65535},
+      {"listen", "max_client_conn", 1, 1000000},
+      {"server", "port", 1, 65535},
+      {"server", "connect_timeout_ms", 1, 86400000},
+      {"pool", "size", 1, 10000},
+      {"pool", "wait_timeout_ms", 1, 86400000},
+      {"limits", "max_message_size", 1024, 1073741824},
+      {"limits", "io_buffer_size", 4096, 16777216},
+      {"limits", "client_login_timeout_ms", 1, 86400000},
+  };
+  for (const auto& r : ranges) {
+    const std::string head = std::string("[") + r.section + "]\n" + r.key + " = ";
+    const std::string name = std::string(r.section) + "." + r.key;
+    CAPTURE(name);
+    CHECK(load(head + std::to_string(r.min)).errors.empty());
+    CHECK(load(head + std::to_string(r.max)).errors.empty());
+    for (long long bad : {r.min - 1, r.max + 1}) {
+      load_result res = load(head + std::to_string(bad));
+      REQUIRE(res.errors.size() == 1);
+      CHECK(res.errors[0].line == 2);
+      CHECK(res.errors[0].column == static_cast<int>(std::string(r.key).size()) + 4);
+      CHECK(res.errors[0].message == name + " must be between " + std::to_string(r.min) + " and " +
+                                         std::to_string(r.max) + ", not " + std::to_string(bad));
+      CHECK(res.errors[0].hint.rfind("the default is ", 0) == 0);
+    }
+  }
+  CHECK(only_error("[listen]\nport = 70000\n") ==
+        "t.toml:2:8: listen.port must be between 1 and 65535, not 70000 (the default is 6432)");
+}
+
+TEST_CASE("hosts must not be empty") {
+  CHECK(only_error("[server]\nhost = \"\"\n") ==
+        "t.toml:2:8: server.host must not be empty (the default is \"127.0.0.1\")");
+  CHECK(only_error("[listen]\nhost = \"\"\n") ==
+        "t.toml:2:8: listen.host must not be empty (the default is \"127.0.0.1\")");
+}
+
+TEST_CASE("bad enum values list the allowed ones") {
+  CHECK(only_error("[server]\ntls = \"bogus\"\n") ==
+        "t.toml:2:7: invalid server.tls \"bogus\" "
+        "(expected one of \"disable\", \"prefer\", \"require\", \"verify-full\")");
+  CHECK(only_error("[server]\ntls = \"verify_full\"\n") ==
+        "t.toml:2:7: invalid server.tls \"verify_full\" (did you mean \"verify-full\"?)");
+  CHECK(only_error("[auth]\nmethod = \"password\"\n") ==
+        "t.toml:2:10: invalid auth.method \"password\" "
+        "(expected one of \"trust\", \"md5\", \"scram-sha-256\")");
+  CHECK(only_error("[log]\nlevel = \"verbose\"\n") ==
+        "t.toml:2:9: invalid log.level \"verbose\" "
+        "(expected one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", \"off\")");
+  CHECK(only_error("[log]\nlevel = \"INFO\"\n") ==
+        "t.toml:2:9: invalid log.level \"INFO\" "
+        "(expected one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", \"off\")");
+}
+
+TEST_CASE("pool modes that are not implemented yet say so") {
+  CHECK(only_error("[pool]\nmode = \"transaction\"\n") ==
+        "t.toml:2:8: pool.mode \"transaction\" is not supported yet (supported: \"session\")");
+  CHECK(only_error("[pool]\nmode = \"statement\"\n") ==
+        "t.toml:2:8: pool.mode \"statement\" is not supported yet (supported: \"session\")");
+}
+
+TEST_CASE("auth.file is required unless auth.method is trust") {
+  CHECK(only_error("[auth]\nmethod = \"md5\"\n") ==
+        "t.toml:2:10: auth.file is required when auth.method is \"md5\" "
+        "(set file = \"/path/to/userlist.txt\" under [auth])");
+  CHECK(only_error("[auth]\nfile = \"\"\nmethod = \"scram-sha-256\"\n") ==
+        "t.toml:3:10: auth.file is required when auth.method is \"scram-sha-256\" "
+        "(set file = \"/path/to/userlist.txt\" under [auth])");
+  CHECK(load("[auth]\nmethod = \"md5\"\nfile = \"users.txt\"\n").errors.empty());
+  CHECK(load("[auth]\nmethod = \"trust\"\n").errors.empty());
+}
+
+TEST_CASE("client TLS needs both the certificate and the key") {
+  CHECK(only_error("[listen]\ntls_cert_file = \"c.pem\"\n") ==
+        "t.toml:2:17: listen.tls_cert_file is set without listen.tls_key_file "
+        "(set both to enable TLS for clients, or neither)");
+  CHECK(only_error("[listen]\nport = 1\ntls_key_file = \"k.pem\"\n") ==
+        "t.toml:3:16: listen.tls_key_file is set without listen.tls_cert_file "
+        "(set both to enable TLS for clients, or neither)");
+  CHECK(load("[listen]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n").errors.empty());
+}
+
+TEST_CASE("every problem is reported, in file order") {
+  load_result r = load(R"([server]
+port = 0
+tls = "sometimes"
+[listen]
+prot = 1
+[auth]
+method = "md5"
+[bogus]
+[pool]
+size = "big"
+mode = "transaction"
+)");
+  CHECK_FALSE(r.cfg.has_value());
+  std::string got;
+  for (const auto& e : r.errors) got += format(e) + "\n";
+  CHECK(got ==
+        "t.toml:2:8: server.port must be between 1 and 65535, not 0 (the default is 5432)\n"
+        "t.toml:3:7: invalid server.tls \"sometimes\" (expected one of \"disable\", "
+        "\"prefer\", \"require\", \"verify-full\")\n"
+        "t.toml:5:1: unknown key \"listen.prot\" (did you mean listen.port?)\n"
+        "t.toml:7:10: auth.file is required when auth.method is \"md5\" "
+        "(set file = \"/path/to/userlist.txt\" under [auth])\n"
+        "t.toml:8:2: unknown section [bogus] (sections are [auth] [databases] [limits] "
+        "[listen] [log] [pool] [server])\n"
+        "t.toml:10:8: pool.size must be an integer, not a string (e.g. size = 20)\n"
+        "t.toml:11:8: pool.mode \"transaction\" is not supported yet (supported: \"session\")\n");
+}
+
+TEST_CASE("[databases] maps client names to server databases") {
+  SUBCASE("names, quoted names and non-ASCII") {
+    load_result r =
+        load("[databases]\napp = \"app_db\"\n\"my.app\" = \"x\"\n\"café\" = \"cafe\"\n");
+    REQUIRE(r.errors.empty());
+    CHECK(r.cfg->databases == database_map{{"app", "app_db"}, {"my.app", "x"}, {"café", "cafe"}});
+  }
+  SUBCASE("an empty name") {
+    CHECK(only_error("[databases]\n\"\" = \"db\"\n") ==
+          "t.toml:2:1: database name must not be empty "
+          "(write \"client_name\" = \"server_database\")");
+  }
+  SUBCASE("a value that is not a string") {
+    CHECK(only_error("[databases]\napp = 5\n") ==
+          "t.toml:2:7: databases.\"app\" must be a string, not an integer "
+          "(write \"client_name\" = \"server_database\")");
+  }
+  SUBCASE("an unquoted dotted name") {
+    CHECK(only_error("[databases]\nmy.app = \"x\"\n") ==
+          "t.toml:2:1: databases.\"my\" must be a string, not a table "
+          "(quote names that contain dots: \"a.b\" = \"server_database\")");
+  }
+  SUBCASE("an empty server database") {
+    CHECK(only_error("[databases]\napp = \"\"\n") ==
+          "t.toml:2:7: databases.\"app\" must not be empty "
+          "(give the server database name, e.g. \"app\")");
+  }
+  SUBCASE("[databases] written as a value") {
+    CHECK(only_error("databases = 1\n") ==
+          "t.toml:1:13: databases must be a table, not an integer "
+          "(start the section with [databases])");
+  }
+}
+
+TEST_CASE("format") {
+  diagnostic d{"pgstash.toml", 3, 7, "listen.port must be an integer", "e.g. port = 6432"};
+  CHECK(format(d) == "pgstash.toml:3:7: listen.port must be an integer (e.g. port = 6432)");
+  d.hint.clear();
+  CHECK(format(d) == "pgstash.toml:3:7: listen.port must be an integer");
+  d.column = 0;
+  CHECK(format(d) == "pgstash.toml:3: listen.port must be an integer");
+  d.line = 0;
+  d.hint = "check the path";
+  CHECK(format(d) == "pgstash.toml: listen.port must be an integer (check the path)");
+}
+
+TEST_CASE("load_file") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("conf_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+
+  SUBCASE("reads the file and names it in diagnostics") {
+    const std::string path = (dir / "pgstash.toml").string();
+    std::ofstream(path) << "[listen]\nport = 7000\nhots = \"x\"\n";
+    load_result r = load_file(path);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(format(r.errors[0]) == path +
+                                     ":3:1: unknown key \"listen.hots\" "
+                                     "(did you mean listen.host?)");
+    std::ofstream(path) << "[listen]\nport = 7000\n";
+    r = load_file(path);
+    REQUIRE(r.cfg.has_value());
+    CHECK(r.cfg->listen.port == 7000);
+  }
+  SUBCASE("a missing file is one diagnostic without a line") {
+    const std::string path = (dir / "missing.toml").string();
+    load_result r = load_file(path);
+    CHECK_FALSE(r.cfg.has_value());
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].line == 0);
+    CHECK(format(r.errors[0]) == path + ": cannot read file: No such file or directory");
+  }
+  SUBCASE("a directory is not readable as a file") {
+    load_result r = load_file(dir.string());
+    REQUIRE(r.errors.size() == 1);
+    CHECK(format(r.errors[0]) == dir.string() + ": cannot read file: Is a directory");
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("reference_markdown documents every key from the table") {
+  const std::string md = reference_markdown();
+  CHECK(md.rfind("| key | type | default | description |\n|---|---|---|---|\n", 0) == 0);
+  for (const auto& key : k_all_keys) {
+    CAPTURE(key);
+    CHECK(md.find("| `" + key + "` |") != std::string::npos);
+  }
+  CHECK(md.find("| `databases.<name>` |") != std::string::npos);
+  // One header, one rule, one row per key, one for [databases].
+  CHECK(std::count(md.begin(), md.end(), '\n') == static_cast<long>(k_all_keys.size()) + 3);
+  CHECK(md.find("| `listen.port` | integer, 1 to 65535 | `6432` |") != std::string::npos);
+  CHECK(md.find("| `pool.reset_query` | string | `\"DISCARD ALL\"` |") != std::string::npos);
+  CHECK(
+      md.find("| `server.tls` | `disable`, `prefer`, `require`, `verify-full` | `\"prefer\"` |") !=
+      std::string::npos);
+  CHECK(
+      md.find("| `pool.mode` | `session` (not yet: `transaction` `statement`) | `\"session\"` |") !=
+      std::string::npos);
+  CHECK(
+      md.find("| `log.level` | `trace`, `debug`, `info`, `warn`, `error`, `off` | `\"info\"` |") !=
+      std::string::npos);
+}
