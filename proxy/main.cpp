@@ -2,7 +2,9 @@
 //   pgstash --config FILE          run
 //   pgstash --check-config FILE    validate FILE and the auth file it names
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -40,11 +42,21 @@ std::optional<loaded> load(const std::string& path) {
   return out;
 }
 
+// Each client and server connection is a file descriptor; the default soft
+// limit (often 1024) would cap clients far below listen.max_client_conn.
+void raise_open_file_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == lim.rlim_max) return;
+  lim.rlim_cur = lim.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &lim) != 0) spdlog::warn("could not raise the open file limit");
+}
+
 int run(loaded config) {
   using namespace pgstash;
   const conf::config& cfg = config.cfg;
   spdlog::set_level(spdlog::level::from_str(cfg.log.level));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  raise_open_file_limit();
 
   asio::io_context ioc(1);
   proxy::proxy_context ctx(ioc.get_executor(), cfg, std::move(config.users),
@@ -53,13 +65,15 @@ int run(loaded config) {
   spdlog::info("pgstash listening on {}:{}, server {}:{}, pool.size {}", cfg.listen.host,
                cfg.listen.port, cfg.server.host, cfg.server.port, cfg.pool.size);
 
+  // Immediate shutdown, as PgBouncer's SIGTERM: every connection drops, and
+  // PostgreSQL rolls back what its clients had open. Exiting at once avoids
+  // tearing down sessions that are mid-flight one by one.
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](const error_code& ec, int signo) {
+  signals.async_wait([](const error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("signal {}: shutting down", signo);
-    error_code ignored;
-    acceptor.close(ignored);
-    ioc.stop();
+    spdlog::shutdown();
+    std::_Exit(0);
   });
   asio::co_spawn(ioc, proxy::accept_clients(acceptor, ctx), asio::detached);
   ioc.run();

@@ -445,3 +445,12 @@ TEST_CASE("reference_markdown documents every key from the table") {
       md.find("| `log.level` | `trace`, `debug`, `info`, `warn`, `error`, `off` | `\"info\"` |") !=
       std::string::npos);
 }
+
+TEST_CASE("the README's config reference is the one the key table renders") {
+  std::ifstream in(PGSTASH_README);
+  REQUIRE(in);
+  const std::string readme((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string md = reference_markdown();
+  INFO("paste this into README.md's Reference section:\n" << md);
+  CHECK(readme.find(md) != std::string::npos);
+}
