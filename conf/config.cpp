@@ -116,8 +116,8 @@ consteval key_row choice_key(std::string_view name, std::span<const std::string_
 constexpr std::array<std::string_view, 3> k_auth_methods = {"trust", "md5", "scram-sha-256"};
 constexpr std::array<std::string_view, 6> k_log_levels = {"trace", "debug", "info",
                                                           "warn",  "error", "off"};
-constexpr std::array<std::string_view, 1> k_pool_modes = {"session"};
-constexpr std::array<std::string_view, 2> k_pool_modes_later = {"transaction", "statement"};
+constexpr std::array<std::string_view, 2> k_pool_modes = {"session", "transaction"};
+constexpr std::array<std::string_view, 1> k_pool_modes_later = {"statement"};
 constexpr std::array<std::string_view, 4> k_server_tls = {"disable", "prefer", "require",
                                                           "verify-full"};
 constexpr std::int64_t k_max_timeout_ms = 86'400'000;  // one day
@@ -129,9 +129,18 @@ constexpr std::array k_keys = {
         "`trust`."),
     choice_key<&config::auth, &auth_section::method, k_auth_methods>(
         "auth.method", {}, "How clients prove who they are."),
+    integer_key<&config::limits, &limits_section::analysis_cache_entries>(
+        "limits.analysis_cache_entries", 1, 10'000'000,
+        "Statement analyses memoized per worker thread."),
+    integer_key<&config::limits, &limits_section::client_idle_timeout_ms>(
+        "limits.client_idle_timeout_ms", 0, k_max_timeout_ms,
+        "A client silent this many ms is disconnected; 0 = never."),
     integer_key<&config::limits, &limits_section::client_login_timeout_ms>(
         "limits.client_login_timeout_ms", 1, k_max_timeout_ms,
         "A client must finish startup and authentication within this many ms."),
+    integer_key<&config::limits, &limits_section::idle_transaction_timeout_ms>(
+        "limits.idle_transaction_timeout_ms", 0, k_max_timeout_ms,
+        "A client silent this many ms inside a transaction is disconnected; 0 = never."),
     integer_key<&config::limits, &limits_section::io_buffer_size>(
         "limits.io_buffer_size", 4096, 16'777'216, "Bytes buffered per direction of a session."),
     integer_key<&config::limits, &limits_section::max_message_size>(
@@ -155,16 +164,51 @@ constexpr std::array k_keys = {
         "pool.cleanup_timeout_ms", 1, k_max_timeout_ms,
         "After its client leaves, a server connection must be clean and idle again within "
         "this many ms (cancel, ROLLBACK, reset) or it is closed."),
+    integer_key<&config::pool, &pool_section::max_db_connections>(
+        "pool.max_db_connections", 0, 100000,
+        "Server connections per database, all users together; 0 = no limit."),
+    integer_key<&config::pool, &pool_section::max_prepared_statements>(
+        "pool.max_prepared_statements", 1, 100000,
+        "Transaction mode: prepared statements kept per server connection (least recently "
+        "used are closed)."),
+    integer_key<&config::pool, &pool_section::min_pool_size>(
+        "pool.min_pool_size", 0, 10000,
+        "Server connections kept open per (database, user) once that pool was used."),
     choice_key<&config::pool, &pool_section::mode, k_pool_modes>(
-        "pool.mode", k_pool_modes_later, "When a server connection returns to the pool."),
-    string_key<&config::pool, &pool_section::reset_query>(
-        "pool.reset_query", false,
-        "Run on a server connection before another client gets it; empty = none."),
+        "pool.mode", k_pool_modes_later,
+        "`transaction`: a client holds a server connection only during a transaction; "
+        "`session`: for its whole session."),
+    integer_key<&config::pool, &pool_section::query_wait_timeout_ms>(
+        "pool.query_wait_timeout_ms", 1, k_max_timeout_ms,
+        "A client waits this many ms for a server connection, then gets an error (53300)."),
+    integer_key<&config::pool, &pool_section::reserve_pool_size>(
+        "pool.reserve_pool_size", 0, 10000,
+        "Extra server connections per (database, user) for clients that waited "
+        "`pool.reserve_pool_timeout_ms`."),
+    integer_key<&config::pool, &pool_section::reserve_pool_timeout_ms>(
+        "pool.reserve_pool_timeout_ms", 1, k_max_timeout_ms,
+        "How long a client waits before the reserve pool may serve it."),
+    integer_key<&config::pool, &pool_section::server_check_delay_ms>(
+        "pool.server_check_delay_ms", 0, k_max_timeout_ms,
+        "Idle time after which a connection is checked before reuse."),
+    string_key<&config::pool, &pool_section::server_check_query>(
+        "pool.server_check_query", false,
+        "Run on a connection idle longer than `pool.server_check_delay_ms` before reuse; "
+        "empty = no check."),
+    integer_key<&config::pool, &pool_section::server_idle_timeout_ms>(
+        "pool.server_idle_timeout_ms", 1, k_max_timeout_ms,
+        "Server connections idle in the pool longer than this are closed."),
+    integer_key<&config::pool, &pool_section::server_lifetime_ms>(
+        "pool.server_lifetime_ms", 1, k_max_timeout_ms,
+        "Server connections older than this are closed when released."),
+    string_key<&config::pool, &pool_section::server_reset_query>(
+        "pool.server_reset_query", false,
+        "Session mode (and pinned transaction-mode clients): run on a server connection before "
+        "another client gets it; empty = none."),
     integer_key<&config::pool, &pool_section::size>("pool.size", 1, 10000,
                                                     "Server connections per (database, user)."),
-    integer_key<&config::pool, &pool_section::wait_timeout_ms>(
-        "pool.wait_timeout_ms", 1, k_max_timeout_ms,
-        "A client waits this many ms for a server connection, then gets an error."),
+    integer_key<&config::process, &process_section::workers>(
+        "process.workers", 0, 256, "Threads running client sessions; 0 = one per CPU core."),
     integer_key<&config::server, &server_section::connect_timeout_ms>(
         "server.connect_timeout_ms", 1, k_max_timeout_ms,
         "Limit in ms for TCP connect, TLS and authentication to PostgreSQL."),

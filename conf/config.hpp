@@ -16,7 +16,10 @@
 namespace pgstash::conf {
 
 enum class auth_method { trust, md5, scram_sha_256 };
-enum class pool_mode { session };
+// session: a client keeps one server connection for its whole session.
+// transaction: a client holds a server connection only while a transaction
+// (or a statement outside one) runs.
+enum class pool_mode { session, transaction };
 // How pgstash secures its connections to PostgreSQL (libpq's sslmode names).
 enum class server_tls { disable, prefer, require, verify_full };
 
@@ -43,14 +46,26 @@ struct auth_section {
 };
 
 struct pool_section {
-  pool_mode mode = pool_mode::session;
+  // Names follow PgBouncer's where the concept is the same; times are in ms.
+  pool_mode mode = pool_mode::transaction;
   std::uint32_t size = 20;  // server connections per (database, user)
-  std::uint32_t wait_timeout_ms = 120000;  // a client waits this long for a server connection
-  std::string reset_query = "DISCARD ALL";  // run before a connection is reused
+  std::uint32_t min_pool_size = 0;  // kept open per (database, user) once it was used
+  std::uint32_t reserve_pool_size = 0;  // extra connections for clients that waited...
+  std::uint32_t reserve_pool_timeout_ms = 5000;  // ...at least this long
+  std::uint32_t max_db_connections = 0;  // per database, all users together; 0 = no limit
+  std::uint32_t query_wait_timeout_ms = 120000;  // a client waits this long for a server connection
+  std::uint32_t server_lifetime_ms = 3600000;  // older connections are closed when released
+  std::uint32_t server_idle_timeout_ms = 600000;  // idle longer than this: closed
+  std::string server_check_query = "select 1";  // run on a connection idle longer than...
+  std::uint32_t server_check_delay_ms = 30000;  // ...this before it is reused
+  std::string server_reset_query = "DISCARD ALL";  // session mode: run before reuse
   // A server connection whose client left must be back to a clean idle
   // state (query cancelled, transaction rolled back, reset done) within
   // this, or it is closed.
   std::uint32_t cleanup_timeout_ms = 10000;
+  // Transaction mode: protocol-level prepared statements kept per server
+  // connection; the least recently used beyond this are closed.
+  std::uint32_t max_prepared_statements = 200;
 };
 
 struct limits_section {
@@ -61,6 +76,18 @@ struct limits_section {
   std::uint32_t io_buffer_size = 65536;
   // A client must finish startup and authentication within this.
   std::uint32_t client_login_timeout_ms = 60000;
+  // A client silent for this long is disconnected; 0 = never.
+  std::uint32_t client_idle_timeout_ms = 0;
+  // A client silent for this long inside a transaction is disconnected
+  // (its transaction rolled back); 0 = never.
+  std::uint32_t idle_transaction_timeout_ms = 0;
+  // Statement analyses memoized per worker thread (by text hash).
+  std::uint32_t analysis_cache_entries = 10000;
+};
+
+struct process_section {
+  // Threads running client sessions; 0 = one per CPU core.
+  std::uint32_t workers = 0;
 };
 
 struct log_section {
@@ -78,6 +105,7 @@ struct config {
   auth_section auth;
   pool_section pool;
   limits_section limits;
+  process_section process;
   log_section log;
   database_map databases;
 };

@@ -38,8 +38,11 @@ awaitable<std::size_t> pg_stream::read_more(error_code& ec) {
 }
 
 awaitable<void> pg_stream::write(std::string_view bytes, error_code& ec) {
-  while (writing_) {
-    asio::steady_timer turn(socket_.get_executor(), asio::steady_timer::time_point::max());
+  if (writing_) {
+    // Wait for our turn; the writer before us hands the stream over
+    // directly (writing_ stays true), so turns are strictly first-come.
+    asio::steady_timer turn(co_await asio::this_coro::executor,
+                            asio::steady_timer::time_point::max());
     write_waiters_.push_back(&turn);
     error_code woken;
     co_await turn.async_wait(on_error(woken));
@@ -51,8 +54,9 @@ awaitable<void> pg_stream::write(std::string_view bytes, error_code& ec) {
   } else {
     co_await asio::async_write(socket_, data, on_error(ec));
   }
-  writing_ = false;
-  if (!write_waiters_.empty()) {
+  if (write_waiters_.empty()) {
+    writing_ = false;
+  } else {
     write_waiters_.front()->cancel();
     write_waiters_.pop_front();
   }

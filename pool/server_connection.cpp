@@ -55,19 +55,22 @@ std::uint32_t random_uint32() {
   return v;
 }
 
-server_connection::server_connection(tcp::socket socket, std::size_t buffer_size,
+server_connection::server_connection(tcp::socket socket, const server_limits& limits,
                                      std::uint64_t id)
-    : stream_(std::move(socket), buffer_size),
+    : idle_since(std::chrono::steady_clock::now()),
+      stream_(std::move(socket), limits.buffer_size),
       id_(id),
+      max_message_size_(limits.max_message_size),
+      state_(limits.max_prepared_statements),
       created_at_(std::chrono::steady_clock::now()) {}
 
 awaitable<std::unique_ptr<server_connection>> server_connection::connect(
     const conf::server_section& server, asio::ssl::context& tls, const connect_request& request,
     server_limits limits, std::uint64_t id) {
   auto ex = co_await asio::this_coro::executor;
-  std::unique_ptr<server_connection> conn(
-      new server_connection(tcp::socket(ex), limits.buffer_size, id));
+  std::unique_ptr<server_connection> conn(new server_connection(tcp::socket(ex), limits, id));
   conn->signature_ = request.signature();
+  conn->key_ = request.key();
   const std::string where = server.host + ":" + std::to_string(server.port);
 
   // One deadline covers resolving, connecting, TLS and authentication.
@@ -218,6 +221,46 @@ awaitable<void> server_connection::authenticate(const connect_request& request,
         co_return;
       default:
         // NoticeResponse and NegotiateProtocolVersion need no answer.
+        break;
+    }
+  }
+}
+
+awaitable<std::optional<std::string>> server_connection::run_internal(std::string_view sql) {
+  std::string out;
+  wire::write_query(out, sql);
+  error_code ec;
+  co_await stream_.write(out, ec);
+  if (ec) throw make_server_error("08006", "server connection lost: " + ec.message());
+  std::optional<std::string> first_error;
+  for (;;) {
+    wire::decoded_frame f = co_await stream_.read_frame(wire::phase::normal, max_message_size_, ec);
+    if (ec) throw make_server_error("08006", "server connection lost: " + ec.message());
+    if (f.status == wire::decode_status::error)
+      throw make_server_error("08P01", "invalid message from server: " + f.error.message());
+    switch (static_cast<wire::backend_tag>(f.header.tag)) {
+      case wire::backend_tag::error_response: {
+        wire::error_fields fields;
+        if (!first_error) {
+          first_error = wire::parse_error_fields(f.body, fields)
+                            ? std::string("malformed error")
+                            : std::string(fields.get('M').value_or("?"));
+        }
+        break;
+      }
+      case wire::backend_tag::parameter_status: {
+        wire::parameter_status ps;
+        if (!wire::parse_parameter_status(f.body, ps))
+          parameters_[std::string(ps.name)] = std::string(ps.value);
+        break;
+      }
+      case wire::backend_tag::ready_for_query: {
+        wire::ready_for_query rfq;
+        if (wire::parse_ready_for_query(f.body, rfq) || rfq.status != 'I')
+          throw make_server_error("08P01", "server not idle after an internal query");
+        co_return first_error;
+      }
+      default:
         break;
     }
   }

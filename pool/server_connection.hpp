@@ -20,6 +20,7 @@
 #include "conf/config.hpp"
 #include "pool/asio.hpp"
 #include "pool/pg_stream.hpp"
+#include "pool/server_state.hpp"
 #include "wire/auth.hpp"
 
 namespace pgstash::pool {
@@ -32,6 +33,13 @@ struct server_credentials {
   std::optional<std::pair<wire::scram_key, wire::scram_key>> scram_keys;  // ClientKey, ServerKey
 };
 
+// Server connections are pooled per (database, user).
+struct pool_key {
+  std::string database;
+  std::string user;
+  auto operator<=>(const pool_key&) const = default;
+};
+
 struct connect_request {
   std::string database;  // the server-side name
   std::string user;
@@ -42,6 +50,7 @@ struct connect_request {
   // Connections whose startup packets would be identical are
   // interchangeable: same database, user and parameters.
   std::string signature() const;
+  pool_key key() const { return {database, user}; }
 };
 
 // A failure to get a server connection, carrying the ErrorResponse the
@@ -64,6 +73,7 @@ server_error make_server_error(std::string_view sqlstate, std::string message);
 struct server_limits {
   std::size_t buffer_size = 65536;
   std::uint32_t max_message_size = 1u << 30;
+  std::size_t max_prepared_statements = 200;
 };
 
 class server_connection {
@@ -77,6 +87,7 @@ class server_connection {
   pg_stream& stream() { return stream_; }
   std::uint64_t id() const { return id_; }
   const std::string& signature() const { return signature_; }
+  const pool_key& key() const { return key_; }
   std::uint32_t process_id() const { return process_id_; }
   std::uint32_t secret_key() const { return secret_key_; }
   // The server's current ParameterStatus values; the relay keeps them up
@@ -85,15 +96,28 @@ class server_connection {
   std::chrono::steady_clock::time_point created_at() const { return created_at_; }
   // Where to send a CancelRequest for this connection.
   const tcp::endpoint& endpoint() const { return endpoint_; }
+  // Session state left by earlier clients (transaction mode).
+  server_state& state() { return state_; }
+  // When it last went idle in the pool.
+  std::chrono::steady_clock::time_point idle_since;
+
+  // Runs `sql` as a simple query and reads through ReadyForQuery, keeping
+  // parameters() current. Returns the first error's message, or nullopt.
+  // Throws server_error if the connection fails or the server ends up
+  // anywhere but idle.
+  awaitable<std::optional<std::string>> run_internal(std::string_view sql);
 
  private:
-  server_connection(tcp::socket socket, std::size_t buffer_size, std::uint64_t id);
+  server_connection(tcp::socket socket, const server_limits& limits, std::uint64_t id);
   awaitable<void> negotiate_tls(const conf::server_section& server, asio::ssl::context& tls);
   awaitable<void> authenticate(const connect_request& request, std::uint32_t max_message_size);
 
   pg_stream stream_;
   std::uint64_t id_;
   std::string signature_;
+  pool_key key_;
+  std::uint32_t max_message_size_;
+  server_state state_;
   std::uint32_t process_id_ = 0;
   std::uint32_t secret_key_ = 0;
   std::map<std::string, std::string> parameters_;

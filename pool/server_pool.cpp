@@ -4,95 +4,208 @@
 
 namespace pgstash::pool {
 
-server_pool::server_pool(asio::any_io_executor ex, const conf::config& cfg,
-                         asio::ssl::context& tls)
-    : ex_(std::move(ex)), cfg_(cfg), tls_(tls) {}
+server_pool::server_pool(const conf::config& cfg, asio::ssl::context& tls)
+    : cfg_(cfg), tls_(tls) {}
+
+awaitable<std::unique_ptr<server_connection>> server_pool::connect(
+    const connect_request& request) {
+  std::uint64_t id;
+  {
+    std::lock_guard lock(mu_);
+    id = next_id_++;
+  }
+  server_limits limits{cfg_.limits.io_buffer_size, cfg_.limits.max_message_size,
+                       cfg_.pool.max_prepared_statements};
+  co_return co_await server_connection::connect(cfg_.server, tls_, request, limits, id);
+}
+
+awaitable<bool> server_pool::still_good(server_connection& conn) {
+  if (conn.stream().has_unexpected_input()) co_return false;
+  const auto idle_for = clock::now() - conn.idle_since;
+  if (cfg_.pool.server_check_query.empty() ||
+      idle_for < std::chrono::milliseconds(cfg_.pool.server_check_delay_ms))
+    co_return true;
+  try {
+    co_return !(co_await conn.run_internal(cfg_.pool.server_check_query));
+  } catch (const server_error&) {
+    co_return false;
+  }
+}
 
 awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
     const connect_request& request) {
-  const pool_key key{request.database, request.user};
+  auto ex = co_await asio::this_coro::executor;
+  const pool_key key = request.key();
   const std::string signature = request.signature();
-  const auto give_up_at =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg_.pool.wait_timeout_ms);
-  bool queued_turn = false;  // true once this client has been woken from the queue
+  const auto started = clock::now();
+  const auto give_up_at = started + std::chrono::milliseconds(cfg_.pool.query_wait_timeout_ms);
+  const auto reserve_at = started + std::chrono::milliseconds(cfg_.pool.reserve_pool_timeout_ms);
+  bool my_turn = false;  // woken from the queue: go before clients that queued later
 
+  std::unique_lock lock(mu_);
   for (;;) {
     user_pool& p = pools_[key];
-    // Clients already waiting go first, unless this one was just woken.
-    if (queued_turn || p.waiters.empty()) {
+    p.template_request = request;
+    if (my_turn || p.waiters.empty()) {
+      std::unique_ptr<server_connection> candidate;
       for (auto it = p.idle.begin(); it != p.idle.end(); ++it) {
         if ((*it)->signature() != signature) continue;
-        std::unique_ptr<server_connection> conn = std::move(*it);
+        candidate = std::move(*it);
         p.idle.erase(it);
-        if (!conn->stream().has_unexpected_input()) co_return conn;
-        // Closed by the server while idle (restart, idle timeout): replace it.
-        conn->stream().close();
-        --p.open;
         break;
       }
-      if (p.open >= cfg_.pool.size && !p.idle.empty()) {
-        // Full, but an idle connection opened for other parameters can make room.
-        p.idle.back()->stream().close();
-        p.idle.pop_back();
-        --p.open;
+      if (candidate) {
+        lock.unlock();
+        bool good = co_await still_good(*candidate);
+        if (good) co_return candidate;
+        lock.lock();
+        close_locked(pools_[key], std::move(candidate));
+        continue;
       }
-      if (p.open < cfg_.pool.size) {
+      const bool reserve_allowed = cfg_.pool.reserve_pool_size > 0 && clock::now() >= reserve_at;
+      const std::uint32_t limit = cfg_.pool.size + (reserve_allowed ? cfg_.pool.reserve_pool_size : 0);
+      if (p.open >= limit && !p.idle.empty()) {
+        // Full, but an idle connection opened for other parameters can make room.
+        auto stale = std::move(p.idle.back());
+        p.idle.pop_back();
+        close_locked(p, std::move(stale));
+      }
+      if (p.open < limit && database_has_room_locked(key.database)) {
         ++p.open;
-        server_limits limits{cfg_.limits.io_buffer_size, cfg_.limits.max_message_size};
+        ++database_open_[key.database];
+        lock.unlock();
+        std::unique_ptr<server_connection> fresh;
+        std::exception_ptr failure;
         try {
-          co_return co_await server_connection::connect(cfg_.server, tls_, request, limits,
-                                                        next_id_++);
+          fresh = co_await connect(request);
         } catch (...) {
-          user_pool& failed = pools_[key];
-          --failed.open;
-          wake_next(failed);
-          throw;
+          failure = std::current_exception();
         }
+        if (fresh) co_return fresh;
+        lock.lock();
+        --pools_[key].open;
+        --database_open_[key.database];
+        wake_next_locked(key);
+        std::rethrow_exception(failure);
       }
     }
 
-    auto now = std::chrono::steady_clock::now();
+    const auto now = clock::now();
     if (now >= give_up_at) break;
-    auto w = std::make_shared<waiter>(ex_);
-    w->wake.expires_at(give_up_at);
+    auto w = std::make_shared<waiter>(ex);
+    const bool reserve_pending = cfg_.pool.reserve_pool_size > 0 && now < reserve_at;
+    w->wake.expires_at(reserve_pending ? std::min(reserve_at, give_up_at) : give_up_at);
     p.waiters.push_back(w);
+    lock.unlock();
     error_code ec;
     co_await w->wake.async_wait(on_error(ec));
-    if (!w->woken) {
-      auto& queue = pools_[key].waiters;
-      queue.erase(std::remove(queue.begin(), queue.end(), w), queue.end());
-      break;
+    lock.lock();
+    if (w->woken) {
+      my_turn = true;
+      continue;
     }
-    queued_turn = true;
+    auto& queue = pools_[key].waiters;
+    queue.erase(std::remove(queue.begin(), queue.end(), w), queue.end());
+    // Waking at reserve_at (not give_up_at) means the reserve may now serve us.
+    my_turn = clock::now() < give_up_at;
   }
+  lock.unlock();
   throw make_server_error(
-      "53300", "pgstash: no server connection available for database \"" + request.database +
-                   "\" user \"" + request.user + "\" within pool.wait_timeout_ms (" +
-                   std::to_string(cfg_.pool.wait_timeout_ms) +
-                   " ms); all pool.size = " + std::to_string(cfg_.pool.size) + " are in use");
+      "53300", "pgstash: no server connection for database \"" + request.database + "\" user \"" +
+                   request.user + "\" within pool.query_wait_timeout_ms (" +
+                   std::to_string(cfg_.pool.query_wait_timeout_ms) + " ms); all " +
+                   std::to_string(cfg_.pool.size) + " of pool.size are in use");
 }
 
-void server_pool::release(std::unique_ptr<server_connection> conn, const pool_key& key,
-                          bool reusable) {
+void server_pool::release(std::unique_ptr<server_connection> conn, bool reusable) {
+  const pool_key key = conn->key();
+  std::lock_guard lock(mu_);
   user_pool& p = pools_[key];
-  if (reusable) {
+  const bool too_old = clock::now() - conn->created_at() >=
+                       std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
+  if (reusable && !too_old) {
+    conn->idle_since = clock::now();
     p.idle.push_front(std::move(conn));
   } else {
-    conn->stream().close();
-    --p.open;
+    close_locked(p, std::move(conn));
   }
-  wake_next(p);
+  wake_next_locked(key);
 }
 
-void server_pool::wake_next(user_pool& p) {
-  if (p.waiters.empty()) return;
-  std::shared_ptr<waiter> w = p.waiters.front();
-  p.waiters.pop_front();
-  w->woken = true;
-  w->wake.cancel();
+void server_pool::close_locked(user_pool& p, std::unique_ptr<server_connection> conn) {
+  --database_open_[conn->key().database];
+  --p.open;
+  conn->stream().close();
+}
+
+bool server_pool::database_has_room_locked(const std::string& database) const {
+  if (cfg_.pool.max_db_connections == 0) return true;
+  auto it = database_open_.find(database);
+  return it == database_open_.end() || it->second < cfg_.pool.max_db_connections;
+}
+
+void server_pool::wake_next_locked(const pool_key& key) {
+  auto wake_first = [](user_pool& p) {
+    if (p.waiters.empty()) return;
+    std::shared_ptr<waiter> w = p.waiters.front();
+    p.waiters.pop_front();
+    w->woken = true;
+    // The timer belongs to the waiter's executor: cancel it there.
+    asio::post(w->executor, [w] { w->wake.cancel(); });
+  };
+  wake_first(pools_[key]);
+  if (cfg_.pool.max_db_connections == 0) return;
+  for (auto& [other, p] : pools_)
+    if (other.database == key.database && !(other == key)) wake_first(p);
+}
+
+void server_pool::maintain(const asio::any_io_executor& ex) {
+  std::vector<connect_request> to_open;
+  {
+    std::lock_guard lock(mu_);
+    const auto now = clock::now();
+    for (auto& [key, p] : pools_) {
+      for (auto it = p.idle.begin(); it != p.idle.end();) {
+        const bool idle_too_long =
+            now - (*it)->idle_since >= std::chrono::milliseconds(cfg_.pool.server_idle_timeout_ms);
+        const bool too_old =
+            now - (*it)->created_at() >= std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
+        if (idle_too_long || too_old) {
+          auto conn = std::move(*it);
+          it = p.idle.erase(it);
+          close_locked(p, std::move(conn));
+        } else {
+          ++it;
+        }
+      }
+      while (p.template_request && p.open < cfg_.pool.min_pool_size &&
+             database_has_room_locked(key.database)) {
+        ++p.open;
+        ++database_open_[key.database];
+        to_open.push_back(*p.template_request);
+      }
+    }
+  }
+  for (auto& request : to_open) asio::co_spawn(ex, open_spare(std::move(request)), asio::detached);
+}
+
+awaitable<void> server_pool::open_spare(connect_request request) {
+  std::unique_ptr<server_connection> conn;
+  try {
+    conn = co_await connect(request);
+  } catch (const server_error&) {
+  }
+  if (conn) {
+    release(std::move(conn), true);
+    co_return;
+  }
+  std::lock_guard lock(mu_);
+  --pools_[request.key()].open;
+  --database_open_[request.database];
 }
 
 pool_stats server_pool::stats(const pool_key& key) const {
+  std::lock_guard lock(mu_);
   auto it = pools_.find(key);
   if (it == pools_.end()) return {};
   return {it->second.open, static_cast<std::uint32_t>(it->second.idle.size()),

@@ -1,19 +1,28 @@
-// Server connections, pooled per (database, user). A pool never has more
-// than pool.size connections open (connecting, leased and idle together);
-// clients that find it full wait first-come first-served up to
-// pool.wait_timeout_ms. An idle connection is handed out again only to a
-// client whose startup parameters match the ones it was opened with, so
-// the server sees exactly what each client asked for; a mismatched idle
-// connection is closed to make room when the pool is full.
+// Server connections, pooled per (database, user). Limits and timeouts
+// follow PgBouncer's: at most pool.size connections per pool (plus
+// pool.reserve_pool_size for clients that waited reserve_pool_timeout_ms),
+// at most pool.max_db_connections per database; clients that find no room
+// wait first-come first-served up to pool.query_wait_timeout_ms. Idle
+// connections are checked before reuse after pool.server_check_delay_ms,
+// closed after pool.server_idle_timeout_ms or pool.server_lifetime_ms, and
+// topped up to pool.min_pool_size by maintain().
 //
-// Belongs to one executor; not thread-safe.
+// An idle connection is handed out only for a request with the same
+// signature (database, user, startup parameters); when a pool is full, an
+// idle connection opened for other parameters is closed to make room.
+//
+// Thread-safe: sessions on any executor may acquire and release. A
+// connection belongs to whoever holds its unique_ptr.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <list>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "conf/config.hpp"
@@ -21,12 +30,6 @@
 #include "pool/server_connection.hpp"
 
 namespace pgstash::pool {
-
-struct pool_key {
-  std::string database;
-  std::string user;
-  auto operator<=>(const pool_key&) const = default;
-};
 
 struct pool_stats {
   std::uint32_t open = 0;     // connecting + leased + idle
@@ -37,40 +40,59 @@ struct pool_stats {
 class server_pool {
  public:
   // `cfg` and `tls` must outlive the pool.
-  server_pool(asio::any_io_executor ex, const conf::config& cfg, asio::ssl::context& tls);
+  server_pool(const conf::config& cfg, asio::ssl::context& tls);
   server_pool(const server_pool&) = delete;
   server_pool& operator=(const server_pool&) = delete;
 
-  // A connection for `request`: an idle matching one, a new one if the
-  // pool has room, or the next one released if not. Throws server_error.
+  // A connection for `request`: an idle matching one, a new one if there is
+  // room, or the next one released. Runs on the caller's executor. Throws
+  // server_error.
   awaitable<std::unique_ptr<server_connection>> acquire(const connect_request& request);
 
   // Gives a leased connection back. REQUIRES: when `reusable`, it is idle
-  // (ReadyForQuery 'I' seen, nothing in flight) and reset. Otherwise it is
-  // closed and its slot freed.
-  void release(std::unique_ptr<server_connection> conn, const pool_key& key, bool reusable);
+  // (ReadyForQuery 'I' seen, nothing in flight). Otherwise it is closed and
+  // its slot freed.
+  void release(std::unique_ptr<server_connection> conn, bool reusable);
+
+  // Closes idle connections past their idle timeout or lifetime, and opens
+  // connections on `ex` up to pool.min_pool_size for pools used before.
+  void maintain(const asio::any_io_executor& ex);
 
   pool_stats stats(const pool_key& key) const;
 
  private:
   struct waiter {
-    explicit waiter(const asio::any_io_executor& ex) : wake(ex) {}
+    explicit waiter(const asio::any_io_executor& ex) : executor(ex), wake(ex) {}
+    asio::any_io_executor executor;
     asio::steady_timer wake;
-    bool woken = false;
+    bool woken = false;  // guarded by mu_
   };
   struct user_pool {
     std::list<std::unique_ptr<server_connection>> idle;  // most recently used first
     std::uint32_t open = 0;
     std::deque<std::shared_ptr<waiter>> waiters;
+    // The last request seen, to open min_pool_size connections with.
+    std::optional<connect_request> template_request;
   };
+  using clock = std::chrono::steady_clock;
 
-  // Wakes the longest-waiting client of `p`, if any, to try again.
-  void wake_next(user_pool& p);
+  // Returns a connection's slot. REQUIRES: mu_ held.
+  void close_locked(user_pool& p, std::unique_ptr<server_connection> conn);
+  // Wakes the longest-waiting client of `p` and, if a database-wide limit
+  // is set, of the other pools of that database. REQUIRES: mu_ held.
+  void wake_next_locked(const pool_key& key);
+  bool database_has_room_locked(const std::string& database) const;
+  awaitable<std::unique_ptr<server_connection>> connect(const connect_request& request);
+  // True if `conn` is fit to hand out: not closed by the server while idle,
+  // and passing server_check_query when it has been idle long enough.
+  awaitable<bool> still_good(server_connection& conn);
+  awaitable<void> open_spare(connect_request request);
 
-  asio::any_io_executor ex_;
   const conf::config& cfg_;
   asio::ssl::context& tls_;
+  mutable std::mutex mu_;
   std::map<pool_key, user_pool> pools_;
+  std::map<std::string, std::uint32_t> database_open_;
   std::uint64_t next_id_ = 1;
 };
 

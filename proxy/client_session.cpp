@@ -1,13 +1,17 @@
+// The relay stages of a client session: leasing server connections,
+// pumping frames both ways, following the responses the server owes, and
+// bringing a server connection back clean when the client leaves.
 #include "proxy/client_session.hpp"
 
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
+#include <xxhash.h>
 
 #include <algorithm>
+#include <cstdio>
 
+#include "invalidation/analysis_cache.hpp"
 #include "pool/deadline.hpp"
 #include "proxy/proxy_context.hpp"
-#include "wire/auth.hpp"
 #include "wire/backend.hpp"
 #include "wire/errc.hpp"
 #include "wire/message_writer.hpp"
@@ -20,14 +24,56 @@ namespace {
 using wire::backend_tag;
 using wire::frontend_tag;
 
-bool is_tag(char c, frontend_tag t) { return c == static_cast<char>(t); }
-bool is_tag(char c, backend_tag t) { return c == static_cast<char>(t); }
+constexpr char tag_of(frontend_tag t) { return static_cast<char>(t); }
+constexpr char tag_of(backend_tag t) { return static_cast<char>(t); }
 
-std::string random_bytes(std::size_t n) {
-  std::string out(n, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1)
-    throw std::runtime_error("RAND_bytes failed");
+// An empty-bodied backend message such as ParseComplete.
+std::string empty_message(backend_tag tag) {
+  std::string out;
+  wire::message_writer w(out);
+  w.begin(tag);
+  w.finish();
   return out;
+}
+
+// The server-side name for a statement: the same text and parameter types
+// from any client share one prepared statement per server connection.
+std::string server_statement_name(const wire::parse_message& parse) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  XXH3_128bits_update(state, parse.query.data(), parse.query.size());
+  for (std::uint32_t oid : parse.parameter_types) XXH3_128bits_update(state, &oid, sizeof oid);
+  XXH128_hash_t h = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  char name[48];
+  std::snprintf(name, sizeof name, "pgstash_%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  return name;
+}
+
+void write_parse(std::string& out, std::string_view name, const wire::parse_message& parse) {
+  wire::message_writer w(out);
+  w.begin(frontend_tag::parse);
+  w.put_cstr(name);
+  w.put_cstr(parse.query);
+  w.put_int16(static_cast<std::int16_t>(parse.parameter_types.size()));
+  for (std::uint32_t oid : parse.parameter_types) w.put_uint32(oid);
+  w.finish();
+}
+
+// `frame` (a Bind or Describe) with the statement name after its first
+// `skip` cstrings replaced by `name`.
+void write_renamed(std::string& out, std::string_view frame, int skip, std::string_view name) {
+  std::string_view body = frame.substr(5);
+  std::size_t at = 0;
+  for (int i = 0; i < skip; ++i) at = body.find('\0', at) + 1;
+  std::size_t end = body.find('\0', at);
+  wire::message_writer w(out);
+  w.begin(static_cast<frontend_tag>(frame[0]));
+  w.put_bytes(body.substr(0, at));
+  w.put_cstr(name);
+  w.put_bytes(body.substr(end + 1));
+  w.finish();
 }
 
 }  // namespace
@@ -42,15 +88,14 @@ client_session::client_session(proxy_context& ctx, tcp::socket socket)
 
 void client_session::start() {
   auto self = shared_from_this();
-  asio::co_spawn(client_.socket().get_executor(), [self] { return self->run(self); },
-                 [self](std::exception_ptr e) {
-                   if (!e) return;
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const std::exception& ex) {
-                     spdlog::error("{} session failed: {}", self->prefix(), ex.what());
-                   }
-                 });
+  asio::co_spawn(client_.socket().get_executor(), run(self), [self](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("{} session failed: {}", self->prefix(), ex.what());
+    }
+  });
 }
 
 std::string client_session::prefix() const {
@@ -58,18 +103,28 @@ std::string client_session::prefix() const {
          (user_.empty() ? "?" : user_) + "@" + peer_;
 }
 
+bool client_session::transaction_mode() const {
+  return ctx_.cfg.pool.mode == conf::pool_mode::transaction;
+}
+
 awaitable<void> client_session::fail(std::string_view sqlstate, std::string_view message) {
   spdlog::info("{} closing: {} {}", prefix(), sqlstate, message);
   std::string out;
-  wire::write_error(out,
-                    {{'S', "FATAL"},
-                     {'V', "FATAL"},
-                     {'C', std::string(sqlstate)},
-                     {'M', std::string(message)},
-                     {'D', "pgstash session c:" + std::to_string(id_)}});
-  error_code ec;
-  co_await client_.write(out, ec);
+  wire::write_error(out, {{'S', "FATAL"},
+                          {'V', "FATAL"},
+                          {'C', std::string(sqlstate)},
+                          {'M', std::string(message)},
+                          {'D', "pgstash session c:" + std::to_string(id_)}});
+  co_await write_to_client(out);
   client_.close();
+}
+
+awaitable<void> client_session::write_to_client(std::string_view bytes) {
+  if (client_gone_) co_return;
+  error_code ec;
+  co_await client_.write(bytes, ec);
+  // A client that cannot be written to is gone; its read side notices.
+  if (ec) client_.close();
 }
 
 awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
@@ -81,7 +136,6 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
 
   wire::startup_message startup;
   std::string startup_packet;  // keeps the views in `startup` alive
-  pool::server_credentials credentials;
   {
     pool::deadline login_timeout(client_.socket().get_executor(),
                                  std::chrono::milliseconds(ctx_.cfg.limits.client_login_timeout_ms),
@@ -91,308 +145,782 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
       co_await fail("53300", "sorry, too many clients already");
       co_return;
     }
-    if (!co_await authenticate(credentials)) co_return;
-  }
-  {
-    pool::connect_request request;
-    request.user = user_;
-    request.database = database_;
-    if (!ctx_.cfg.databases.empty()) {
-      auto it = ctx_.cfg.databases.find(database_);
-      if (it == ctx_.cfg.databases.end()) {
-        co_await fail("3D000", "database \"" + database_ + "\" does not exist");
-        co_return;
-      }
-      request.database = it->second;
-    }
-    for (auto [name, value] : startup.parameters) {
-      if (name == "user" || name == "database" || name.starts_with("_pq_.")) continue;
-      request.parameters.emplace_back(name, value);
-    }
-    request.credentials = std::move(credentials);
-    pool_key_ = {request.database, request.user};
-    std::string refusal;
-    try {
-      server_ = co_await ctx_.pool.acquire(request);
-    } catch (const pool::server_error& e) {
-      spdlog::info("{} no server connection: {}", prefix(), e.what());
-      refusal = e.error_response();
-    }
-    if (!server_) {
-      error_code ec;
-      co_await client_.write(refusal, ec);
-      client_.close();
-      co_return;
-    }
+    if (!co_await authenticate(request_.credentials)) co_return;
   }
 
+  request_.user = user_;
+  request_.database = database_;
+  if (!ctx_.cfg.databases.empty()) {
+    auto it = ctx_.cfg.databases.find(database_);
+    if (it == ctx_.cfg.databases.end()) {
+      co_await fail("3D000", "database \"" + database_ + "\" does not exist");
+      co_return;
+    }
+    request_.database = it->second;
+  }
+  std::vector<std::pair<std::string, std::string>> client_parameters;
+  for (auto [name, value] : startup.parameters) {
+    if (name == "user" || name == "database" || name.starts_with("_pq_.")) continue;
+    client_parameters.emplace_back(name, value);
+  }
+  // Session mode hands the server exactly the client's startup packet; in
+  // transaction mode servers are shared, so the client's parameters become
+  // settings applied to whichever server it gets.
+  if (transaction_mode()) {
+    state_.emplace(client_parameters);
+  } else {
+    request_.parameters = std::move(client_parameters);
+  }
+  if (!co_await attach_server()) co_return;
+
   // Tell the client what a server would: parameters, its cancel key, ready.
-  std::uint32_t secret = pool::random_uint32();
-  cancel_key_ = std::make_pair(server_->process_id(), secret);
-  ctx_.cancel_keys[*cancel_key_] = self;
+  // In session mode the process id is the real server's; in transaction
+  // mode the client has no one server, so it gets a number of pgstash's.
+  const std::uint32_t pid =
+      transaction_mode() ? pool::random_uint32() & 0x7fffffff : server_->process_id();
+  cancel_key_ = std::make_pair(pid, pool::random_uint32());
+  ctx_.register_cancel_key(*cancel_key_, self);
   std::string hello;
   wire::write_authentication_ok(hello);
   for (const auto& [name, value] : server_->parameters()) wire::write_parameter_status(hello, name, value);
-  wire::write_backend_key_data(hello, server_->process_id(), secret);
+  wire::write_backend_key_data(hello, cancel_key_->first, cancel_key_->second);
   wire::write_ready_for_query(hello, 'I');
-  error_code ec;
-  co_await client_.write(hello, ec);
-  spdlog::debug("{} logged in on s:{}", prefix(), server_->id());
-  if (!ec) {
-    co_await relay_session(self);
+  co_await write_to_client(hello);
+  spdlog::debug("{} logged in", prefix());
+
+  if (transaction_mode()) {
+    release_server(true);
   } else {
-    clean_ = true;  // nothing was sent to the server: it is still reset
+    start_server_pump();
   }
-  ctx_.cancel_keys.erase(*cancel_key_);
-  ctx_.pool.release(std::move(server_), pool_key_, clean_ && !broken_);
+  co_await client_loop();
+
+  if (!end_sqlstate_.empty()) co_await fail(end_sqlstate_, end_message_);
+  client_gone_ = true;
+  client_.close();
+  if (server_pump_running_) {
+    pool::deadline give_up(client_.socket().get_executor(),
+                           std::chrono::milliseconds(ctx_.cfg.pool.cleanup_timeout_ms), [this] {
+                             spdlog::warn("{} server connection did not come back clean in time: closing it",
+                                          prefix());
+                             broken_ = true;
+                             if (server_) server_->stream().close();
+                           });
+    co_await cleanup_step();
+    while (server_pump_running_) {
+      error_code ec;
+      co_await server_pump_done_->async_wait(on_error(ec));
+    }
+  }
+  if (server_) release_server(clean_ && !broken_);
+  ctx_.unregister_cancel_key(*cancel_key_);
   spdlog::debug("{} closed", prefix());
 }
 
-awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup,
-                                                  std::string& packet) {
-  const std::uint32_t max = ctx_.cfg.limits.max_message_size;
-  for (;;) {
-    error_code ec;
-    wire::decoded_frame f = co_await client_.read_frame(wire::phase::startup, max, ec);
-    if (ec) co_return false;
-    if (f.status == wire::decode_status::error) {
-      co_await fail("08P01", "invalid startup packet: " + f.error.message());
-      co_return false;
-    }
-    wire::startup_packet parsed;
-    if (auto perr = wire::parse_startup_packet(f.body, parsed)) {
-      if (perr == wire::errc::missing_user) {
-        co_await fail("28000", "no PostgreSQL user name specified in startup packet");
-      } else if (perr == wire::errc::unknown_startup_code) {
-        co_await fail("0A000", "unsupported frontend protocol or request code");
-      } else {
-        co_await fail("08P01", "invalid startup packet: " + perr.message());
-      }
-      co_return false;
-    }
-    if (std::holds_alternative<wire::ssl_request>(parsed)) {
-      const bool offer = ctx_.client_tls && !client_.is_tls();
-      // A client that sent bytes after SSLRequest before our answer could
-      // have them read as plaintext after the handshake: refuse it.
-      if (offer && !client_.buffered().empty()) {
-        co_await fail("08P01", "received unencrypted data after SSL request");
-        co_return false;
-      }
-      co_await client_.write(offer ? "S" : "N", ec);
-      if (ec) co_return false;
-      if (offer) {
-        try {
-          co_await client_.accept_tls(*ctx_.client_tls);
-        } catch (const std::exception& e) {
-          spdlog::info("{} TLS handshake failed: {}", prefix(), e.what());
-          co_return false;
-        }
-      }
-      continue;
-    }
-    if (std::holds_alternative<wire::gssenc_request>(parsed)) {
-      co_await client_.write("N", ec);
-      if (ec) co_return false;
-      continue;
-    }
-    if (auto* cancel = std::get_if<wire::cancel_request>(&parsed)) {
-      auto it = ctx_.cancel_keys.find({cancel->process_id, cancel->secret_key});
-      if (it != ctx_.cancel_keys.end()) {
-        if (auto target = it->second.lock()) target->cancel_server_query();
-      }
-      client_.close();
-      co_return false;
-    }
-    // Copy the packet so the parsed views outlive the read buffer.
-    packet.assign(f.body);
-    wire::startup_packet reparsed;
-    wire::parse_startup_packet(packet, reparsed);
-    startup = std::get<wire::startup_message>(std::move(reparsed));
-    user_ = std::string(*startup.get("user"));
-    database_ = std::string(startup.get("database").value_or(user_));
-    if (database_.empty()) database_ = user_;
-    if ((startup.protocol >> 16) != 3) {
-      co_await fail("0A000", "unsupported frontend protocol " + std::to_string(startup.protocol >> 16) + "." +
-                                 std::to_string(startup.protocol & 0xffff));
-      co_return false;
-    }
-    std::vector<std::string_view> unknown_options;
-    for (auto [name, value] : startup.parameters)
-      if (name.starts_with("_pq_.")) unknown_options.push_back(name);
-    if ((startup.protocol & 0xffff) != 0 || !unknown_options.empty()) {
-      std::string out;
-      wire::write_negotiate_protocol_version(out, 0, unknown_options);
-      co_await client_.write(out, ec);
-      if (ec) co_return false;
-    }
-    co_return true;
+awaitable<bool> client_session::attach_server() {
+  std::string refusal;
+  try {
+    server_ = co_await ctx_.pool.acquire(request_);
+  } catch (const pool::server_error& e) {
+    spdlog::info("{} no server connection: {}", prefix(), e.what());
+    refusal = e.error_response();
   }
+  if (!server_) {
+    co_await write_to_client(refusal);
+    client_.close();
+    co_return false;
+  }
+  broken_ = clean_ = reset_sent_ = cancel_sent_ = false;
+  server_pump_done_.emplace(client_.socket().get_executor(), asio::steady_timer::time_point::max());
+  if (!state_) co_return true;
+  const std::string sql = state_->sync_settings_sql(server_->state());
+  if (sql.empty()) co_return true;
+  std::string problem;
+  try {
+    if (auto error = co_await server_->run_internal(sql)) problem = *error;
+  } catch (const pool::server_error& e) {
+    problem = e.what();
+  }
+  if (problem.empty()) co_return true;
+  release_server(false);
+  co_await fail("08006", "pgstash could not restore this session's settings on a server connection: " + problem);
+  co_return false;
 }
 
-awaitable<std::optional<std::string>> client_session::read_password_frame() {
-  error_code ec;
-  wire::decoded_frame f =
-      co_await client_.read_frame(wire::phase::normal, ctx_.cfg.limits.max_message_size, ec);
-  if (ec) co_return std::nullopt;
-  if (f.status == wire::decode_status::error || !is_tag(f.header.tag, frontend_tag::password_message)) {
-    co_await fail("08P01", "expected a password message during authentication");
-    co_return std::nullopt;
-  }
-  co_return std::string(f.body);
+void client_session::start_server_pump() {
+  server_pump_running_ = true;
+  auto self = shared_from_this();
+  asio::co_spawn(client_.socket().get_executor(), server_loop(self), [self](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("{} server pump failed: {}", self->prefix(), ex.what());
+    }
+  });
 }
 
-awaitable<bool> client_session::authenticate(pool::server_credentials& credentials) {
-  const auto method = ctx_.cfg.auth.method;
-  auto entry = ctx_.users.find(user_);
-  const std::string failed = "password authentication failed for user \"" + user_ + "\"";
-  std::optional<std::string> secret;
-  if (entry != ctx_.users.end()) secret = entry->second;
-  const bool secret_is_scram = secret && secret->starts_with("SCRAM-SHA-256$");
-  const bool secret_is_md5 =
-      secret && secret->size() == 35 && secret->starts_with("md5");
-  // What pgstash can later prove to the server for this user.
-  if (secret && !secret_is_scram) {
-    if (secret_is_md5) {
-      credentials.md5_hash = secret;
-    } else {
-      credentials.password = secret;
-    }
-  }
+void client_session::release_server(bool reusable) {
+  if (!server_) return;
+  ctx_.pool.release(std::move(server_), reusable);
+  server_.reset();
+  unnamed_statement_.reset();
+  portals_.clear();
+}
 
-  if (method == conf::auth_method::trust) co_return true;
-  if (!secret) {
-    co_await fail("28P01", failed);
-    co_return false;
-  }
-
-  // md5 against a SCRAM verifier falls back to SCRAM, as PostgreSQL does.
-  if (method == conf::auth_method::md5 && !secret_is_scram) {
-    const std::string salt = random_bytes(4);
-    std::string out;
-    wire::write_authentication_md5(out, salt);
-    error_code ec;
-    co_await client_.write(out, ec);
-    if (ec) co_return false;
-    auto body = co_await read_password_frame();
-    if (!body) co_return false;
-    wire::password_message pw;
-    if (wire::parse_password_message(*body, pw) ||
-        pw.password != wire::md5_salted_response(user_, *secret, salt)) {
-      co_await fail("28P01", failed);
-      co_return false;
-    }
-    co_return true;
-  }
-
-  if (secret_is_md5) {
-    co_await fail("28P01", failed);
-    co_return false;
-  }
-  std::optional<wire::scram_secret> verifier =
-      secret_is_scram ? wire::parse_scram_secret(*secret)
-                      : wire::make_scram_secret(*secret, random_bytes(16), 4096);
-  if (!verifier) {
-    spdlog::warn("{} auth file holds an invalid SCRAM secret for this user", prefix());
-    co_await fail("28P01", failed);
-    co_return false;
-  }
-  wire::scram_server exchange(*verifier, pool::random_nonce());
-  std::string out;
-  wire::write_authentication_sasl(out, {"SCRAM-SHA-256"});
-  error_code ec;
-  co_await client_.write(out, ec);
-  if (ec) co_return false;
-
-  auto body = co_await read_password_frame();
-  if (!body) co_return false;
-  wire::sasl_initial_response initial;
-  if (wire::parse_sasl_initial_response(*body, initial) || initial.mechanism != "SCRAM-SHA-256" ||
-      !initial.data) {
-    co_await fail("08P01", "client selected an invalid SASL authentication mechanism");
-    co_return false;
-  }
-  auto server_first = exchange.handle_client_first(*initial.data);
-  if (!server_first) {
-    co_await fail("08P01", "malformed SCRAM message");
-    co_return false;
-  }
-  out.clear();
-  wire::write_authentication_sasl_continue(out, *server_first);
-  co_await client_.write(out, ec);
-  if (ec) co_return false;
-
-  body = co_await read_password_frame();
-  if (!body) co_return false;
-  wire::sasl_response response;
-  wire::parse_sasl_response(*body, response);
-  auto server_final = exchange.handle_client_final(response.data);
-  if (!server_final) {
-    co_await fail("28P01", failed);
-    co_return false;
-  }
-  if (secret_is_scram) credentials.scram_keys = std::make_pair(exchange.client_key(), verifier->server_key);
-  out.clear();
-  wire::write_authentication_sasl_final(out, *server_final);
-  co_await client_.write(out, ec);
-  co_return !ec;
+bool client_session::server_idle() const {
+  return transaction_mode() && queue_.empty() && tx_status_ == 'I' && !copy_in_ &&
+         !(state_ && state_->pinned()) && !client_gone_;
 }
 
 void client_session::cancel_server_query() {
-  if (!server_ || client_gone_) return;
-  spdlog::debug("{} forwarding cancel request", prefix());
-  asio::co_spawn(client_.socket().get_executor(),
-                 pool::send_cancel(server_->endpoint(), server_->process_id(), server_->secret_key()),
-                 asio::detached);
+  auto self = shared_from_this();
+  asio::post(client_.socket().get_executor(), [self] {
+    if (!self->server_ || self->client_gone_) return;
+    spdlog::debug("{} forwarding cancel request", self->prefix());
+    asio::co_spawn(self->client_.socket().get_executor(),
+                   pool::send_cancel(self->server_->endpoint(), self->server_->process_id(),
+                                     self->server_->secret_key()),
+                   asio::detached);
+  });
 }
 
-awaitable<void> client_session::relay_session(std::shared_ptr<client_session> self) {
-  server_pump_done_.emplace(client_.socket().get_executor(), asio::steady_timer::time_point::max());
-  asio::co_spawn(client_.socket().get_executor(), [self] { return self->server_pump(self); },
-                 [self](std::exception_ptr e) {
-                   if (e) {
-                     self->broken_ = true;
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& ex) {
-                       spdlog::error("{} server pump failed: {}", self->prefix(), ex.what());
-                     }
-                   }
-                   self->server_done_ = true;
-                   self->server_pump_done_->cancel();
-                 });
+client_session::analysis_ptr client_session::analyze(std::string_view sql) {
+  // Analyses are memoized per worker thread, so no lock is taken.
+  thread_local invalidation::analysis_cache cache(ctx_.cfg.limits.analysis_cache_entries);
+  analysis_ptr a = cache.get(sql);
+  return a->any_effect() ? a : nullptr;
+}
 
-  co_await relay(direction::to_server);
-  if (protocol_error_) {
-    co_await fail("08P01", "invalid message from client: " + protocol_error_.message());
-  }
-  client_gone_ = true;
-  client_.close();
+void client_session::expect(expected::kind what, analysis_ptr analysis) {
+  queue_.push_back({what, true, {}, std::move(analysis), 0, {}});
+}
 
-  std::optional<pool::deadline> give_up;
-  if (!server_done_) {
-    give_up.emplace(client_.socket().get_executor(),
-                    std::chrono::milliseconds(ctx_.cfg.pool.cleanup_timeout_ms), [this] {
-      spdlog::warn("{} server connection did not come back clean in time: closing it", prefix());
-      broken_ = true;
-      server_->stream().close();
-    });
-    co_await cleanup_step();
+void client_session::expect_synthetic(std::string bytes) {
+  queue_.push_back({expected::kind::synthetic, true, std::move(bytes), nullptr, 0, {}});
+}
+
+void client_session::take_synthetic(std::string& out) {
+  while (!queue_.empty() && queue_.front().what == expected::kind::synthetic) {
+    out += queue_.front().bytes;
+    queue_.pop_front();
   }
-  while (!server_done_) {
+}
+
+void client_session::ensure_prepared(const prepared_statement& stmt) {
+  pool::statement_lru& prepared = server_->state().prepared;
+  if (prepared.contains(stmt.server_name)) {
+    prepared.touch(stmt.server_name);
+    return;
+  }
+  if (auto evicted = prepared.insert(stmt.server_name)) {
+    wire::message_writer w(out_);
+    w.begin(frontend_tag::close);
+    w.put_byte('S');
+    w.put_cstr(*evicted);
+    w.finish();
+    queue_.push_back({expected::kind::close, false, {}, nullptr, 0, {}});
+  }
+  out_ += stmt.parse_frame;
+  queue_.push_back({expected::kind::parse, false, {}, nullptr, 0, stmt.server_name});
+}
+
+bool client_session::must_decode(char tag) const {
+  if (!transaction_mode()) return false;
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query:
+    case frontend_tag::parse:
+    case frontend_tag::bind:
+    case frontend_tag::describe:
+    case frontend_tag::close:
+    case frontend_tag::execute:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool client_session::bind_streamable(std::string_view frame) const {
+  // Bind's body starts with the portal and statement names: enough to see
+  // whether it names a statement pgstash must rename.
+  std::string_view body = frame.substr(5);
+  std::size_t portal_end = body.find('\0');
+  if (portal_end == std::string_view::npos) return false;
+  std::size_t statement_end = body.find('\0', portal_end + 1);
+  if (statement_end == std::string_view::npos) return false;
+  std::string statement(body.substr(portal_end + 1, statement_end - portal_end - 1));
+  return statement.empty() || statements_.count(statement) == 0;
+}
+
+void client_session::expect_for_tag(char tag) {
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query:
+    case frontend_tag::function_call:
+      expect(expected::kind::query);
+      break;
+    case frontend_tag::parse:
+      expect(expected::kind::parse);
+      break;
+    case frontend_tag::bind:
+      expect(expected::kind::bind);
+      break;
+    case frontend_tag::describe:
+      expect(expected::kind::describe);
+      break;
+    case frontend_tag::execute:
+      expect(expected::kind::execute);
+      break;
+    case frontend_tag::close:
+      expect(expected::kind::close);
+      break;
+    case frontend_tag::sync:
+      expect(expected::kind::sync);
+      break;
+    case frontend_tag::copy_done:
+    case frontend_tag::copy_fail:
+      copy_in_ = false;
+      break;
+    default:
+      break;
+  }
+}
+
+bool client_session::on_client_frame(char tag, std::string_view frame) {
+  const std::string_view body = frame.substr(5);
+  const bool renaming = transaction_mode();
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query: {
+      analysis_ptr analysis;
+      wire::query_message q;
+      if (state_ && !wire::parse_query(body, q)) analysis = analyze(q.sql);
+      if (analysis) {
+        std::string prelude;
+        for (const auto& effects : analysis->statements)
+          prelude += state_->sync_prepared_sql(effects, server_->state());
+        if (!prelude.empty()) {
+          wire::write_query(out_, prelude);
+          queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}});
+        }
+      }
+      out_ += frame;
+      expect(expected::kind::query, std::move(analysis));
+      return true;
+    }
+    case frontend_tag::function_call:
+      out_ += frame;
+      expect(expected::kind::query);
+      return true;
+    case frontend_tag::parse: {
+      wire::parse_message parse;
+      if (!renaming || wire::parse_parse(body, parse)) {
+        out_ += frame;
+        expect(expected::kind::parse);
+        return true;
+      }
+      analysis_ptr analysis = analyze(parse.query);
+      if (parse.statement.empty()) {
+        out_ += frame;
+        expect(expected::kind::parse);
+        unnamed_statement_ = std::move(analysis);
+        return true;
+      }
+      prepared_statement stmt{server_statement_name(parse), {}, std::move(analysis)};
+      write_parse(stmt.parse_frame, stmt.server_name, parse);
+      pool::statement_lru& prepared = server_->state().prepared;
+      if (prepared.contains(stmt.server_name)) {
+        prepared.touch(stmt.server_name);
+        expect_synthetic(empty_message(backend_tag::parse_complete));
+      } else {
+        ensure_prepared(stmt);
+        queue_.back().forward = true;  // the client's own Parse: it gets the answer
+      }
+      statements_[std::string(parse.statement)] = std::move(stmt);
+      return true;
+    }
+    case frontend_tag::bind: {
+      wire::bind_message bind;
+      if (!renaming || wire::parse_bind(body, bind)) {
+        out_ += frame;
+        expect(expected::kind::bind);
+        return true;
+      }
+      auto it = bind.statement.empty() ? statements_.end()
+                                       : statements_.find(std::string(bind.statement));
+      if (it == statements_.end()) {
+        out_ += frame;
+        portals_[std::string(bind.portal)] = bind.statement.empty() ? unnamed_statement_ : nullptr;
+      } else {
+        ensure_prepared(it->second);
+        write_renamed(out_, frame, 1, it->second.server_name);
+        portals_[std::string(bind.portal)] = it->second.analysis;
+      }
+      expect(expected::kind::bind);
+      return true;
+    }
+    case frontend_tag::describe: {
+      wire::describe_message d;
+      if (wire::parse_describe(body, d)) {
+        out_ += frame;
+        expect(expected::kind::describe);
+        return true;
+      }
+      auto it = renaming && d.target == 'S' && !d.name.empty() ? statements_.find(std::string(d.name))
+                                                               : statements_.end();
+      if (it == statements_.end()) {
+        out_ += frame;
+      } else {
+        ensure_prepared(it->second);
+        std::string renamed;
+        wire::message_writer w(renamed);
+        w.begin(frontend_tag::describe);
+        w.put_byte('S');
+        w.put_cstr(it->second.server_name);
+        w.finish();
+        out_ += renamed;
+      }
+      expect(expected::kind::describe);
+      return true;
+    }
+    case frontend_tag::execute: {
+      wire::execute_message e;
+      analysis_ptr analysis;
+      if (state_ && !wire::parse_execute(body, e)) {
+        auto it = portals_.find(std::string(e.portal));
+        if (it != portals_.end()) analysis = it->second;
+      }
+      out_ += frame;
+      expect(expected::kind::execute, std::move(analysis));
+      return true;
+    }
+    case frontend_tag::close: {
+      wire::close_message c;
+      if (renaming && !wire::parse_close(body, c) && c.target == 'S' && !c.name.empty()) {
+        // Server-side statements are shared and kept in the LRU; the client's
+        // name simply goes away.
+        statements_.erase(std::string(c.name));
+        expect_synthetic(empty_message(backend_tag::close_complete));
+        return true;
+      }
+      out_ += frame;
+      expect(expected::kind::close);
+      return true;
+    }
+    case frontend_tag::sync:
+      out_ += frame;
+      expect(expected::kind::sync);
+      return true;
+    case frontend_tag::flush:
+      if (server_) out_ += frame;
+      return true;
+    case frontend_tag::copy_done:
+    case frontend_tag::copy_fail:
+      copy_in_ = false;
+      out_ += frame;
+      return true;
+    case frontend_tag::terminate:
+      return false;
+    default:
+      out_ += frame;
+      return true;
+  }
+}
+
+awaitable<void> client_session::flush_to_server() {
+  if (out_.empty() || !server_) co_return;
+  std::string batch;
+  batch.swap(out_);
+  ++writes_to_server_;
+  error_code ec;
+  co_await server_->stream().write(batch, ec);
+  --writes_to_server_;
+  if (ec) {
+    broken_ = true;
+    server_->stream().close();
+  }
+  if (writes_to_server_ > 0) co_return;
+  if (!server_pump_running_) {
+    // The server pump ended while this write was in flight; the connection
+    // is ours to give back now.
+    release_server(false);
+  } else if (release_deferred_ && server_idle()) {
+    // Wake the server pump from its read so it gives the connection back.
+    error_code ignored;
+    server_->stream().socket().cancel(ignored);
+  }
+}
+
+awaitable<void> client_session::client_loop() {
+  const std::uint32_t max = ctx_.cfg.limits.max_message_size;
+  std::uint64_t streaming = 0;  // bytes of a frame passing through without being held
+  std::string large;            // a frame larger than the buffer that must be decoded
+  for (;;) {
+    std::string_view in = client_.buffered();
+    std::size_t pos = 0;
+    bool stop = false;
+    bool read_large = false;
+    while (pos < in.size() && !stop) {
+      if (streaming > 0) {
+        const std::size_t n =
+            static_cast<std::size_t>(std::min<std::uint64_t>(streaming, in.size() - pos));
+        out_.append(in.substr(pos, n));
+        pos += n;
+        streaming -= n;
+        if (out_.size() >= client_.capacity()) co_await flush_to_server();
+        continue;
+      }
+      wire::decoded_frame h = wire::decode_header(in.substr(pos), wire::phase::normal, max);
+      if (h.status == wire::decode_status::need_more) break;
+      if (h.status == wire::decode_status::error) {
+        end_sqlstate_ = "08P01";
+        end_message_ = "invalid message from client: " + h.error.message();
+        stop = true;
+        break;
+      }
+      const char tag = h.header.tag;
+      const std::size_t size = h.header.frame_size();
+      const bool local_only =
+          tag == tag_of(frontend_tag::terminate) ||
+          (tag == tag_of(frontend_tag::flush) && !server_) ||
+          (transaction_mode() && tag == tag_of(frontend_tag::close) && size > 6 &&
+           size <= client_.capacity() && in.size() - pos >= size && in[pos + 5] == 'S' &&
+           in[pos + 6] != '\0');
+      if (!server_ && !local_only) {
+        if (!co_await attach_server()) co_return;
+        start_server_pump();
+      }
+      // Frames pgstash must read are held whole; the rest stream by length.
+      if (size > client_.capacity()) {
+        if (must_decode(tag) &&
+            !(tag == tag_of(frontend_tag::bind) && bind_streamable(in.substr(pos)))) {
+          read_large = true;
+          break;
+        }
+        expect_for_tag(tag);
+        streaming = size;
+        continue;
+      }
+      if (in.size() - pos < size) break;
+      if (!on_client_frame(tag, in.substr(pos, size))) stop = true;
+      pos += size;
+      if (out_.size() >= client_.capacity()) co_await flush_to_server();
+    }
+    co_await flush_to_server();
+    client_.consume(pos);
+    if (!server_pump_running_) {
+      // Answers pgstash made up while no server is attached.
+      std::string synthetic;
+      take_synthetic(synthetic);
+      if (!synthetic.empty()) co_await write_to_client(synthetic);
+    }
+    if (stop || broken_) co_return;
+
+    if (read_large) {
+      // Gather the whole frame (bounded by limits.max_message_size).
+      wire::decoded_frame h = wire::decode_header(client_.buffered(), wire::phase::normal, max);
+      const std::size_t size = h.header.frame_size();
+      large.clear();
+      while (large.size() < size) {
+        std::string_view have = client_.buffered();
+        const std::size_t take = std::min(have.size(), size - large.size());
+        large.append(have.substr(0, take));
+        client_.consume(take);
+        if (large.size() == size) break;
+        client_.compact();
+        error_code ec;
+        co_await client_.read_more(ec);
+        if (ec) co_return;
+      }
+      const bool go_on = on_client_frame(large[0], large);
+      std::string().swap(large);
+      co_await flush_to_server();
+      if (!go_on || broken_) co_return;
+      continue;
+    }
+
+    client_.compact();
+    // Idle clients are bounded by limits.client_idle_timeout_ms, idle
+    // transactions by limits.idle_transaction_timeout_ms.
+    std::uint32_t idle_limit = ctx_.cfg.limits.client_idle_timeout_ms;
+    const char* idle_state = "57P05";
+    if (server_ && tx_status_ != 'I' && ctx_.cfg.limits.idle_transaction_timeout_ms > 0) {
+      idle_limit = ctx_.cfg.limits.idle_transaction_timeout_ms;
+      idle_state = "25P03";
+    }
+    std::optional<pool::deadline> idle;
+    if (idle_limit > 0) {
+      idle.emplace(client_.socket().get_executor(), std::chrono::milliseconds(idle_limit), [this] {
+        error_code ignored;
+        client_.socket().cancel(ignored);
+      });
+    }
     error_code ec;
-    co_await server_pump_done_->async_wait(on_error(ec));
+    co_await client_.read_more(ec);
+    if (idle && idle->expired()) {
+      end_sqlstate_ = idle_state;
+      end_message_ = idle_state == std::string_view("25P03")
+                         ? "terminating connection due to idle-in-transaction timeout"
+                         : "terminating connection due to idle-session timeout";
+      co_return;
+    }
+    if (ec) co_return;
   }
 }
 
-awaitable<void> client_session::server_pump(std::shared_ptr<client_session>) {
-  co_await relay(direction::to_client);
-  server_done_ = true;
-  if (!client_gone_) client_.close();
+void client_session::on_server_error() {
+  error_in_cycle_ = true;
+  if (queue_.empty()) return;
+  expected& head = queue_.front();
+  if (head.what == expected::kind::query) return;  // ends at its ReadyForQuery
+  if (head.what == expected::kind::parse && !head.server_statement.empty())
+    server_->state().prepared.erase(head.server_statement);
+  // The server skips everything up to the next Sync.
+  while (!queue_.empty() && queue_.front().what != expected::kind::sync) queue_.pop_front();
+}
+
+void client_session::on_command_complete(std::string_view tag_text) {
+  expected& head = queue_.front();
+  if (!state_ || !head.analysis) return;
+  const std::size_t index = head.statements_done++;
+  if (index >= head.analysis->statements.size()) return;
+  const auto& effects = head.analysis->statements[index];
+  state_->statement_completed(effects, server_->state());
+  using tx = invalidation::transaction_effect;
+  switch (effects.transaction) {
+    case tx::commit:
+      // COMMIT of a failed transaction reports ROLLBACK.
+      if (tag_text.starts_with("COMMIT")) {
+        state_->transaction_committed(server_->state());
+      } else {
+        state_->transaction_rolled_back();
+      }
+      break;
+    case tx::rollback:
+    case tx::prepare_transaction:
+      state_->transaction_rolled_back();
+      break;
+    default:
+      break;
+  }
+}
+
+void client_session::on_ready_for_query(char status) {
+  tx_status_ = status;
+  ready_seen_ = true;
+  copy_in_ = false;
+  if (status == 'I') {
+    // An autocommit statement or implicit transaction ended: it committed
+    // unless something failed.
+    if (state_) {
+      if (error_in_cycle_) {
+        state_->transaction_rolled_back();
+      } else {
+        state_->transaction_committed(server_->state());
+      }
+    }
+    error_in_cycle_ = false;
+    portals_.clear();
+  }
+  if (client_gone_) cleanup_due_ = true;
+}
+
+client_session::frame_action client_session::on_server_frame(char tag,
+                                                             std::optional<std::string_view> body) {
+  const bool swallowing = !queue_.empty() && !queue_.front().forward;
+  switch (static_cast<backend_tag>(tag)) {
+    case backend_tag::parameter_status: {
+      wire::parameter_status ps;
+      if (body && !wire::parse_parameter_status(*body, ps))
+        server_->parameters()[std::string(ps.name)] = std::string(ps.value);
+      return swallowing ? frame_action::drop : frame_action::forward;
+    }
+    case backend_tag::notice_response:
+    case backend_tag::notification_response:
+      return swallowing ? frame_action::drop : frame_action::forward;
+    case backend_tag::error_response:
+      on_server_error();
+      return frame_action::forward;
+    default:
+      break;
+  }
+  if (queue_.empty()) return frame_action::forward;  // unasked, e.g. a FATAL before closing
+  expected& head = queue_.front();
+  const frame_action action = head.forward ? frame_action::forward : frame_action::drop;
+  bool done = false;
+  switch (static_cast<backend_tag>(tag)) {
+    case backend_tag::ready_for_query: {
+      wire::ready_for_query rfq;
+      if (!body || wire::parse_ready_for_query(*body, rfq)) {
+        broken_ = true;
+        return frame_action::stop;
+      }
+      done = head.what == expected::kind::query || head.what == expected::kind::sync;
+      if (done) queue_.pop_front();
+      on_ready_for_query(rfq.status);
+      return action;
+    }
+    case backend_tag::command_complete:
+      if (head.what == expected::kind::query || head.what == expected::kind::execute)
+        on_command_complete(body ? *body : std::string_view());
+      done = head.what == expected::kind::execute;
+      break;
+    case backend_tag::empty_query_response:
+    case backend_tag::portal_suspended:
+      done = head.what == expected::kind::execute;
+      break;
+    case backend_tag::parse_complete:
+      done = head.what == expected::kind::parse;
+      break;
+    case backend_tag::bind_complete:
+      done = head.what == expected::kind::bind;
+      break;
+    case backend_tag::close_complete:
+      done = head.what == expected::kind::close;
+      break;
+    case backend_tag::row_description:
+    case backend_tag::no_data:
+      done = head.what == expected::kind::describe;
+      break;
+    case backend_tag::copy_in_response:
+      copy_in_ = true;
+      break;
+    case backend_tag::copy_both_response:
+      broken_ = true;  // replication streams are never handed to another client
+      break;
+    default:
+      break;
+  }
+  if (done) queue_.pop_front();
+  return action;
+}
+
+awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self) {
+  pool::pg_stream& from = server_->stream();
+  const std::uint32_t max = ctx_.cfg.limits.max_message_size;
+  std::uint64_t streaming = 0;
+  bool discarding = false;  // the frame being streamed is dropped, not forwarded
+  bool released = false;
+  for (;;) {
+    std::string_view in = from.buffered();
+    std::size_t pos = 0;
+    std::size_t flushed = 0;
+    bool stop = false;
+    std::string synthetic;
+    while (pos < in.size() && !stop) {
+      if (streaming > 0) {
+        const std::size_t n =
+            static_cast<std::size_t>(std::min<std::uint64_t>(streaming, in.size() - pos));
+        pos += n;
+        streaming -= n;
+        if (discarding) flushed = pos;
+        continue;
+      }
+      wire::decoded_frame h = wire::decode_header(in.substr(pos), wire::phase::normal, max);
+      if (h.status == wire::decode_status::need_more) break;
+      if (h.status == wire::decode_status::error) {
+        spdlog::warn("{} invalid message from server: {}", prefix(), h.error.message());
+        broken_ = true;
+        stop = true;
+        break;
+      }
+      const char tag = h.header.tag;
+      const std::size_t size = h.header.frame_size();
+      // Only frames whose content matters are held whole; DataRow, CopyData
+      // and the like stream through by length.
+      const bool hold = tag == tag_of(backend_tag::ready_for_query) ||
+                        tag == tag_of(backend_tag::parameter_status) ||
+                        tag == tag_of(backend_tag::command_complete);
+      std::optional<std::string_view> body;
+      if (hold && size <= from.capacity()) {
+        if (in.size() - pos < size) break;
+        body = in.substr(pos + 5, size - 5);
+      }
+      const bool async_message = tag == tag_of(backend_tag::parameter_status) ||
+                                 tag == tag_of(backend_tag::notice_response) ||
+                                 tag == tag_of(backend_tag::notification_response);
+      if (!async_message) {
+        // Responses pgstash made up for earlier requests go out first.
+        take_synthetic(synthetic);
+        if (!synthetic.empty()) {
+          co_await write_to_client(in.substr(flushed, pos - flushed));
+          co_await write_to_client(synthetic);
+          synthetic.clear();
+          flushed = pos;
+        }
+      }
+      const frame_action action = on_server_frame(tag, body);
+      if (action == frame_action::stop) {
+        stop = true;
+        break;
+      }
+      if (action == frame_action::drop) {
+        co_await write_to_client(in.substr(flushed, pos - flushed));
+        if (body) {
+          pos += size;
+        } else {
+          streaming = size;  // too large to hold: skip it as it streams
+          discarding = true;
+        }
+        flushed = pos;
+        continue;
+      }
+      discarding = false;
+      if (body) {
+        pos += size;
+      } else {
+        streaming = size;
+      }
+    }
+    co_await write_to_client(in.substr(flushed, pos - flushed));
+    take_synthetic(synthetic);
+    if (!synthetic.empty()) co_await write_to_client(synthetic);
+    from.consume(pos);
+    if (stop) break;
+    if (client_gone_ && cleanup_due_) {
+      cleanup_due_ = false;
+      co_await cleanup_step();
+      if (clean_ || broken_) break;
+    }
+    if (ready_seen_ && server_idle() && streaming == 0) {
+      ready_seen_ = false;
+      if (writes_to_server_ == 0) {
+        released = true;
+        break;
+      }
+      release_deferred_ = true;
+    }
+    from.compact();
+    error_code ec;
+    co_await from.read_more(ec);
+    if (ec == asio::error::operation_aborted && release_deferred_) {
+      release_deferred_ = false;
+      if (server_idle() && from.buffered().empty()) {
+        released = true;
+        break;
+      }
+      continue;
+    }
+    if (ec) {
+      broken_ = true;
+      break;
+    }
+  }
+  server_pump_running_ = false;
+  release_deferred_ = false;
+  if (broken_ && !client_gone_) {
+    // The client's server connection failed under it: its session state
+    // is lost, so the client goes too, as if the server had closed.
+    client_.close();
+  }
+  if (writes_to_server_ == 0) release_server(released || (clean_ && !broken_));
+  server_pump_done_->cancel();
+  (void)self;  // keeps the session alive while the pump runs
 }
 
 awaitable<void> client_session::send_to_server(std::string_view bytes) {
   error_code ec;
+  ++writes_to_server_;
   co_await server_->stream().write(bytes, ec);
+  --writes_to_server_;
   if (ec) {
     broken_ = true;
     server_->stream().close();
@@ -400,7 +928,7 @@ awaitable<void> client_session::send_to_server(std::string_view bytes) {
 }
 
 awaitable<void> client_session::cleanup_step() {
-  if (server_done_ || broken_) co_return;
+  if (!server_pump_running_ || broken_) co_return;
   std::string out;
   if (copy_in_) {
     wire::message_writer w(out);
@@ -409,16 +937,19 @@ awaitable<void> client_session::cleanup_step() {
     w.finish();
     copy_in_ = false;
   }
-  if (unsynced_) {
+  // Extended-protocol messages without their Sync: send one.
+  auto last_sync = std::find_if(queue_.rbegin(), queue_.rend(), [](const expected& e) {
+    return e.what == expected::kind::sync || e.what == expected::kind::query;
+  });
+  if (last_sync != queue_.rbegin()) {
     wire::message_writer w(out);
     w.begin(frontend_tag::sync);
     w.finish();
-    unsynced_ = false;
-    ++pending_;
+    queue_.push_back({expected::kind::sync, false, {}, nullptr, 0, {}});
   }
   if (!out.empty()) co_await send_to_server(out);
-  if (pending_ > 0) {
-    if (!cancel_sent_) {
+  if (!queue_.empty()) {
+    if (!cancel_sent_ && server_) {
       cancel_sent_ = true;
       co_await pool::send_cancel(server_->endpoint(), server_->process_id(), server_->secret_key());
     }
@@ -427,171 +958,21 @@ awaitable<void> client_session::cleanup_step() {
   if (tx_status_ != 'I') {
     out.clear();
     wire::write_query(out, "ROLLBACK");
-    ++pending_;
+    queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}});
     co_await send_to_server(out);
     co_return;
   }
-  if (!reset_sent_ && !ctx_.cfg.pool.reset_query.empty()) {
+  const bool needs_reset = !transaction_mode() || (state_ && state_->pinned());
+  if (needs_reset && !reset_sent_ && !ctx_.cfg.pool.server_reset_query.empty()) {
     reset_sent_ = true;
     out.clear();
-    wire::write_query(out, ctx_.cfg.pool.reset_query);
-    ++pending_;
+    wire::write_query(out, ctx_.cfg.pool.server_reset_query);
+    queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}});
     co_await send_to_server(out);
     co_return;
   }
+  if (reset_sent_) server_->state().clear();
   clean_ = true;
-}
-
-client_session::frame_action client_session::on_client_frame(char tag) {
-  switch (static_cast<frontend_tag>(tag)) {
-    case frontend_tag::query:
-    case frontend_tag::function_call:
-      ++pending_;
-      break;
-    case frontend_tag::sync:
-      ++pending_;
-      unsynced_ = false;
-      break;
-    case frontend_tag::parse:
-    case frontend_tag::bind:
-    case frontend_tag::describe:
-    case frontend_tag::execute:
-    case frontend_tag::close:
-      unsynced_ = true;
-      break;
-    case frontend_tag::copy_done:
-    case frontend_tag::copy_fail:
-      copy_in_ = false;
-      break;
-    case frontend_tag::terminate:
-      return frame_action::stop;
-    default:
-      break;
-  }
-  return frame_action::forward;
-}
-
-client_session::frame_action client_session::on_server_frame(char tag,
-                                                             std::optional<std::string_view> body) {
-  switch (static_cast<backend_tag>(tag)) {
-    case backend_tag::ready_for_query: {
-      wire::ready_for_query rfq;
-      if (!body || wire::parse_ready_for_query(*body, rfq)) {
-        broken_ = true;
-        return frame_action::stop;
-      }
-      tx_status_ = rfq.status;
-      copy_in_ = false;
-      if (pending_ > 0) --pending_;
-      if (client_gone_) cleanup_due_ = true;
-      break;
-    }
-    case backend_tag::parameter_status: {
-      wire::parameter_status ps;
-      if (body && !wire::parse_parameter_status(*body, ps))
-        server_->parameters()[std::string(ps.name)] = std::string(ps.value);
-      break;
-    }
-    case backend_tag::copy_in_response:
-      copy_in_ = true;
-      break;
-    case backend_tag::copy_both_response:
-      broken_ = true;  // replication streams are never handed to another client
-      break;
-    case backend_tag::error_response:
-      if (reset_sent_) broken_ = true;
-      break;
-    default:
-      break;
-  }
-  return frame_action::forward;
-}
-
-awaitable<void> client_session::relay(direction dir) {
-  const bool to_server = dir == direction::to_server;
-  pool::pg_stream& from = to_server ? client_ : server_->stream();
-  const std::uint32_t max = ctx_.cfg.limits.max_message_size;
-  std::uint64_t streaming = 0;  // bytes of a frame being passed through without holding it
-
-  for (;;) {
-    std::string_view in = from.buffered();
-    std::size_t pos = 0;
-    std::size_t flushed = 0;
-    bool stop = false;
-    while (pos < in.size() && !stop) {
-      if (streaming > 0) {
-        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(streaming, in.size() - pos));
-        pos += n;
-        streaming -= n;
-        continue;
-      }
-      wire::decoded_frame h = wire::decode_header(in.substr(pos), wire::phase::normal, max);
-      if (h.status == wire::decode_status::need_more) break;
-      if (h.status == wire::decode_status::error) {
-        if (to_server) {
-          protocol_error_ = h.error;
-        } else {
-          spdlog::warn("{} invalid message from server: {}", prefix(), h.error.message());
-          broken_ = true;
-        }
-        stop = true;
-        break;
-      }
-      const char tag = h.header.tag;
-      const std::size_t size = h.header.frame_size();
-      // Only the few frames whose content matters are held whole; the rest
-      // (DataRow, CopyData, ...) stream through by length.
-      const bool hold = to_server ? is_tag(tag, frontend_tag::terminate)
-                                  : is_tag(tag, backend_tag::ready_for_query) ||
-                                        is_tag(tag, backend_tag::parameter_status);
-      std::optional<std::string_view> body;
-      if (hold && size <= from.capacity()) {
-        if (in.size() - pos < size) break;
-        body = in.substr(pos + 5, size - 5);
-      }
-      frame_action action = to_server ? on_client_frame(tag) : on_server_frame(tag, body);
-      if (action == frame_action::forward) {
-        if (body) {
-          pos += size;
-        } else {
-          streaming = size;
-        }
-        continue;
-      }
-      stop = true;
-    }
-
-    std::string_view out = in.substr(flushed, pos - flushed);
-    if (!out.empty()) {
-      error_code ec;
-      if (to_server) {
-        co_await server_->stream().write(out, ec);
-        if (ec) {
-          broken_ = true;
-          server_->stream().close();
-          co_return;
-        }
-      } else if (!client_gone_) {
-        co_await client_.write(out, ec);
-        // The client is gone; keep reading to bring the server back idle.
-        if (ec) client_.close();
-      }
-    }
-    from.consume(pos);
-    if (stop) co_return;
-    if (!to_server && client_gone_ && cleanup_due_) {
-      cleanup_due_ = false;
-      co_await cleanup_step();
-      if (clean_ || broken_) co_return;
-    }
-    from.compact();
-    error_code ec;
-    co_await from.read_more(ec);
-    if (ec) {
-      if (!to_server) broken_ = true;
-      co_return;
-    }
-  }
 }
 
 }  // namespace pgstash::proxy

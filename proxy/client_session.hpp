@@ -1,22 +1,34 @@
 // One client connection, from its first byte to its last: TLS and startup
-// negotiation, authentication against the auth file, a server connection
-// leased for the whole session (session pooling), then a relay of frames in
-// both directions until the client leaves. On the way out the server
-// connection is brought back to a clean idle state (cancel, ROLLBACK,
-// pool.reset_query) and returned to the pool, or closed if that fails.
+// negotiation, authentication against the auth file, then a relay of
+// frames between the client and a leased server connection.
 //
-// Runs on one executor; owned by the coroutines running it (shared_ptr).
+// In session mode the server connection is leased at login and kept until
+// the client leaves. In transaction mode it is leased when the client sends
+// something that needs a server and given back at the next ReadyForQuery
+// 'I' with nothing outstanding; pgstash then carries the client's session
+// (settings, prepared statements) to whichever connection it gets next, or
+// pins the client to its connection when that is impossible (LISTEN, temp
+// tables, session advisory locks, WITH HOLD cursors).
+//
+// When the client leaves, its server connection is brought back to a clean
+// idle state (cancel, CopyFail, Sync, ROLLBACK and, in session mode or when
+// pinned, pool.server_reset_query) and returned to the pool, or closed.
+//
+// Runs on one strand; owned by the coroutines running it (shared_ptr).
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "invalidation/statement_analysis.hpp"
 #include "pool/asio.hpp"
 #include "pool/pg_stream.hpp"
 #include "pool/server_connection.hpp"
-#include "pool/server_pool.hpp"
+#include "proxy/session_state.hpp"
 #include "wire/frontend.hpp"
 
 namespace pgstash::proxy {
@@ -25,7 +37,7 @@ struct proxy_context;
 
 class client_session : public std::enable_shared_from_this<client_session> {
  public:
-  // REQUIRES: `ctx` outlives the session.
+  // REQUIRES: `ctx` outlives the session; `socket` runs on a strand.
   client_session(proxy_context& ctx, tcp::socket socket);
   client_session(const client_session&) = delete;
   client_session& operator=(const client_session&) = delete;
@@ -34,27 +46,79 @@ class client_session : public std::enable_shared_from_this<client_session> {
   void start();
 
   // Forwards a client's CancelRequest to the server running its query.
+  // Safe from any thread.
   void cancel_server_query();
 
  private:
-  enum class direction { to_server, to_client };
+  using analysis_ptr = std::shared_ptr<const invalidation::analysis>;
+
+  // A response the server owes for something sent to it, in order.
+  struct expected {
+    enum class kind : std::uint8_t {
+      query,               // Query or FunctionCall: everything through ReadyForQuery
+      parse,               // ParseComplete
+      bind,                // BindComplete
+      describe,            // [ParameterDescription], then RowDescription or NoData
+      execute,             // rows, then CommandComplete, EmptyQueryResponse or PortalSuspended
+      close,               // CloseComplete
+      sync,                // ReadyForQuery
+      synthetic,           // nothing from the server: `bytes` go to the client
+    };
+    kind what;
+    bool forward = true;  // false: pgstash's own message; its success responses are dropped
+    std::string bytes;
+    analysis_ptr analysis;  // query/execute: per-statement session effects
+    std::size_t statements_done = 0;
+    std::string server_statement;  // parse: the server-side statement being created
+  };
+
+  // A client statement as prepared on servers (transaction mode).
+  struct prepared_statement {
+    std::string server_name;
+    std::string parse_frame;  // a Parse creating it under server_name
+    analysis_ptr analysis;
+  };
+
   enum class frame_action { forward, drop, stop };
 
   awaitable<void> run(std::shared_ptr<client_session> self);
-  // Startup phase up to a StartupMessage; false if the session should end
-  // (cancel request handled, bad packet answered, peer gone).
   awaitable<bool> negotiate_startup(wire::startup_message& startup, std::string& packet);
   awaitable<bool> authenticate(pool::server_credentials& credentials);
   awaitable<std::optional<std::string>> read_password_frame();
-  awaitable<void> relay_session(std::shared_ptr<client_session> self);
-  awaitable<void> relay(direction dir);
-  awaitable<void> server_pump(std::shared_ptr<client_session> self);
-  frame_action on_client_frame(char tag);
+  awaitable<bool> attach_server();
+  void start_server_pump();
+  awaitable<void> client_loop();
+  awaitable<void> server_loop(std::shared_ptr<client_session> self);
+  // Handles one client frame (held whole); appends what goes to the server
+  // to out_. Returns false if the session must end.
+  bool on_client_frame(char tag, std::string_view frame);
+  // For a frame streamed without being held: the response it will get.
+  void expect_for_tag(char tag);
+  // Transaction mode reads these frames to rename statements and follow
+  // session state.
+  bool must_decode(char tag) const;
+  // A Bind too large to hold can stream if it names no renamed statement.
+  bool bind_streamable(std::string_view frame) const;
   frame_action on_server_frame(char tag, std::optional<std::string_view> body);
-  // Takes the next step toward a clean idle server once the client is gone.
+  void on_ready_for_query(char status);
+  void on_command_complete(std::string_view tag_text);
+  void on_server_error();
+  // Emits synthetic responses now at the head of queue_ into `out`.
+  void take_synthetic(std::string& out);
+  bool server_idle() const;
+  void release_server(bool reusable);
+  awaitable<void> flush_to_server();
+  awaitable<void> write_to_client(std::string_view bytes);
   awaitable<void> cleanup_step();
   awaitable<void> send_to_server(std::string_view bytes);
   awaitable<void> fail(std::string_view sqlstate, std::string_view message);
+  analysis_ptr analyze(std::string_view sql);
+  bool transaction_mode() const;
+  void expect(expected::kind what, analysis_ptr analysis = nullptr);
+  void expect_synthetic(std::string bytes);
+  // Transaction mode: the Parse that must precede a use of `name` on the
+  // current server, if it lacks the statement; appended to out_.
+  void ensure_prepared(const prepared_statement& stmt);
   std::string prefix() const;
 
   proxy_context& ctx_;
@@ -63,23 +127,32 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::string peer_;
   std::string user_;
   std::string database_;
+  pool::connect_request request_;
   std::unique_ptr<pool::server_connection> server_;
-  pool::pool_key pool_key_;
   std::optional<std::pair<std::uint32_t, std::uint32_t>> cancel_key_;
+  std::optional<session_state> state_;  // transaction mode only
 
-  // Relay bookkeeping, read by both directions (one executor, no locks).
-  int pending_ = 0;          // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
-  bool unsynced_ = false;    // extended-protocol messages sent since the last Sync
-  bool copy_in_ = false;     // the server is waiting for COPY data
-  char tx_status_ = 'I';     // from the last ReadyForQuery
+  std::deque<expected> queue_;
+  std::map<std::string, prepared_statement> statements_;  // client name -> (transaction mode)
+  analysis_ptr unnamed_statement_;
+  std::map<std::string, analysis_ptr> portals_;
+  std::string out_;  // frames for the server, written by flush_to_server()
+
+  char tx_status_ = 'I';
+  bool copy_in_ = false;
+  bool error_in_cycle_ = false;  // an ErrorResponse since the last ReadyForQuery
+  bool ready_seen_ = false;      // a ReadyForQuery since the server pump last looked
+  int writes_to_server_ = 0;     // client-pump writes in flight
+  bool release_deferred_ = false;
   bool client_gone_ = false;
-  bool server_done_ = false;  // the server-to-client pump has ended
+  bool server_pump_running_ = false;
   bool cancel_sent_ = false;
   bool reset_sent_ = false;
   bool cleanup_due_ = false;
-  bool clean_ = false;   // reset done, idle: the connection can be reused
+  bool clean_ = false;   // cleanup done: the connection can be reused
   bool broken_ = false;  // the connection must not be reused
-  std::error_code protocol_error_;
+  std::string end_sqlstate_;  // why the client pump ended, if pgstash ends it
+  std::string end_message_;
   std::optional<asio::steady_timer> server_pump_done_;
 };
 

@@ -26,7 +26,10 @@ awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx) {
   auto ex = co_await asio::this_coro::executor;
   while (acceptor.is_open()) {
     error_code ec;
-    tcp::socket socket = co_await acceptor.async_accept(on_error(ec));
+    // Each session runs on its own strand of the shared io_context, so its
+    // two pumps never run at once while sessions spread over all workers.
+    tcp::socket socket(asio::make_strand(acceptor.get_executor()));
+    co_await acceptor.async_accept(socket, on_error(ec));
     if (ec == asio::error::operation_aborted) break;
     if (ec) {
       // Typically out of file descriptors: back off instead of spinning.

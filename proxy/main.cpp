@@ -4,10 +4,14 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "conf/config.hpp"
 #include "conf/userlist.hpp"
@@ -51,6 +55,18 @@ void raise_open_file_limit() {
   if (setrlimit(RLIMIT_NOFILE, &lim) != 0) spdlog::warn("could not raise the open file limit");
 }
 
+// Closes idle server connections past their time and keeps min_pool_size
+// connections open, once a second.
+awaitable<void> maintain_pools(pgstash::pool::server_pool& pool) {
+  auto ex = co_await pgstash::asio::this_coro::executor;
+  pgstash::asio::steady_timer tick(ex);
+  for (;;) {
+    tick.expires_after(std::chrono::seconds(1));
+    co_await tick.async_wait(pgstash::use_awaitable);
+    pool.maintain(ex);
+  }
+}
+
 int run(loaded config) {
   using namespace pgstash;
   const conf::config& cfg = config.cfg;
@@ -58,12 +74,16 @@ int run(loaded config) {
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   raise_open_file_limit();
 
-  asio::io_context ioc(1);
-  proxy::proxy_context ctx(ioc.get_executor(), cfg, std::move(config.users),
-                           proxy::make_client_tls(cfg.listen), proxy::make_server_tls(cfg.server));
+  const unsigned workers =
+      cfg.process.workers > 0 ? cfg.process.workers : std::max(1u, std::thread::hardware_concurrency());
+  asio::io_context ioc(static_cast<int>(workers));
+  proxy::proxy_context ctx(cfg, std::move(config.users), proxy::make_client_tls(cfg.listen),
+                           proxy::make_server_tls(cfg.server));
   tcp::acceptor acceptor = proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port);
-  spdlog::info("pgstash listening on {}:{}, server {}:{}, pool.size {}", cfg.listen.host,
-               cfg.listen.port, cfg.server.host, cfg.server.port, cfg.pool.size);
+  spdlog::info("pgstash listening on {}:{}, server {}:{}, {} pooling, pool.size {}, {} workers",
+               cfg.listen.host, cfg.listen.port, cfg.server.host, cfg.server.port,
+               cfg.pool.mode == conf::pool_mode::transaction ? "transaction" : "session",
+               cfg.pool.size, workers);
 
   // Immediate shutdown, as PgBouncer's SIGTERM: every connection drops, and
   // PostgreSQL rolls back what its clients had open. Exiting at once avoids
@@ -76,7 +96,12 @@ int run(loaded config) {
     std::_Exit(0);
   });
   asio::co_spawn(ioc, proxy::accept_clients(acceptor, ctx), asio::detached);
+  asio::co_spawn(asio::make_strand(ioc), maintain_pools(ctx.pool), asio::detached);
+
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < workers; ++i) threads.emplace_back([&ioc] { ioc.run(); });
   ioc.run();
+  for (auto& t : threads) t.join();
   return 0;
 }
 

@@ -1,12 +1,14 @@
-// What every client session on one executor shares: the configuration,
-// the auth file, the server pool, TLS contexts, the cancel-key registry
-// and the client count. Lives as long as the listener; sessions hold a
-// reference.
+// What every client session shares: the configuration, the auth file, the
+// server pool, TLS contexts, the cancel-key registry and the client count.
+// Lives as long as the listener; sessions hold a reference. Sessions run on
+// several threads: the mutable parts here are guarded or atomic.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <utility>
 
 #include "conf/config.hpp"
@@ -19,14 +21,14 @@ namespace pgstash::proxy {
 class client_session;
 
 struct proxy_context {
-  proxy_context(asio::any_io_executor ex, const conf::config& config, conf::userlist userlist,
+  proxy_context(const conf::config& config, conf::userlist userlist,
                 std::unique_ptr<asio::ssl::context> client_tls,
                 std::unique_ptr<asio::ssl::context> server_tls)
       : cfg(config),
         users(std::move(userlist)),
         client_tls(std::move(client_tls)),
         server_tls(std::move(server_tls)),
-        pool(std::move(ex), cfg, *this->server_tls) {}
+        pool(cfg, *this->server_tls) {}
 
   const conf::config& cfg;
   const conf::userlist users;
@@ -34,10 +36,29 @@ struct proxy_context {
   std::unique_ptr<asio::ssl::context> client_tls;
   std::unique_ptr<asio::ssl::context> server_tls;
   pool::server_pool pool;
+
   // (process id, secret key) pgstash gave a client -> that client.
-  std::map<std::pair<std::uint32_t, std::uint32_t>, std::weak_ptr<client_session>> cancel_keys;
-  std::uint32_t clients = 0;
-  std::uint64_t next_client_id = 1;
+  using cancel_key = std::pair<std::uint32_t, std::uint32_t>;
+  void register_cancel_key(cancel_key key, const std::shared_ptr<client_session>& session) {
+    std::lock_guard lock(cancel_mu_);
+    cancel_keys_[key] = session;
+  }
+  void unregister_cancel_key(cancel_key key) {
+    std::lock_guard lock(cancel_mu_);
+    cancel_keys_.erase(key);
+  }
+  std::shared_ptr<client_session> find_cancel_key(cancel_key key) {
+    std::lock_guard lock(cancel_mu_);
+    auto it = cancel_keys_.find(key);
+    return it == cancel_keys_.end() ? nullptr : it->second.lock();
+  }
+
+  std::atomic<std::uint32_t> clients = 0;
+  std::atomic<std::uint64_t> next_client_id = 1;
+
+ private:
+  std::mutex cancel_mu_;
+  std::map<cancel_key, std::weak_ptr<client_session>> cancel_keys_;
 };
 
 // Builds the TLS contexts from config. Throws std::runtime_error naming

@@ -29,11 +29,18 @@ std::string only_error(const std::string& text) {
 // clang-format off
 const std::vector<std::string> k_all_keys = {
     "auth.file", "auth.method",
-    "limits.client_login_timeout_ms", "limits.io_buffer_size", "limits.max_message_size",
+    "limits.analysis_cache_entries", "limits.client_idle_timeout_ms",
+    "limits.client_login_timeout_ms", "limits.idle_transaction_timeout_ms",
+    "limits.io_buffer_size", "limits.max_message_size",
     "listen.host", "listen.max_client_conn", "listen.port", "listen.tls_cert_file",
     "listen.tls_key_file",
     "log.level",
-    "pool.cleanup_timeout_ms", "pool.mode", "pool.reset_query", "pool.size", "pool.wait_timeout_ms",
+    "pool.cleanup_timeout_ms", "pool.max_db_connections", "pool.max_prepared_statements",
+    "pool.min_pool_size", "pool.mode", "pool.query_wait_timeout_ms", "pool.reserve_pool_size",
+    "pool.reserve_pool_timeout_ms", "pool.server_check_delay_ms", "pool.server_check_query",
+    "pool.server_idle_timeout_ms", "pool.server_lifetime_ms", "pool.server_reset_query",
+    "pool.size",
+    "process.workers",
     "server.connect_timeout_ms", "server.host", "server.port", "server.tls", "server.tls_ca_file",
 };
 // clang-format on
@@ -57,10 +64,14 @@ TEST_CASE("an empty file gives the documented defaults") {
   CHECK(c.server.connect_timeout_ms == 5000);
   CHECK(c.auth.method == auth_method::trust);
   CHECK(c.auth.file.empty());
-  CHECK(c.pool.mode == pool_mode::session);
+  CHECK(c.pool.mode == pool_mode::transaction);
   CHECK(c.pool.size == 20);
-  CHECK(c.pool.wait_timeout_ms == 120000);
-  CHECK(c.pool.reset_query == "DISCARD ALL");
+  CHECK(c.pool.query_wait_timeout_ms == 120000);
+  CHECK(c.pool.server_reset_query == "DISCARD ALL");
+  CHECK(c.pool.server_lifetime_ms == 3600000);
+  CHECK(c.pool.server_check_query == "select 1");
+  CHECK(c.limits.client_idle_timeout_ms == 0);
+  CHECK(c.process.workers == 0);
   CHECK(c.limits.max_message_size == 1073741824);
   CHECK(c.limits.io_buffer_size == 65536);
   CHECK(c.limits.client_login_timeout_ms == 60000);
@@ -97,8 +108,13 @@ file = "/etc/pgstash/userlist.txt"
 [pool]
 mode = "session"
 size = 50
-wait_timeout_ms = 30000
-reset_query = ""
+query_wait_timeout_ms = 30000
+server_reset_query = ""
+min_pool_size = 2
+reserve_pool_size = 3
+
+[process]
+workers = 4
 
 [limits]
 max_message_size = 2048
@@ -131,8 +147,11 @@ app = "app_production"
   CHECK(c.auth.file == "/etc/pgstash/userlist.txt");
   CHECK(c.pool.mode == pool_mode::session);
   CHECK(c.pool.size == 50);
-  CHECK(c.pool.wait_timeout_ms == 30000);
-  CHECK(c.pool.reset_query.empty());
+  CHECK(c.pool.query_wait_timeout_ms == 30000);
+  CHECK(c.pool.server_reset_query.empty());
+  CHECK(c.pool.min_pool_size == 2);
+  CHECK(c.pool.reserve_pool_size == 3);
+  CHECK(c.process.workers == 4);
   CHECK(c.limits.max_message_size == 2048);
   CHECK(c.limits.io_buffer_size == 8192);
   CHECK(c.limits.client_login_timeout_ms == 15000);
@@ -179,7 +198,10 @@ TEST_CASE("unknown keys") {
   SUBCASE("nothing close lists the section's keys") {
     CHECK(only_error("[pool]\nflavour = 1\n") ==
           "t.toml:2:1: unknown key \"pool.flavour\" "
-          "([pool] accepts cleanup_timeout_ms mode reset_query size wait_timeout_ms)");
+          "([pool] accepts cleanup_timeout_ms max_db_connections max_prepared_statements "
+          "min_pool_size mode query_wait_timeout_ms reserve_pool_size reserve_pool_timeout_ms "
+          "server_check_delay_ms server_check_query server_idle_timeout_ms server_lifetime_ms "
+          "server_reset_query size)");
   }
   SUBCASE("a key outside any section") {
     CHECK(only_error("port = 6432\n") ==
@@ -199,7 +221,7 @@ TEST_CASE("unknown sections") {
         "t.toml:1:2: unknown section [lisen] (did you mean [listen]?)");
   CHECK(only_error("\n[metrics]\n") ==
         "t.toml:2:2: unknown section [metrics] (sections are [auth] [databases] [limits] "
-        "[listen] [log] [pool] [server])");
+        "[listen] [log] [pool] [process] [server])");
 }
 
 TEST_CASE("a section written as a value") {
@@ -237,7 +259,9 @@ TEST_CASE("ranges: bounds are accepted, one past them is not") {
       {"server", "port", 1, 65535},
       {"server", "connect_timeout_ms", 1, 86400000},
       {"pool", "size", 1, 10000},
-      {"pool", "wait_timeout_ms", 1, 86400000},
+      {"pool", "query_wait_timeout_ms", 1, 86400000},
+      {"pool", "min_pool_size", 0, 10000},
+      {"process", "workers", 0, 256},
       {"limits", "max_message_size", 1024, 1073741824},
       {"limits", "io_buffer_size", 4096, 16777216},
       {"limits", "client_login_timeout_ms", 1, 86400000},
@@ -287,10 +311,9 @@ TEST_CASE("bad enum values list the allowed ones") {
 }
 
 TEST_CASE("pool modes that are not implemented yet say so") {
-  CHECK(only_error("[pool]\nmode = \"transaction\"\n") ==
-        "t.toml:2:8: pool.mode \"transaction\" is not supported yet (supported: \"session\")");
   CHECK(only_error("[pool]\nmode = \"statement\"\n") ==
-        "t.toml:2:8: pool.mode \"statement\" is not supported yet (supported: \"session\")");
+        "t.toml:2:8: pool.mode \"statement\" is not supported yet (supported: \"session\", "
+        "\"transaction\")");
 }
 
 TEST_CASE("auth.file is required unless auth.method is trust") {
@@ -325,7 +348,7 @@ method = "md5"
 [bogus]
 [pool]
 size = "big"
-mode = "transaction"
+mode = "statement"
 )");
   CHECK_FALSE(r.cfg.has_value());
   std::string got;
@@ -338,9 +361,10 @@ mode = "transaction"
         "t.toml:7:10: auth.file is required when auth.method is \"md5\" "
         "(set file = \"/path/to/userlist.txt\" under [auth])\n"
         "t.toml:8:2: unknown section [bogus] (sections are [auth] [databases] [limits] "
-        "[listen] [log] [pool] [server])\n"
+        "[listen] [log] [pool] [process] [server])\n"
         "t.toml:10:8: pool.size must be an integer, not a string (e.g. size = 20)\n"
-        "t.toml:11:8: pool.mode \"transaction\" is not supported yet (supported: \"session\")\n");
+        "t.toml:11:8: pool.mode \"statement\" is not supported yet (supported: \"session\", "
+        "\"transaction\")\n");
 }
 
 TEST_CASE("[databases] maps client names to server databases") {
@@ -434,12 +458,12 @@ TEST_CASE("reference_markdown documents every key from the table") {
   // One header, one rule, one row per key, one for [databases].
   CHECK(std::count(md.begin(), md.end(), '\n') == static_cast<long>(k_all_keys.size()) + 3);
   CHECK(md.find("| `listen.port` | integer, 1 to 65535 | `6432` |") != std::string::npos);
-  CHECK(md.find("| `pool.reset_query` | string | `\"DISCARD ALL\"` |") != std::string::npos);
+  CHECK(md.find("| `pool.server_reset_query` | string | `\"DISCARD ALL\"` |") != std::string::npos);
   CHECK(
       md.find("| `server.tls` | `disable`, `prefer`, `require`, `verify-full` | `\"prefer\"` |") !=
       std::string::npos);
   CHECK(
-      md.find("| `pool.mode` | `session` (not yet: `transaction` `statement`) | `\"session\"` |") !=
+      md.find("| `pool.mode` | `session`, `transaction` (not yet: `statement`) | `\"transaction\"` |") !=
       std::string::npos);
   CHECK(
       md.find("| `log.level` | `trace`, `debug`, `info`, `warn`, `error`, `off` | `\"info\"` |") !=

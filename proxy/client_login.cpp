@@ -1,0 +1,214 @@
+// The first two stages of a client session: startup negotiation (TLS,
+// protocol version, cancel requests) and authentication against the auth
+// file.
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include "proxy/client_session.hpp"
+#include "proxy/proxy_context.hpp"
+#include "wire/auth.hpp"
+#include "wire/errc.hpp"
+#include "wire/message_writer.hpp"
+#include "wire/tags.hpp"
+
+namespace pgstash::proxy {
+
+namespace {
+
+std::string random_bytes(std::size_t n) {
+  std::string out(n, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  return out;
+}
+
+}  // namespace
+
+awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup,
+                                                  std::string& packet) {
+  const std::uint32_t max = ctx_.cfg.limits.max_message_size;
+  for (;;) {
+    error_code ec;
+    wire::decoded_frame f = co_await client_.read_frame(wire::phase::startup, max, ec);
+    if (ec) co_return false;
+    if (f.status == wire::decode_status::error) {
+      co_await fail("08P01", "invalid startup packet: " + f.error.message());
+      co_return false;
+    }
+    wire::startup_packet parsed;
+    if (auto perr = wire::parse_startup_packet(f.body, parsed)) {
+      if (perr == wire::errc::missing_user) {
+        co_await fail("28000", "no PostgreSQL user name specified in startup packet");
+      } else if (perr == wire::errc::unknown_startup_code) {
+        co_await fail("0A000", "unsupported frontend protocol or request code");
+      } else {
+        co_await fail("08P01", "invalid startup packet: " + perr.message());
+      }
+      co_return false;
+    }
+    if (std::holds_alternative<wire::ssl_request>(parsed)) {
+      const bool offer = ctx_.client_tls && !client_.is_tls();
+      // A client that sent bytes after SSLRequest before our answer could
+      // have them read as plaintext after the handshake: refuse it.
+      if (offer && !client_.buffered().empty()) {
+        co_await fail("08P01", "received unencrypted data after SSL request");
+        co_return false;
+      }
+      co_await client_.write(offer ? "S" : "N", ec);
+      if (ec) co_return false;
+      if (offer) {
+        try {
+          co_await client_.accept_tls(*ctx_.client_tls);
+        } catch (const std::exception& e) {
+          spdlog::info("{} TLS handshake failed: {}", prefix(), e.what());
+          co_return false;
+        }
+      }
+      continue;
+    }
+    if (std::holds_alternative<wire::gssenc_request>(parsed)) {
+      co_await client_.write("N", ec);
+      if (ec) co_return false;
+      continue;
+    }
+    if (auto* cancel = std::get_if<wire::cancel_request>(&parsed)) {
+      if (auto target = ctx_.find_cancel_key({cancel->process_id, cancel->secret_key}))
+        target->cancel_server_query();
+      client_.close();
+      co_return false;
+    }
+    // Copy the packet so the parsed views outlive the read buffer.
+    packet.assign(f.body);
+    wire::startup_packet reparsed;
+    wire::parse_startup_packet(packet, reparsed);
+    startup = std::get<wire::startup_message>(std::move(reparsed));
+    user_ = std::string(*startup.get("user"));
+    database_ = std::string(startup.get("database").value_or(user_));
+    if (database_.empty()) database_ = user_;
+    if ((startup.protocol >> 16) != 3) {
+      co_await fail("0A000", "unsupported frontend protocol " + std::to_string(startup.protocol >> 16) + "." +
+                                 std::to_string(startup.protocol & 0xffff));
+      co_return false;
+    }
+    std::vector<std::string_view> unknown_options;
+    for (auto [name, value] : startup.parameters)
+      if (name.starts_with("_pq_.")) unknown_options.push_back(name);
+    if ((startup.protocol & 0xffff) != 0 || !unknown_options.empty()) {
+      std::string out;
+      wire::write_negotiate_protocol_version(out, 0, unknown_options);
+      co_await client_.write(out, ec);
+      if (ec) co_return false;
+    }
+    co_return true;
+  }
+}
+
+awaitable<std::optional<std::string>> client_session::read_password_frame() {
+  error_code ec;
+  wire::decoded_frame f =
+      co_await client_.read_frame(wire::phase::normal, ctx_.cfg.limits.max_message_size, ec);
+  if (ec) co_return std::nullopt;
+  if (f.status == wire::decode_status::error || f.header.tag != static_cast<char>(wire::frontend_tag::password_message)) {
+    co_await fail("08P01", "expected a password message during authentication");
+    co_return std::nullopt;
+  }
+  co_return std::string(f.body);
+}
+
+awaitable<bool> client_session::authenticate(pool::server_credentials& credentials) {
+  const auto method = ctx_.cfg.auth.method;
+  auto entry = ctx_.users.find(user_);
+  const std::string failed = "password authentication failed for user \"" + user_ + "\"";
+  std::optional<std::string> secret;
+  if (entry != ctx_.users.end()) secret = entry->second;
+  const bool secret_is_scram = secret && secret->starts_with("SCRAM-SHA-256$");
+  const bool secret_is_md5 =
+      secret && secret->size() == 35 && secret->starts_with("md5");
+  // What pgstash can later prove to the server for this user.
+  if (secret && !secret_is_scram) {
+    if (secret_is_md5) {
+      credentials.md5_hash = secret;
+    } else {
+      credentials.password = secret;
+    }
+  }
+
+  if (method == conf::auth_method::trust) co_return true;
+  if (!secret) {
+    co_await fail("28P01", failed);
+    co_return false;
+  }
+
+  // md5 against a SCRAM verifier falls back to SCRAM, as PostgreSQL does.
+  if (method == conf::auth_method::md5 && !secret_is_scram) {
+    const std::string salt = random_bytes(4);
+    std::string out;
+    wire::write_authentication_md5(out, salt);
+    error_code ec;
+    co_await client_.write(out, ec);
+    if (ec) co_return false;
+    auto body = co_await read_password_frame();
+    if (!body) co_return false;
+    wire::password_message pw;
+    if (wire::parse_password_message(*body, pw) ||
+        pw.password != wire::md5_salted_response(user_, *secret, salt)) {
+      co_await fail("28P01", failed);
+      co_return false;
+    }
+    co_return true;
+  }
+
+  if (secret_is_md5) {
+    co_await fail("28P01", failed);
+    co_return false;
+  }
+  std::optional<wire::scram_secret> verifier =
+      secret_is_scram ? wire::parse_scram_secret(*secret)
+                      : wire::make_scram_secret(*secret, random_bytes(16), 4096);
+  if (!verifier) {
+    spdlog::warn("{} auth file holds an invalid SCRAM secret for this user", prefix());
+    co_await fail("28P01", failed);
+    co_return false;
+  }
+  wire::scram_server exchange(*verifier, pool::random_nonce());
+  std::string out;
+  wire::write_authentication_sasl(out, {"SCRAM-SHA-256"});
+  error_code ec;
+  co_await client_.write(out, ec);
+  if (ec) co_return false;
+
+  auto body = co_await read_password_frame();
+  if (!body) co_return false;
+  wire::sasl_initial_response initial;
+  if (wire::parse_sasl_initial_response(*body, initial) || initial.mechanism != "SCRAM-SHA-256" ||
+      !initial.data) {
+    co_await fail("08P01", "client selected an invalid SASL authentication mechanism");
+    co_return false;
+  }
+  auto server_first = exchange.handle_client_first(*initial.data);
+  if (!server_first) {
+    co_await fail("08P01", "malformed SCRAM message");
+    co_return false;
+  }
+  out.clear();
+  wire::write_authentication_sasl_continue(out, *server_first);
+  co_await client_.write(out, ec);
+  if (ec) co_return false;
+
+  body = co_await read_password_frame();
+  if (!body) co_return false;
+  wire::sasl_response response;
+  wire::parse_sasl_response(*body, response);
+  auto server_final = exchange.handle_client_final(response.data);
+  if (!server_final) {
+    co_await fail("28P01", failed);
+    co_return false;
+  }
+  if (secret_is_scram) credentials.scram_keys = std::make_pair(exchange.client_key(), verifier->server_key);
+  out.clear();
+  wire::write_authentication_sasl_final(out, *server_final);
+  co_await client_.write(out, ec);
+  co_return !ec;
+}
+
+}  // namespace pgstash::proxy

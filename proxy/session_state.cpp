@@ -1,0 +1,219 @@
+#include "proxy/session_state.hpp"
+
+#include <cctype>
+
+namespace pgstash::proxy {
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// A GUC name as SET accepts it: dotted parts, each quoted when needed.
+std::string setting_name_sql(std::string_view name) {
+  std::string out;
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t dot = name.find('.', start);
+    std::string_view part = name.substr(start, dot == std::string_view::npos ? dot : dot - start);
+    bool simple = !part.empty() && !std::isdigit(static_cast<unsigned char>(part[0]));
+    for (char c : part)
+      simple &= std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_';
+    out += simple ? std::string(part) : quote_identifier(part);
+    if (dot == std::string_view::npos) return out;
+    out += '.';
+    start = dot + 1;
+  }
+}
+
+std::string set_statement(const std::string& name, const pool::setting_value& v) {
+  if (v.raw)
+    return "SELECT pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(v.text) +
+           ", false)";
+  return "SET " + setting_name_sql(name) + " TO " + v.text;
+}
+
+}  // namespace
+
+std::string quote_literal(std::string_view value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  // A backslash would make E'' syntax matter only with
+  // standard_conforming_strings off; PostgreSQL's default is on.
+  return out + "'";
+}
+
+std::string quote_identifier(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::vector<std::pair<std::string, std::string>> parse_startup_options(std::string_view options) {
+  // Split on unescaped whitespace; a backslash escapes the next character,
+  // as PostgreSQL's pg_split_opts does.
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (std::size_t i = 0; i < options.size(); ++i) {
+    char c = options[i];
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      if (in_word) words.push_back(std::move(word)), word.clear(), in_word = false;
+      continue;
+    }
+    if (c == '\\' && i + 1 < options.size()) c = options[++i];
+    word += c;
+    in_word = true;
+  }
+  if (in_word) words.push_back(std::move(word));
+
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    std::string_view w = words[i];
+    std::string_view setting;
+    if (w == "-c" && i + 1 < words.size()) {
+      setting = words[++i];
+    } else if (w.starts_with("-c")) {
+      setting = w.substr(2);
+    } else if (w.starts_with("--")) {
+      setting = w.substr(2);
+    } else {
+      continue;
+    }
+    auto eq = setting.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string name = lower(setting.substr(0, eq));
+    for (char& c : name)
+      if (c == '-') c = '_';
+    out.emplace_back(std::move(name), std::string(setting.substr(eq + 1)));
+  }
+  return out;
+}
+
+session_state::session_state(const std::vector<std::pair<std::string, std::string>>& startup) {
+  for (const auto& [name, value] : startup) {
+    if (name == "options") {
+      for (auto& [n, v] : parse_startup_options(value)) startup_[n] = {true, v};
+    } else {
+      startup_[lower(name)] = {true, value};
+    }
+  }
+  settings_ = startup_;
+}
+
+void session_state::statement_completed(const invalidation::statement_effects& effects,
+                                        pool::server_state& server) {
+  pins_ |= effects.pins;
+  if (!effects.prepare_name.empty()) {
+    sql_prepared_[effects.prepare_name] = effects.prepare_sql;
+    server.sql_prepared[effects.prepare_name] = effects.prepare_sql;
+  }
+  if (!effects.deallocate_name.empty()) {
+    sql_prepared_.erase(effects.deallocate_name);
+    server.sql_prepared.erase(effects.deallocate_name);
+  }
+  if (effects.deallocate_all) {
+    sql_prepared_.clear();
+    // DEALLOCATE ALL drops protocol-level statements too, pgstash's included.
+    server.sql_prepared.clear();
+    server.prepared.clear();
+  }
+  if (effects.discard_all) {
+    // DISCARD ALL cannot run inside a transaction block: it takes effect now.
+    sql_prepared_.clear();
+    settings_ = startup_;
+    staged_.clear();
+    pins_ = invalidation::pin_none;
+    server.clear();
+  }
+  if (effects.unlisten_all) pins_ &= ~static_cast<unsigned>(invalidation::pin_listen);
+  for (const auto& change : effects.settings) staged_.push_back(change);
+}
+
+void session_state::transaction_committed(pool::server_state& server) {
+  for (const auto& change : staged_) apply(change, server);
+  staged_.clear();
+}
+
+void session_state::transaction_rolled_back() { staged_.clear(); }
+
+void session_state::apply(const invalidation::setting_change& change, pool::server_state& server) {
+  using kind = invalidation::setting_change::kind;
+  switch (change.what) {
+    case kind::set:
+      settings_[change.name] = {false, change.value_sql};
+      server.settings[change.name] = {false, change.value_sql};
+      break;
+    case kind::reset:
+      // RESET returns to the session's default, which for the client is
+      // its startup value; the server returns to its own default.
+      if (auto it = startup_.find(change.name); it != startup_.end()) {
+        settings_[change.name] = it->second;
+      } else {
+        settings_.erase(change.name);
+      }
+      server.settings.erase(change.name);
+      break;
+    case kind::reset_all:
+      settings_ = startup_;
+      server.settings.clear();
+      break;
+  }
+}
+
+std::string session_state::sync_settings_sql(pool::server_state& server) const {
+  std::string sql;
+  auto add = [&sql](const std::string& statement) { sql += (sql.empty() ? "" : ";") + statement; };
+  for (auto it = server.settings.begin(); it != server.settings.end();) {
+    if (settings_.count(it->first) == 0) {
+      add("RESET " + setting_name_sql(it->first));
+      it = server.settings.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [name, value] : settings_) {
+    auto it = server.settings.find(name);
+    if (it != server.settings.end() && it->second == value) continue;
+    add(set_statement(name, value));
+    server.settings[name] = value;
+  }
+  return sql;
+}
+
+std::string session_state::sync_prepared_sql(const invalidation::statement_effects& effects,
+                                             pool::server_state& server) const {
+  std::string sql;
+  auto ensure = [&](const std::string& name, bool want_ours) {
+    auto server_it = server.sql_prepared.find(name);
+    auto ours = sql_prepared_.find(name);
+    const bool ours_there =
+        ours != sql_prepared_.end() && server_it != server.sql_prepared.end() && server_it->second == ours->second;
+    if (ours_there) return;
+    if (server_it != server.sql_prepared.end()) {
+      sql += "DEALLOCATE " + quote_identifier(name) + ";";
+      server.sql_prepared.erase(server_it);
+    }
+    if (want_ours && ours != sql_prepared_.end()) {
+      sql += ours->second + ";";
+      server.sql_prepared[name] = ours->second;
+    }
+  };
+  // EXECUTE and DEALLOCATE need the client's own statement; PREPARE needs
+  // the name free.
+  if (!effects.execute_name.empty()) ensure(effects.execute_name, true);
+  if (!effects.deallocate_name.empty()) ensure(effects.deallocate_name, true);
+  if (!effects.prepare_name.empty()) ensure(effects.prepare_name, false);
+  return sql;
+}
+
+}  // namespace pgstash::proxy

@@ -1,0 +1,70 @@
+// A client's session as the client sees it, kept by pgstash in transaction
+// mode so that any server connection can be made to match it: the settings
+// it made (startup parameters, SET, set_config), its SQL-level prepared
+// statements (PREPARE), and what pins it to one server connection.
+//
+// Settings follow PostgreSQL's transaction rules: a change is staged when
+// its statement completes and becomes the client's only when its
+// transaction commits (an autocommit statement commits at once).
+//
+// Pure: no I/O. Owned by one client session.
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "invalidation/statement_analysis.hpp"
+#include "pool/server_state.hpp"
+
+namespace pgstash::proxy {
+
+class session_state {
+ public:
+  // `startup` are the client's startup parameters other than user and
+  // database ("options" expanded into its -c settings).
+  explicit session_state(const std::vector<std::pair<std::string, std::string>>& startup);
+
+  const pool::settings_map& settings() const { return settings_; }
+  unsigned pins() const { return pins_; }
+  bool pinned() const { return pins_ != invalidation::pin_none; }
+
+  // A statement completed on `server`. Applies what is not transactional
+  // (PREPARE, DEALLOCATE, DISCARD, pins) at once and stages settings.
+  void statement_completed(const invalidation::statement_effects& effects,
+                           pool::server_state& server);
+  // The transaction ended: staged settings become the client's (and the
+  // server's), or are dropped.
+  void transaction_committed(pool::server_state& server);
+  void transaction_rolled_back();
+
+  // SQL that makes `server` match this client's settings (SET/RESET and
+  // set_config), or "" if it already does. Updates `server` to match,
+  // assuming the SQL will succeed.
+  std::string sync_settings_sql(pool::server_state& server) const;
+
+  // SQL to run before `effects`'s statement on `server` so that the SQL
+  // prepared statements it names exist there as the client made them, or
+  // "". Updates `server` assuming the SQL will succeed.
+  std::string sync_prepared_sql(const invalidation::statement_effects& effects,
+                                pool::server_state& server) const;
+
+ private:
+  void apply(const invalidation::setting_change& change, pool::server_state& server);
+
+  pool::settings_map startup_;
+  pool::settings_map settings_;
+  std::vector<invalidation::setting_change> staged_;
+  std::map<std::string, std::string> sql_prepared_;  // name -> PREPARE text
+  unsigned pins_ = invalidation::pin_none;
+};
+
+// `value` as a SQL string literal: 'it''s'.
+std::string quote_literal(std::string_view value);
+// `name` as a SQL identifier: "My ""odd"" name".
+std::string quote_identifier(std::string_view name);
+// The -c/--name=value settings inside a startup packet's "options".
+std::vector<std::pair<std::string, std::string>> parse_startup_options(std::string_view options);
+
+}  // namespace pgstash::proxy
