@@ -221,7 +221,7 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
       if (name.starts_with("_pq_.")) unknown_options.push_back(name);
     if ((startup.protocol & 0xffff) != 0 || !unknown_options.empty()) {
       std::string out;
-      wire::write_negotiate_protocol_version(out, 0, unknown_options);
+      wire::write_negotiate_protocol_version(out, wire::k_protocol_3_0, unknown_options);
       co_await client_.write(out, ec);
       if (ec) co_return false;
     }
@@ -387,7 +387,12 @@ awaitable<void> client_session::relay_session(std::shared_ptr<client_session> se
 awaitable<void> client_session::server_pump(std::shared_ptr<client_session>) {
   co_await relay(direction::to_client);
   server_done_ = true;
-  if (!client_gone_) client_.close();
+  if (client_gone_) co_return;
+  if (server_protocol_error_) {
+    co_await fail("08P01", "invalid message from server: " + server_protocol_error_.message());
+  } else {
+    client_.close();
+  }
 }
 
 awaitable<void> client_session::send_to_server(std::string_view bytes) {
@@ -533,6 +538,7 @@ awaitable<void> client_session::relay(direction dir) {
         } else {
           spdlog::warn("{} invalid message from server: {}", prefix(), h.error.message());
           broken_ = true;
+          server_protocol_error_ = h.error;
         }
         stop = true;
         break;
@@ -588,7 +594,14 @@ awaitable<void> client_session::relay(direction dir) {
     error_code ec;
     co_await from.read_more(ec);
     if (ec) {
-      if (!to_server) broken_ = true;
+      // A server left waiting for the rest of a message can never be
+      // brought back to idle: close it rather than wait for the cleanup
+      // timeout.
+      const bool mid_frame = streaming > 0;
+      if (!to_server || mid_frame) {
+        broken_ = true;
+        server_->stream().close();
+      }
       co_return;
     }
   }

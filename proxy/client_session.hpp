@@ -80,6 +80,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   bool clean_ = false;   // reset done, idle: the connection can be reused
   bool broken_ = false;  // the connection must not be reused
   std::error_code protocol_error_;
+  std::error_code server_protocol_error_;
   std::optional<asio::steady_timer> server_pump_done_;
 };
 
