@@ -95,7 +95,7 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
       if (name.starts_with("_pq_.")) unknown_options.push_back(name);
     if ((startup.protocol & 0xffff) != 0 || !unknown_options.empty()) {
       std::string out;
-      wire::write_negotiate_protocol_version(out, 0, unknown_options);
+      wire::write_negotiate_protocol_version(out, wire::k_protocol_3_0, unknown_options);
       co_await client_.write(out, ec);
       if (ec) co_return false;
     }

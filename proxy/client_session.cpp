@@ -662,7 +662,15 @@ awaitable<void> client_session::client_loop() {
                          : "terminating connection due to idle-session timeout";
       co_return;
     }
-    if (ec) co_return;
+    if (ec) {
+      if (streaming > 0 && server_) {
+        // The server waits for the rest of a message that will never come:
+        // it cannot be brought back to idle, so close it now.
+        broken_ = true;
+        server_->stream().close();
+      }
+      co_return;
+    }
   }
 }
 
@@ -818,6 +826,7 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
       if (h.status == wire::decode_status::need_more) break;
       if (h.status == wire::decode_status::error) {
         spdlog::warn("{} invalid message from server: {}", prefix(), h.error.message());
+        server_protocol_error_ = h.error;
         broken_ = true;
         stop = true;
         break;
@@ -909,7 +918,11 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
   if (broken_ && !client_gone_) {
     // The client's server connection failed under it: its session state
     // is lost, so the client goes too, as if the server had closed.
-    client_.close();
+    if (server_protocol_error_) {
+      co_await fail("08P01", "invalid message from server: " + server_protocol_error_.message());
+    } else {
+      client_.close();
+    }
   }
   if (writes_to_server_ == 0) release_server(released || (clean_ && !broken_));
   server_pump_done_->cancel();

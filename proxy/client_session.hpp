@@ -151,6 +151,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   bool cleanup_due_ = false;
   bool clean_ = false;   // cleanup done: the connection can be reused
   bool broken_ = false;  // the connection must not be reused
+  std::error_code server_protocol_error_;
   std::string end_sqlstate_;  // why the client pump ended, if pgstash ends it
   std::string end_message_;
   std::optional<asio::steady_timer> server_pump_done_;

@@ -168,7 +168,7 @@ std::error_code parse_negotiate_protocol_version(std::string_view body,
                                                  negotiate_protocol_version& out) {
   byte_reader r(body);
   negotiate_protocol_version m;
-  m.newest_minor = r.uint32();
+  m.newest_version = r.uint32();
   // Each option name is at least its terminator.
   const auto n = r.count32(1);
   m.unrecognized_options.reserve(n);

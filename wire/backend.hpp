@@ -109,7 +109,10 @@ struct function_call_response {
 std::error_code parse_function_call_response(std::string_view body, function_call_response& out);
 
 struct negotiate_protocol_version {
-  std::uint32_t newest_minor = 0;
+  // The newest protocol version the server supports for the requested
+  // major version, as a full version word (major << 16 | minor): PostgreSQL
+  // sends 196608 (3.0), whatever the documentation's "minor" suggests.
+  std::uint32_t newest_version = 0;
   std::vector<std::string_view> unrecognized_options;
 };
 std::error_code parse_negotiate_protocol_version(std::string_view body,

@@ -139,11 +139,11 @@ void write_ready_for_query(std::string& out, char status) {
   w.finish();
 }
 
-void write_negotiate_protocol_version(std::string& out, std::uint32_t newest_minor,
+void write_negotiate_protocol_version(std::string& out, std::uint32_t newest_version,
                                       const std::vector<std::string_view>& unrecognized) {
   message_writer w(out);
   w.begin(backend_tag::negotiate_protocol_version);
-  w.put_uint32(newest_minor);
+  w.put_uint32(newest_version);
   w.put_int32(static_cast<std::int32_t>(unrecognized.size()));
   for (auto name : unrecognized) w.put_cstr(name);
   w.finish();

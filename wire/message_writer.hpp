@@ -73,7 +73,7 @@ void write_authentication_sasl_final(std::string& out, std::string_view data);
 void write_parameter_status(std::string& out, std::string_view name, std::string_view value);
 void write_backend_key_data(std::string& out, std::uint32_t process_id, std::uint32_t secret_key);
 void write_ready_for_query(std::string& out, char status);
-void write_negotiate_protocol_version(std::string& out, std::uint32_t newest_minor,
+void write_negotiate_protocol_version(std::string& out, std::uint32_t newest_version,
                                       const std::vector<std::string_view>& unrecognized);
 
 void write_startup_message(std::string& out,

@@ -9,11 +9,8 @@
 // Not thread-safe; one test case uses it from one thread.
 #pragma once
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <cstdint>
-#include <ctime>
 #include <map>
 #include <memory>
 #include <optional>
@@ -23,6 +20,8 @@
 #include <vector>
 
 #include <libpq-fe.h>
+
+#include <sys/types.h>
 
 namespace pgstash::itest {
 
@@ -243,6 +242,9 @@ class raw_conn {
   int fd() const { return fd_; }
 
  private:
+  // One recv() after waiting up to `timeout`, bypassing pending_.
+  std::string recv_some(milliseconds timeout);
+
   int fd_ = -1;
   bool closed_ = false;
   std::string pending_;  // read but not yet returned by read_message/read_exact
@@ -262,6 +264,9 @@ refusal read_refusal(raw_conn& c, milliseconds timeout = milliseconds(5000));
 // A TCP port on 127.0.0.1 with nothing listening (bound once, then closed).
 int closed_port();
 
+// Sleeps (EINTR-safe).
+void sleep_for(milliseconds d);
+
 // Polls `pred` every 20 ms until it is true or `timeout` passes; returns the
 // last value.
 template <typename Pred>
@@ -270,8 +275,7 @@ bool eventually(Pred pred, milliseconds timeout) {
   for (;;) {
     if (pred()) return true;
     if (clock::now() >= deadline) return false;
-    struct timespec ts{0, 20 * 1000 * 1000};
-    nanosleep(&ts, nullptr);
+    sleep_for(milliseconds(20));
   }
 }
 

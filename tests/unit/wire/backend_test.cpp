@@ -193,7 +193,7 @@ TEST_CASE("FunctionCallResponse") {
 TEST_CASE("NegotiateProtocolVersion") {
   negotiate_protocol_version m;
   REQUIRE(!parse_negotiate_protocol_version("\x00\x00\x00\x00\x00\x00\x00\x01_pq_.x\0"sv, m));
-  CHECK(m.newest_minor == 0);
+  CHECK(m.newest_version == 0);
   CHECK(m.unrecognized_options == std::vector<std::string_view>{"_pq_.x"});
   CHECK(parse_negotiate_protocol_version(be32(0) + be32(0xffffffff), m) == errc::bad_count);
   CHECK(parse_negotiate_protocol_version(be32(0) + be32(3) + cstr("a"), m) == errc::bad_count);
