@@ -1,8 +1,9 @@
 #include "invalidation/analysis_cache.hpp"
 
-#include <xxhash.h>
-
+#include <algorithm>
 #include <iterator>
+
+#include <xxhash.h>
 
 namespace pgstash::invalidation {
 
@@ -18,7 +19,7 @@ const std::shared_ptr<const analysis>& no_effects() {
 }  // namespace
 
 analysis_cache::analysis_cache(std::size_t max_entries) : max_entries_(max_entries) {
-  index_.reserve(max_entries);
+  index_.reserve(std::min<std::size_t>(max_entries, 1 << 16));
 }
 
 std::shared_ptr<const analysis> analysis_cache::get(std::string_view sql) {

@@ -3,9 +3,11 @@
 //
 // Why JSON: pg_query_parse() emits the tree as JSON, which nlohmann::json
 // reads into a DOM we walk generically. The typed alternative,
-// pg_query_parse_protobuf() plus protobuf-c's unpack, measured about twice
-// as slow end to end (~28 us vs ~15 us for a small SELECT): protobuf-c
-// visits every field of a message's descriptor, and Node's oneof has ~250.
+// pg_query_parse_protobuf() plus pg_query__parse_result__unpack(), measured
+// about twice as slow (~28 us vs ~15 us for a small SELECT; the JSON text
+// itself takes ~3 us): protobuf-c walks every field of a message's
+// descriptor, and Node's oneof has ~250. One JSON-only bug needs a
+// workaround, see integer_sql().
 //
 // Why settings are rebuilt from the tree rather than sliced from the text:
 // the tree is what the server acts on, so literals rebuilt from it are exact
@@ -14,13 +16,14 @@
 
 #include "invalidation/statement_analysis.hpp"
 
-#include <pg_query.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <utility>
+
+#include <pg_query.h>
+
+#include <nlohmann/json.hpp>
 
 namespace pgstash::invalidation {
 namespace {
@@ -79,16 +82,21 @@ std::size_t skip_block_comment(std::string_view s, std::size_t i) {
 
 // Words that matter only as a statement's first word.
 constexpr std::string_view k_leading_words[] = {
-    "abort", "begin",   "commit", "deallocate", "discard",   "end", "listen",   "load",
-    "prepare", "release", "reset", "rollback", "savepoint", "set", "start", "unlisten",
+    "abort",   "begin",   "commit", "deallocate", "discard",   "end", "listen", "load",
+    "prepare", "release", "reset",  "rollback",   "savepoint", "set", "start",  "unlisten",
 };
 // Words that matter anywhere. Quoted identifiers are checked too, since
 // "set_config"(...) still names the function.
 constexpr std::string_view k_anywhere_words[] = {
     "execute",  // EXECUTE, EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE
     "hold",     // DECLARE ... WITH HOLD
-    "temp", "temporary", "set_config", "pg_advisory_lock", "pg_advisory_lock_shared",
-    "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+    "temp",
+    "temporary",
+    "set_config",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
 };
 
 bool flagged_word(std::string_view w, bool leading) {
@@ -174,6 +182,8 @@ class source_text {
   }
 
   const std::string& original() const { return original_; }
+  // The text libpg_query parses; its locations are offsets into this.
+  std::string_view parsed() const { return mapped_ ? parsed_ : original_; }
   const char* c_str() const { return mapped_ ? parsed_.c_str() : original_.c_str(); }
 
   // An offset into c_str() as an offset into original(), clamped.
@@ -223,7 +233,8 @@ const json* member(const json& o, const char* key) {
 }
 std::string_view str_member(const json& o, const char* key) {
   const json* m = member(o, key);
-  return m && m->is_string() ? std::string_view(m->get_ref<const std::string&>()) : std::string_view();
+  return m && m->is_string() ? std::string_view(m->get_ref<const std::string&>())
+                             : std::string_view();
 }
 bool bool_member(const json& o, const char* key) {
   const json* m = member(o, key);
@@ -274,12 +285,48 @@ std::string join(const std::vector<std::string>& parts) {
   return out;
 }
 
+// The integer of an A_Const, as SQL. libpg_query 15-4.0.0's JSON omits
+// Integer values <= 0, not just 0 (pganalyze/libpg_query#243, fixed
+// upstream in #249), so an absent value is read back from the text: at the
+// constant's location, a '-' then (after any whitespace or comments) digits
+// is negative; anything else is 0.
+std::optional<std::string> integer_sql(const json& a_const, const json& ival,
+                                       const source_text& src) {
+  if (member(ival, "ival")) return std::to_string(int_member(ival, "ival"));
+  const std::string_view text = src.parsed();
+  const std::int64_t location = int_member(a_const, "location");
+  if (location < 0 || static_cast<std::size_t>(location) >= text.size() || text[location] != '-') {
+    return "0";
+  }
+  std::size_t i = static_cast<std::size_t>(location) + 1;
+  for (;;) {
+    while (i < text.size() && is_space(static_cast<unsigned char>(text[i]))) ++i;
+    if (text.substr(i).starts_with("--")) {
+      i = text.find_first_of("\r\n", i);
+      if (i == std::string_view::npos) return std::nullopt;
+    } else if (text.substr(i).starts_with("/*")) {
+      i = skip_block_comment(text, i);
+      if (i == std::string_view::npos) return std::nullopt;
+    } else {
+      break;
+    }
+  }
+  std::int64_t value = 0;
+  std::size_t digits = 0;
+  for (; i < text.size() && is_digit(static_cast<unsigned char>(text[i])) && digits < 12;
+       ++i, ++digits) {
+    value = value * 10 + (text[i] - '0');
+  }
+  if (digits == 0 || digits == 12) return std::nullopt;
+  return value == 0 ? std::string("0") : "-" + std::to_string(value);
+}
+
 // One SET argument (an A_Const) as SQL that parses back to the same node.
 std::optional<std::string> arg_sql(const json& node, const source_text& src) {
   const json* c = node_as(node, "A_Const");
   if (!c) return std::nullopt;
   if (const json* v = member(*c, "sval")) return quote_literal(src.decode(str_member(*v, "sval")));
-  if (const json* v = member(*c, "ival")) return std::to_string(int_member(*v, "ival"));
+  if (const json* v = member(*c, "ival")) return integer_sql(*c, *v, src);
   if (const json* v = member(*c, "fval")) return std::string(str_member(*v, "fval"));
   return std::nullopt;
 }
@@ -326,7 +373,8 @@ bool is_list_quote_guc(std::string_view name) {
 }
 
 // PostgreSQL's SplitIdentifierString(raw, ','): quoted names keep case and
-// collapse "", unquoted ones are lower-cased. nullopt on bad syntax.
+// collapse "" (and may be empty), unquoted ones are lower-cased. nullopt on
+// bad syntax, which the server rejects too.
 std::optional<std::vector<std::string>> split_identifiers(std::string_view raw) {
   auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'; };
   std::vector<std::string> names;
@@ -349,9 +397,9 @@ std::optional<std::vector<std::string>> split_identifiers(std::string_view raw) 
         }
         name.push_back(raw[i]);
       }
-      if (name.empty()) return std::nullopt;
     } else {
-      while (i < raw.size() && raw[i] != ',' && !space(raw[i])) name.push_back(ascii_lower(raw[i++]));
+      while (i < raw.size() && raw[i] != ',' && !space(raw[i]))
+        name.push_back(ascii_lower(raw[i++]));
       if (name.empty()) return std::nullopt;
     }
     names.push_back(std::move(name));
@@ -363,12 +411,17 @@ std::optional<std::vector<std::string>> split_identifiers(std::string_view raw) 
   }
 }
 
-// value_sql for a raw GUC string, as set_config() would apply it.
+// value_sql for a raw GUC string, as set_config() would apply it. For list
+// GUCs the result is equivalent, not byte-identical: SHOW may differ in
+// spacing, quoting and case ("A,b" shows as "a, b").
 std::optional<std::string> raw_value_sql(std::string_view name, std::string_view raw) {
   if (!is_list_quote_guc(name)) return quote_literal(raw);
   const auto names = split_identifiers(raw);
-  // An empty list has no SET spelling ('' becomes "", a bad identifier).
-  if (!names || names->empty()) return std::nullopt;
+  if (!names) return std::nullopt;
+  // SET cannot spell an empty list; '' gives "", a list of one schema named
+  // "" that cannot exist, which resolves the same (pg_dump's opening
+  // set_config('search_path', '', false)).
+  if (names->empty()) return quote_literal("");
   std::vector<std::string> parts;
   for (const std::string& n : *names) parts.push_back(quote_literal(n));
   return join(parts);
@@ -457,7 +510,8 @@ bool is_set_config(const std::vector<std::string_view>& names) {
   return !names.empty() && names.back() == "set_config";
 }
 
-void on_set_config(const json& call, bool runs_once, statement_effects& fx, const source_text& src) {
+void on_set_config(const json& call, bool runs_once, statement_effects& fx,
+                   const source_text& src) {
   const json* args = member(call, "args");
   if (!args || !args->is_array() || args->size() != 3) {
     fx.pins |= pin_opaque_setting;  // named or missing arguments
@@ -580,7 +634,8 @@ void scan_tree(const json& root, const std::vector<const json*>& run_once, state
                  std::find(std::begin(k_name_list_keys), std::end(k_name_list_keys), key) !=
                      std::end(k_name_list_keys)) {
         const json* first = node_as(v[0], "String");
-        if (first && istarts_with(str_member(*first, "sval"), "pg_temp")) fx.pins |= pin_temp_object;
+        if (first && istarts_with(str_member(*first, "sval"), "pg_temp"))
+          fx.pins |= pin_temp_object;
       }
       if (v.is_structured()) stack.push_back(&v);
     }
@@ -761,21 +816,30 @@ bool may_have_effects(std::string_view sql) {
     } else if (c == '"') {
       // U&"..." can spell any name with escapes.
       if (i > 0 && sql[i - 1] == '&') return true;
-      std::string word;
+      const std::size_t start = i + 1;
+      bool doubled = false;  // contains "", which stands for "
       for (++i;; ++i) {
         if (i >= n) return true;
         if (sql[i] == '"') {
           if (i + 1 < n && sql[i + 1] == '"') {
-            word.push_back('"');
+            doubled = true;
             ++i;
             continue;
           }
-          ++i;
           break;
         }
-        word.push_back(sql[i]);
+      }
+      std::string_view word = sql.substr(start, i - start);
+      std::string unescaped;
+      if (doubled) {
+        for (std::size_t k = 0; k < word.size(); ++k) {
+          unescaped.push_back(word[k]);
+          if (word[k] == '"') ++k;
+        }
+        word = unescaped;
       }
       if (flagged_word(word, false)) return true;
+      ++i;
       leading = false;
     } else if (c == '$') {
       // $1 is a parameter; anything else may open a dollar quote.
@@ -835,8 +899,8 @@ std::string to_sql(const setting_change& c) {
   std::size_t start = 0;
   for (;;) {
     const std::size_t dot = c.name.find('.', start);
-    const std::string_view part =
-        std::string_view(c.name).substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const std::string_view part = std::string_view(c.name).substr(
+        start, dot == std::string::npos ? std::string::npos : dot - start);
     name += '"';
     for (char ch : part) {
       if (ch == '"') name += '"';

@@ -87,15 +87,15 @@ struct statement_effects {
   transaction_effect transaction = transaction_effect::none;
   std::vector<setting_change> settings;  // in execution order
   unsigned pins = pin_none;              // pin_reason bits
-  std::string prepare_name;     // SQL `PREPARE name AS ...`: the name (empty otherwise)
-  std::string prepare_sql;      // ...and the statement's own text, to replay it
-                                // elsewhere (a trailing "\n" is added if its last
-                                // line may end in a -- comment)
-  std::string execute_name;     // `EXECUTE name`, also inside EXPLAIN / CREATE TABLE AS
-  std::string deallocate_name;  // `DEALLOCATE [PREPARE] name`
-  bool deallocate_all = false;  // DEALLOCATE ALL
-  bool discard_all = false;     // DISCARD ALL (DISCARD PLANS/SEQUENCES/TEMP: no effect)
-  bool unlisten_all = false;    // UNLISTEN *
+  std::string prepare_name;              // SQL `PREPARE name AS ...`: the name (empty otherwise)
+  std::string prepare_sql;               // ...and the statement's own text, to replay it
+                                         // elsewhere (a trailing "\n" is added if its last
+                                         // line may end in a -- comment)
+  std::string execute_name;              // `EXECUTE name`, also inside EXPLAIN / CREATE TABLE AS
+  std::string deallocate_name;           // `DEALLOCATE [PREPARE] name`
+  bool deallocate_all = false;           // DEALLOCATE ALL
+  bool discard_all = false;              // DISCARD ALL (DISCARD PLANS/SEQUENCES/TEMP: no effect)
+  bool unlisten_all = false;             // UNLISTEN *
 
   bool operator==(const statement_effects&) const = default;
 };

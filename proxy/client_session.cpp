@@ -186,7 +186,7 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   wire::write_backend_key_data(hello, cancel_key_->first, cancel_key_->second);
   wire::write_ready_for_query(hello, 'I');
   co_await write_to_client(hello);
-  spdlog::debug("{} logged in", prefix());
+  if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("{} logged in", prefix());
 
   if (transaction_mode()) {
     release_server(true);
@@ -214,7 +214,7 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   }
   if (server_) release_server(clean_ && !broken_);
   ctx_.unregister_cancel_key(*cancel_key_);
-  spdlog::debug("{} closed", prefix());
+  if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("{} closed", prefix());
 }
 
 awaitable<bool> client_session::attach_server() {
@@ -230,6 +230,8 @@ awaitable<bool> client_session::attach_server() {
     client_.close();
     co_return false;
   }
+  if (spdlog::should_log(spdlog::level::trace))
+    spdlog::trace("{} attached s:{}", prefix(), server_->id());
   broken_ = clean_ = reset_sent_ = cancel_sent_ = false;
   server_pump_done_.emplace(client_.socket().get_executor(), asio::steady_timer::time_point::max());
   if (!state_) co_return true;
@@ -262,6 +264,8 @@ void client_session::start_server_pump() {
 
 void client_session::release_server(bool reusable) {
   if (!server_) return;
+  if (spdlog::should_log(spdlog::level::trace))
+    spdlog::trace("{} released s:{}{}", prefix(), server_->id(), reusable ? "" : " (closed)");
   ctx_.pool.release(std::move(server_), reusable);
   server_.reset();
   unnamed_statement_.reset();

@@ -57,7 +57,7 @@ void raise_open_file_limit() {
 
 // Closes idle server connections past their time and keeps min_pool_size
 // connections open, once a second.
-awaitable<void> maintain_pools(pgstash::pool::server_pool& pool) {
+pgstash::awaitable<void> maintain_pools(pgstash::pool::server_pool& pool) {
   auto ex = co_await pgstash::asio::this_coro::executor;
   pgstash::asio::steady_timer tick(ex);
   for (;;) {

@@ -19,7 +19,7 @@ constexpr long k_rss_slack_kb = 64 * 1024;
 // A pgstash with small message limits, plus client B, connected and working.
 struct live_pgstash {
   live_pgstash()
-      : px({"limits.max_message_size = 1048576", "pool.wait_timeout_ms = 10000"}),
+      : px({"limits.max_message_size = 1048576", "pool.query_wait_timeout_ms = 10000"}),
         b(px.conninfo("application_name=itest_b")) {
     REQUIRE(b.exec("select 1") == "1");
     rss0 = px.rss_kb();

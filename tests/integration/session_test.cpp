@@ -199,8 +199,8 @@ TEST_CASE("session: a client vanishing during a long query, politely") {
   CHECK(eventually([&] { return direct.exec(sleeping).empty(); }, seconds(3)));
 }
 
-TEST_CASE("session: pool.wait_timeout_ms bounds the wait for a full pool") {
-  pgstash_instance px({"pool.size = 1", "pool.wait_timeout_ms = 500"});
+TEST_CASE("session: pool.query_wait_timeout_ms bounds the wait for a full pool") {
+  pgstash_instance px({"pool.size = 1", "pool.query_wait_timeout_ms = 500"});
   auto a = std::make_unique<pg_conn>(px.conninfo());
   CHECK(a->exec("select 1") == "1");
 
@@ -220,7 +220,7 @@ TEST_CASE("session: pool.wait_timeout_ms bounds the wait for a full pool") {
 }
 
 TEST_CASE("session: a waiting client gets the connection the holder releases") {
-  pgstash_instance px({"pool.size = 1", "pool.wait_timeout_ms = 10000"});
+  pgstash_instance px({"pool.size = 1", "pool.query_wait_timeout_ms = 10000"});
   auto a = std::make_unique<pg_conn>(px.conninfo());
   const int a_pid = a->backend_pid();
   // B starts connecting while A holds the only connection; A then leaves.
@@ -406,7 +406,7 @@ TEST_CASE("session: a client vanishing in the middle of a large result") {
 
 TEST_CASE("session: refused logins give their pool slot back") {
   {
-    pgstash_instance px({"pool.size = 1", "pool.wait_timeout_ms = 500"});
+    pgstash_instance px({"pool.size = 1", "pool.query_wait_timeout_ms = 500"});
     // The server refuses these; each refusal must free the slot it took, or the second attempt
     // would wait for it and get 53300.
     for (int i = 0; i < 3; ++i) {
@@ -420,7 +420,7 @@ TEST_CASE("session: refused logins give their pool slot back") {
     CHECK(ok.exec("select 1") == "1");
   }
   {
-    pgstash_instance px({"pool.size = 1", "pool.wait_timeout_ms = 500",
+    pgstash_instance px({"pool.size = 1", "pool.query_wait_timeout_ms = 500",
                          "server.port = " + std::to_string(closed_port())});
     for (int i = 0; i < 3; ++i) {
       CAPTURE(i);
@@ -452,7 +452,7 @@ TEST_CASE("session: an idle pooled connection the server closed is replaced") {
 }
 
 TEST_CASE("session: an idle connection opened for other parameters makes room in a full pool") {
-  pgstash_instance px({"pool.size = 1", "pool.wait_timeout_ms = 3000"});
+  pgstash_instance px({"pool.size = 1", "pool.query_wait_timeout_ms = 3000"});
   pg_conn direct(direct_conninfo());
   int a_pid = 0;
   {
@@ -475,7 +475,7 @@ TEST_CASE("session: an idle connection opened for other parameters makes room in
 }
 
 TEST_CASE("session: many clients share a small pool") {
-  pgstash_instance px({"pool.size = 3", "pool.wait_timeout_ms = 30000"});
+  pgstash_instance px({"pool.size = 3", "pool.query_wait_timeout_ms = 30000"});
   const std::string app = "itest_many_" + unique_suffix();
   pg_conn direct(direct_conninfo());
   constexpr int k_clients = 24;
@@ -520,7 +520,7 @@ TEST_CASE("session: many clients share a small pool") {
 }
 
 TEST_CASE("session: a client that gives up waiting does not hold up the queue") {
-  pgstash_instance px({"pool.size = 1", "pool.wait_timeout_ms = 20000"});
+  pgstash_instance px({"pool.size = 1", "pool.query_wait_timeout_ms = 20000"});
   auto a = std::make_unique<pg_conn>(px.conninfo());
   // B queues behind A, then gives up.
   PGconn* b = PQconnectStart(px.conninfo().c_str());
@@ -554,7 +554,7 @@ TEST_CASE("session: a client that gives up waiting does not hold up the queue") 
 }
 
 TEST_CASE("session: a server backend terminated under a connected client frees its slot") {
-  pgstash_instance px({"pool.size = 1", "pool.wait_timeout_ms = 3000"});
+  pgstash_instance px({"pool.size = 1", "pool.query_wait_timeout_ms = 3000"});
   pg_conn direct(direct_conninfo());
   pg_conn a(px.conninfo());
   const int a_pid = a.backend_pid();
@@ -580,7 +580,7 @@ TEST_CASE("session: a client vanishing in the middle of sending a message") {
   // be brought back clean and must be dropped at once instead of blocking the pool.
   // A short cleanup timeout keeps this test cheap; the point is that it is not needed.
   pgstash_instance px(
-      {"pool.size = 1", "pool.wait_timeout_ms = 30000", "pool.cleanup_timeout_ms = 5000"});
+      {"pool.size = 1", "pool.query_wait_timeout_ms = 30000", "pool.cleanup_timeout_ms = 5000"});
   {
     raw_conn a(px.port());
     a.login("postgres", "pgstash_test");

@@ -1,9 +1,9 @@
 #include "invalidation/analysis_cache.hpp"
 
-#include <doctest/doctest.h>
-
 #include <memory>
 #include <string>
+
+#include <doctest/doctest.h>
 
 using namespace pgstash::invalidation;
 
@@ -46,9 +46,9 @@ TEST_CASE("cache: results that are not effects are memoized too") {
   const auto e = cache.get("SET search_path =");  // passes the pre-filter, fails to parse
   CHECK(e->parse_error);
   CHECK(cache.get("SET search_path =") == e);
-  const auto s = cache.get("SELECT 'set_config'");  // a false positive of the pre-filter
+  const auto s = cache.get("SELECT temp FROM t");  // a false positive of the pre-filter
   CHECK_FALSE(s->any_effect());
-  CHECK(cache.get("SELECT 'set_config'") == s);
+  CHECK(cache.get("SELECT temp FROM t") == s);
   CHECK(cache.hits() == 2);
   CHECK(cache.size() == 2);
 }
@@ -57,7 +57,7 @@ TEST_CASE("cache: least recently used entries are evicted") {
   analysis_cache cache(2);
   const auto a = cache.get("BEGIN");
   const auto b = cache.get("COMMIT");
-  CHECK(cache.get("BEGIN") == a);  // BEGIN is now the most recent
+  CHECK(cache.get("BEGIN") == a);        // BEGIN is now the most recent
   const auto c = cache.get("ROLLBACK");  // evicts COMMIT
   CHECK(cache.size() == 2);
   CHECK(cache.get("BEGIN") == a);

@@ -1,7 +1,7 @@
-#include <doctest/doctest.h>
-
 #include <string>
 #include <vector>
+
+#include <doctest/doctest.h>
 
 #include "invalidation/statement_analysis.hpp"
 #include "test_support.hpp"
@@ -19,14 +19,17 @@ const std::vector<std::string> k_ordinary = {
     "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
     "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2",
     "UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2",
-    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, "
+    "CURRENT_TIMESTAMP)",
     "SELECT \"users\".* FROM \"users\" WHERE \"users\".\"id\" = $1 LIMIT $2",
     "SELECT \"auth_user\".\"id\", \"auth_user\".\"password\", \"auth_user\".\"last_login\" FROM "
     "\"auth_user\" WHERE \"auth_user\".\"username\" = $1 LIMIT 21",
-    "INSERT INTO \"orders\" (\"user_id\", \"total\", \"created_at\") VALUES ($1, $2, $3) RETURNING \"id\"",
+    "INSERT INTO \"orders\" (\"user_id\", \"total\", \"created_at\") VALUES ($1, $2, $3) RETURNING "
+    "\"id\"",
     "UPDATE \"orders\" SET \"status\" = $1, \"updated_at\" = $2 WHERE \"orders\".\"id\" = $3",
     "DELETE FROM \"sessions\" WHERE \"sessions\".\"expires_at\" < $1",
-    "SELECT u0.\"id\", u0.\"name\" FROM \"users\" AS u0 INNER JOIN \"orders\" AS o1 ON o1.\"user_id\" = "
+    "SELECT u0.\"id\", u0.\"name\" FROM \"users\" AS u0 INNER JOIN \"orders\" AS o1 ON "
+    "o1.\"user_id\" = "
     "u0.\"id\" WHERE (o1.\"total\" > $1) ORDER BY u0.\"id\" LIMIT 50",
     "select this_.id as id1_0_0_, this_.name as name2_0_0_ from customer this_ where this_.id=$1",
     "SELECT count(*) FROM items WHERE category_id IN ($1, $2, $3) AND price BETWEEN 10 AND 20.5",
@@ -34,7 +37,8 @@ const std::vector<std::string> k_ordinary = {
     "INSERT INTO logs (msg) VALUES ('LISTEN; set_config; pg_advisory_lock; temp; PREPARE')",
     "UPDATE t SET settings = settings || '{\"a\": 1}'::jsonb WHERE id = 7",
     "SELECT * FROM t WHERE name LIKE 'abc%' ORDER BY created_at DESC NULLS LAST OFFSET 10",
-    "WITH recent AS (SELECT * FROM events WHERE at > now() - interval '1 day') SELECT count(*) FROM recent",
+    "WITH recent AS (SELECT * FROM events WHERE at > now() - interval '1 day') SELECT count(*) "
+    "FROM recent",
     "SELECT a, sum(b) OVER (PARTITION BY a ORDER BY c) FROM t GROUP BY a, b, c HAVING count(*) > 1",
     "INSERT INTO counters (k, v) VALUES ($1, 1) ON CONFLICT (k) DO UPDATE SET v = counters.v + 1",
     "UPDATE accounts SET balance = balance - 100.00 WHERE id = 1",
@@ -113,14 +117,9 @@ const std::vector<std::string> k_effectful = {
 
 // Texts the pre-filter must call "maybe" because it cannot see through them.
 const std::vector<std::string> k_doubtful = {
-    "SELECT $$ anything $$",
-    "SELECT $tag$ x $tag$",
-    "SELECT E'\\' SET x = 1'",
-    "SELECT 'a\\'",
-    "SELECT U&\"\\0070g_temp\"",
-    "SELECT 'unterminated",
-    "SELECT \"unterminated",
-    "SELECT /* unterminated",
+    "SELECT $$ anything $$", "SELECT $tag$ x $tag$",      "SELECT E'\\' SET x = 1'",
+    "SELECT 'a\\'",          "SELECT U&\"\\0070g_temp\"", "SELECT 'unterminated",
+    "SELECT \"unterminated", "SELECT /* unterminated",
 };
 
 // Variants of a text that must not change what it does: case, and the
@@ -135,8 +134,10 @@ std::vector<std::string> variants(const std::string& sql) {
   for (const char* gap : {"  ", "\n", "\t\r\n", " /* c; SET */ ", " -- c; SET\n", "/**/"}) {
     std::string v;
     for (char c : sql) {
-      if (c == ' ') v += gap;
-      else v += c;
+      if (c == ' ')
+        v += gap;
+      else
+        v += c;
     }
     out.push_back(v);
   }
@@ -179,12 +180,15 @@ TEST_CASE("pre-filter: mid-statement keywords are not statement starts") {
   CHECK_FALSE(may_have_effects("SELECT \"SET\" FROM t"));
   CHECK(may_have_effects("SELECT 1; BEGIN"));
   CHECK(may_have_effects("SELECT \"pg_temp_3\".x FROM y"));
+  CHECK(may_have_effects("SELECT \"a\"\"b\", \"pg_temp\"\"x\" FROM y"));  // "" inside a name
+  CHECK_FALSE(may_have_effects("SELECT \"a\"\"b\", \"x\"\"\" FROM y"));
   CHECK(may_have_effects("SELECT * FROM t WHERE id = 1; -- c\n  RESET ALL"));
 }
 
 TEST_CASE("property: no effect escapes the pre-filter") {
   std::vector<std::string> all;
-  for (const auto* list : {&k_ordinary, &k_effectful, &k_doubtful}) all.insert(all.end(), list->begin(), list->end());
+  for (const auto* list : {&k_ordinary, &k_effectful, &k_doubtful})
+    all.insert(all.end(), list->begin(), list->end());
   int checked = 0;
   int cleared = 0;
   for (const std::string& base : all) {

@@ -1,10 +1,10 @@
 // Helpers shared by the invalidation tests.
 #pragma once
 
-#include <doctest/doctest.h>
-
 #include <string>
 #include <string_view>
+
+#include <doctest/doctest.h>
 
 #include "invalidation/statement_analysis.hpp"
 
