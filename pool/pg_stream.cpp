@@ -2,14 +2,24 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "wire/errc.hpp"
 
 namespace pgstash::pool {
 
-pg_stream::pg_stream(tcp::socket socket, std::size_t buffer_size)
-    : socket_(std::move(socket)), buffer_(buffer_size, '\0') {}
+pg_stream::pg_stream(tcp::socket socket, std::size_t max_buffer, std::size_t initial_buffer)
+    : socket_(std::move(socket)),
+      max_buffer_(max_buffer),
+      initial_buffer_(std::min(initial_buffer, max_buffer)),
+      buffer_(initial_buffer_, '\0') {}
+
+void pg_stream::shrink() {
+  if (begin_ != end_ || buffer_.size() <= initial_buffer_) return;
+  std::string(initial_buffer_, '\0').swap(buffer_);
+  begin_ = end_ = 0;
+}
 
 awaitable<void> pg_stream::accept_tls(asio::ssl::context& ctx) {
   tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, ctx);
@@ -30,6 +40,16 @@ awaitable<void> pg_stream::connect_tls(asio::ssl::context& ctx, const std::strin
 }
 
 awaitable<std::size_t> pg_stream::read_more(error_code& ec) {
+  if (end_ == buffer_.size()) {
+    compact();
+    if (end_ == buffer_.size()) {
+      if (buffer_.size() >= max_buffer_) {
+        ec = make_error_code(boost::system::errc::message_size);
+        co_return 0;
+      }
+      buffer_.resize(std::min(buffer_.size() * 2, max_buffer_));
+    }
+  }
   auto space = asio::buffer(buffer_.data() + end_, buffer_.size() - end_);
   std::size_t n = tls_ ? co_await tls_->async_read_some(space, on_error(ec))
                        : co_await socket_.async_read_some(space, on_error(ec));
@@ -78,7 +98,6 @@ awaitable<wire::decoded_frame> pg_stream::read_frame(wire::phase p,
       h.error = wire::errc::message_too_large;
       co_return h;
     }
-    if (end_ == buffer_.size()) compact();
     co_await read_more(ec);
     if (ec) co_return wire::decoded_frame{};
   }

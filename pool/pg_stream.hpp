@@ -21,9 +21,12 @@ namespace pgstash::pool {
 
 class pg_stream {
  public:
-  // `buffer_size` is the read buffer's capacity, the most a single read
-  // pulls in; frames larger than it are only ever streamed, never held.
-  pg_stream(tcp::socket socket, std::size_t buffer_size);
+  // The read buffer starts at `initial_buffer` bytes and grows, doubling,
+  // up to `max_buffer` as frames or bursts need; frames larger than
+  // `max_buffer` are only ever streamed, never held. shrink() gives the
+  // memory back while the stream is idle, so thousands of idle clients cost
+  // little.
+  pg_stream(tcp::socket socket, std::size_t max_buffer, std::size_t initial_buffer);
   pg_stream(const pg_stream&) = delete;
   pg_stream& operator=(const pg_stream&) = delete;
 
@@ -37,8 +40,9 @@ class pg_stream {
   awaitable<void> accept_tls(asio::ssl::context& ctx);
   awaitable<void> connect_tls(asio::ssl::context& ctx, const std::string& verify_host);
 
-  // Reads more bytes into the buffer. Returns 0 with `ec` set on eof or
-  // error. REQUIRES: free_space() > 0 (call compact() first).
+  // Reads more bytes into the buffer, making room first (compacting, then
+  // growing). Returns 0 with `ec` set on eof or error, or with
+  // message_too_large if the buffer is full at its maximum.
   awaitable<std::size_t> read_more(error_code& ec);
   // Writes all of `bytes`. Concurrent writers (the two relay directions
   // both answer a client, say) are queued first-come first-served, so
@@ -54,7 +58,10 @@ class pg_stream {
   // The unconsumed buffered bytes.
   std::string_view buffered() const { return {buffer_.data() + begin_, end_ - begin_}; }
   void consume(std::size_t n) { begin_ += n; }
-  std::size_t capacity() const { return buffer_.size(); }
+  // The largest frame that can be held whole.
+  std::size_t capacity() const { return max_buffer_; }
+  // Returns the buffer to its initial size if nothing is buffered.
+  void shrink();
   // Moves unconsumed bytes to the front so reads have room.
   void compact();
 
@@ -68,6 +75,8 @@ class pg_stream {
  private:
   tcp::socket socket_;
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+  std::size_t max_buffer_;
+  std::size_t initial_buffer_;
   std::string buffer_;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;

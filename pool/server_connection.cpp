@@ -58,7 +58,7 @@ std::uint32_t random_uint32() {
 server_connection::server_connection(tcp::socket socket, const server_limits& limits,
                                      std::uint64_t id)
     : idle_since(std::chrono::steady_clock::now()),
-      stream_(std::move(socket), limits.buffer_size),
+      stream_(std::move(socket), limits.buffer_size, limits.buffer_size),
       id_(id),
       max_message_size_(limits.max_message_size),
       state_(limits.max_prepared_statements),

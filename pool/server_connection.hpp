@@ -51,6 +51,9 @@ struct connect_request {
   // interchangeable: same database, user and parameters.
   std::string signature() const;
   pool_key key() const { return {database, user}; }
+  // signature(), computed once by whoever fills in the request (the pool
+  // computes it if empty).
+  std::string cached_signature;
 };
 
 // A failure to get a server connection, carrying the ErrorResponse the

@@ -19,12 +19,13 @@ awaitable<std::unique_ptr<server_connection>> server_pool::connect(
   co_return co_await server_connection::connect(cfg_.server, tls_, request, limits, id);
 }
 
+bool server_pool::needs_check(const server_connection& conn) const {
+  return !cfg_.pool.server_check_query.empty() &&
+         clock::now() - conn.idle_since >= std::chrono::milliseconds(cfg_.pool.server_check_delay_ms);
+}
+
 awaitable<bool> server_pool::still_good(server_connection& conn) {
   if (conn.stream().has_unexpected_input()) co_return false;
-  const auto idle_for = clock::now() - conn.idle_since;
-  if (cfg_.pool.server_check_query.empty() ||
-      idle_for < std::chrono::milliseconds(cfg_.pool.server_check_delay_ms))
-    co_return true;
   try {
     co_return !(co_await conn.run_internal(cfg_.pool.server_check_query));
   } catch (const server_error&) {
@@ -36,7 +37,8 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
     const connect_request& request) {
   auto ex = co_await asio::this_coro::executor;
   const pool_key key = request.key();
-  const std::string signature = request.signature();
+  const std::string signature =
+      request.cached_signature.empty() ? request.signature() : request.cached_signature;
   const auto started = clock::now();
   const auto give_up_at = started + std::chrono::milliseconds(cfg_.pool.query_wait_timeout_ms);
   const auto reserve_at = started + std::chrono::milliseconds(cfg_.pool.reserve_pool_timeout_ms);
@@ -45,7 +47,7 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
   std::unique_lock lock(mu_);
   for (;;) {
     user_pool& p = pools_[key];
-    p.template_request = request;
+    if (!p.template_request) p.template_request = request;
     if (my_turn || p.waiters.empty()) {
       std::unique_ptr<server_connection> candidate;
       for (auto it = p.idle.begin(); it != p.idle.end(); ++it) {
@@ -56,7 +58,8 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
       }
       if (candidate) {
         lock.unlock();
-        bool good = co_await still_good(*candidate);
+        bool good = needs_check(*candidate) ? co_await still_good(*candidate)
+                                            : !candidate->stream().has_unexpected_input();
         if (good) co_return candidate;
         lock.lock();
         close_locked(pools_[key], std::move(candidate));

@@ -83,8 +83,11 @@ class server_pool {
   void wake_next_locked(const pool_key& key);
   bool database_has_room_locked(const std::string& database) const;
   awaitable<std::unique_ptr<server_connection>> connect(const connect_request& request);
+  // True if `conn` has been idle long enough to be checked with
+  // pool.server_check_query before reuse.
+  bool needs_check(const server_connection& conn) const;
   // True if `conn` is fit to hand out: not closed by the server while idle,
-  // and passing server_check_query when it has been idle long enough.
+  // and passing pool.server_check_query.
   awaitable<bool> still_good(server_connection& conn);
   awaitable<void> open_spare(connect_request request);
 

@@ -24,6 +24,10 @@ namespace {
 using wire::backend_tag;
 using wire::frontend_tag;
 
+// A client's read buffer starts this small and grows on demand: most
+// requests are short, and an idle client should cost next to nothing.
+constexpr std::size_t k_initial_client_buffer = 1024;
+
 constexpr char tag_of(frontend_tag t) { return static_cast<char>(t); }
 constexpr char tag_of(backend_tag t) { return static_cast<char>(t); }
 
@@ -79,7 +83,9 @@ void write_renamed(std::string& out, std::string_view frame, int skip, std::stri
 }  // namespace
 
 client_session::client_session(proxy_context& ctx, tcp::socket socket)
-    : ctx_(ctx), id_(ctx.next_client_id++), client_(std::move(socket), ctx.cfg.limits.io_buffer_size) {
+    : ctx_(ctx),
+      id_(ctx.next_client_id++),
+      client_(std::move(socket), ctx.cfg.limits.io_buffer_size, k_initial_client_buffer) {
   error_code ec;
   auto ep = client_.socket().remote_endpoint(ec);
   peer_ = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -171,6 +177,8 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   } else {
     request_.parameters = std::move(client_parameters);
   }
+  request_.cached_signature = request_.signature();
+  server_pump_done_.emplace(client_.socket().get_executor(), asio::steady_timer::time_point::max());
   if (!co_await attach_server()) co_return;
 
   // Tell the client what a server would: parameters, its cancel key, ready.
@@ -233,7 +241,6 @@ awaitable<bool> client_session::attach_server() {
   if (spdlog::should_log(spdlog::level::trace))
     spdlog::trace("{} attached s:{}", prefix(), server_->id());
   broken_ = clean_ = reset_sent_ = cancel_sent_ = false;
-  server_pump_done_.emplace(client_.socket().get_executor(), asio::steady_timer::time_point::max());
   if (!state_) co_return true;
   const std::string sql = state_->sync_settings_sql(server_->state());
   if (sql.empty()) co_return true;
@@ -642,6 +649,8 @@ awaitable<void> client_session::client_loop() {
     }
 
     client_.compact();
+    // Between transactions a client holds no server; let go of its buffer.
+    if (!server_) client_.shrink();
     // Idle clients are bounded by limits.client_idle_timeout_ms, idle
     // transactions by limits.idle_transaction_timeout_ms.
     std::uint32_t idle_limit = ctx_.cfg.limits.client_idle_timeout_ms;
