@@ -16,8 +16,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <cctype>
 #include <random>
-#include <regex>
 #include <sstream>
 
 #include <doctest/doctest.h>
@@ -99,10 +100,33 @@ std::string tail_lines(const std::string& text, int n) {
 
 // "FATAL:  28P01: password ..." (PQERRORS_VERBOSE) -> "28P01".
 std::string sqlstate_from_message(const std::string& message) {
-  static const std::regex re("(?:FATAL|ERROR|PANIC):  ([0-9A-Z]{5}): ");
-  std::smatch m;
-  if (std::regex_search(message, m, re)) return m[1];
+  for (const char* severity : {"FATAL:  ", "ERROR:  ", "PANIC:  "}) {
+    for (std::size_t at = message.find(severity); at != std::string::npos;
+         at = message.find(severity, at + 1)) {
+      const std::size_t code = at + std::strlen(severity);
+      if (message.size() < code + 7 || message.compare(code + 5, 2, ": ") != 0) continue;
+      const std::string candidate = message.substr(code, 5);
+      if (std::all_of(candidate.begin(), candidate.end(),
+                      [](char c) { return std::isdigit(static_cast<unsigned char>(c)) || std::isupper(static_cast<unsigned char>(c)); }))
+        return candidate;
+    }
+  }
   return {};
+}
+
+// The "PORT PID" line pgstash_instance.sh prints, or nullopt.
+std::optional<std::pair<int, pid_t>> port_and_pid(const std::string& output) {
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    long port = 0;
+    long pid = 0;
+    std::string rest;
+    if (words >> port >> pid && !(words >> rest) && port > 0 && pid > 0)
+      return std::make_pair(static_cast<int>(port), static_cast<pid_t>(pid));
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -236,15 +260,14 @@ pgstash_instance::pgstash_instance(const std::vector<std::string>& extras)
       work_.path()};
   argv.insert(argv.end(), extras.begin(), extras.end());
   command_result r = run_command(argv, milliseconds(60000));
-  static const std::regex port_pid("(^|\n)([0-9]+) ([0-9]+)\n");
-  std::smatch m;
-  if (r.exit_code != 0 || !std::regex_search(r.output, m, port_pid)) {
+  auto started = port_and_pid(r.output);
+  if (r.exit_code != 0 || !started) {
     work_.keep();
     throw std::runtime_error("pgstash_instance.sh start failed (exit " +
                              std::to_string(r.exit_code) + "):\n" + r.output);
   }
-  port_ = std::stoi(m[2]);
-  pid_ = static_cast<pid_t>(std::stol(m[3]));
+  port_ = started->first;
+  pid_ = started->second;
 }
 
 pgstash_instance::~pgstash_instance() {
