@@ -1,0 +1,2 @@
+-- The floor of a server round trip: the cheapest statement PostgreSQL answers.
+SELECT 1;
