@@ -4,6 +4,16 @@
 
 namespace pgstash::pool {
 
+namespace {
+
+// A connection idle longer than this is peeked at (one syscall) before
+// reuse, so one the server closed meanwhile (a restart, an idle timeout) is
+// replaced instead of handed out. One used a moment ago is taken as alive:
+// under load that check would cost a syscall per transaction.
+constexpr std::chrono::milliseconds k_recheck_after{100};
+
+}  // namespace
+
 server_pool::server_pool(const conf::config& cfg, asio::ssl::context& tls)
     : cfg_(cfg), tls_(tls) {}
 
@@ -58,8 +68,12 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
       }
       if (candidate) {
         lock.unlock();
-        bool good = needs_check(*candidate) ? co_await still_good(*candidate)
-                                            : !candidate->stream().has_unexpected_input();
+        bool good = true;
+        if (needs_check(*candidate)) {
+          good = co_await still_good(*candidate);
+        } else if (clock::now() - candidate->idle_since >= k_recheck_after) {
+          good = !candidate->stream().has_unexpected_input();
+        }
         if (good) co_return candidate;
         lock.lock();
         close_locked(pools_[key], std::move(candidate));
