@@ -304,11 +304,11 @@ client_session::analysis_ptr client_session::analyze(std::string_view sql) {
 }
 
 void client_session::expect(expected::kind what, analysis_ptr analysis) {
-  queue_.push_back({what, true, {}, std::move(analysis), 0, {}});
+  queue_.push_back({what, true, {}, std::move(analysis), 0, {}, {}});
 }
 
 void client_session::expect_synthetic(std::string bytes) {
-  queue_.push_back({expected::kind::synthetic, true, std::move(bytes), nullptr, 0, {}});
+  queue_.push_back({expected::kind::synthetic, true, std::move(bytes), nullptr, 0, {}, {}});
 }
 
 void client_session::take_synthetic(std::string& out) {
@@ -330,10 +330,10 @@ void client_session::ensure_prepared(const prepared_statement& stmt) {
     w.put_byte('S');
     w.put_cstr(*evicted);
     w.finish();
-    queue_.push_back({expected::kind::close, false, {}, nullptr, 0, {}});
+    queue_.push_back({expected::kind::close, false, {}, nullptr, 0, {}, {}});
   }
   out_ += stmt.parse_frame;
-  queue_.push_back({expected::kind::parse, false, {}, nullptr, 0, stmt.server_name});
+  queue_.push_back({expected::kind::parse, false, {}, nullptr, 0, stmt.server_name, {}});
 }
 
 bool client_session::must_decode(char tag) const {
@@ -396,7 +396,29 @@ void client_session::expect_for_tag(char tag) {
   }
 }
 
+void client_session::record_replay(char tag, std::string_view frame) {
+  if (!replay_recording_) return;
+  if (tag == tag_of(frontend_tag::bind)) return;  // recorded by the Bind itself
+  const bool part_of_batch = tag == tag_of(frontend_tag::describe) ||
+                             tag == tag_of(frontend_tag::execute) ||
+                             tag == tag_of(frontend_tag::sync);
+  if (!part_of_batch || replay_.size() + frame.size() > client_.capacity()) {
+    replay_recording_ = false;
+    replay_.clear();
+    for (auto& e : queue_) e.replay_statement.clear();
+    return;
+  }
+  replay_ += frame;
+  if (tag == tag_of(frontend_tag::sync)) replay_recording_ = false;
+}
+
 bool client_session::on_client_frame(char tag, std::string_view frame) {
+  const bool keep_going = on_client_frame_inner(tag, frame);
+  record_replay(tag, frame);
+  return keep_going;
+}
+
+bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
   const std::string_view body = frame.substr(5);
   const bool renaming = transaction_mode();
   switch (static_cast<frontend_tag>(tag)) {
@@ -410,7 +432,7 @@ bool client_session::on_client_frame(char tag, std::string_view frame) {
           prelude += state_->sync_prepared_sql(effects, server_->state());
         if (!prelude.empty()) {
           wire::write_query(out_, prelude);
-          queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}});
+          queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}, {}});
         }
       }
       out_ += frame;
@@ -462,8 +484,18 @@ bool client_session::on_client_frame(char tag, std::string_view frame) {
         portals_[std::string(bind.portal)] = bind.statement.empty() ? unnamed_statement_ : nullptr;
       } else {
         ensure_prepared(it->second);
+        const std::size_t at = out_.size();
         write_renamed(out_, frame, 1, it->second.server_name);
         portals_[std::string(bind.portal)] = it->second.analysis;
+        // Outside a transaction, with nothing else in flight, this batch can
+        // be replayed if a DDL change makes the server refuse the cached plan.
+        if (queue_.empty() && tx_status_ == 'I' && !replay_pending_) {
+          replay_.assign(out_, at, std::string::npos);
+          replay_recording_ = true;
+          expect(expected::kind::bind);
+          queue_.back().replay_statement = std::string(bind.statement);
+          return true;
+        }
       }
       expect(expected::kind::bind);
       return true;
@@ -687,15 +719,77 @@ awaitable<void> client_session::client_loop() {
   }
 }
 
-void client_session::on_server_error() {
-  error_in_cycle_ = true;
-  if (queue_.empty()) return;
+bool client_session::on_server_error(std::optional<std::string_view> body) {
+  if (queue_.empty()) {
+    error_in_cycle_ = true;
+    return false;
+  }
   expected& head = queue_.front();
-  if (head.what == expected::kind::query) return;  // ends at its ReadyForQuery
+  if (head.what == expected::kind::query) {
+    error_in_cycle_ = true;
+    return false;  // ends at its ReadyForQuery
+  }
   if (head.what == expected::kind::parse && !head.server_statement.empty())
     server_->state().prepared.erase(head.server_statement);
+  bool replay = false;
+  if (head.what == expected::kind::bind && !head.replay_statement.empty() && body &&
+      !replay_recording_ && !replay_.empty()) {
+    // After DDL a prepared statement's result type may change; PostgreSQL
+    // then refuses the cached plan. Prepare it afresh and run the batch
+    // again, once, instead of failing the client.
+    wire::error_fields fields;
+    replay = !wire::parse_error_fields(*body, fields) && fields.get('C') == "0A000" &&
+             fields.get('M').value_or("").find("cached plan must not change result type") !=
+                 std::string_view::npos &&
+             statements_.count(head.replay_statement) != 0;
+    if (replay) replay_statement_ = head.replay_statement;
+  }
+  if (!replay) {
+    error_in_cycle_ = true;
+    replay_.clear();
+  }
   // The server skips everything up to the next Sync.
   while (!queue_.empty() && queue_.front().what != expected::kind::sync) queue_.pop_front();
+  if (replay) {
+    replay_pending_ = true;
+    queue_.front().forward = false;  // the failed batch's ReadyForQuery
+  }
+  return replay;
+}
+
+void client_session::start_replay() {
+  replay_pending_ = false;
+  const prepared_statement& stmt = statements_.at(replay_statement_);
+  spdlog::info("{} statement's result type changed: preparing it again and retrying once",
+               prefix());
+  wire::message_writer w(to_server_);
+  w.begin(frontend_tag::close);
+  w.put_byte('S');
+  w.put_cstr(stmt.server_name);
+  w.finish();
+  queue_.push_back({expected::kind::close, false, {}, nullptr, 0, {}, {}});
+  to_server_ += stmt.parse_frame;
+  queue_.push_back({expected::kind::parse, false, {}, nullptr, 0, stmt.server_name, {}});
+  to_server_ += replay_;
+  // Expect what the batch's frames will produce, without recording again.
+  std::string_view batch = replay_;
+  while (batch.size() >= 5) {
+    wire::decoded_frame h = wire::decode_header(batch, wire::phase::normal, client_.capacity());
+    const char tag = h.header.tag;
+    if (tag == tag_of(frontend_tag::execute)) {
+      wire::execute_message e;
+      analysis_ptr analysis;
+      if (!wire::parse_execute(batch.substr(5, h.header.frame_size() - 5), e)) {
+        auto it = portals_.find(std::string(e.portal));
+        if (it != portals_.end()) analysis = it->second;
+      }
+      expect(expected::kind::execute, std::move(analysis));
+    } else {
+      expect_for_tag(tag);
+    }
+    batch.remove_prefix(h.header.frame_size());
+  }
+  replay_.clear();
 }
 
 void client_session::on_command_complete(std::string_view tag_text) {
@@ -758,8 +852,7 @@ client_session::frame_action client_session::on_server_frame(char tag,
     case backend_tag::notification_response:
       return swallowing ? frame_action::drop : frame_action::forward;
     case backend_tag::error_response:
-      on_server_error();
-      return frame_action::forward;
+      return on_server_error(body) ? frame_action::drop : frame_action::forward;
     default:
       break;
   }
@@ -776,6 +869,11 @@ client_session::frame_action client_session::on_server_frame(char tag,
       }
       done = head.what == expected::kind::query || head.what == expected::kind::sync;
       if (done) queue_.pop_front();
+      if (replay_pending_ && action == frame_action::drop) {
+        start_replay();
+        return action;
+      }
+      if (queue_.empty()) replay_.clear();
       on_ready_for_query(rfq.status);
       return action;
     }
@@ -850,7 +948,8 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
       // and the like stream through by length.
       const bool hold = tag == tag_of(backend_tag::ready_for_query) ||
                         tag == tag_of(backend_tag::parameter_status) ||
-                        tag == tag_of(backend_tag::command_complete);
+                        tag == tag_of(backend_tag::command_complete) ||
+                        tag == tag_of(backend_tag::error_response);
       std::optional<std::string_view> body;
       if (hold && size <= from.capacity()) {
         if (in.size() - pos < size) break;
@@ -897,6 +996,11 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
     if (!synthetic.empty()) co_await write_to_client(synthetic);
     from.consume(pos);
     if (stop) break;
+    if (!to_server_.empty()) {
+      std::string replay;
+      replay.swap(to_server_);
+      co_await send_to_server(replay);
+    }
     if (client_gone_ && cleanup_due_) {
       cleanup_due_ = false;
       co_await cleanup_step();
@@ -971,7 +1075,7 @@ awaitable<void> client_session::cleanup_step() {
     wire::message_writer w(out);
     w.begin(frontend_tag::sync);
     w.finish();
-    queue_.push_back({expected::kind::sync, false, {}, nullptr, 0, {}});
+    queue_.push_back({expected::kind::sync, false, {}, nullptr, 0, {}, {}});
   }
   if (!out.empty()) co_await send_to_server(out);
   if (!queue_.empty()) {
@@ -984,7 +1088,7 @@ awaitable<void> client_session::cleanup_step() {
   if (tx_status_ != 'I') {
     out.clear();
     wire::write_query(out, "ROLLBACK");
-    queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}});
+    queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}, {}});
     co_await send_to_server(out);
     co_return;
   }
@@ -993,7 +1097,7 @@ awaitable<void> client_session::cleanup_step() {
     reset_sent_ = true;
     out.clear();
     wire::write_query(out, ctx_.cfg.pool.server_reset_query);
-    queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}});
+    queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}, {}});
     co_await send_to_server(out);
     co_return;
   }

@@ -70,6 +70,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
     analysis_ptr analysis;  // query/execute: per-statement session effects
     std::size_t statements_done = 0;
     std::string server_statement;  // parse: the server-side statement being created
+    // bind: the client's statement, when this batch may be replayed after
+    // "cached plan must not change result type".
+    std::string replay_statement;
   };
 
   // A client statement as prepared on servers (transaction mode).
@@ -92,6 +95,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Handles one client frame (held whole); appends what goes to the server
   // to out_. Returns false if the session must end.
   bool on_client_frame(char tag, std::string_view frame);
+  bool on_client_frame_inner(char tag, std::string_view frame);
+  // Sends the recorded batch again after re-preparing its statement.
+  void start_replay();
   // For a frame streamed without being held: the response it will get.
   void expect_for_tag(char tag);
   // Transaction mode reads these frames to rename statements and follow
@@ -102,7 +108,12 @@ class client_session : public std::enable_shared_from_this<client_session> {
   frame_action on_server_frame(char tag, std::optional<std::string_view> body);
   void on_ready_for_query(char status);
   void on_command_complete(std::string_view tag_text);
-  void on_server_error();
+  // Returns true if the error is consumed by a replay instead of reaching
+  // the client.
+  bool on_server_error(std::optional<std::string_view> body);
+  // A batch from a Bind through its Sync, kept until its answers arrive so
+  // that it can be sent again once on a re-prepared statement.
+  void record_replay(char tag, std::string_view frame);
   // Emits synthetic responses now at the head of queue_ into `out`.
   void take_synthetic(std::string& out);
   bool server_idle() const;
@@ -137,6 +148,11 @@ class client_session : public std::enable_shared_from_this<client_session> {
   analysis_ptr unnamed_statement_;
   std::map<std::string, analysis_ptr> portals_;
   std::string out_;  // frames for the server, written by flush_to_server()
+  std::string replay_;           // the batch being recorded for a replay
+  bool replay_recording_ = false;
+  bool replay_pending_ = false;  // the failed batch's ReadyForQuery is still to come
+  std::string replay_statement_;
+  std::string to_server_;        // what the server pump must send (a replay)
 
   char tx_status_ = 'I';
   bool copy_in_ = false;
