@@ -753,6 +753,7 @@ statement_effects analyze_statement(const json& raw, const source_text& src) {
     on_variable_set(body, fx, src);
   } else if (type == "TransactionStmt") {
     fx.transaction = transaction_kind(str_member(body, "kind"));
+    fx.savepoint_name = std::string(str_member(body, "savepoint_name"));
   } else if (type == "ListenStmt") {
     fx.pins |= pin_listen;
   } else if (type == "UnlistenStmt") {

@@ -85,6 +85,7 @@ enum pin_reason : unsigned {
 // mean "no effect".
 struct statement_effects {
   transaction_effect transaction = transaction_effect::none;
+  std::string savepoint_name;            // SAVEPOINT, RELEASE, ROLLBACK TO: the savepoint
   std::vector<setting_change> settings;  // in execution order
   unsigned pins = pin_none;              // pin_reason bits
   std::string prepare_name;              // SQL `PREPARE name AS ...`: the name (empty otherwise)

@@ -4,16 +4,6 @@
 
 namespace pgstash::pool {
 
-namespace {
-
-// A connection idle longer than this is peeked at (one syscall) before
-// reuse, so one the server closed meanwhile (a restart, an idle timeout) is
-// replaced instead of handed out. One used a moment ago is taken as alive:
-// under load that check would cost a syscall per transaction.
-constexpr std::chrono::milliseconds k_recheck_after{100};
-
-}  // namespace
-
 server_pool::server_pool(const conf::config& cfg, asio::ssl::context& tls)
     : cfg_(cfg), tls_(tls) {}
 
@@ -68,12 +58,10 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
       }
       if (candidate) {
         lock.unlock();
-        bool good = true;
-        if (needs_check(*candidate)) {
-          good = co_await still_good(*candidate);
-        } else if (clock::now() - candidate->idle_since >= k_recheck_after) {
-          good = !candidate->stream().has_unexpected_input();
-        }
+        // One syscall tells whether the server closed it (a restart, a
+        // terminated backend) while it sat idle.
+        const bool good = needs_check(*candidate) ? co_await still_good(*candidate)
+                                                  : !candidate->stream().has_unexpected_input();
         if (good) co_return candidate;
         lock.lock();
         close_locked(pools_[key], std::move(candidate));
@@ -183,11 +171,14 @@ void server_pool::maintain(const asio::any_io_executor& ex) {
     const auto now = clock::now();
     for (auto& [key, p] : pools_) {
       for (auto it = p.idle.begin(); it != p.idle.end();) {
+        // Closed by the server while idle (terminated, restarted): drop it so
+        // min_pool_size is restored now rather than at the next lease.
+        const bool dead = (*it)->stream().has_unexpected_input();
         const bool idle_too_long =
             now - (*it)->idle_since >= std::chrono::milliseconds(cfg_.pool.server_idle_timeout_ms);
         const bool too_old =
             now - (*it)->created_at() >= std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
-        if (idle_too_long || too_old) {
+        if (dead || idle_too_long || too_old) {
           auto conn = std::move(*it);
           it = p.idle.erase(it);
           close_locked(p, std::move(conn));

@@ -190,7 +190,10 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   ctx_.register_cancel_key(*cancel_key_, self);
   std::string hello;
   wire::write_authentication_ok(hello);
-  for (const auto& [name, value] : server_->parameters()) wire::write_parameter_status(hello, name, value);
+  for (const auto& [name, value] : server_->parameters()) {
+    wire::write_parameter_status(hello, name, value);
+    reported_[name] = value;
+  }
   wire::write_backend_key_data(hello, cancel_key_->first, cancel_key_->second);
   wire::write_ready_for_query(hello, 'I');
   co_await write_to_client(hello);
@@ -242,6 +245,7 @@ awaitable<bool> client_session::attach_server() {
     spdlog::trace("{} attached s:{}", prefix(), server_->id());
   broken_ = clean_ = reset_sent_ = cancel_sent_ = false;
   if (!state_) co_return true;
+  state_->take_resync();  // the sync below covers it
   const std::string sql = state_->sync_settings_sql(server_->state());
   if (sql.empty()) co_return true;
   std::string problem;
@@ -250,7 +254,20 @@ awaitable<bool> client_session::attach_server() {
   } catch (const pool::server_error& e) {
     problem = e.what();
   }
-  if (problem.empty()) co_return true;
+  if (problem.empty()) {
+    // Reported settings the client was last told otherwise (a RESET it ran
+    // on another connection, say) are reported again, as a server would.
+    const bool logged_in = !reported_.empty();  // at login the hello says it all
+    std::string statuses;
+    for (const auto& [name, value] : server_->parameters()) {
+      auto told = reported_.find(name);
+      if (told != reported_.end() && told->second == value) continue;
+      reported_[name] = value;
+      wire::write_parameter_status(statuses, name, value);
+    }
+    if (logged_in && !statuses.empty()) co_await write_to_client(statuses);
+    co_return true;
+  }
   release_server(false);
   co_await fail("08006", "pgstash could not restore this session's settings on a server connection: " + problem);
   co_return false;
@@ -301,6 +318,24 @@ client_session::analysis_ptr client_session::analyze(std::string_view sql) {
   thread_local invalidation::analysis_cache cache(ctx_.cfg.limits.analysis_cache_entries);
   analysis_ptr a = cache.get(sql);
   return a->any_effect() ? a : nullptr;
+}
+
+void client_session::arm_idle_timer() {
+  // Idle clients are bounded by limits.client_idle_timeout_ms, idle
+  // transactions by limits.idle_transaction_timeout_ms.
+  std::uint32_t limit = ctx_.cfg.limits.client_idle_timeout_ms;
+  const char* sqlstate = "57P05";
+  if (tx_status_ != 'I' && ctx_.cfg.limits.idle_transaction_timeout_ms > 0) {
+    limit = ctx_.cfg.limits.idle_transaction_timeout_ms;
+    sqlstate = "25P03";
+  }
+  if (limit == 0 || client_gone_) return;
+  idle_timer_.emplace(client_.socket().get_executor(), std::chrono::milliseconds(limit),
+                      [this, sqlstate] {
+                        idle_sqlstate_ = sqlstate;
+                        error_code ignored;
+                        client_.socket().cancel(ignored);
+                      });
 }
 
 void client_session::expect(expected::kind what, analysis_ptr analysis) {
@@ -405,16 +440,67 @@ void client_session::record_replay(char tag, std::string_view frame) {
   if (!part_of_batch || replay_.size() + frame.size() > client_.capacity()) {
     replay_recording_ = false;
     replay_.clear();
-    for (auto& e : queue_) e.replay_statement.clear();
+    for (auto& e : queue_) e.client_statement.clear();
     return;
   }
   replay_ += frame;
   if (tag == tag_of(frontend_tag::sync)) replay_recording_ = false;
 }
 
+bool client_session::deallocates_protocol_statement(std::string_view frame) {
+  wire::query_message q;
+  if (!state_ || frame.size() < 5 || frame[0] != tag_of(frontend_tag::query) ||
+      wire::parse_query(frame.substr(5), q))
+    return false;
+  analysis_ptr analysis = analyze(q.sql);
+  if (!analysis || analysis->statements.size() != 1) return false;
+  const auto& name = analysis->statements[0].deallocate_name;
+  return !name.empty() && statements_.count(name) != 0;
+}
+
 bool client_session::on_client_frame(char tag, std::string_view frame) {
+  idle_timer_.reset();
+  if (skip_until_sync_) {
+    // After an error pgstash answered, the batch is ignored up to its Sync.
+    if (tag == tag_of(frontend_tag::terminate)) return false;
+    if (tag == tag_of(frontend_tag::sync)) {
+      skip_until_sync_ = false;
+      batch_started_ = false;
+      std::string ready;
+      wire::write_ready_for_query(ready, tx_status_);
+      expect_synthetic(std::move(ready));
+    }
+    return true;
+  }
+  // A RESET or DISCARD ALL earlier on this same server connection left it
+  // at its own defaults where the client has startup values: restore them
+  // before the client's next transaction.
+  if (server_ && state_ && queue_.empty() && tx_status_ == 'I' &&
+      tag != tag_of(frontend_tag::terminate) && tag != tag_of(frontend_tag::flush) &&
+      state_->take_resync()) {
+    const std::string sql = state_->sync_settings_sql(server_->state());
+    if (!sql.empty()) {
+      wire::write_query(out_, sql);
+      queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}, {}});
+    }
+  }
   const bool keep_going = on_client_frame_inner(tag, frame);
   record_replay(tag, frame);
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::parse:
+    case frontend_tag::bind:
+    case frontend_tag::describe:
+    case frontend_tag::execute:
+    case frontend_tag::close:
+      batch_started_ = true;
+      break;
+    case frontend_tag::sync:
+    case frontend_tag::query:
+      batch_started_ = false;
+      break;
+    default:
+      break;
+  }
   return keep_going;
 }
 
@@ -423,6 +509,21 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
   const bool renaming = transaction_mode();
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::query: {
+      if (deallocates_protocol_statement(frame)) {
+        // The client's name for a protocol-level statement exists only in
+        // pgstash (the server knows it as pgstash_<hash>): answer here.
+        wire::query_message q;
+        wire::parse_query(body, q);
+        statements_.erase(analyze(q.sql)->statements[0].deallocate_name);
+        std::string answer;
+        wire::message_writer w(answer);
+        w.begin(backend_tag::command_complete);
+        w.put_cstr("DEALLOCATE");
+        w.finish();
+        wire::write_ready_for_query(answer, tx_status_);
+        expect_synthetic(std::move(answer));
+        return true;
+      }
       analysis_ptr analysis;
       wire::query_message q;
       if (state_ && !wire::parse_query(body, q)) analysis = analyze(q.sql);
@@ -457,6 +558,21 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
         unnamed_statement_ = std::move(analysis);
         return true;
       }
+      if (statements_.count(std::string(parse.statement)) != 0 && tx_status_ == 'I' &&
+          !batch_started_) {
+        // PostgreSQL refuses a name already in use. Outside a transaction,
+        // at the start of a batch, pgstash can answer exactly as it would:
+        // the error, then nothing until Sync.
+        std::string error;
+        wire::write_error(error, {{'S', "ERROR"},
+                                  {'V', "ERROR"},
+                                  {'C', "42P05"},
+                                  {'M', "prepared statement \"" + std::string(parse.statement) +
+                                            "\" already exists"}});
+        expect_synthetic(std::move(error));
+        skip_until_sync_ = true;
+        return true;
+      }
       prepared_statement stmt{server_statement_name(parse), {}, std::move(analysis)};
       write_parse(stmt.parse_frame, stmt.server_name, parse);
       pool::statement_lru& prepared = server_->state().prepared;
@@ -466,6 +582,7 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
       } else {
         ensure_prepared(stmt);
         queue_.back().forward = true;  // the client's own Parse: it gets the answer
+        queue_.back().client_statement = std::string(parse.statement);
       }
       statements_[std::string(parse.statement)] = std::move(stmt);
       return true;
@@ -493,7 +610,7 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
           replay_.assign(out_, at, std::string::npos);
           replay_recording_ = true;
           expect(expected::kind::bind);
-          queue_.back().replay_statement = std::string(bind.statement);
+          queue_.back().client_statement = std::string(bind.statement);
           return true;
         }
       }
@@ -622,7 +739,9 @@ awaitable<void> client_session::client_loop() {
       const char tag = h.header.tag;
       const std::size_t size = h.header.frame_size();
       const bool local_only =
-          tag == tag_of(frontend_tag::terminate) ||
+          skip_until_sync_ || tag == tag_of(frontend_tag::terminate) ||
+          (!server_ && size <= client_.capacity() && in.size() - pos >= size &&
+           deallocates_protocol_statement(in.substr(pos, size))) ||
           (tag == tag_of(frontend_tag::flush) && !server_) ||
           (transaction_mode() && tag == tag_of(frontend_tag::close) && size > 6 &&
            size <= client_.capacity() && in.size() - pos >= size && in[pos + 5] == 'S' &&
@@ -649,11 +768,17 @@ awaitable<void> client_session::client_loop() {
     }
     co_await flush_to_server();
     client_.consume(pos);
-    if (!server_pump_running_) {
-      // Answers pgstash made up while no server is attached.
+    {
+      // Answers pgstash made up, once everything before them is answered.
       std::string synthetic;
       take_synthetic(synthetic);
       if (!synthetic.empty()) co_await write_to_client(synthetic);
+      if (server_pump_running_ && server_idle() && writes_to_server_ == 0 && !stop) {
+        // Attached for nothing the server had to answer: give it back.
+        release_deferred_ = true;
+        error_code ignored;
+        server_->stream().socket().cancel(ignored);
+      }
     }
     if (stop || broken_) co_return;
 
@@ -683,26 +808,15 @@ awaitable<void> client_session::client_loop() {
     client_.compact();
     // Between transactions a client holds no server; let go of its buffer.
     if (!server_) client_.shrink();
-    // Idle clients are bounded by limits.client_idle_timeout_ms, idle
-    // transactions by limits.idle_transaction_timeout_ms.
-    std::uint32_t idle_limit = ctx_.cfg.limits.client_idle_timeout_ms;
-    const char* idle_state = "57P05";
-    if (server_ && tx_status_ != 'I' && ctx_.cfg.limits.idle_transaction_timeout_ms > 0) {
-      idle_limit = ctx_.cfg.limits.idle_transaction_timeout_ms;
-      idle_state = "25P03";
-    }
-    std::optional<pool::deadline> idle;
-    if (idle_limit > 0) {
-      idle.emplace(client_.socket().get_executor(), std::chrono::milliseconds(idle_limit), [this] {
-        error_code ignored;
-        client_.socket().cancel(ignored);
-      });
-    }
+    // The idle clock runs only while nothing is outstanding; the server
+    // pump starts it again when the last answer arrives.
+    if (queue_.empty()) arm_idle_timer();
     error_code ec;
     co_await client_.read_more(ec);
-    if (idle && idle->expired()) {
-      end_sqlstate_ = idle_state;
-      end_message_ = idle_state == std::string_view("25P03")
+    idle_timer_.reset();
+    if (!idle_sqlstate_.empty()) {
+      end_sqlstate_ = idle_sqlstate_;
+      end_message_ = idle_sqlstate_ == "25P03"
                          ? "terminating connection due to idle-in-transaction timeout"
                          : "terminating connection due to idle-session timeout";
       co_return;
@@ -729,10 +843,12 @@ bool client_session::on_server_error(std::optional<std::string_view> body) {
     error_in_cycle_ = true;
     return false;  // ends at its ReadyForQuery
   }
-  if (head.what == expected::kind::parse && !head.server_statement.empty())
+  if (head.what == expected::kind::parse && !head.server_statement.empty()) {
     server_->state().prepared.erase(head.server_statement);
+    if (!head.client_statement.empty()) statements_.erase(head.client_statement);
+  }
   bool replay = false;
-  if (head.what == expected::kind::bind && !head.replay_statement.empty() && body &&
+  if (head.what == expected::kind::bind && !head.client_statement.empty() && body &&
       !replay_recording_ && !replay_.empty()) {
     // After DDL a prepared statement's result type may change; PostgreSQL
     // then refuses the cached plan. Prepare it afresh and run the batch
@@ -741,8 +857,8 @@ bool client_session::on_server_error(std::optional<std::string_view> body) {
     replay = !wire::parse_error_fields(*body, fields) && fields.get('C') == "0A000" &&
              fields.get('M').value_or("").find("cached plan must not change result type") !=
                  std::string_view::npos &&
-             statements_.count(head.replay_statement) != 0;
-    if (replay) replay_statement_ = head.replay_statement;
+             statements_.count(head.client_statement) != 0;
+    if (replay) replay_statement_ = head.client_statement;
   }
   if (!replay) {
     error_in_cycle_ = true;
@@ -799,6 +915,8 @@ void client_session::on_command_complete(std::string_view tag_text) {
   if (index >= head.analysis->statements.size()) return;
   const auto& effects = head.analysis->statements[index];
   state_->statement_completed(effects, server_->state());
+  // Both also drop the client's protocol-level statements.
+  if (effects.deallocate_all || effects.discard_all) statements_.clear();
   using tx = invalidation::transaction_effect;
   switch (effects.transaction) {
     case tx::commit:
@@ -812,6 +930,15 @@ void client_session::on_command_complete(std::string_view tag_text) {
     case tx::rollback:
     case tx::prepare_transaction:
       state_->transaction_rolled_back();
+      break;
+    case tx::savepoint:
+      state_->savepoint_created(effects.savepoint_name);
+      break;
+    case tx::release_savepoint:
+      state_->savepoint_released(effects.savepoint_name);
+      break;
+    case tx::rollback_to_savepoint:
+      state_->savepoint_rolled_back(effects.savepoint_name);
       break;
     default:
       break;
@@ -836,6 +963,7 @@ void client_session::on_ready_for_query(char status) {
     portals_.clear();
   }
   if (client_gone_) cleanup_due_ = true;
+  if (queue_.empty()) arm_idle_timer();
 }
 
 client_session::frame_action client_session::on_server_frame(char tag,
@@ -844,9 +972,13 @@ client_session::frame_action client_session::on_server_frame(char tag,
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::parameter_status: {
       wire::parameter_status ps;
-      if (body && !wire::parse_parameter_status(*body, ps))
+      if (body && !wire::parse_parameter_status(*body, ps)) {
         server_->parameters()[std::string(ps.name)] = std::string(ps.value);
-      return swallowing ? frame_action::drop : frame_action::forward;
+        reported_[std::string(ps.name)] = std::string(ps.value);
+      }
+      // Even from pgstash's own statements: a setting pgstash restores is
+      // one the client must be told about.
+      return frame_action::forward;
     }
     case backend_tag::notice_response:
     case backend_tag::notification_response:
@@ -1014,9 +1146,15 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
       }
       release_deferred_ = true;
     }
+    if (client_gone_ && (clean_ || broken_)) break;
+    if (release_deferred_ && server_idle() && writes_to_server_ == 0 && streaming == 0) {
+      released = true;
+      break;
+    }
     from.compact();
     error_code ec;
     co_await from.read_more(ec);
+    if (ec == asio::error::operation_aborted && client_gone_ && clean_) break;
     if (ec == asio::error::operation_aborted && release_deferred_) {
       release_deferred_ = false;
       if (server_idle() && from.buffered().empty()) {
@@ -1103,6 +1241,10 @@ awaitable<void> client_session::cleanup_step() {
   }
   if (reset_sent_) server_->state().clear();
   clean_ = true;
+  // The server pump may be waiting on a server that has nothing more to
+  // say: wake it so it gives the connection back.
+  error_code ignored;
+  server_->stream().socket().cancel(ignored);
 }
 
 }  // namespace pgstash::proxy

@@ -26,6 +26,7 @@
 
 #include "invalidation/statement_analysis.hpp"
 #include "pool/asio.hpp"
+#include "pool/deadline.hpp"
 #include "pool/pg_stream.hpp"
 #include "pool/server_connection.hpp"
 #include "proxy/session_state.hpp"
@@ -70,9 +71,10 @@ class client_session : public std::enable_shared_from_this<client_session> {
     analysis_ptr analysis;  // query/execute: per-statement session effects
     std::size_t statements_done = 0;
     std::string server_statement;  // parse: the server-side statement being created
-    // bind: the client's statement, when this batch may be replayed after
-    // "cached plan must not change result type".
-    std::string replay_statement;
+    // parse: the client's name for the statement being created; bind: the
+    // client's statement, when this batch may be replayed after "cached plan
+    // must not change result type".
+    std::string client_statement;
   };
 
   // A client statement as prepared on servers (transaction mode).
@@ -96,6 +98,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // to out_. Returns false if the session must end.
   bool on_client_frame(char tag, std::string_view frame);
   bool on_client_frame_inner(char tag, std::string_view frame);
+  // True for a simple query that is only `DEALLOCATE name` of one of the
+  // client's protocol-level statements, which pgstash answers itself.
+  bool deallocates_protocol_statement(std::string_view frame);
   // Sends the recorded batch again after re-preparing its statement.
   void start_replay();
   // For a frame streamed without being held: the response it will get.
@@ -126,6 +131,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   analysis_ptr analyze(std::string_view sql);
   bool transaction_mode() const;
   void expect(expected::kind what, analysis_ptr analysis = nullptr);
+  // Starts the idle clock (limits.client_idle_timeout_ms or, inside a
+  // transaction, limits.idle_transaction_timeout_ms) if one is configured.
+  void arm_idle_timer();
   void expect_synthetic(std::string bytes);
   // Transaction mode: the Parse that must precede a use of `name` on the
   // current server, if it lacks the statement; appended to out_.
@@ -171,6 +179,11 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::string end_sqlstate_;  // why the client pump ended, if pgstash ends it
   std::string end_message_;
   std::optional<asio::steady_timer> server_pump_done_;
+  std::optional<pool::deadline> idle_timer_;
+  std::map<std::string, std::string> reported_;  // ParameterStatus values the client was told
+  bool batch_started_ = false;   // extended-protocol messages since the last Sync
+  bool skip_until_sync_ = false;  // after an error pgstash answered itself
+  std::string idle_sqlstate_;  // set when the idle clock ran out
 };
 
 }  // namespace pgstash::proxy

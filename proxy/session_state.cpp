@@ -132,8 +132,10 @@ void session_state::statement_completed(const invalidation::statement_effects& e
     sql_prepared_.clear();
     settings_ = startup_;
     staged_.clear();
+    savepoints_.clear();
     pins_ = invalidation::pin_none;
     server.clear();
+    resync_ = !startup_.empty();
   }
   if (effects.unlisten_all) pins_ &= ~static_cast<unsigned>(invalidation::pin_listen);
   for (const auto& change : effects.settings) staged_.push_back(change);
@@ -142,9 +144,35 @@ void session_state::statement_completed(const invalidation::statement_effects& e
 void session_state::transaction_committed(pool::server_state& server) {
   for (const auto& change : staged_) apply(change, server);
   staged_.clear();
+  savepoints_.clear();
 }
 
-void session_state::transaction_rolled_back() { staged_.clear(); }
+void session_state::transaction_rolled_back() {
+  staged_.clear();
+  savepoints_.clear();
+}
+
+void session_state::savepoint_created(const std::string& name) {
+  savepoints_.push_back({name, staged_.size()});
+}
+
+void session_state::savepoint_released(const std::string& name) {
+  for (auto it = savepoints_.rbegin(); it != savepoints_.rend(); ++it) {
+    if (it->name != name) continue;
+    savepoints_.erase(std::next(it).base(), savepoints_.end());
+    return;
+  }
+}
+
+void session_state::savepoint_rolled_back(const std::string& name) {
+  for (auto it = savepoints_.rbegin(); it != savepoints_.rend(); ++it) {
+    if (it->name != name) continue;
+    staged_.resize(it->staged);
+    // The savepoint itself survives ROLLBACK TO; later ones do not.
+    savepoints_.erase(it.base(), savepoints_.end());
+    return;
+  }
+}
 
 void session_state::apply(const invalidation::setting_change& change, pool::server_state& server) {
   using kind = invalidation::setting_change::kind;
@@ -158,6 +186,7 @@ void session_state::apply(const invalidation::setting_change& change, pool::serv
       // its startup value; the server returns to its own default.
       if (auto it = startup_.find(change.name); it != startup_.end()) {
         settings_[change.name] = it->second;
+        resync_ = true;
       } else {
         settings_.erase(change.name);
       }
@@ -166,6 +195,7 @@ void session_state::apply(const invalidation::setting_change& change, pool::serv
     case kind::reset_all:
       settings_ = startup_;
       server.settings.clear();
+      resync_ = !startup_.empty();
       break;
   }
 }

@@ -38,6 +38,15 @@ class session_state {
   // server's), or are dropped.
   void transaction_committed(pool::server_state& server);
   void transaction_rolled_back();
+  // Settings staged after a savepoint are undone by ROLLBACK TO it.
+  void savepoint_created(const std::string& name);
+  void savepoint_released(const std::string& name);
+  void savepoint_rolled_back(const std::string& name);
+
+  // True once after a committed RESET, RESET ALL or DISCARD ALL moved the
+  // server to its own default where the client's is a startup value: the
+  // server needs sync_settings_sql() before the client's next transaction.
+  bool take_resync() { return std::exchange(resync_, false); }
 
   // SQL that makes `server` match this client's settings (SET/RESET and
   // set_config), or "" if it already does. Updates `server` to match,
@@ -56,6 +65,12 @@ class session_state {
   pool::settings_map startup_;
   pool::settings_map settings_;
   std::vector<invalidation::setting_change> staged_;
+  struct savepoint {
+    std::string name;
+    std::size_t staged;  // staged_.size() when it was created
+  };
+  std::vector<savepoint> savepoints_;
+  bool resync_ = false;
   std::map<std::string, std::string> sql_prepared_;  // name -> PREPARE text
   unsigned pins_ = invalidation::pin_none;
 };
