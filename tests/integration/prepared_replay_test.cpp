@@ -5,13 +5,15 @@
 
 #include "harness.hpp"
 
-using namespace pgstash::itest;
+using pgstash::itest::direct_conninfo;
+using pgstash::itest::pgstash_instance;
+using conn = pgstash::itest::pg_conn;
 
 TEST_CASE("transaction: a prepared statement survives a change of its result type") {
   pgstash_instance px({"pool.mode = \"transaction\"", "pool.size = 2"});
-  pg_conn direct(direct_conninfo());
+  conn direct(direct_conninfo());
   direct.exec("drop table if exists replay_t; create table replay_t(a int); insert into replay_t values (1)");
-  pg_conn c(px.conninfo());
+  conn c(px.conninfo());
   PGresult* prepared = PQprepare(c.get(), "everything", "select * from replay_t", 0, nullptr);
   REQUIRE(PQresultStatus(prepared) == PGRES_COMMAND_OK);
   PQclear(prepared);

@@ -472,7 +472,12 @@ TEST_CASE("transaction control statements") {
     INFO("sql: ", r.sql);
     statement_effects fx = only(r.sql);
     CHECK(fx.transaction == r.effect);
+    const bool names_savepoint = r.effect == transaction_effect::savepoint ||
+                                 r.effect == transaction_effect::release_savepoint ||
+                                 r.effect == transaction_effect::rollback_to_savepoint;
+    CHECK(fx.savepoint_name == (names_savepoint ? "s1" : ""));
     fx.transaction = transaction_effect::none;
+    fx.savepoint_name.clear();
     CHECK(fx == statement_effects{});
   }
 }
