@@ -17,6 +17,8 @@
 # scram-secret-1 / md5-secret-1 / clear-secret-1, authenticated over TCP with scram-sha-256 / md5 /
 # password respectively. Database pgstash_test, usable by every role.
 set -euo pipefail
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 PG_BIN=/usr/lib/postgresql/15/bin
 
@@ -29,28 +31,6 @@ die() {
 usage() {
   echo "usage: $0 start|stop DIR" >&2
   exit 2
-}
-
-# Prints a free TCP port on 127.0.0.1, chosen outside the kernel's ephemeral range so that it
-# cannot collide with the source port of an outgoing connection. The kernel has the last word:
-# a port counts as free only if a plain bind() (no SO_REUSEADDR) succeeds.
-free_port() {
-  /usr/bin/python3 - <<'EOF'
-import random, socket, sys
-ports = list(range(20000, 30000))
-random.shuffle(ports)
-for port in ports:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(port)
-    sys.exit(0)
-sys.exit("no free port in 20000-29999")
-EOF
 }
 
 # Reads KEY from an env file written by start (no sourcing: the file may be stale or partial).

@@ -5,34 +5,8 @@
 # Each start_* function sets <TARGET>_PORT and <TARGET>_PID; each stop_* function stops exactly
 # the process(es) its start_* started, by pid, and is safe to call twice.
 
-# Free TCP port on 127.0.0.1 outside the ephemeral range; the kernel decides via a plain bind().
-free_port() {
-  /usr/bin/python3 - <<'EOF'
-import random, socket, sys
-ports = list(range(20000, 30000))
-random.shuffle(ports)
-for port in ports:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(port)
-    sys.exit(0)
-sys.exit("no free port in 20000-29999")
-EOF
-}
-
-# True if PID is a live process (a zombie counts as dead).
-alive() {
-  local stat
-  [[ $1 =~ ^[0-9]+$ ]] || return 1
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [[ ${stat:0:1} != Z ]]
-}
+# shellcheck source=scripts/lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
 
 tcp_accepts() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

@@ -18,6 +18,8 @@
 # Debugging aid only, never used by a test: PGSTASH_DEBUG_DIRECT_TO_POSTGRES=1 starts no pgstash
 # and prints the cluster's own port (and pid 0), to check a client test against PostgreSQL itself.
 set -euo pipefail
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/common.sh"
 
 log() { printf 'pgstash_instance: %s\n' "$*" >&2; }
 die() {
@@ -35,34 +37,6 @@ trim() {
   s=${s#"${s%%[![:space:]]*}"}
   s=${s%"${s##*[![:space:]]}"}
   printf '%s' "$s"
-}
-
-# Free TCP port on 127.0.0.1 outside the ephemeral range; the kernel decides via a plain bind().
-free_port() {
-  /usr/bin/python3 - <<'EOF'
-import random, socket, sys
-ports = list(range(20000, 30000))
-random.shuffle(ports)
-for port in ports:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(port)
-    sys.exit(0)
-sys.exit("no free port in 20000-29999")
-EOF
-}
-
-# True if PID is a live process (a zombie counts as dead: PID 1 may be slow to reap it).
-alive() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [[ ${stat:0:1} != Z ]]
 }
 
 tcp_accepts() {
