@@ -204,9 +204,7 @@ awaitable<void> server_connection::authenticate(const connect_request& request,
         break;
       }
       case wire::backend_tag::parameter_status: {
-        wire::parameter_status ps;
-        if (!wire::parse_parameter_status(f.body, ps))
-          parameters_[std::string(ps.name)] = std::string(ps.value);
+        note_parameter_status(f.body);
         break;
       }
       case wire::backend_tag::backend_key_data: {
@@ -224,6 +222,14 @@ awaitable<void> server_connection::authenticate(const connect_request& request,
         break;
     }
   }
+}
+
+std::optional<wire::parameter_status> server_connection::note_parameter_status(
+    std::string_view body) {
+  wire::parameter_status ps;
+  if (wire::parse_parameter_status(body, ps)) return std::nullopt;
+  parameters_[std::string(ps.name)] = std::string(ps.value);
+  return ps;
 }
 
 awaitable<std::optional<std::string>> server_connection::run_internal(std::string_view sql) {
@@ -249,9 +255,7 @@ awaitable<std::optional<std::string>> server_connection::run_internal(std::strin
         break;
       }
       case wire::backend_tag::parameter_status: {
-        wire::parameter_status ps;
-        if (!wire::parse_parameter_status(f.body, ps))
-          parameters_[std::string(ps.name)] = std::string(ps.value);
+        note_parameter_status(f.body);
         break;
       }
       case wire::backend_tag::ready_for_query: {

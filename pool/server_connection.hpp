@@ -22,6 +22,7 @@
 #include "pool/pg_stream.hpp"
 #include "pool/server_state.hpp"
 #include "wire/auth.hpp"
+#include "wire/backend.hpp"
 
 namespace pgstash::pool {
 
@@ -95,7 +96,10 @@ class server_connection {
   std::uint32_t secret_key() const { return secret_key_; }
   // The server's current ParameterStatus values; the relay keeps them up
   // to date so a later client can be told them.
-  std::map<std::string, std::string>& parameters() { return parameters_; }
+  const std::map<std::string, std::string>& parameters() const { return parameters_; }
+  // Keeps parameters() current with a ParameterStatus body from the server;
+  // returns what it said, or nullopt if it is malformed.
+  std::optional<wire::parameter_status> note_parameter_status(std::string_view body);
   std::chrono::steady_clock::time_point created_at() const { return created_at_; }
   // Where to send a CancelRequest for this connection.
   const tcp::endpoint& endpoint() const { return endpoint_; }

@@ -103,12 +103,15 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
   }
 }
 
-awaitable<std::optional<std::string>> client_session::read_password_frame() {
+awaitable<std::optional<std::string>> client_session::ask_for_password(std::string_view request) {
   error_code ec;
+  co_await client_.write(request, ec);
+  if (ec) co_return std::nullopt;
   wire::decoded_frame f =
       co_await client_.read_frame(wire::phase::normal, ctx_.cfg.limits.max_message_size, ec);
   if (ec) co_return std::nullopt;
-  if (f.status == wire::decode_status::error || f.header.tag != static_cast<char>(wire::frontend_tag::password_message)) {
+  if (f.status == wire::decode_status::error ||
+      f.header.tag != static_cast<char>(wire::frontend_tag::password_message)) {
     co_await fail("08P01", "expected a password message during authentication");
     co_return std::nullopt;
   }
@@ -144,10 +147,7 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
     const std::string salt = random_bytes(4);
     std::string out;
     wire::write_authentication_md5(out, salt);
-    error_code ec;
-    co_await client_.write(out, ec);
-    if (ec) co_return false;
-    auto body = co_await read_password_frame();
+    auto body = co_await ask_for_password(out);
     if (!body) co_return false;
     wire::password_message pw;
     if (wire::parse_password_message(*body, pw) ||
@@ -173,11 +173,7 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
   wire::scram_server exchange(*verifier, pool::random_nonce());
   std::string out;
   wire::write_authentication_sasl(out, {"SCRAM-SHA-256"});
-  error_code ec;
-  co_await client_.write(out, ec);
-  if (ec) co_return false;
-
-  auto body = co_await read_password_frame();
+  auto body = co_await ask_for_password(out);
   if (!body) co_return false;
   wire::sasl_initial_response initial;
   if (wire::parse_sasl_initial_response(*body, initial) || initial.mechanism != "SCRAM-SHA-256" ||
@@ -192,10 +188,7 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
   }
   out.clear();
   wire::write_authentication_sasl_continue(out, *server_first);
-  co_await client_.write(out, ec);
-  if (ec) co_return false;
-
-  body = co_await read_password_frame();
+  body = co_await ask_for_password(out);
   if (!body) co_return false;
   wire::sasl_response response;
   wire::parse_sasl_response(*body, response);
@@ -207,6 +200,7 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
   if (secret_is_scram) credentials.scram_keys = std::make_pair(exchange.client_key(), verifier->server_key);
   out.clear();
   wire::write_authentication_sasl_final(out, *server_final);
+  error_code ec;
   co_await client_.write(out, ec);
   co_return !ec;
 }

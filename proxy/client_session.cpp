@@ -447,15 +447,21 @@ void client_session::record_replay(char tag, std::string_view frame) {
   if (tag == tag_of(frontend_tag::sync)) replay_recording_ = false;
 }
 
-bool client_session::deallocates_protocol_statement(std::string_view frame) {
+client_session::analysis_ptr client_session::analyze_query(std::string_view body) {
   wire::query_message q;
-  if (!state_ || frame.size() < 5 || frame[0] != tag_of(frontend_tag::query) ||
-      wire::parse_query(frame.substr(5), q))
-    return false;
-  analysis_ptr analysis = analyze(q.sql);
-  if (!analysis || analysis->statements.size() != 1) return false;
-  const auto& name = analysis->statements[0].deallocate_name;
-  return !name.empty() && statements_.count(name) != 0;
+  if (!state_ || wire::parse_query(body, q)) return nullptr;
+  return analyze(q.sql);
+}
+
+const std::string* client_session::deallocated_protocol_statement(const analysis_ptr& analysis) const {
+  if (!analysis || analysis->statements.size() != 1) return nullptr;
+  const std::string& name = analysis->statements[0].deallocate_name;
+  return !name.empty() && statements_.count(name) != 0 ? &name : nullptr;
+}
+
+void client_session::forward_as_is(char tag, std::string_view frame) {
+  out_ += frame;
+  expect_for_tag(tag);
 }
 
 bool client_session::on_client_frame(char tag, std::string_view frame) {
@@ -509,12 +515,11 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
   const bool renaming = transaction_mode();
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::query: {
-      if (deallocates_protocol_statement(frame)) {
+      analysis_ptr analysis = analyze_query(body);
+      if (const std::string* name = deallocated_protocol_statement(analysis)) {
         // The client's name for a protocol-level statement exists only in
         // pgstash (the server knows it as pgstash_<hash>): answer here.
-        wire::query_message q;
-        wire::parse_query(body, q);
-        statements_.erase(analyze(q.sql)->statements[0].deallocate_name);
+        statements_.erase(*name);
         std::string answer;
         wire::message_writer w(answer);
         w.begin(backend_tag::command_complete);
@@ -524,9 +529,6 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
         expect_synthetic(std::move(answer));
         return true;
       }
-      analysis_ptr analysis;
-      wire::query_message q;
-      if (state_ && !wire::parse_query(body, q)) analysis = analyze(q.sql);
       if (analysis) {
         std::string prelude;
         for (const auto& effects : analysis->statements)
@@ -540,21 +542,16 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
       expect(expected::kind::query, std::move(analysis));
       return true;
     }
-    case frontend_tag::function_call:
-      out_ += frame;
-      expect(expected::kind::query);
-      return true;
+
     case frontend_tag::parse: {
       wire::parse_message parse;
       if (!renaming || wire::parse_parse(body, parse)) {
-        out_ += frame;
-        expect(expected::kind::parse);
+        forward_as_is(tag, frame);
         return true;
       }
       analysis_ptr analysis = analyze(parse.query);
       if (parse.statement.empty()) {
-        out_ += frame;
-        expect(expected::kind::parse);
+        forward_as_is(tag, frame);
         unnamed_statement_ = std::move(analysis);
         return true;
       }
@@ -590,8 +587,7 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
     case frontend_tag::bind: {
       wire::bind_message bind;
       if (!renaming || wire::parse_bind(body, bind)) {
-        out_ += frame;
-        expect(expected::kind::bind);
+        forward_as_is(tag, frame);
         return true;
       }
       auto it = bind.statement.empty() ? statements_.end()
@@ -620,8 +616,7 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
     case frontend_tag::describe: {
       wire::describe_message d;
       if (wire::parse_describe(body, d)) {
-        out_ += frame;
-        expect(expected::kind::describe);
+        forward_as_is(tag, frame);
         return true;
       }
       auto it = renaming && d.target == 'S' && !d.name.empty() ? statements_.find(std::string(d.name))
@@ -661,26 +656,17 @@ bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
         expect_synthetic(empty_message(backend_tag::close_complete));
         return true;
       }
-      out_ += frame;
-      expect(expected::kind::close);
+      forward_as_is(tag, frame);
       return true;
     }
-    case frontend_tag::sync:
-      out_ += frame;
-      expect(expected::kind::sync);
-      return true;
     case frontend_tag::flush:
       if (server_) out_ += frame;
-      return true;
-    case frontend_tag::copy_done:
-    case frontend_tag::copy_fail:
-      copy_in_ = false;
-      out_ += frame;
       return true;
     case frontend_tag::terminate:
       return false;
     default:
-      out_ += frame;
+      // Sync, FunctionCall, COPY messages and anything else.
+      forward_as_is(tag, frame);
       return true;
   }
 }
@@ -689,14 +675,7 @@ awaitable<void> client_session::flush_to_server() {
   if (out_.empty() || !server_) co_return;
   std::string batch;
   batch.swap(out_);
-  ++writes_to_server_;
-  error_code ec;
-  co_await server_->stream().write(batch, ec);
-  --writes_to_server_;
-  if (ec) {
-    broken_ = true;
-    server_->stream().close();
-  }
+  co_await send_to_server(batch);
   if (writes_to_server_ > 0) co_return;
   if (!server_pump_running_) {
     // The server pump ended while this write was in flight; the connection
@@ -741,7 +720,8 @@ awaitable<void> client_session::client_loop() {
       const bool local_only =
           skip_until_sync_ || tag == tag_of(frontend_tag::terminate) ||
           (!server_ && size <= client_.capacity() && in.size() - pos >= size &&
-           deallocates_protocol_statement(in.substr(pos, size))) ||
+           in[pos] == tag_of(frontend_tag::query) &&
+           deallocated_protocol_statement(analyze_query(in.substr(pos + 5, size - 5)))) ||
           (tag == tag_of(frontend_tag::flush) && !server_) ||
           (transaction_mode() && tag == tag_of(frontend_tag::close) && size > 6 &&
            size <= client_.capacity() && in.size() - pos >= size && in[pos + 5] == 'S' &&
@@ -971,10 +951,9 @@ client_session::frame_action client_session::on_server_frame(char tag,
   const bool swallowing = !queue_.empty() && !queue_.front().forward;
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::parameter_status: {
-      wire::parameter_status ps;
-      if (body && !wire::parse_parameter_status(*body, ps)) {
-        server_->parameters()[std::string(ps.name)] = std::string(ps.value);
-        reported_[std::string(ps.name)] = std::string(ps.value);
+      if (body) {
+        if (auto ps = server_->note_parameter_status(*body))
+          reported_[std::string(ps->name)] = std::string(ps->value);
       }
       // Even from pgstash's own statements: a setting pgstash restores is
       // one the client must be told about.

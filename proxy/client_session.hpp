@@ -89,7 +89,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   awaitable<void> run(std::shared_ptr<client_session> self);
   awaitable<bool> negotiate_startup(wire::startup_message& startup, std::string& packet);
   awaitable<bool> authenticate(pool::server_credentials& credentials);
-  awaitable<std::optional<std::string>> read_password_frame();
+  // Sends an authentication request and returns the body of the client's
+  // password message ('p'), or nullopt if the session must end.
+  awaitable<std::optional<std::string>> ask_for_password(std::string_view request);
   awaitable<bool> attach_server();
   void start_server_pump();
   awaitable<void> client_loop();
@@ -98,9 +100,13 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // to out_. Returns false if the session must end.
   bool on_client_frame(char tag, std::string_view frame);
   bool on_client_frame_inner(char tag, std::string_view frame);
-  // True for a simple query that is only `DEALLOCATE name` of one of the
-  // client's protocol-level statements, which pgstash answers itself.
-  bool deallocates_protocol_statement(std::string_view frame);
+  // The session effects of a Query body (transaction mode), or null.
+  analysis_ptr analyze_query(std::string_view body);
+  // For a query that is only `DEALLOCATE name` of one of the client's
+  // protocol-level statements, which pgstash answers itself: that name.
+  const std::string* deallocated_protocol_statement(const analysis_ptr& analysis) const;
+  // Sends `frame` unchanged and expects the answer its tag calls for.
+  void forward_as_is(char tag, std::string_view frame);
   // Sends the recorded batch again after re-preparing its statement.
   void start_replay();
   // For a frame streamed without being held: the response it will get.
