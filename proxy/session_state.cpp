@@ -12,28 +12,11 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-// A GUC name as SET accepts it: dotted parts, each quoted when needed.
-std::string setting_name_sql(std::string_view name) {
-  std::string out;
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t dot = name.find('.', start);
-    std::string_view part = name.substr(start, dot == std::string_view::npos ? dot : dot - start);
-    bool simple = !part.empty() && !std::isdigit(static_cast<unsigned char>(part[0]));
-    for (char c : part)
-      simple &= std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_';
-    out += simple ? std::string(part) : quote_identifier(part);
-    if (dot == std::string_view::npos) return out;
-    out += '.';
-    start = dot + 1;
-  }
-}
-
 std::string set_statement(const std::string& name, const pool::setting_value& v) {
   if (v.raw)
     return "SELECT pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(v.text) +
            ", false)";
-  return "SET " + setting_name_sql(name) + " TO " + v.text;
+  return invalidation::to_sql({invalidation::setting_change::kind::set, name, v.text});
 }
 
 }  // namespace
@@ -205,7 +188,7 @@ std::string session_state::sync_settings_sql(pool::server_state& server) const {
   auto add = [&sql](const std::string& statement) { sql += (sql.empty() ? "" : ";") + statement; };
   for (auto it = server.settings.begin(); it != server.settings.end();) {
     if (settings_.count(it->first) == 0) {
-      add("RESET " + setting_name_sql(it->first));
+      add(invalidation::to_sql({invalidation::setting_change::kind::reset, it->first, {}}));
       it = server.settings.erase(it);
     } else {
       ++it;

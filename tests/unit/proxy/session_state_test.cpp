@@ -42,9 +42,9 @@ TEST_CASE("a server left with another client's settings is reset where this clie
   pool::server_state server(10);
   run_autocommit(a, server, "SET search_path = private, public");
   CHECK(server.settings.count("search_path") == 1);
-  CHECK(b.sync_settings_sql(server) == "RESET search_path");
+  CHECK(b.sync_settings_sql(server) == "RESET \"search_path\"");
   CHECK(server.settings.empty());
-  CHECK(a.sync_settings_sql(server).starts_with("SET search_path TO "));
+  CHECK(a.sync_settings_sql(server).starts_with("SET \"search_path\" TO "));
 }
 
 TEST_CASE("SET follows transactions: kept on commit, dropped on rollback, SET LOCAL never") {
@@ -98,6 +98,17 @@ TEST_CASE("pins hold until DISCARD ALL, which also resets the session") {
   CHECK_FALSE(state.pinned());
   CHECK(state.settings().size() == 1);
   CHECK(server.settings.empty());
+}
+
+TEST_CASE("a setting whose name holds a reserved word is re-applied as valid SQL") {
+  session_state a(parameters{});
+  pool::server_state server(10);
+  pool::server_state other(10);
+  run_autocommit(a, server, "SET app.\"user\" = 'alice'");
+  const std::string sql = a.sync_settings_sql(other);
+  CHECK(sql == "SET \"app\".\"user\" TO 'alice'");
+  // What pgstash sends parses back to the same setting.
+  CHECK(effects_of(sql.c_str()).settings == effects_of("SET app.\"user\" = 'alice'").settings);
 }
 
 TEST_CASE("quoting") {
