@@ -271,8 +271,12 @@ awaitable<std::optional<std::string>> server_connection::run_internal(std::strin
 }
 
 awaitable<void> send_cancel(tcp::endpoint endpoint, std::uint32_t process_id,
-                            std::uint32_t secret_key) {
+                            std::uint32_t secret_key, std::chrono::milliseconds timeout) {
   tcp::socket socket(co_await asio::this_coro::executor);
+  deadline give_up(socket.get_executor(), timeout, [&socket] {
+    error_code ignored;
+    socket.close(ignored);
+  });
   error_code ec;
   co_await socket.async_connect(endpoint, on_error(ec));
   if (ec) co_return;

@@ -133,9 +133,11 @@ class server_connection {
 };
 
 // Asks the server to cancel whatever the backend (process_id, secret_key)
-// is running. Best effort, as in PostgreSQL: errors are ignored.
+// is running, and returns once the server has delivered it (it closes the
+// connection after signalling the backend) or `timeout` has passed. Best
+// effort, as in PostgreSQL: errors are ignored.
 awaitable<void> send_cancel(tcp::endpoint endpoint, std::uint32_t process_id,
-                            std::uint32_t secret_key);
+                            std::uint32_t secret_key, std::chrono::milliseconds timeout);
 
 // A random base64 nonce for SCRAM, from OpenSSL's CSPRNG.
 std::string random_nonce();

@@ -306,11 +306,36 @@ void client_session::cancel_server_query() {
   asio::post(client_.socket().get_executor(), [self] {
     if (!self->server_ || self->client_gone_) return;
     spdlog::debug("{} forwarding cancel request", self->prefix());
-    asio::co_spawn(self->client_.socket().get_executor(),
-                   pool::send_cancel(self->server_->endpoint(), self->server_->process_id(),
-                                     self->server_->secret_key()),
+    asio::co_spawn(self->client_.socket().get_executor(), self->cancel_on_server(self),
                    asio::detached);
   });
+}
+
+awaitable<void> client_session::cancel_on_server(std::shared_ptr<client_session> self) {
+  // Until the server has delivered the cancel, the connection is neither
+  // given back nor sent cleanup queries: a late cancel would otherwise stop
+  // the next client's query, or the ROLLBACK.
+  ++cancels_in_flight_;
+  co_await pool::send_cancel(server_->endpoint(), server_->process_id(), server_->secret_key(),
+                             std::chrono::milliseconds(ctx_.cfg.server.connect_timeout_ms));
+  --cancels_in_flight_;
+  if (client_gone_) {
+    co_await cleanup_step();
+  } else {
+    wake_pump_to_release();
+  }
+  (void)self;  // keeps the session alive while the cancel is out
+}
+
+void client_session::wake_pump_to_release() {
+  if (!server_pump_running_ || !release_deferred_ || !server_idle() || !nothing_in_flight())
+    return;
+  error_code ignored;
+  server_->stream().socket().cancel(ignored);
+}
+
+bool client_session::nothing_in_flight() const {
+  return writes_to_server_ == 0 && cancels_in_flight_ == 0;
 }
 
 client_session::analysis_ptr client_session::analyze(std::string_view sql) {
@@ -681,10 +706,8 @@ awaitable<void> client_session::flush_to_server() {
     // The server pump ended while this write was in flight; the connection
     // is ours to give back now.
     release_server(false);
-  } else if (release_deferred_ && server_idle()) {
-    // Wake the server pump from its read so it gives the connection back.
-    error_code ignored;
-    server_->stream().socket().cancel(ignored);
+  } else {
+    wake_pump_to_release();
   }
 }
 
@@ -753,11 +776,10 @@ awaitable<void> client_session::client_loop() {
       std::string synthetic;
       take_synthetic(synthetic);
       if (!synthetic.empty()) co_await write_to_client(synthetic);
-      if (server_pump_running_ && server_idle() && writes_to_server_ == 0 && !stop) {
+      if (server_pump_running_ && server_idle() && !stop) {
         // Attached for nothing the server had to answer: give it back.
         release_deferred_ = true;
-        error_code ignored;
-        server_->stream().socket().cancel(ignored);
+        wake_pump_to_release();
       }
     }
     if (stop || broken_) co_return;
@@ -1119,14 +1141,14 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
     }
     if (ready_seen_ && server_idle() && streaming == 0) {
       ready_seen_ = false;
-      if (writes_to_server_ == 0) {
+      if (nothing_in_flight()) {
         released = true;
         break;
       }
       release_deferred_ = true;
     }
     if (client_gone_ && (clean_ || broken_)) break;
-    if (release_deferred_ && server_idle() && writes_to_server_ == 0 && streaming == 0) {
+    if (release_deferred_ && server_idle() && nothing_in_flight() && streaming == 0) {
       released = true;
       break;
     }
@@ -1135,11 +1157,11 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
     co_await from.read_more(ec);
     if (ec == asio::error::operation_aborted && client_gone_ && clean_) break;
     if (ec == asio::error::operation_aborted && release_deferred_) {
-      release_deferred_ = false;
-      if (server_idle() && from.buffered().empty()) {
+      if (server_idle() && nothing_in_flight() && from.buffered().empty()) {
         released = true;
         break;
       }
+      release_deferred_ = server_idle();
       continue;
     }
     if (ec) {
@@ -1175,7 +1197,8 @@ awaitable<void> client_session::send_to_server(std::string_view bytes) {
 }
 
 awaitable<void> client_session::cleanup_step() {
-  if (!server_pump_running_ || broken_) co_return;
+  // A cancel on its way resumes the cleanup once the server has it.
+  if (!server_pump_running_ || broken_ || cancels_in_flight_ > 0) co_return;
   std::string out;
   if (copy_in_) {
     wire::message_writer w(out);
@@ -1198,7 +1221,7 @@ awaitable<void> client_session::cleanup_step() {
   if (!queue_.empty()) {
     if (!cancel_sent_ && server_) {
       cancel_sent_ = true;
-      co_await pool::send_cancel(server_->endpoint(), server_->process_id(), server_->secret_key());
+      co_await cancel_on_server(shared_from_this());
     }
     co_return;  // the next ReadyForQuery brings us back here
   }

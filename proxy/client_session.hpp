@@ -128,6 +128,12 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Emits synthetic responses now at the head of queue_ into `out`.
   void take_synthetic(std::string& out);
   bool server_idle() const;
+  // No write to the server and no cancel request is under way.
+  bool nothing_in_flight() const;
+  // A release deferred until the connection is idle and nothing is in
+  // flight happens now: the server pump is woken from its read.
+  void wake_pump_to_release();
+  awaitable<void> cancel_on_server(std::shared_ptr<client_session> self);
   void release_server(bool reusable);
   awaitable<void> flush_to_server();
   awaitable<void> write_to_client(std::string_view bytes);
@@ -173,6 +179,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   bool error_in_cycle_ = false;  // an ErrorResponse since the last ReadyForQuery
   bool ready_seen_ = false;      // a ReadyForQuery since the server pump last looked
   int writes_to_server_ = 0;     // client-pump writes in flight
+  int cancels_in_flight_ = 0;    // cancel requests the server has not yet delivered
   bool release_deferred_ = false;
   bool client_gone_ = false;
   bool server_pump_running_ = false;

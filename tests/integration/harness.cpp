@@ -638,6 +638,81 @@ void sleep_for(milliseconds d) {
   }
 }
 
+int listen_loopback(int& port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(fd, 16) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error(std::string("listen on loopback: ") + std::strerror(errno));
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  port = ntohs(addr.sin_port);
+  return fd;
+}
+
+slow_relay::slow_relay(int target_port, milliseconds delay)
+    : target_port_(target_port), delay_(delay) {
+  listen_fd_ = listen_loopback(port_);
+  if (::pipe2(stop_pipe_, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+slow_relay::~slow_relay() {
+  ::close(stop_pipe_[1]);  // wakes every poll below
+  acceptor_.join();        // after which nothing adds to relays_
+  for (std::thread& t : relays_) t.join();
+  ::close(stop_pipe_[0]);
+  ::close(listen_fd_);
+}
+
+void slow_relay::accept_loop() {
+  for (;;) {
+    pollfd p[2] = {{listen_fd_, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0 && errno != EINTR) return;
+    if (p[1].revents != 0) return;
+    if (p[0].revents == 0) continue;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    ++connections_;
+    relays_.emplace_back([this, fd] { relay(fd); });
+  }
+}
+
+void slow_relay::relay(int client_fd) {
+  pollfd wait_stop{stop_pipe_[0], POLLIN, 0};
+  int server_fd = -1;
+  if (::poll(&wait_stop, 1, static_cast<int>(delay_.count())) == 0) {
+    server_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(target_port_));
+    if (::connect(server_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(server_fd);
+      server_fd = -1;
+    }
+  }
+  char buf[16384];
+  while (server_fd >= 0) {
+    pollfd p[3] = {{client_fd, POLLIN, 0}, {server_fd, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
+    if (::poll(p, 3, -1) < 0 && errno != EINTR) break;
+    if (p[2].revents != 0) break;
+    bool open = true;
+    for (int from = 0; from < 2 && open; ++from) {
+      if (p[from].revents == 0) continue;
+      const ssize_t n = ::recv(p[from].fd, buf, sizeof buf, 0);
+      open = n > 0 && ::send(p[1 - from].fd, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL) == n;
+    }
+    if (!open) break;
+  }
+  if (server_fd >= 0) ::close(server_fd);
+  ::close(client_fd);
+}
+
 int closed_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};

@@ -9,6 +9,7 @@
 // Not thread-safe; one test case uses it from one thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -17,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <libpq-fe.h>
@@ -266,6 +268,35 @@ int closed_port();
 
 // Sleeps (EINTR-safe).
 void sleep_for(milliseconds d);
+
+// A socket listening on a free loopback port (backlog 16); its port in `port`.
+int listen_loopback(int& port);
+
+// A TCP relay on a free loopback port to 127.0.0.1:`target_port` that holds
+// each new connection for `delay` before connecting it through: a server
+// that is slow to take connections (cancel requests included).
+class slow_relay {
+ public:
+  slow_relay(int target_port, milliseconds delay);
+  ~slow_relay();
+  slow_relay(const slow_relay&) = delete;
+  slow_relay& operator=(const slow_relay&) = delete;
+  int port() const { return port_; }
+  int connections() const { return connections_.load(); }
+
+ private:
+  void accept_loop();
+  void relay(int client_fd);
+
+  int target_port_;
+  milliseconds delay_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  int stop_pipe_[2] = {-1, -1};  // readable once the relay is stopping
+  std::atomic<int> connections_{0};
+  std::thread acceptor_;
+  std::vector<std::thread> relays_;  // one per connection, added by acceptor_ only
+};
 
 // Polls `pred` every 20 ms until it is true or `timeout` passes; returns the
 // last value.

@@ -180,6 +180,24 @@ TEST_CASE("session: a client vanishing during a long query gets the query cancel
   CHECK(eventually([&] { return direct.exec(sleeping).empty(); }, seconds(3)));
 }
 
+TEST_CASE("session: the cleanup cancel is delivered before the connection is reused") {
+  // Cancel requests take 600 ms to reach PostgreSQL; A's query ends on its own before
+  // that. The cleanup must not reset and hand over the connection while its cancel is
+  // still on the way, or the cancel stops the next client's query.
+  slow_relay slow(std::stoi(cluster_value("PGSTASH_PG_PORT")), milliseconds(600));
+  pgstash_instance px({"pool.size = 1", "server.port = " + std::to_string(slow.port())});
+  {
+    pg_conn a(px.conninfo());
+    REQUIRE(PQsendQuery(a.get(), "select pg_sleep(0.2)"));
+    REQUIRE(PQflush(a.get()) == 0);
+    sleep_for(milliseconds(50));  // the query is on the server
+    a.kill_socket();
+  }
+  pg_conn b(px.conninfo(), seconds(10));
+  CHECK(b.exec("select 'b', pg_sleep(1)") == "b");
+  CHECK(slow.connections() == 2);  // the server connection and the cancel
+}
+
 TEST_CASE("session: a client vanishing during a long query, politely") {
   // Same, but the client sends Terminate while its query still runs.
   pgstash_instance px({"pool.size = 1"});
@@ -255,16 +273,8 @@ TEST_CASE("session: an unreachable server gives 08006 quickly") {
 TEST_CASE("session: server.connect_timeout_ms bounds a server that never answers") {
   // A listener that completes the TCP handshake (the kernel accepts into the backlog) and then
   // says nothing, like a wedged server.
-  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(lfd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(lfd, 16) == 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const int silent_port = ntohs(addr.sin_port);
+  int silent_port = 0;
+  const int lfd = listen_loopback(silent_port);
 
   pgstash_instance px({"server.port = " + std::to_string(silent_port), "server.tls = \"disable\"",
                        "server.connect_timeout_ms = 1000"});

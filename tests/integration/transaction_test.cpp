@@ -1231,6 +1231,28 @@ TEST_CASE("transaction: cancel reaches the server running the client's query") {
   }
 }
 
+TEST_CASE("transaction: a late cancel never reaches the next client on the connection") {
+  // Cancel requests take 600 ms to reach PostgreSQL, longer than A's query runs, so
+  // the cancel is still on its way when A's query ends on its own. The connection must
+  // not pass to B before the server has the cancel, or the cancel stops B's query.
+  slow_relay slow(std::stoi(cluster_value("PGSTASH_PG_PORT")), milliseconds(600));
+  pgstash_instance px(txn({"pool.size = 1", "server.port = " + std::to_string(slow.port())}));
+  pg_conn a(px.conninfo());
+  pg_conn b(px.conninfo());
+  CHECK(a.exec("select 1") == "1");  // the one server connection is open
+
+  REQUIRE(PQsendQuery(a.get(), "select 'a', pg_sleep(0.2)") == 1);
+  PGcancel* cancel = PQgetCancel(a.get());
+  REQUIRE(cancel);
+  char err[256];
+  CHECK(PQcancel(cancel, err, sizeof err) == 1);
+  PQfreeCancel(cancel);
+  REQUIRE(PQsendQuery(b.get(), "select 'b', pg_sleep(1)") == 1);
+  CHECK(collect(a, seconds(10)) == "a");
+  CHECK(collect(b, seconds(10)) == "b");
+  CHECK(slow.connections() == 2);  // the server connection and the cancel
+}
+
 TEST_CASE("transaction: pool.query_wait_timeout_ms gives 53300 while the pool is held") {
   pgstash_instance px(txn({"pool.size = 1", "pool.query_wait_timeout_ms = 500"}));
   pg_conn h(px.conninfo());
