@@ -67,6 +67,16 @@ awaitable<void> pg_stream::write(std::string_view bytes, error_code& ec) {
     error_code woken;
     co_await turn.async_wait(on_error(woken));
   }
+  if (!writing_ && !tls_) {
+    // Most writes fit the socket buffer: one send, without the cost of an
+    // asynchronous operation and its completion hand-off. Non-blocking, so
+    // a full buffer gives would_block instead of stalling the thread.
+    if (!socket_.non_blocking()) socket_.non_blocking(true, ec);
+    const std::size_t sent = socket_.write_some(asio::buffer(bytes.data(), bytes.size()), ec);
+    if (ec == asio::error::would_block) ec.clear();
+    if (ec || sent == bytes.size()) co_return;
+    bytes.remove_prefix(sent);
+  }
   writing_ = true;
   auto data = asio::buffer(bytes.data(), bytes.size());
   if (tls_) {

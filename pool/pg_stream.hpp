@@ -8,11 +8,12 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include <boost/container/deque.hpp>
 
 #include "pool/asio.hpp"
 #include "wire/framing.hpp"
@@ -81,7 +82,7 @@ class pg_stream {
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
   bool writing_ = false;
-  std::deque<asio::steady_timer*> write_waiters_;
+  boost::container::deque<asio::steady_timer*> write_waiters_;  // allocates only when used
 };
 
 }  // namespace pgstash::pool

@@ -228,7 +228,11 @@ std::optional<wire::parameter_status> server_connection::note_parameter_status(
     std::string_view body) {
   wire::parameter_status ps;
   if (wire::parse_parameter_status(body, ps)) return std::nullopt;
-  parameters_[std::string(ps.name)] = std::string(ps.value);
+  auto known = parameters_->find(ps.name);
+  if (known != parameters_->end() && known->second == ps.value) return ps;
+  auto changed = std::make_shared<parameter_map>(*parameters_);
+  changed->insert_or_assign(std::string(ps.name), std::string(ps.value));
+  parameters_ = std::move(changed);
   return ps;
 }
 

@@ -74,6 +74,10 @@ class server_error : public std::runtime_error {
 // Builds a server_error from pgstash's side: FATAL with `sqlstate`.
 server_error make_server_error(std::string_view sqlstate, std::string message);
 
+// ParameterStatus values by name. Shared as immutable snapshots: every
+// client told a server's values points at the same one.
+using parameter_map = std::map<std::string, std::string, std::less<>>;
+
 struct server_limits {
   std::size_t buffer_size = 65536;
   std::uint32_t max_message_size = 1u << 30;
@@ -95,8 +99,9 @@ class server_connection {
   std::uint32_t process_id() const { return process_id_; }
   std::uint32_t secret_key() const { return secret_key_; }
   // The server's current ParameterStatus values; the relay keeps them up
-  // to date so a later client can be told them.
-  const std::map<std::string, std::string>& parameters() const { return parameters_; }
+  // to date so a later client can be told them. A change makes a new
+  // snapshot; earlier ones stay as they were.
+  const std::shared_ptr<const parameter_map>& parameters() const { return parameters_; }
   // Keeps parameters() current with a ParameterStatus body from the server;
   // returns what it said, or nullopt if it is malformed.
   std::optional<wire::parameter_status> note_parameter_status(std::string_view body);
@@ -127,7 +132,7 @@ class server_connection {
   server_state state_;
   std::uint32_t process_id_ = 0;
   std::uint32_t secret_key_ = 0;
-  std::map<std::string, std::string> parameters_;
+  std::shared_ptr<const parameter_map> parameters_ = std::make_shared<const parameter_map>();
   std::chrono::steady_clock::time_point created_at_;
   tcp::endpoint endpoint_;
 };

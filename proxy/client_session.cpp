@@ -26,7 +26,7 @@ using wire::frontend_tag;
 
 // A client's read buffer starts this small and grows on demand: most
 // requests are short, and an idle client should cost next to nothing.
-constexpr std::size_t k_initial_client_buffer = 1024;
+constexpr std::size_t k_initial_client_buffer = 512;
 
 constexpr char tag_of(frontend_tag t) { return static_cast<char>(t); }
 constexpr char tag_of(backend_tag t) { return static_cast<char>(t); }
@@ -139,19 +139,31 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
     proxy_context& ctx;
     ~client_count_guard() { --ctx.clients; }
   } guard{ctx_};
+  // Login and leaving are coroutines of their own so that what they hold
+  // (the startup packet, the greeting) is freed while the client is idle.
+  if (!co_await log_in(self)) co_return;
+  if (transaction_mode()) {
+    release_server(true);
+  } else {
+    start_server_pump();
+  }
+  co_await client_loop();
+  co_await leave();
+}
 
+awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& self) {
   wire::startup_message startup;
   std::string startup_packet;  // keeps the views in `startup` alive
   {
     pool::deadline login_timeout(client_.socket().get_executor(),
                                  std::chrono::milliseconds(ctx_.cfg.limits.client_login_timeout_ms),
                                  [this] { client_.close(); });
-    if (!co_await negotiate_startup(startup, startup_packet)) co_return;
+    if (!co_await negotiate_startup(startup, startup_packet)) co_return false;
     if (ctx_.clients > ctx_.cfg.listen.max_client_conn) {
       co_await fail("53300", "sorry, too many clients already");
-      co_return;
+      co_return false;
     }
-    if (!co_await authenticate(request_.credentials)) co_return;
+    if (!co_await authenticate(request_.credentials)) co_return false;
   }
 
   request_.user = user_;
@@ -160,7 +172,7 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
     auto it = ctx_.cfg.databases.find(database_);
     if (it == ctx_.cfg.databases.end()) {
       co_await fail("3D000", "database \"" + database_ + "\" does not exist");
-      co_return;
+      co_return false;
     }
     request_.database = it->second;
   }
@@ -179,7 +191,7 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   }
   request_.cached_signature = request_.signature();
   server_pump_done_.emplace(client_.socket().get_executor(), asio::steady_timer::time_point::max());
-  if (!co_await attach_server()) co_return;
+  if (!co_await attach_server()) co_return false;
 
   // Tell the client what a server would: parameters, its cancel key, ready.
   // In session mode the process id is the real server's; in transaction
@@ -190,22 +202,16 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   ctx_.register_cancel_key(*cancel_key_, self);
   std::string hello;
   wire::write_authentication_ok(hello);
-  for (const auto& [name, value] : server_->parameters()) {
-    wire::write_parameter_status(hello, name, value);
-    reported_[name] = value;
-  }
+  for (const auto& [name, value] : *server_->parameters()) wire::write_parameter_status(hello, name, value);
+  reported_ = server_->parameters();
   wire::write_backend_key_data(hello, cancel_key_->first, cancel_key_->second);
   wire::write_ready_for_query(hello, 'I');
   co_await write_to_client(hello);
   if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("{} logged in", prefix());
+  co_return true;
+}
 
-  if (transaction_mode()) {
-    release_server(true);
-  } else {
-    start_server_pump();
-  }
-  co_await client_loop();
-
+awaitable<void> client_session::leave() {
   if (!end_sqlstate_.empty()) co_await fail(end_sqlstate_, end_message_);
   client_gone_ = true;
   client_.close();
@@ -257,15 +263,17 @@ awaitable<bool> client_session::attach_server() {
   if (problem.empty()) {
     // Reported settings the client was last told otherwise (a RESET it ran
     // on another connection, say) are reported again, as a server would.
-    const bool logged_in = !reported_.empty();  // at login the hello says it all
+    if (!reported_) co_return true;  // at login the hello says it all
     std::string statuses;
-    for (const auto& [name, value] : server_->parameters()) {
-      auto told = reported_.find(name);
-      if (told != reported_.end() && told->second == value) continue;
-      reported_[name] = value;
-      wire::write_parameter_status(statuses, name, value);
+    if (reported_ != server_->parameters()) {
+      for (const auto& [name, value] : *server_->parameters()) {
+        auto told = reported_->find(name);
+        if (told != reported_->end() && told->second == value) continue;
+        wire::write_parameter_status(statuses, name, value);
+      }
+      reported_ = server_->parameters();
     }
-    if (logged_in && !statuses.empty()) co_await write_to_client(statuses);
+    if (!statuses.empty()) co_await write_to_client(statuses);
     co_return true;
   }
   release_server(false);
@@ -808,8 +816,11 @@ awaitable<void> client_session::client_loop() {
     }
 
     client_.compact();
-    // Between transactions a client holds no server; let go of its buffer.
-    if (!server_) client_.shrink();
+    // Between transactions a client holds no server; let go of its buffers.
+    if (!server_) {
+      client_.shrink();
+      if (queue_.empty()) queue_.shrink_to_fit();
+    }
     // The idle clock runs only while nothing is outstanding; the server
     // pump starts it again when the last answer arrives.
     if (queue_.empty()) arm_idle_timer();
@@ -974,8 +985,7 @@ client_session::frame_action client_session::on_server_frame(char tag,
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::parameter_status: {
       if (body) {
-        if (auto ps = server_->note_parameter_status(*body))
-          reported_[std::string(ps->name)] = std::string(ps->value);
+        if (server_->note_parameter_status(*body)) reported_ = server_->parameters();
       }
       // Even from pgstash's own statements: a setting pgstash restores is
       // one the client must be told about.

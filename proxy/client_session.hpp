@@ -18,11 +18,12 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <boost/container/deque.hpp>
 
 #include "invalidation/statement_analysis.hpp"
 #include "pool/asio.hpp"
@@ -87,6 +88,12 @@ class client_session : public std::enable_shared_from_this<client_session> {
   enum class frame_action { forward, drop, stop };
 
   awaitable<void> run(std::shared_ptr<client_session> self);
+  // Startup, authentication, the first server lease and the greeting.
+  // Returns false if the session ends there.
+  awaitable<bool> log_in(const std::shared_ptr<client_session>& self);
+  // Ends the session: the error that ended it, then the server connection
+  // brought back clean (or closed) and returned.
+  awaitable<void> leave();
   awaitable<bool> negotiate_startup(wire::startup_message& startup, std::string& packet);
   awaitable<bool> authenticate(pool::server_credentials& credentials);
   // Sends an authentication request and returns the body of the client's
@@ -163,7 +170,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::optional<std::pair<std::uint32_t, std::uint32_t>> cancel_key_;
   std::optional<session_state> state_;  // transaction mode only
 
-  std::deque<expected> queue_;
+  // Allocates nothing until used, and frees all when shrunk empty (an
+  // idle client's).
+  boost::container::deque<expected> queue_;
   std::map<std::string, prepared_statement> statements_;  // client name -> (transaction mode)
   analysis_ptr unnamed_statement_;
   std::map<std::string, analysis_ptr> portals_;
@@ -193,7 +202,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::string end_message_;
   std::optional<asio::steady_timer> server_pump_done_;
   std::optional<pool::deadline> idle_timer_;
-  std::map<std::string, std::string> reported_;  // ParameterStatus values the client was told
+  std::shared_ptr<const pool::parameter_map> reported_;  // ParameterStatus values the client was told
   bool batch_started_ = false;   // extended-protocol messages since the last Sync
   bool skip_until_sync_ = false;  // after an error pgstash answered itself
   std::string idle_sqlstate_;  // set when the idle clock ran out

@@ -28,7 +28,10 @@ awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx) {
     error_code ec;
     // Each session runs on its own strand of the shared io_context, so its
     // two pumps never run at once while sessions spread over all workers.
-    tcp::socket socket(asio::make_strand(acceptor.get_executor()));
+    // The strand wraps the io_context's own executor, not the type-erased
+    // one: every completion of the session passes through it.
+    tcp::socket socket(asio::make_strand(static_cast<asio::io_context&>(
+        asio::query(acceptor.get_executor(), asio::execution::context))));
     co_await acceptor.async_accept(socket, on_error(ec));
     if (ec == asio::error::operation_aborted) break;
     if (ec) {
