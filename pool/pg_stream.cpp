@@ -1,6 +1,7 @@
 #include "pool/pg_stream.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -126,6 +127,19 @@ bool pg_stream::has_unexpected_input() {
   ssize_t n = ::recv(socket_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n > 0 || n == 0) return true;
   return errno != EAGAIN && errno != EWOULDBLOCK;
+}
+
+void pg_stream::move_to(const asio::any_io_executor& ex) {
+  auto& here = asio::query(socket_.get_executor(), asio::execution::context);
+  if (&here == &asio::query(ex, asio::execution::context)) return;
+  const tcp::endpoint local = socket_.local_endpoint();
+  const tcp::socket::native_handle_type fd = socket_.release();
+  try {
+    socket_ = tcp::socket(ex, local.protocol(), fd);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
 }
 
 void pg_stream::close() {

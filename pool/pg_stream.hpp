@@ -70,6 +70,12 @@ class pg_stream {
   // was closed or sent something unasked (e.g. a FATAL on shutdown).
   bool has_unexpected_input();
 
+  // Re-homes the socket on `ex`'s io_context (one per worker thread), so
+  // that its I/O completes on the thread that now uses it. Two epoll_ctl
+  // calls; nothing if it is there already. Throws if the socket cannot be
+  // registered there. REQUIRES: no operation outstanding.
+  void move_to(const asio::any_io_executor& ex);
+
   // Closes the socket at once; pending operations complete with errors.
   void close();
 

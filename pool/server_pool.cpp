@@ -19,6 +19,10 @@ awaitable<std::unique_ptr<server_connection>> server_pool::connect(
   co_return co_await server_connection::connect(cfg_.server, tls_, request, limits, id);
 }
 
+bool server_pool::on_context(server_connection& conn, const asio::execution_context* context) {
+  return &asio::query(conn.stream().socket().get_executor(), asio::execution::context) == context;
+}
+
 bool server_pool::needs_check(const server_connection& conn) const {
   return !cfg_.pool.server_check_query.empty() &&
          clock::now() - conn.idle_since >= std::chrono::milliseconds(cfg_.pool.server_check_delay_ms);
@@ -36,6 +40,7 @@ awaitable<bool> server_pool::still_good(server_connection& conn) {
 awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
     const connect_request& request) {
   auto ex = co_await asio::this_coro::executor;
+  const asio::execution_context* here = &asio::query(ex, asio::execution::context);
   const pool_key key = request.key();
   const std::string signature =
       request.cached_signature.empty() ? request.signature() : request.cached_signature;
@@ -49,19 +54,30 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
     user_pool& p = pools_[key];
     if (!p.template_request) p.template_request = request;
     if (my_turn || p.waiters.empty()) {
-      std::unique_ptr<server_connection> candidate;
+      // The most recently used match, preferring one already on this
+      // worker's io_context (no move needed).
+      auto match = p.idle.end();
       for (auto it = p.idle.begin(); it != p.idle.end(); ++it) {
         if ((*it)->signature() != signature) continue;
-        candidate = std::move(*it);
-        p.idle.erase(it);
-        break;
+        if (match == p.idle.end()) match = it;
+        if (on_context(**it, here)) {
+          match = it;
+          break;
+        }
       }
-      if (candidate) {
+      if (match != p.idle.end()) {
+        std::unique_ptr<server_connection> candidate = std::move(*match);
+        p.idle.erase(match);
         lock.unlock();
         // One syscall tells whether the server closed it (a restart, a
         // terminated backend) while it sat idle.
-        const bool good = needs_check(*candidate) ? co_await still_good(*candidate)
-                                                  : !candidate->stream().has_unexpected_input();
+        bool good = false;
+        try {
+          candidate->stream().move_to(ex);
+          good = needs_check(*candidate) ? co_await still_good(*candidate)
+                                         : !candidate->stream().has_unexpected_input();
+        } catch (const boost::system::system_error&) {
+        }
         if (good) co_return candidate;
         lock.lock();
         close_locked(pools_[key], std::move(candidate));

@@ -12,7 +12,8 @@
 // idle connection opened for other parameters is closed to make room.
 //
 // Thread-safe: sessions on any executor may acquire and release. A
-// connection belongs to whoever holds its unique_ptr.
+// connection belongs to whoever holds its unique_ptr; acquire() moves its
+// socket to the caller's io_context, preferring connections already there.
 #pragma once
 
 #include <chrono>
@@ -82,6 +83,7 @@ class server_pool {
   // is set, of the other pools of that database. REQUIRES: mu_ held.
   void wake_next_locked(const pool_key& key);
   bool database_has_room_locked(const std::string& database) const;
+  static bool on_context(server_connection& conn, const asio::execution_context* context);
   awaitable<std::unique_ptr<server_connection>> connect(const connect_request& request);
   // True if `conn` has been idle long enough to be checked with
   // pool.server_check_query before reuse.

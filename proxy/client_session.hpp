@@ -14,7 +14,8 @@
 // idle state (cancel, CopyFail, Sync, ROLLBACK and, in session mode or when
 // pinned, pool.server_reset_query) and returned to the pool, or closed.
 //
-// Runs on one strand; owned by the coroutines running it (shared_ptr).
+// Runs on one worker's io_context (one thread); owned by the coroutines
+// running it (shared_ptr).
 #pragma once
 
 #include <cstdint>
@@ -39,7 +40,8 @@ struct proxy_context;
 
 class client_session : public std::enable_shared_from_this<client_session> {
  public:
-  // REQUIRES: `ctx` outlives the session; `socket` runs on a strand.
+  // REQUIRES: `ctx` outlives the session; `socket`'s io_context is run by
+  // one thread.
   client_session(proxy_context& ctx, tcp::socket socket);
   client_session(const client_session&) = delete;
   client_session& operator=(const client_session&) = delete;

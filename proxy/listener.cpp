@@ -22,16 +22,16 @@ tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std:
   return acceptor;
 }
 
-awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx) {
+awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx,
+                               std::vector<asio::io_context*> workers) {
   auto ex = co_await asio::this_coro::executor;
+  std::size_t next = 0;
   while (acceptor.is_open()) {
     error_code ec;
-    // Each session runs on its own strand of the shared io_context, so its
-    // two pumps never run at once while sessions spread over all workers.
-    // The strand wraps the io_context's own executor, not the type-erased
-    // one: every completion of the session passes through it.
-    tcp::socket socket(asio::make_strand(static_cast<asio::io_context&>(
-        asio::query(acceptor.get_executor(), asio::execution::context))));
+    // A session lives on one worker's io_context, which one thread runs:
+    // its two pumps never run at once, with no strand to pass through.
+    tcp::socket socket(workers[next]->get_executor());
+    next = (next + 1) % workers.size();
     co_await acceptor.async_accept(socket, on_error(ec));
     if (ec == asio::error::operation_aborted) break;
     if (ec) {

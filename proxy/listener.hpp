@@ -2,6 +2,8 @@
 // client_session for each.
 #pragma once
 
+#include <vector>
+
 #include "pool/asio.hpp"
 
 namespace pgstash::proxy {
@@ -12,6 +14,8 @@ struct proxy_context;
 // accepts until the acceptor is closed. REQUIRES: `ctx` and `acceptor`
 // outlive the returned coroutine.
 tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std::uint16_t port);
-awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx);
+// Sessions go to the `workers` (one io_context per thread) in turn.
+awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx,
+                               std::vector<asio::io_context*> workers);
 
 }  // namespace pgstash::proxy

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -76,7 +77,17 @@ int run(loaded config) {
 
   const unsigned workers =
       cfg.process.workers > 0 ? cfg.process.workers : std::max(1u, std::thread::hardware_concurrency());
-  asio::io_context ioc(static_cast<int>(workers));
+  // One io_context per worker thread. The first also runs the listener,
+  // signals and pool maintenance.
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<asio::io_context*> worker_contexts;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
+  for (unsigned i = 0; i < workers; ++i) {
+    contexts.push_back(std::make_unique<asio::io_context>(1));
+    worker_contexts.push_back(contexts.back().get());
+    keep_running.push_back(asio::make_work_guard(*contexts.back()));
+  }
+  asio::io_context& ioc = *contexts.front();
   proxy::proxy_context ctx(cfg, std::move(config.users), proxy::make_client_tls(cfg.listen),
                            proxy::make_server_tls(cfg.server));
   tcp::acceptor acceptor = proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port);
@@ -95,11 +106,11 @@ int run(loaded config) {
     spdlog::shutdown();
     std::_Exit(0);
   });
-  asio::co_spawn(ioc, proxy::accept_clients(acceptor, ctx), asio::detached);
-  asio::co_spawn(asio::make_strand(ioc), maintain_pools(ctx.pool), asio::detached);
+  asio::co_spawn(ioc, proxy::accept_clients(acceptor, ctx, worker_contexts), asio::detached);
+  asio::co_spawn(ioc, maintain_pools(ctx.pool), asio::detached);
 
   std::vector<std::thread> threads;
-  for (unsigned i = 1; i < workers; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+  for (unsigned i = 1; i < workers; ++i) threads.emplace_back([&contexts, i] { contexts[i]->run(); });
   ioc.run();
   for (auto& t : threads) t.join();
   return 0;
