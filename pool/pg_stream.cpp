@@ -14,7 +14,10 @@ pg_stream::pg_stream(tcp::socket socket, std::size_t max_buffer, std::size_t ini
     : socket_(std::move(socket)),
       max_buffer_(max_buffer),
       initial_buffer_(std::min(initial_buffer, max_buffer)),
-      buffer_(initial_buffer_, '\0') {}
+      buffer_(initial_buffer_, '\0') {
+  // Set once here (write() needs it) so that Asio does not set it again.
+  if (socket_.is_open()) socket_.non_blocking(true);
+}
 
 void pg_stream::shrink() {
   if (begin_ != end_ || buffer_.size() <= initial_buffer_) return;
