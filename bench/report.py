@@ -178,6 +178,8 @@ def pgbench_record(a):
         "lat_avg_ms": number(r"^latency average = ([0-9.]+) ms", text),
         "lat_p50_ms": hist_percentile(hist, 0.50),
         "lat_p99_ms": hist_percentile(hist, 0.99),
+        "pooler_cpu_us_per_txn": (a.cpu_ticks * 1e6 / os.sysconf("SC_CLK_TCK") / txns
+                                  if a.target != "direct" and status == "ok" else None),
         "initial_connection_ms": number(r"^initial connection time = ([0-9.]+) ms", text),
         "average_connection_ms": number(r"^average connection time = ([0-9.]+) ms", text),
         "error": error if status != "ok" else None,
@@ -236,6 +238,10 @@ def fmt_ms(v):
     if v is None:
         return "–"
     return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+
+
+def fmt_cpu(us):
+    return f"{us:,.1f}" if us is not None else "–"
 
 
 def ratio(a, b):
@@ -370,6 +376,7 @@ def merge_rounds(runs):
         "lat_avg_ms": mean(r["lat_avg_ms"] for r in runs),
         "lat_p50_ms": hist_percentile(hist, 0.50),
         "lat_p99_ms": hist_percentile(hist, 0.99),
+        "pooler_cpu_us_per_txn": mean(r.get("pooler_cpu_us_per_txn") for r in runs),
         "initial_connection_ms": mean(r.get("initial_connection_ms") for r in runs),
         "average_connection_ms": mean(r.get("average_connection_ms") for r in runs),
         "error": failed[0]["error"] if failed else None,
@@ -448,6 +455,22 @@ def render(outdir):
                   + " | ".join(fmt_ratio(ratio(st, get(w, o))) for o in ("pgbouncer", "pgpool", "direct"))
                   + " |")
     md.append("")
+    md.append("### Pooler CPU per transaction")
+    md.append("")
+    md.append("User + system CPU time of the pooler's processes during the run, divided by the "
+              "transactions pgbench completed, in µs: the cost of the pooler itself, less "
+              "affected than TPS by what else shares the cores.")
+    md.append("")
+    md.append("| workload | PgBouncer | pgpool-II | pgstash | pgstash / PgBouncer |")
+    md.append("|---|--:|--:|--:|--:|")
+    for w in pg_workloads:
+        cpu = {t: (get(w, t) or {}).get("pooler_cpu_us_per_txn") for t in ("pgbouncer", "pgpool", "pgstash")}
+        rel = (f"{cpu['pgstash'] / cpu['pgbouncer']:.2f}×"
+               if cpu["pgstash"] is not None and cpu["pgbouncer"] else "–")
+        md.append(f"| {workload_title(w, meta, short=True)} | "
+                  + " | ".join(fmt_cpu(cpu[t]) for t in ("pgbouncer", "pgpool", "pgstash"))
+                  + f" | {rel} |")
+    md.append("")
     if idle_workloads:
         md.append("### Idle clients: resident memory per client")
         md.append("")
@@ -487,13 +510,13 @@ def render(outdir):
         cmd = next((get(w, t)["command"] for t in TARGETS if get(w, t)), "")
         md.append(f"**{workload_title(w, meta)}** — `{cmd}`")
         md.append("")
-        md.append("| target | TPS | ± rounds | latency avg ms | p99 ms | vs direct | note |")
-        md.append("|---|--:|--:|--:|--:|--:|---|")
+        md.append("| target | TPS | ± rounds | latency avg ms | p99 ms | vs direct | pooler CPU µs/txn | note |")
+        md.append("|---|--:|--:|--:|--:|--:|--:|---|")
         d = get(w, "direct")
         for t in TARGETS:
             r = get(w, t)
             if not r:
-                md.append(f"| {LABELS[t]} | n/a | | | | | |")
+                md.append(f"| {LABELS[t]} | n/a | | | | | | |")
                 continue
             ok = r["status"] == "ok"
             notes = [x for x in (r.get("error"), r.get("note")) if x]
@@ -504,6 +527,7 @@ def render(outdir):
             spread = f"{spread * 50:.0f}%" if spread is not None else "–"
             md.append(f"| {LABELS[t]} | {fmt_tps(r)} | {spread} | {fmt_ms(r['lat_avg_ms']) if ok else '–'} | "
                       f"{fmt_ms(r['lat_p99_ms']) if ok else '–'} | {fmt_ratio(ratio(r, d))} | "
+                      f"{fmt_cpu(r.get('pooler_cpu_us_per_txn'))} | "
                       + "; ".join(n.replace("|", "\\|") for n in notes) + " |")
         st = get(w, "pgstash")
         md.append("")
@@ -603,6 +627,8 @@ def main():
     p.add_argument("--clients", type=int, required=True)
     p.add_argument("--seconds", type=int, required=True)
     p.add_argument("--note", default="")
+    p.add_argument("--cpu-ticks", type=int, default=0,
+                   help="CPU clock ticks the pooler used during the run")
     p.add_argument("--keep-logs-in")
     p = sub.add_parser("idle-record")
     p.add_argument("--results", required=True)
