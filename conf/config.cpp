@@ -211,7 +211,8 @@ constexpr std::array k_keys = {
         "process.workers", 0, 256, "Threads running client sessions; 0 = one per CPU core."),
     integer_key<&config::server, &server_section::connect_timeout_ms>(
         "server.connect_timeout_ms", 1, k_max_timeout_ms,
-        "Limit in ms for TCP connect, TLS and authentication to PostgreSQL."),
+        "Limit in ms for TCP connect, TLS and authentication to PostgreSQL, and for delivering a "
+        "cancel request."),
     string_key<&config::server, &server_section::host>("server.host", true,
                                                        "PostgreSQL host (IP address or name)."),
     integer_key<&config::server, &server_section::port>("server.port", 1, 65535,

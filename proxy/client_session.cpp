@@ -202,7 +202,8 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   ctx_.register_cancel_key(*cancel_key_, self);
   std::string hello;
   wire::write_authentication_ok(hello);
-  for (const auto& [name, value] : *server_->parameters()) wire::write_parameter_status(hello, name, value);
+  for (const auto& [name, value] : *server_->parameters())
+    wire::write_parameter_status(hello, name, value);
   reported_ = server_->parameters();
   wire::write_backend_key_data(hello, cancel_key_->first, cancel_key_->second);
   wire::write_ready_for_query(hello, 'I');
