@@ -5,50 +5,15 @@
 # PGSTASH_PGBENCH_SECONDS sets the length of each run (default 5).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-src=${PGSTASH_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
-instance=$src/tests/lib/pgstash_instance.sh
-: "${PGSTASH_TEST_CLUSTER_DIR:?run through ctest (PGSTASH_TEST_CLUSTER_DIR is not set)}"
-# shellcheck disable=SC1091
-source "$PGSTASH_TEST_CLUSTER_DIR/env"
-PSQL=$PGSTASH_PG_BIN/psql
+# shellcheck source=tests/clients/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" pgbench_test
 export PGCONNECT_TIMEOUT=10
-PGBENCH=$PGSTASH_PG_BIN/pgbench
 DB=pgstash_bench_$$
 SECONDS_PER_RUN=${PGSTASH_PGBENCH_SECONDS:-5}
 
-checks=0
-ok() {
-  checks=$((checks + 1))
-  echo "ok - $*"
-}
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-# Administrative statements go to the cluster directly over its Unix socket.
-admin() {
-  "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$PGSTASH_PG_SOCKET_DIR" -p "$PGSTASH_PG_PORT" -U postgres \
-    -d postgres "$@"
-}
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/pgstash-pgbench-test.XXXXXX")
-cleanup() {
-  local rc=$?
-  set +e
-  # On failure, show the end of the pgstash log too.
-  if ((rc != 0)); then export PGSTASH_KEEP_LOG=1; fi
-  "$instance" stop "$work" || rc=1
+after_test() {
   admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1
-  if ((rc == 0)); then
-    rm -rf "$work"
-  else
-    echo "pgbench_test: FAILED (exit $rc); files kept in $work" >&2
-  fi
-  exit "$rc"
 }
-trap cleanup EXIT
 
 admin -c "CREATE DATABASE $DB"
 out=$("$instance" start "$work")

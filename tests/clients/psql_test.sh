@@ -3,54 +3,25 @@
 # one query string, an error in the middle of a script, \conninfo, a large result, password roles.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-src=${PGSTASH_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
-instance=$src/tests/lib/pgstash_instance.sh
-: "${PGSTASH_TEST_CLUSTER_DIR:?run through ctest (PGSTASH_TEST_CLUSTER_DIR is not set)}"
-# shellcheck disable=SC1091
-source "$PGSTASH_TEST_CLUSTER_DIR/env"
-PSQL=$PGSTASH_PG_BIN/psql
+# shellcheck source=tests/clients/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" psql_test
 export PGCONNECT_TIMEOUT=10
 
-checks=0
-ok() {
-  checks=$((checks + 1))
-  echo "ok - $*"
-}
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
 # expect_contains LABEL HAYSTACK NEEDLE
 expect_contains() {
   [[ $2 == *"$3"* ]] || fail "$1: expected output to contain '$3', got:"$'\n'"$2"
 }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/pgstash-psql-test.XXXXXX")
-cleanup() {
-  local rc=$?
-  set +e
-  if [[ -n ${PORT:-} ]]; then
-    "$PSQL" -X -q "$CONN" -c "DROP TABLE IF EXISTS $T, $B" >/dev/null 2>&1
-  fi
-  # On failure, show the end of the pgstash log too.
-  if ((rc != 0)); then export PGSTASH_KEEP_LOG=1; fi
-  "$instance" stop "$work" || rc=1
-  if ((rc == 0)); then
-    rm -rf "$work"
-  else
-    echo "psql_test: FAILED (exit $rc); files kept in $work" >&2
-  fi
-  exit "$rc"
+T=psql_test_items_$$
+B=psql_test_batch_$$
+after_test() {
+  admin -d pgstash_test -c "DROP TABLE IF EXISTS $T, $B" >/dev/null 2>&1
 }
-trap cleanup EXIT
 
 out=$("$instance" start "$work")
 read -r PORT PID <<<"$out"
 echo "pgstash listening on 127.0.0.1:$PORT (pid $PID)"
 CONN="host=127.0.0.1 port=$PORT dbname=pgstash_test user=postgres"
-T=psql_test_items_$$
-B=psql_test_batch_$$
 
 psql_q() { "$PSQL" -X -v ON_ERROR_STOP=1 "$CONN" "$@"; }
 

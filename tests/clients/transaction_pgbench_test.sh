@@ -20,36 +20,14 @@
 # PGSTASH_PGBENCH_SECONDS sets the length of each run (default 5).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-src=${PGSTASH_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
-instance=$src/tests/lib/pgstash_instance.sh
-: "${PGSTASH_TEST_CLUSTER_DIR:?run through ctest (PGSTASH_TEST_CLUSTER_DIR is not set)}"
-# shellcheck disable=SC1091
-source "$PGSTASH_TEST_CLUSTER_DIR/env"
-PSQL=$PGSTASH_PG_BIN/psql
-PGBENCH=$PGSTASH_PG_BIN/pgbench
+# shellcheck source=tests/clients/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" transaction_pgbench_test
 export PGCONNECT_TIMEOUT=30
 ROLE=pgstash_txbench_$$
 DB=pgstash_txbench_$$
 POOL_SIZE=10
 MANY_CLIENTS=1000
 SECONDS_PER_RUN=${PGSTASH_PGBENCH_SECONDS:-5}
-
-checks=0
-ok() {
-  checks=$((checks + 1))
-  echo "ok - $*"
-}
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-# Administrative statements go to the cluster directly over its Unix socket.
-admin() {
-  "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$PGSTASH_PG_SOCKET_DIR" -p "$PGSTASH_PG_PORT" -U postgres \
-    -d postgres "$@"
-}
 
 # 1000 pgbench connections, and as many on pgstash's side plus its server connections.
 need_fds=$((2 * MANY_CLIENTS + 200))
@@ -59,28 +37,16 @@ if [[ $hard != unlimited ]] && ((hard < need_fds)); then
 fi
 ulimit -n "$need_fds" 2>/dev/null || ulimit -n "$hard"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/pgstash-txn-pgbench-test.XXXXXX")
 sampler_pid=
-cleanup() {
-  local rc=$?
-  set +e
+after_test() {
   if [[ -n $sampler_pid ]]; then
     rm -f "$work/sampling"
     kill "$sampler_pid" 2>/dev/null
     wait "$sampler_pid" 2>/dev/null
   fi
-  if ((rc != 0)); then export PGSTASH_KEEP_LOG=1; fi
-  "$instance" stop "$work" || rc=1
   admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1
   admin -c "DROP ROLE IF EXISTS $ROLE" >/dev/null 2>&1
-  if ((rc == 0)); then
-    rm -rf "$work"
-  else
-    echo "transaction_pgbench_test: FAILED (exit $rc); files kept in $work" >&2
-  fi
-  exit "$rc"
 }
-trap cleanup EXIT
 
 admin -c "CREATE ROLE $ROLE LOGIN"
 admin -c "CREATE DATABASE $DB OWNER $ROLE"
