@@ -16,6 +16,8 @@
 
 #include "invalidation/statement_analysis.hpp"
 
+#include "invalidation/sql_text.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <optional>
@@ -40,14 +42,6 @@ bool is_ident_start(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
 }
 bool is_ident_cont(unsigned char c) { return is_ident_start(c) || is_digit(c) || c == '$'; }
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = ascii_lower(c);
-  return out;
-}
-
 // `lower_prefix` must be lower case.
 bool istarts_with(std::string_view s, std::string_view lower_prefix) {
   if (s.size() < lower_prefix.size()) return false;
@@ -263,19 +257,6 @@ std::vector<std::string_view> name_list(const json* list) {
 
 // ---- Building SQL.
 
-std::string quote_literal(std::string_view s) {
-  // E'' when there is a backslash, so the text means the same whatever the
-  // server's standard_conforming_strings.
-  const bool escape = s.find('\\') != std::string_view::npos;
-  std::string out = escape ? "E'" : "'";
-  for (char c : s) {
-    if (c == '\'' || (escape && c == '\\')) out.push_back(c);
-    out.push_back(c);
-  }
-  out.push_back('\'');
-  return out;
-}
-
 std::string join(const std::vector<std::string>& parts) {
   std::string out;
   for (const std::string& p : parts) {
@@ -465,7 +446,7 @@ std::optional<bool> parse_bool(std::string_view s) {
   while (!s.empty() && is_space(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
   if (s.empty()) return std::nullopt;
   auto prefix_of = [&](std::string_view word) {
-    return s.size() <= word.size() && istarts_with(word, lower(s));
+    return s.size() <= word.size() && istarts_with(word, ascii_lower(s));
   };
   if (prefix_of("true") || prefix_of("yes")) return true;
   if (prefix_of("false") || prefix_of("no")) return false;
@@ -526,7 +507,7 @@ void on_set_config(const json& call, bool runs_once, statement_effects& fx,
     return;
   }
   if (name.null) return;  // the call fails: "SET requires parameter name"
-  std::string guc = lower(name.text);
+  std::string guc = ascii_lower(name.text);
   if (guc.empty()) {
     fx.pins |= pin_opaque_setting;
     return;
@@ -672,7 +653,7 @@ void on_variable_set(const json& stmt, statement_effects& fx, const source_text&
     }
     return;
   }
-  std::string guc = lower(name);
+  std::string guc = ascii_lower(name);
   if (guc == "session_authorization") {
     fx.pins |= pin_session_authorization;
     return;
@@ -900,14 +881,8 @@ std::string to_sql(const setting_change& c) {
   std::size_t start = 0;
   for (;;) {
     const std::size_t dot = c.name.find('.', start);
-    const std::string_view part = std::string_view(c.name).substr(
-        start, dot == std::string::npos ? std::string::npos : dot - start);
-    name += '"';
-    for (char ch : part) {
-      if (ch == '"') name += '"';
-      name += ch;
-    }
-    name += '"';
+    name += quote_identifier(std::string_view(c.name).substr(
+        start, dot == std::string::npos ? std::string::npos : dot - start));
     if (dot == std::string::npos) break;
     name += '.';
     start = dot + 1;

@@ -1,11 +1,10 @@
 #include "pool/server_connection.hpp"
 
-#include <openssl/rand.h>
-
-#include "pool/deadline.hpp"
+#include "net/deadline.hpp"
 #include "wire/backend.hpp"
 #include "wire/frontend.hpp"
 #include "wire/message_writer.hpp"
+#include "wire/random.hpp"
 #include "wire/tags.hpp"
 
 namespace pgstash::pool {
@@ -42,18 +41,6 @@ std::string connect_request::signature() const {
   return s;
 }
 
-std::string random_nonce() {
-  unsigned char raw[18];
-  if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("RAND_bytes failed");
-  return wire::base64_encode(std::string_view(reinterpret_cast<char*>(raw), sizeof raw));
-}
-
-std::uint32_t random_uint32() {
-  std::uint32_t v;
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v) != 1)
-    throw std::runtime_error("RAND_bytes failed");
-  return v;
-}
 
 server_connection::server_connection(tcp::socket socket, const server_limits& limits,
                                      std::uint64_t id)
@@ -74,7 +61,7 @@ awaitable<std::unique_ptr<server_connection>> server_connection::connect(
   const std::string where = server.host + ":" + std::to_string(server.port);
 
   // One deadline covers resolving, connecting, TLS and authentication.
-  deadline timeout(ex, std::chrono::milliseconds(server.connect_timeout_ms),
+  net::deadline timeout(ex, std::chrono::milliseconds(server.connect_timeout_ms),
                    [&conn] { conn->stream_.close(); });
   try {
     tcp::resolver resolver(ex);
@@ -177,9 +164,9 @@ awaitable<void> server_connection::authenticate(const connect_request& request,
             if (!offered)
               throw make_server_error("08P01", "server offers no SASL mechanism pgstash supports");
             if (creds.password) {
-              scram.emplace(*creds.password, random_nonce());
+              scram.emplace(*creds.password, wire::random_nonce());
             } else if (creds.scram_keys) {
-              scram.emplace(creds.scram_keys->first, creds.scram_keys->second, random_nonce());
+              scram.emplace(creds.scram_keys->first, creds.scram_keys->second, wire::random_nonce());
             } else {
               throw make_server_error("28P01", no_secret);
             }
@@ -277,7 +264,7 @@ awaitable<std::optional<std::string>> server_connection::run_internal(std::strin
 awaitable<void> send_cancel(tcp::endpoint endpoint, std::uint32_t process_id,
                             std::uint32_t secret_key, std::chrono::milliseconds timeout) {
   tcp::socket socket(co_await asio::this_coro::executor);
-  deadline give_up(socket.get_executor(), timeout, [&socket] {
+  net::deadline give_up(socket.get_executor(), timeout, [&socket] {
     error_code ignored;
     socket.close(ignored);
   });

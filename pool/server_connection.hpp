@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "conf/config.hpp"
-#include "pool/asio.hpp"
-#include "pool/pg_stream.hpp"
+#include "net/asio.hpp"
+#include "net/pg_stream.hpp"
 #include "pool/server_state.hpp"
 #include "wire/auth.hpp"
 #include "wire/backend.hpp"
@@ -92,7 +92,7 @@ class server_connection {
       const conf::server_section& server, asio::ssl::context& tls, const connect_request& request,
       server_limits limits, std::uint64_t id);
 
-  pg_stream& stream() { return stream_; }
+  net::pg_stream& stream() { return stream_; }
   std::uint64_t id() const { return id_; }
   const std::string& signature() const { return signature_; }
   const pool_key& key() const { return key_; }
@@ -124,7 +124,7 @@ class server_connection {
   awaitable<void> negotiate_tls(const conf::server_section& server, asio::ssl::context& tls);
   awaitable<void> authenticate(const connect_request& request, std::uint32_t max_message_size);
 
-  pg_stream stream_;
+  net::pg_stream stream_;
   std::uint64_t id_;
   std::string signature_;
   pool_key key_;
@@ -143,9 +143,5 @@ class server_connection {
 // effort, as in PostgreSQL: errors are ignored.
 awaitable<void> send_cancel(tcp::endpoint endpoint, std::uint32_t process_id,
                             std::uint32_t secret_key, std::chrono::milliseconds timeout);
-
-// A random base64 nonce for SCRAM, from OpenSSL's CSPRNG.
-std::string random_nonce();
-std::uint32_t random_uint32();
 
 }  // namespace pgstash::pool

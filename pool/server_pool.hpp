@@ -27,7 +27,7 @@
 #include <string>
 
 #include "conf/config.hpp"
-#include "pool/asio.hpp"
+#include "net/asio.hpp"
 #include "pool/server_connection.hpp"
 
 namespace pgstash::pool {

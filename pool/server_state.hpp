@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <list>
 #include <map>
 #include <optional>
@@ -28,23 +29,32 @@ struct setting_value {
 // connection's defaults.
 using settings_map = std::map<std::string, setting_value>;
 
-// Server-side prepared statement names, least recently used first out.
+// Server-side prepared statement names, least recently used first out,
+// each with the version it was prepared at (when the client that defined it
+// Parsed it; see proxy/statement_map).
 class statement_lru {
  public:
   explicit statement_lru(std::size_t capacity) : capacity_(capacity) {}
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  // The version `name` was prepared at, if it is prepared here.
+  std::optional<std::uint64_t> version(const std::string& name) const;
   // Marks `name` as most recently used. REQUIRES: contains(name).
   void touch(const std::string& name);
-  // Adds `name`; returns the name evicted to make room, if any.
-  std::optional<std::string> insert(const std::string& name);
+  // Adds `name` (or replaces its version); returns the name evicted to make
+  // room, if any.
+  std::optional<std::string> insert(const std::string& name, std::uint64_t version);
   void erase(const std::string& name);
   void clear();
   std::size_t size() const { return index_.size(); }
 
  private:
+  struct entry {
+    std::list<std::string>::iterator position;
+    std::uint64_t version;
+  };
   std::size_t capacity_;
   std::list<std::string> order_;  // most recently used first
-  std::unordered_map<std::string, std::list<std::string>::iterator> index_;
+  std::unordered_map<std::string, entry> index_;
 };
 
 struct server_state {

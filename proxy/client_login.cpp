@@ -1,7 +1,6 @@
 // The first two stages of a client session: startup negotiation (TLS,
 // protocol version, cancel requests) and authentication against the auth
 // file.
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include "proxy/client_session.hpp"
@@ -9,20 +8,10 @@
 #include "wire/auth.hpp"
 #include "wire/errc.hpp"
 #include "wire/message_writer.hpp"
+#include "wire/random.hpp"
 #include "wire/tags.hpp"
 
 namespace pgstash::proxy {
-
-namespace {
-
-std::string random_bytes(std::size_t n) {
-  std::string out(n, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1)
-    throw std::runtime_error("RAND_bytes failed");
-  return out;
-}
-
-}  // namespace
 
 awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup,
                                                   std::string& packet) {
@@ -144,7 +133,7 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
 
   // md5 against a SCRAM verifier falls back to SCRAM, as PostgreSQL does.
   if (method == conf::auth_method::md5 && !secret_is_scram) {
-    const std::string salt = random_bytes(4);
+    const std::string salt = wire::random_bytes(4);
     std::string out;
     wire::write_authentication_md5(out, salt);
     auto body = co_await ask_for_password(out);
@@ -164,13 +153,13 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
   }
   std::optional<wire::scram_secret> verifier =
       secret_is_scram ? wire::parse_scram_secret(*secret)
-                      : wire::make_scram_secret(*secret, random_bytes(16), 4096);
+                      : wire::make_scram_secret(*secret, wire::random_bytes(16), 4096);
   if (!verifier) {
     spdlog::warn("{} auth file holds an invalid SCRAM secret for this user", prefix());
     co_await fail("28P01", failed);
     co_return false;
   }
-  wire::scram_server exchange(*verifier, pool::random_nonce());
+  wire::scram_server exchange(*verifier, wire::random_nonce());
   std::string out;
   wire::write_authentication_sasl(out, {"SCRAM-SHA-256"});
   auto body = co_await ask_for_password(out);

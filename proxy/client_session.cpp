@@ -4,17 +4,17 @@
 #include "proxy/client_session.hpp"
 
 #include <spdlog/spdlog.h>
-#include <xxhash.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <chrono>
 
 #include "invalidation/analysis_cache.hpp"
-#include "pool/deadline.hpp"
+#include "net/deadline.hpp"
 #include "proxy/proxy_context.hpp"
 #include "wire/backend.hpp"
 #include "wire/errc.hpp"
 #include "wire/message_writer.hpp"
+#include "wire/random.hpp"
 #include "wire/tags.hpp"
 
 namespace pgstash::proxy {
@@ -34,35 +34,8 @@ constexpr char tag_of(backend_tag t) { return static_cast<char>(t); }
 // An empty-bodied backend message such as ParseComplete.
 std::string empty_message(backend_tag tag) {
   std::string out;
-  wire::message_writer w(out);
-  w.begin(tag);
-  w.finish();
+  wire::write_empty(out, tag);
   return out;
-}
-
-// The server-side name for a statement: the same text and parameter types
-// from any client share one prepared statement per server connection.
-std::string server_statement_name(const wire::parse_message& parse) {
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_128bits_reset(state);
-  XXH3_128bits_update(state, parse.query.data(), parse.query.size());
-  for (std::uint32_t oid : parse.parameter_types) XXH3_128bits_update(state, &oid, sizeof oid);
-  XXH128_hash_t h = XXH3_128bits_digest(state);
-  XXH3_freeState(state);
-  char name[48];
-  std::snprintf(name, sizeof name, "pgstash_%016llx%016llx", static_cast<unsigned long long>(h.high64),
-                static_cast<unsigned long long>(h.low64));
-  return name;
-}
-
-void write_parse(std::string& out, std::string_view name, const wire::parse_message& parse) {
-  wire::message_writer w(out);
-  w.begin(frontend_tag::parse);
-  w.put_cstr(name);
-  w.put_cstr(parse.query);
-  w.put_int16(static_cast<std::int16_t>(parse.parameter_types.size()));
-  for (std::uint32_t oid : parse.parameter_types) w.put_uint32(oid);
-  w.finish();
 }
 
 // `frame` (a Bind or Describe) with the statement name after its first
@@ -79,6 +52,28 @@ void write_renamed(std::string& out, std::string_view frame, int skip, std::stri
   w.put_bytes(body.substr(end + 1));
   w.finish();
 }
+
+// The portal and statement names at the start of a Bind's body, if that
+// much of it is at hand.
+std::optional<std::pair<std::string_view, std::string_view>> bind_names(std::string_view body) {
+  std::size_t portal_end = body.find('\0');
+  if (portal_end == std::string_view::npos) return std::nullopt;
+  std::size_t statement_end = body.find('\0', portal_end + 1);
+  if (statement_end == std::string_view::npos) return std::nullopt;
+  return std::make_pair(body.substr(0, portal_end),
+                        body.substr(portal_end + 1, statement_end - portal_end - 1));
+}
+
+// Versions of server-side statements: a monotonic clock, the same on every
+// worker thread.
+std::uint64_t statement_clock() {
+  return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
+// The name pgstash gives the statement and portal of its own requests
+// inside a client's batch; never one a client's, whose unnamed ones it
+// must not disturb.
+constexpr std::string_view k_internal_name = "pgstash_internal";
 
 }  // namespace
 
@@ -155,7 +150,7 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   wire::startup_message startup;
   std::string startup_packet;  // keeps the views in `startup` alive
   {
-    pool::deadline login_timeout(client_.socket().get_executor(),
+    net::deadline login_timeout(client_.socket().get_executor(),
                                  std::chrono::milliseconds(ctx_.cfg.limits.client_login_timeout_ms),
                                  [this] { client_.close(); });
     if (!co_await negotiate_startup(startup, startup_packet)) co_return false;
@@ -197,8 +192,8 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   // In session mode the process id is the real server's; in transaction
   // mode the client has no one server, so it gets a number of pgstash's.
   const std::uint32_t pid =
-      transaction_mode() ? pool::random_uint32() & 0x7fffffff : server_->process_id();
-  cancel_key_ = std::make_pair(pid, pool::random_uint32());
+      transaction_mode() ? wire::random_uint32() & 0x7fffffff : server_->process_id();
+  cancel_key_ = std::make_pair(pid, wire::random_uint32());
   ctx_.register_cancel_key(*cancel_key_, self);
   std::string hello;
   wire::write_authentication_ok(hello);
@@ -217,7 +212,7 @@ awaitable<void> client_session::leave() {
   client_gone_ = true;
   client_.close();
   if (server_pump_running_) {
-    pool::deadline give_up(client_.socket().get_executor(),
+    net::deadline give_up(client_.socket().get_executor(),
                            std::chrono::milliseconds(ctx_.cfg.pool.cleanup_timeout_ms), [this] {
                              spdlog::warn("{} server connection did not come back clean in time: closing it",
                                           prefix());
@@ -303,11 +298,14 @@ void client_session::release_server(bool reusable) {
   server_.reset();
   unnamed_statement_.reset();
   portals_.clear();
+  deallocating_portals_.clear();
 }
 
 bool client_session::server_idle() const {
+  // Inside an extended-protocol batch the server waits for its Sync, and
+  // the batch's implicit transaction is its alone.
   return transaction_mode() && queue_.empty() && tx_status_ == 'I' && !copy_in_ &&
-         !(state_ && state_->pinned()) && !client_gone_;
+         !batch_started_ && !(state_ && state_->pinned()) && !client_gone_;
 }
 
 void client_session::cancel_server_query() {
@@ -372,89 +370,76 @@ void client_session::arm_idle_timer() {
                       });
 }
 
-void client_session::expect(expected::kind what, analysis_ptr analysis) {
-  queue_.push_back({what, true, {}, std::move(analysis), 0, {}, {}});
+void client_session::expect(kind what, analysis_ptr analysis) {
+  queue_.push(expected_response::client(what, std::move(analysis)));
 }
 
 void client_session::expect_synthetic(std::string bytes) {
-  queue_.push_back({expected::kind::synthetic, true, std::move(bytes), nullptr, 0, {}, {}});
+  queue_.push(expected_response::synthetic(std::move(bytes)));
 }
 
-void client_session::take_synthetic(std::string& out) {
-  while (!queue_.empty() && queue_.front().what == expected::kind::synthetic) {
-    out += queue_.front().bytes;
-    queue_.pop_front();
+bool client_session::ensure_prepared(const statement_map::statement& stmt) {
+  const statement_map::preparation p =
+      statement_map::prepare_on(stmt, server_->state().prepared, statement_clock());
+  if (p.evicted) {
+    wire::write_close(out_, 'S', *p.evicted);
+    queue_.push(expected_response::internal(kind::close));
   }
-}
-
-void client_session::ensure_prepared(const prepared_statement& stmt) {
-  pool::statement_lru& prepared = server_->state().prepared;
-  if (prepared.contains(stmt.server_name)) {
-    prepared.touch(stmt.server_name);
-    return;
+  if (p.replace) {
+    wire::write_close(out_, 'S', stmt.server_name);
+    queue_.push(expected_response::internal(kind::close));
   }
-  if (auto evicted = prepared.insert(stmt.server_name)) {
-    wire::message_writer w(out_);
-    w.begin(frontend_tag::close);
-    w.put_byte('S');
-    w.put_cstr(*evicted);
-    w.finish();
-    queue_.push_back({expected::kind::close, false, {}, nullptr, 0, {}, {}});
-  }
+  if (!p.parse) return false;
   out_ += stmt.parse_frame;
-  queue_.push_back({expected::kind::parse, false, {}, nullptr, 0, stmt.server_name, {}});
+  queue_.push(expected_response::parse_of(stmt.server_name, {}, false));
+  return true;
 }
 
-bool client_session::must_decode(char tag) const {
+bool client_session::must_hold(char tag, std::string_view head) const {
   if (!transaction_mode()) return false;
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::query:
     case frontend_tag::parse:
-    case frontend_tag::bind:
     case frontend_tag::describe:
     case frontend_tag::close:
     case frontend_tag::execute:
       return true;
+    case frontend_tag::bind: {
+      // Its parameters may stream through unless pgstash must rename the
+      // statement or read what it runs.
+      auto names = bind_names(head.substr(5));
+      if (!names) return true;
+      if (names->second.empty()) return unnamed_deallocates_ || unnamed_statement_;
+      return statements_.contains(names->second);
+    }
     default:
       return false;
   }
-}
-
-bool client_session::bind_streamable(std::string_view frame) const {
-  // Bind's body starts with the portal and statement names: enough to see
-  // whether it names a statement pgstash must rename.
-  std::string_view body = frame.substr(5);
-  std::size_t portal_end = body.find('\0');
-  if (portal_end == std::string_view::npos) return false;
-  std::size_t statement_end = body.find('\0', portal_end + 1);
-  if (statement_end == std::string_view::npos) return false;
-  std::string statement(body.substr(portal_end + 1, statement_end - portal_end - 1));
-  return statement.empty() || statements_.count(statement) == 0;
 }
 
 void client_session::expect_for_tag(char tag) {
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::query:
     case frontend_tag::function_call:
-      expect(expected::kind::query);
+      expect(kind::query);
       break;
     case frontend_tag::parse:
-      expect(expected::kind::parse);
+      expect(kind::parse);
       break;
     case frontend_tag::bind:
-      expect(expected::kind::bind);
+      expect(kind::bind);
       break;
     case frontend_tag::describe:
-      expect(expected::kind::describe);
+      expect(kind::describe);
       break;
     case frontend_tag::execute:
-      expect(expected::kind::execute);
+      expect(kind::execute);
       break;
     case frontend_tag::close:
-      expect(expected::kind::close);
+      expect(kind::close);
       break;
     case frontend_tag::sync:
-      expect(expected::kind::sync);
+      expect(kind::sync);
       break;
     case frontend_tag::copy_done:
     case frontend_tag::copy_fail:
@@ -465,67 +450,7 @@ void client_session::expect_for_tag(char tag) {
   }
 }
 
-void client_session::record_replay(char tag, std::string_view frame) {
-  if (!replay_recording_) return;
-  if (tag == tag_of(frontend_tag::bind)) return;  // recorded by the Bind itself
-  const bool part_of_batch = tag == tag_of(frontend_tag::describe) ||
-                             tag == tag_of(frontend_tag::execute) ||
-                             tag == tag_of(frontend_tag::sync);
-  if (!part_of_batch || replay_.size() + frame.size() > client_.capacity()) {
-    replay_recording_ = false;
-    replay_.clear();
-    for (auto& e : queue_) e.client_statement.clear();
-    return;
-  }
-  replay_ += frame;
-  if (tag == tag_of(frontend_tag::sync)) replay_recording_ = false;
-}
-
-client_session::analysis_ptr client_session::analyze_query(std::string_view body) {
-  wire::query_message q;
-  if (!state_ || wire::parse_query(body, q)) return nullptr;
-  return analyze(q.sql);
-}
-
-const std::string* client_session::deallocated_protocol_statement(const analysis_ptr& analysis) const {
-  if (!analysis || analysis->statements.size() != 1) return nullptr;
-  const std::string& name = analysis->statements[0].deallocate_name;
-  return !name.empty() && statements_.count(name) != 0 ? &name : nullptr;
-}
-
-void client_session::forward_as_is(char tag, std::string_view frame) {
-  out_ += frame;
-  expect_for_tag(tag);
-}
-
-bool client_session::on_client_frame(char tag, std::string_view frame) {
-  idle_timer_.reset();
-  if (skip_until_sync_) {
-    // After an error pgstash answered, the batch is ignored up to its Sync.
-    if (tag == tag_of(frontend_tag::terminate)) return false;
-    if (tag == tag_of(frontend_tag::sync)) {
-      skip_until_sync_ = false;
-      batch_started_ = false;
-      std::string ready;
-      wire::write_ready_for_query(ready, tx_status_);
-      expect_synthetic(std::move(ready));
-    }
-    return true;
-  }
-  // A RESET or DISCARD ALL earlier on this same server connection left it
-  // at its own defaults where the client has startup values: restore them
-  // before the client's next transaction.
-  if (server_ && state_ && queue_.empty() && tx_status_ == 'I' &&
-      tag != tag_of(frontend_tag::terminate) && tag != tag_of(frontend_tag::flush) &&
-      state_->take_resync()) {
-    const std::string sql = state_->sync_settings_sql(server_->state());
-    if (!sql.empty()) {
-      wire::write_query(out_, sql);
-      queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}, {}});
-    }
-  }
-  const bool keep_going = on_client_frame_inner(tag, frame);
-  record_replay(tag, frame);
+void client_session::note_batch(char tag) {
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::parse:
     case frontend_tag::bind:
@@ -541,167 +466,352 @@ bool client_session::on_client_frame(char tag, std::string_view frame) {
     default:
       break;
   }
-  return keep_going;
 }
 
-bool client_session::on_client_frame_inner(char tag, std::string_view frame) {
+void client_session::record_replay(char tag, std::string_view frame) {
+  if (!replay_recording_) return;
+  if (tag == tag_of(frontend_tag::bind)) return;  // recorded by the Bind itself
+  const bool part_of_batch = tag == tag_of(frontend_tag::describe) ||
+                             tag == tag_of(frontend_tag::execute) ||
+                             tag == tag_of(frontend_tag::sync);
+  if (!part_of_batch || replay_.size() + frame.size() > client_.capacity()) {
+    replay_recording_ = false;
+    replay_.clear();
+    queue_.forget_replay();
+    return;
+  }
+  replay_ += frame;
+  if (tag == tag_of(frontend_tag::sync)) replay_recording_ = false;
+}
+
+client_session::analysis_ptr client_session::analyze_query(std::string_view body) {
+  wire::query_message q;
+  if (!state_ || wire::parse_query(body, q)) return nullptr;
+  return analyze(q.sql);
+}
+
+const std::string* client_session::deallocated_protocol_statement(const analysis_ptr& analysis) const {
+  if (!analysis || analysis->statements.size() != 1) return nullptr;
+  const std::string& name = analysis->statements[0].deallocate_name;
+  return !name.empty() && statements_.contains(name) ? &name : nullptr;
+}
+
+void client_session::forward_as_is(char tag, std::string_view frame) {
+  out_ += frame;
+  expect_for_tag(tag);
+}
+
+client_session::frame_plan client_session::plan_frame(char tag, std::string_view frame) {
   const std::string_view body = frame.substr(5);
-  const bool renaming = transaction_mode();
-  switch (static_cast<frontend_tag>(tag)) {
+  const auto t = static_cast<frontend_tag>(tag);
+  if (t == frontend_tag::terminate) return {frame_route::end, nullptr};
+  if (skipping_) {
+    if (t != frontend_tag::sync) return {frame_route::skip, nullptr};
+    return {server_ ? frame_route::to_server : frame_route::answer_locally, nullptr};
+  }
+  const frame_plan to_server{frame_route::to_server, nullptr};
+  const frame_plan local{frame_route::answer_locally, nullptr};
+  if (t == frontend_tag::flush || t == frontend_tag::sync) return server_ ? to_server : local;
+  if (!transaction_mode()) return to_server;
+  switch (t) {
     case frontend_tag::query: {
       analysis_ptr analysis = analyze_query(body);
-      if (const std::string* name = deallocated_protocol_statement(analysis)) {
-        // The client's name for a protocol-level statement exists only in
-        // pgstash (the server knows it as pgstash_<hash>): answer here.
-        statements_.erase(*name);
-        std::string answer;
-        wire::message_writer w(answer);
-        w.begin(backend_tag::command_complete);
-        w.put_cstr("DEALLOCATE");
-        w.finish();
-        wire::write_ready_for_query(answer, tx_status_);
-        expect_synthetic(std::move(answer));
-        return true;
-      }
-      if (analysis) {
-        std::string prelude;
-        for (const auto& effects : analysis->statements)
-          prelude += state_->sync_prepared_sql(effects, server_->state());
-        if (!prelude.empty()) {
-          wire::write_query(out_, prelude);
-          queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}, {}});
-        }
-      }
-      out_ += frame;
-      expect(expected::kind::query, std::move(analysis));
-      return true;
+      // The client's name for a protocol-level statement exists only in
+      // pgstash (the server knows it as pgstash_<hash>).
+      const bool local_answer = deallocated_protocol_statement(analysis) != nullptr;
+      return {local_answer ? frame_route::answer_locally : frame_route::to_server, std::move(analysis)};
     }
-
     case frontend_tag::parse: {
       wire::parse_message parse;
-      if (!renaming || wire::parse_parse(body, parse)) {
-        forward_as_is(tag, frame);
-        return true;
-      }
+      if (wire::parse_parse(body, parse)) return to_server;
       analysis_ptr analysis = analyze(parse.query);
-      if (parse.statement.empty()) {
-        forward_as_is(tag, frame);
-        unnamed_statement_ = std::move(analysis);
-        return true;
-      }
-      if (statements_.count(std::string(parse.statement)) != 0 && tx_status_ == 'I' &&
-          !batch_started_) {
-        // PostgreSQL refuses a name already in use. Outside a transaction,
-        // at the start of a batch, pgstash can answer exactly as it would:
-        // the error, then nothing until Sync.
-        std::string error;
-        wire::write_error(error, {{'S', "ERROR"},
-                                  {'V', "ERROR"},
-                                  {'C', "42P05"},
-                                  {'M', "prepared statement \"" + std::string(parse.statement) +
-                                            "\" already exists"}});
-        expect_synthetic(std::move(error));
-        skip_until_sync_ = true;
-        return true;
-      }
-      prepared_statement stmt{server_statement_name(parse), {}, std::move(analysis)};
-      write_parse(stmt.parse_frame, stmt.server_name, parse);
-      pool::statement_lru& prepared = server_->state().prepared;
-      if (prepared.contains(stmt.server_name)) {
-        prepared.touch(stmt.server_name);
-        expect_synthetic(empty_message(backend_tag::parse_complete));
-      } else {
-        ensure_prepared(stmt);
-        queue_.back().forward = true;  // the client's own Parse: it gets the answer
-        queue_.back().client_statement = std::string(parse.statement);
-      }
-      statements_[std::string(parse.statement)] = std::move(stmt);
-      return true;
+      // PostgreSQL refuses a name already in use. Outside a transaction, at
+      // the start of a batch, pgstash can answer exactly as it would.
+      const bool local_answer =
+          parse.statement.empty()
+              ? deallocated_protocol_statement(analysis) != nullptr
+              : statements_.contains(parse.statement) && tx_status_ == 'I' && !batch_started_;
+      return {local_answer ? frame_route::answer_locally : frame_route::to_server, std::move(analysis)};
     }
     case frontend_tag::bind: {
       wire::bind_message bind;
-      if (!renaming || wire::parse_bind(body, bind)) {
-        forward_as_is(tag, frame);
-        return true;
-      }
-      auto it = bind.statement.empty() ? statements_.end()
-                                       : statements_.find(std::string(bind.statement));
-      if (it == statements_.end()) {
-        out_ += frame;
-        portals_[std::string(bind.portal)] = bind.statement.empty() ? unnamed_statement_ : nullptr;
-      } else {
-        ensure_prepared(it->second);
-        const std::size_t at = out_.size();
-        write_renamed(out_, frame, 1, it->second.server_name);
-        portals_[std::string(bind.portal)] = it->second.analysis;
-        // Outside a transaction, with nothing else in flight, this batch can
-        // be replayed if a DDL change makes the server refuse the cached plan.
-        if (queue_.empty() && tx_status_ == 'I' && !replay_pending_) {
-          replay_.assign(out_, at, std::string::npos);
-          replay_recording_ = true;
-          expect(expected::kind::bind);
-          queue_.back().client_statement = std::string(bind.statement);
-          return true;
-        }
-      }
-      expect(expected::kind::bind);
-      return true;
+      if (wire::parse_bind(body, bind)) return to_server;
+      return bind.statement.empty() && unnamed_deallocates_ ? local : to_server;
     }
     case frontend_tag::describe: {
       wire::describe_message d;
-      if (wire::parse_describe(body, d)) {
-        forward_as_is(tag, frame);
-        return true;
-      }
-      auto it = renaming && d.target == 'S' && !d.name.empty() ? statements_.find(std::string(d.name))
-                                                               : statements_.end();
-      if (it == statements_.end()) {
-        out_ += frame;
-      } else {
-        ensure_prepared(it->second);
-        std::string renamed;
-        wire::message_writer w(renamed);
-        w.begin(frontend_tag::describe);
-        w.put_byte('S');
-        w.put_cstr(it->second.server_name);
-        w.finish();
-        out_ += renamed;
-      }
-      expect(expected::kind::describe);
-      return true;
+      if (wire::parse_describe(body, d)) return to_server;
+      const bool local_answer = d.target == 'S' ? d.name.empty() && unnamed_deallocates_
+                                                : deallocating_portals_.count(std::string(d.name)) != 0;
+      return local_answer ? local : to_server;
     }
     case frontend_tag::execute: {
       wire::execute_message e;
-      analysis_ptr analysis;
-      if (state_ && !wire::parse_execute(body, e)) {
-        auto it = portals_.find(std::string(e.portal));
-        if (it != portals_.end()) analysis = it->second;
-      }
-      out_ += frame;
-      expect(expected::kind::execute, std::move(analysis));
-      return true;
+      if (wire::parse_execute(body, e)) return to_server;
+      return deallocating_portals_.count(std::string(e.portal)) != 0 ? local : to_server;
     }
     case frontend_tag::close: {
       wire::close_message c;
-      if (renaming && !wire::parse_close(body, c) && c.target == 'S' && !c.name.empty()) {
-        // Server-side statements are shared and kept in the LRU; the client's
-        // name simply goes away.
-        statements_.erase(std::string(c.name));
-        expect_synthetic(empty_message(backend_tag::close_complete));
-        return true;
-      }
-      forward_as_is(tag, frame);
-      return true;
+      if (wire::parse_close(body, c)) return to_server;
+      // Server-side statements are shared and kept in the LRU; the
+      // client's name simply goes away.
+      const bool local_answer = c.target == 'S' ? !c.name.empty()
+                                                : deallocating_portals_.count(std::string(c.name)) != 0;
+      return local_answer ? local : to_server;
     }
+    default:
+      return to_server;
+  }
+}
+
+bool client_session::on_client_frame(char tag, std::string_view frame, const frame_plan& plan) {
+  idle_timer_.reset();
+  switch (plan.route) {
+    case frame_route::end:
+      return false;
+    case frame_route::skip:
+      return true;
+    default:
+      break;
+  }
+  // A RESET or DISCARD ALL earlier on this same server connection left it
+  // at its own defaults where the client has startup values: restore them
+  // before the client's next transaction.
+  if (server_ && state_ && queue_.empty() && tx_status_ == 'I' && !batch_started_ &&
+      plan.route == frame_route::to_server && tag != tag_of(frontend_tag::flush) &&
+      tag != tag_of(frontend_tag::sync) && state_->take_resync()) {
+    const std::string sql = state_->sync_settings_sql(server_->state());
+    if (!sql.empty()) {
+      wire::write_query(out_, sql);
+      queue_.push(expected_response::internal(kind::query));
+    }
+  }
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query:
+      on_query(frame, plan);
+      break;
+    case frontend_tag::parse:
+      on_parse(frame, plan);
+      break;
+    case frontend_tag::bind:
+      on_bind(frame, plan);
+      break;
+    case frontend_tag::describe:
+      on_describe(frame, plan);
+      break;
+    case frontend_tag::execute:
+      on_execute(frame, plan);
+      break;
+    case frontend_tag::close:
+      on_close(frame, plan);
+      break;
+    case frontend_tag::sync:
+      on_sync(frame, plan);
+      break;
     case frontend_tag::flush:
       if (server_) out_ += frame;
-      return true;
-    case frontend_tag::terminate:
-      return false;
+      break;
     default:
-      // Sync, FunctionCall, COPY messages and anything else.
+      // FunctionCall, COPY messages and anything else.
       forward_as_is(tag, frame);
-      return true;
+      break;
+  }
+  record_replay(tag, frame);
+  note_batch(tag);
+  return true;
+}
+
+void client_session::on_query(std::string_view frame, const frame_plan& plan) {
+  if (plan.route == frame_route::answer_locally) {
+    statements_.erase(*deallocated_protocol_statement(plan.analysis));
+    std::string answer;
+    wire::write_command_complete(answer, "DEALLOCATE");
+    wire::write_ready_for_query(answer, tx_status_);
+    expect_synthetic(std::move(answer));
+    return;
+  }
+  sync_sql_prepared(plan.analysis, false);
+  out_ += frame;
+  expect(kind::query, plan.analysis);
+}
+
+void client_session::on_parse(std::string_view frame, const frame_plan& plan) {
+  wire::parse_message parse;
+  if (!transaction_mode() || wire::parse_parse(frame.substr(5), parse)) {
+    forward_as_is(tag_of(frontend_tag::parse), frame);
+    return;
+  }
+  if (parse.statement.empty()) {
+    if (plan.route == frame_route::answer_locally) {
+      unnamed_deallocates_ = *deallocated_protocol_statement(plan.analysis);
+      expect_synthetic(empty_message(backend_tag::parse_complete));
+      return;
+    }
+    unnamed_deallocates_.reset();
+    unnamed_statement_ = plan.analysis;
+    forward_as_is(tag_of(frontend_tag::parse), frame);
+    return;
+  }
+  if (plan.route == frame_route::answer_locally) {
+    std::string error;
+    wire::write_error(error, "ERROR", "42P05",
+                      "prepared statement \"" + std::string(parse.statement) + "\" already exists");
+    fail_batch(std::move(error));
+    return;
+  }
+  // The client's own Parse always reaches the server (unless a copy as
+  // recent is there already): it must see the tables and types as they
+  // are now.
+  const statement_map::statement& stmt = statements_.define(parse, plan.analysis, statement_clock());
+  if (ensure_prepared(stmt)) {
+    queue_.back().forward = true;
+    queue_.back().client_statement = std::string(parse.statement);
+  } else {
+    expect_synthetic(empty_message(backend_tag::parse_complete));
+  }
+}
+
+void client_session::on_bind(std::string_view frame, const frame_plan& plan) {
+  wire::bind_message bind;
+  if (!transaction_mode() || wire::parse_bind(frame.substr(5), bind)) {
+    forward_as_is(tag_of(frontend_tag::bind), frame);
+    return;
+  }
+  const std::string portal(bind.portal);
+  if (plan.route == frame_route::answer_locally) {
+    deallocating_portals_[portal] = *unnamed_deallocates_;
+    expect_synthetic(empty_message(backend_tag::bind_complete));
+    return;
+  }
+  deallocating_portals_.erase(portal);
+  const statement_map::statement* stmt =
+      bind.statement.empty() ? nullptr : statements_.find(bind.statement);
+  const analysis_ptr analysis =
+      stmt ? stmt->analysis : bind.statement.empty() ? unnamed_statement_ : nullptr;
+  portals_[portal] = analysis;
+  sync_sql_prepared(analysis, true);
+  if (!stmt) {
+    forward_as_is(tag_of(frontend_tag::bind), frame);
+    return;
+  }
+  ensure_prepared(*stmt);
+  // Outside a transaction, with nothing else in flight, this batch can be
+  // replayed if a DDL change makes the server refuse the cached plan.
+  const bool replayable = queue_.empty() && tx_status_ == 'I' && !replay_pending_;
+  const std::size_t at = out_.size();
+  write_renamed(out_, frame, 1, stmt->server_name);
+  expect(kind::bind);
+  if (replayable) {
+    replay_.assign(out_, at, std::string::npos);
+    replay_recording_ = true;
+    queue_.back().client_statement = std::string(bind.statement);
+  }
+}
+
+void client_session::on_describe(std::string_view frame, const frame_plan& plan) {
+  wire::describe_message d;
+  if (!transaction_mode() || wire::parse_describe(frame.substr(5), d)) {
+    forward_as_is(tag_of(frontend_tag::describe), frame);
+    return;
+  }
+  if (plan.route == frame_route::answer_locally) {
+    // DEALLOCATE takes no parameters and returns no rows.
+    std::string answer;
+    if (d.target == 'S') wire::write_no_parameters(answer);
+    wire::write_empty(answer, backend_tag::no_data);
+    expect_synthetic(std::move(answer));
+    return;
+  }
+  const statement_map::statement* stmt =
+      d.target == 'S' && !d.name.empty() ? statements_.find(d.name) : nullptr;
+  if (!stmt) {
+    forward_as_is(tag_of(frontend_tag::describe), frame);
+    return;
+  }
+  ensure_prepared(*stmt);
+  wire::write_describe(out_, 'S', stmt->server_name);
+  expect(kind::describe);
+}
+
+void client_session::on_execute(std::string_view frame, const frame_plan& plan) {
+  wire::execute_message e;
+  if (!transaction_mode() || wire::parse_execute(frame.substr(5), e)) {
+    forward_as_is(tag_of(frontend_tag::execute), frame);
+    return;
+  }
+  const std::string portal(e.portal);
+  if (plan.route == frame_route::answer_locally) {
+    const std::string name = deallocating_portals_.at(portal);
+    if (!statements_.erase(name)) {
+      std::string error;
+      wire::write_error(error, "ERROR", "26000", "prepared statement \"" + name + "\" does not exist");
+      fail_batch(std::move(error));
+      return;
+    }
+    std::string answer;
+    wire::write_command_complete(answer, "DEALLOCATE");
+    expect_synthetic(std::move(answer));
+    return;
+  }
+  auto it = portals_.find(portal);
+  out_ += frame;
+  expect(kind::execute, it == portals_.end() ? nullptr : it->second);
+}
+
+void client_session::on_close(std::string_view frame, const frame_plan& plan) {
+  wire::close_message c;
+  if (plan.route != frame_route::answer_locally || wire::parse_close(frame.substr(5), c)) {
+    forward_as_is(tag_of(frontend_tag::close), frame);
+    return;
+  }
+  if (c.target == 'S') {
+    statements_.erase(c.name);
+  } else {
+    deallocating_portals_.erase(std::string(c.name));
+  }
+  expect_synthetic(empty_message(backend_tag::close_complete));
+}
+
+void client_session::on_sync(std::string_view frame, const frame_plan& plan) {
+  skipping_ = false;
+  if (plan.route == frame_route::answer_locally) {
+    // Nothing of this batch reached a server.
+    std::string ready;
+    wire::write_ready_for_query(ready, tx_status_);
+    expect_synthetic(std::move(ready));
+    return;
+  }
+  forward_as_is(tag_of(frontend_tag::sync), frame);
+}
+
+void client_session::fail_batch(std::string error) {
+  expect_synthetic(std::move(error));
+  skipping_ = true;
+}
+
+void client_session::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
+  if (!analysis || !state_) return;
+  std::vector<std::string> statements;
+  for (const auto& effects : analysis->statements) {
+    auto more = state_->sync_prepared_statements(effects, server_->state());
+    statements.insert(statements.end(), more.begin(), more.end());
+  }
+  if (statements.empty()) return;
+  if (!extended) {
+    std::string sql;
+    for (const auto& statement : statements) sql += statement + ";";
+    wire::write_query(out_, sql);
+    queue_.push(expected_response::internal(kind::query));
+    return;
+  }
+  for (const auto& statement : statements) {
+    wire::write_parse(out_, k_internal_name, statement);
+    wire::write_bind(out_, k_internal_name, k_internal_name);
+    wire::write_execute(out_, k_internal_name);
+    wire::write_close(out_, 'P', k_internal_name);
+    wire::write_close(out_, 'S', k_internal_name);
+    for (kind k : {kind::parse, kind::bind, kind::execute, kind::close, kind::close})
+      queue_.push(expected_response::internal(k));
   }
 }
 
@@ -723,17 +833,17 @@ awaitable<void> client_session::flush_to_server() {
 awaitable<void> client_session::client_loop() {
   const std::uint32_t max = ctx_.cfg.limits.max_message_size;
   std::uint64_t streaming = 0;  // bytes of a frame passing through without being held
-  std::string large;            // a frame larger than the buffer that must be decoded
+  bool dropping = false;        // ...and skipped, being part of a failed batch
   for (;;) {
     std::string_view in = client_.buffered();
     std::size_t pos = 0;
     bool stop = false;
-    bool read_large = false;
+    bool hold_large = false;  // the next frame is larger than the buffer and must be held whole
     while (pos < in.size() && !stop) {
       if (streaming > 0) {
         const std::size_t n =
             static_cast<std::size_t>(std::min<std::uint64_t>(streaming, in.size() - pos));
-        out_.append(in.substr(pos, n));
+        if (!dropping) out_.append(in.substr(pos, n));
         pos += n;
         streaming -= n;
         if (out_.size() >= client_.capacity()) co_await flush_to_server();
@@ -749,32 +859,35 @@ awaitable<void> client_session::client_loop() {
       }
       const char tag = h.header.tag;
       const std::size_t size = h.header.frame_size();
-      const bool local_only =
-          skip_until_sync_ || tag == tag_of(frontend_tag::terminate) ||
-          (!server_ && size <= client_.capacity() && in.size() - pos >= size &&
-           in[pos] == tag_of(frontend_tag::query) &&
-           deallocated_protocol_statement(analyze_query(in.substr(pos + 5, size - 5)))) ||
-          (tag == tag_of(frontend_tag::flush) && !server_) ||
-          (transaction_mode() && tag == tag_of(frontend_tag::close) && size > 6 &&
-           size <= client_.capacity() && in.size() - pos >= size && in[pos + 5] == 'S' &&
-           in[pos + 6] != '\0');
-      if (!server_ && !local_only) {
-        if (!co_await attach_server()) co_return;
-        start_server_pump();
-      }
-      // Frames pgstash must read are held whole; the rest stream by length.
       if (size > client_.capacity()) {
-        if (must_decode(tag) &&
-            !(tag == tag_of(frontend_tag::bind) && bind_streamable(in.substr(pos)))) {
-          read_large = true;
+        if (must_hold(tag, in.substr(pos))) {
+          hold_large = true;
           break;
         }
-        expect_for_tag(tag);
+        // Frames pgstash need not read stream through by length.
+        dropping = skipping_;
+        if (!dropping) {
+          if (!server_) {
+            if (!co_await attach_server()) co_return;
+            start_server_pump();
+          }
+          if (tag == tag_of(frontend_tag::bind) && transaction_mode()) {
+            if (auto names = bind_names(in.substr(pos + 5))) portals_.erase(std::string(names->first));
+          }
+          expect_for_tag(tag);
+          note_batch(tag);
+        }
         streaming = size;
         continue;
       }
       if (in.size() - pos < size) break;
-      if (!on_client_frame(tag, in.substr(pos, size))) stop = true;
+      const std::string_view frame = in.substr(pos, size);
+      const frame_plan plan = plan_frame(tag, frame);
+      if (plan.route == frame_route::to_server && !server_) {
+        if (!co_await attach_server()) co_return;
+        start_server_pump();
+      }
+      if (!on_client_frame(tag, frame, plan)) stop = true;
       pos += size;
       if (out_.size() >= client_.capacity()) co_await flush_to_server();
     }
@@ -783,9 +896,9 @@ awaitable<void> client_session::client_loop() {
     {
       // Answers pgstash made up, once everything before them is answered.
       std::string synthetic;
-      take_synthetic(synthetic);
+      queue_.take_synthetic(synthetic);
       if (!synthetic.empty()) co_await write_to_client(synthetic);
-      if (server_pump_running_ && server_idle() && !stop) {
+      if (server_pump_running_ && server_idle() && !stop && !hold_large) {
         // Attached for nothing the server had to answer: give it back.
         release_deferred_ = true;
         wake_pump_to_release();
@@ -793,23 +906,15 @@ awaitable<void> client_session::client_loop() {
     }
     if (stop || broken_) co_return;
 
-    if (read_large) {
-      // Gather the whole frame (bounded by limits.max_message_size).
-      wire::decoded_frame h = wire::decode_header(client_.buffered(), wire::phase::normal, max);
-      const std::size_t size = h.header.frame_size();
-      large.clear();
-      while (large.size() < size) {
-        std::string_view have = client_.buffered();
-        const std::size_t take = std::min(have.size(), size - large.size());
-        large.append(have.substr(0, take));
-        client_.consume(take);
-        if (large.size() == size) break;
-        client_.compact();
-        error_code ec;
-        co_await client_.read_more(ec);
-        if (ec) co_return;
+    if (hold_large) {
+      std::string large;
+      if (!co_await read_whole_frame(large, max)) co_return;
+      const frame_plan plan = plan_frame(large[0], large);
+      if (plan.route == frame_route::to_server && !server_) {
+        if (!co_await attach_server()) co_return;
+        start_server_pump();
       }
-      const bool go_on = on_client_frame(large[0], large);
+      const bool go_on = on_client_frame(large[0], large, plan);
       std::string().swap(large);
       co_await flush_to_server();
       if (!go_on || broken_) co_return;
@@ -820,7 +925,7 @@ awaitable<void> client_session::client_loop() {
     // Between transactions a client holds no server; let go of its buffers.
     if (!server_) {
       client_.shrink();
-      if (queue_.empty()) queue_.shrink_to_fit();
+      queue_.shrink();
     }
     // The idle clock runs only while nothing is outstanding; the server
     // pump starts it again when the last answer arrives.
@@ -836,7 +941,7 @@ awaitable<void> client_session::client_loop() {
       co_return;
     }
     if (ec) {
-      if (streaming > 0 && server_) {
+      if (streaming > 0 && !dropping && server_) {
         // The server waits for the rest of a message that will never come:
         // it cannot be brought back to idle, so close it now.
         broken_ = true;
@@ -847,23 +952,42 @@ awaitable<void> client_session::client_loop() {
   }
 }
 
+awaitable<bool> client_session::read_whole_frame(std::string& frame, std::uint32_t max) {
+  // Bounded by limits.max_message_size, checked with the header.
+  wire::decoded_frame h = wire::decode_header(client_.buffered(), wire::phase::normal, max);
+  const std::size_t size = h.header.frame_size();
+  frame.reserve(size);
+  while (frame.size() < size) {
+    std::string_view have = client_.buffered();
+    const std::size_t take = std::min(have.size(), size - frame.size());
+    frame.append(have.substr(0, take));
+    client_.consume(take);
+    if (frame.size() == size) break;
+    client_.compact();
+    error_code ec;
+    co_await client_.read_more(ec);
+    if (ec) co_return false;
+  }
+  co_return true;
+}
+
 bool client_session::on_server_error(std::optional<std::string_view> body) {
   if (queue_.empty()) {
     error_in_cycle_ = true;
     return false;
   }
-  expected& head = queue_.front();
-  if (head.what == expected::kind::query) {
+  expected_response& head = queue_.front();
+  if (head.what == kind::query) {
     error_in_cycle_ = true;
     return false;  // ends at its ReadyForQuery
   }
-  if (head.what == expected::kind::parse && !head.server_statement.empty()) {
+  if (head.what == kind::parse && !head.server_statement.empty()) {
     server_->state().prepared.erase(head.server_statement);
     if (!head.client_statement.empty()) statements_.erase(head.client_statement);
   }
   bool replay = false;
-  if (head.what == expected::kind::bind && !head.client_statement.empty() && body &&
-      !replay_recording_ && !replay_.empty()) {
+  if (head.what == kind::bind && !head.client_statement.empty() && body && !replay_recording_ &&
+      !replay_.empty()) {
     // After DDL a prepared statement's result type may change; PostgreSQL
     // then refuses the cached plan. Prepare it afresh and run the batch
     // again, once, instead of failing the client.
@@ -871,15 +995,17 @@ bool client_session::on_server_error(std::optional<std::string_view> body) {
     replay = !wire::parse_error_fields(*body, fields) && fields.get('C') == "0A000" &&
              fields.get('M').value_or("").find("cached plan must not change result type") !=
                  std::string_view::npos &&
-             statements_.count(head.client_statement) != 0;
-    if (replay) replay_statement_ = head.client_statement;
+             statements_.contains(head.client_statement);
+    // A copy: the client may close the statement before the replay.
+    if (replay) replay_statement_ = *statements_.find(head.client_statement);
   }
   if (!replay) {
     error_in_cycle_ = true;
     replay_.clear();
   }
-  // The server skips everything up to the next Sync.
-  while (!queue_.empty() && queue_.front().what != expected::kind::sync) queue_.pop_front();
+  // The server skips everything up to the next Sync; if the client has not
+  // sent it yet, what it sends until then gets no answer either.
+  if (!queue_.skip_to_sync()) skipping_ = true;
   if (replay) {
     replay_pending_ = true;
     queue_.front().forward = false;  // the failed batch's ReadyForQuery
@@ -889,17 +1015,14 @@ bool client_session::on_server_error(std::optional<std::string_view> body) {
 
 void client_session::start_replay() {
   replay_pending_ = false;
-  const prepared_statement& stmt = statements_.at(replay_statement_);
+  const statement_map::statement* stmt = &replay_statement_;
   spdlog::info("{} statement's result type changed: preparing it again and retrying once",
                prefix());
-  wire::message_writer w(to_server_);
-  w.begin(frontend_tag::close);
-  w.put_byte('S');
-  w.put_cstr(stmt.server_name);
-  w.finish();
-  queue_.push_back({expected::kind::close, false, {}, nullptr, 0, {}, {}});
-  to_server_ += stmt.parse_frame;
-  queue_.push_back({expected::kind::parse, false, {}, nullptr, 0, stmt.server_name, {}});
+  wire::write_close(to_server_, 'S', stmt->server_name);
+  queue_.push(expected_response::internal(kind::close));
+  to_server_ += stmt->parse_frame;
+  server_->state().prepared.insert(stmt->server_name, statement_clock());
+  queue_.push(expected_response::parse_of(stmt->server_name, {}, false));
   to_server_ += replay_;
   // Expect what the batch's frames will produce, without recording again.
   std::string_view batch = replay_;
@@ -913,7 +1036,7 @@ void client_session::start_replay() {
         auto it = portals_.find(std::string(e.portal));
         if (it != portals_.end()) analysis = it->second;
       }
-      expect(expected::kind::execute, std::move(analysis));
+      expect(kind::execute, std::move(analysis));
     } else {
       expect_for_tag(tag);
     }
@@ -923,7 +1046,7 @@ void client_session::start_replay() {
 }
 
 void client_session::on_command_complete(std::string_view tag_text) {
-  expected& head = queue_.front();
+  expected_response& head = queue_.front();
   if (!state_ || !head.analysis) return;
   const std::size_t index = head.statements_done++;
   if (index >= head.analysis->statements.size()) return;
@@ -1001,9 +1124,8 @@ client_session::frame_action client_session::on_server_frame(char tag,
       break;
   }
   if (queue_.empty()) return frame_action::forward;  // unasked, e.g. a FATAL before closing
-  expected& head = queue_.front();
+  expected_response& head = queue_.front();
   const frame_action action = head.forward ? frame_action::forward : frame_action::drop;
-  bool done = false;
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::ready_for_query: {
       wire::ready_for_query rfq;
@@ -1011,37 +1133,25 @@ client_session::frame_action client_session::on_server_frame(char tag,
         broken_ = true;
         return frame_action::stop;
       }
-      done = head.what == expected::kind::query || head.what == expected::kind::sync;
-      if (done) queue_.pop_front();
-      if (replay_pending_ && action == frame_action::drop) {
+      // It answers the first Query or Sync: requests before that one were
+      // skipped by the server after an error.
+      while (!queue_.empty() && !queue_.front().completed_by(tag)) queue_.pop();
+      frame_action answer = frame_action::forward;
+      if (!queue_.empty()) {
+        answer = queue_.front().forward ? frame_action::forward : frame_action::drop;
+        queue_.pop();
+      }
+      if (replay_pending_ && answer == frame_action::drop) {
         start_replay();
-        return action;
+        return answer;
       }
       if (queue_.empty()) replay_.clear();
       on_ready_for_query(rfq.status);
-      return action;
+      return answer;
     }
     case backend_tag::command_complete:
-      if (head.what == expected::kind::query || head.what == expected::kind::execute)
+      if (head.what == kind::query || head.what == kind::execute)
         on_command_complete(body ? *body : std::string_view());
-      done = head.what == expected::kind::execute;
-      break;
-    case backend_tag::empty_query_response:
-    case backend_tag::portal_suspended:
-      done = head.what == expected::kind::execute;
-      break;
-    case backend_tag::parse_complete:
-      done = head.what == expected::kind::parse;
-      break;
-    case backend_tag::bind_complete:
-      done = head.what == expected::kind::bind;
-      break;
-    case backend_tag::close_complete:
-      done = head.what == expected::kind::close;
-      break;
-    case backend_tag::row_description:
-    case backend_tag::no_data:
-      done = head.what == expected::kind::describe;
       break;
     case backend_tag::copy_in_response:
       copy_in_ = true;
@@ -1052,12 +1162,12 @@ client_session::frame_action client_session::on_server_frame(char tag,
     default:
       break;
   }
-  if (done) queue_.pop_front();
+  if (head.completed_by(tag)) queue_.pop();
   return action;
 }
 
 awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self) {
-  pool::pg_stream& from = server_->stream();
+  net::pg_stream& from = server_->stream();
   const std::uint32_t max = ctx_.cfg.limits.max_message_size;
   std::uint64_t streaming = 0;
   bool discarding = false;  // the frame being streamed is dropped, not forwarded
@@ -1104,7 +1214,7 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
                                  tag == tag_of(backend_tag::notification_response);
       if (!async_message) {
         // Responses pgstash made up for earlier requests go out first.
-        take_synthetic(synthetic);
+        queue_.take_synthetic(synthetic);
         if (!synthetic.empty()) {
           co_await write_to_client(in.substr(flushed, pos - flushed));
           co_await write_to_client(synthetic);
@@ -1136,7 +1246,7 @@ awaitable<void> client_session::server_loop(std::shared_ptr<client_session> self
       }
     }
     co_await write_to_client(in.substr(flushed, pos - flushed));
-    take_synthetic(synthetic);
+    queue_.take_synthetic(synthetic);
     if (!synthetic.empty()) co_await write_to_client(synthetic);
     from.consume(pos);
     if (stop) break;
@@ -1212,21 +1322,14 @@ awaitable<void> client_session::cleanup_step() {
   if (!server_pump_running_ || broken_ || cancels_in_flight_ > 0) co_return;
   std::string out;
   if (copy_in_) {
-    wire::message_writer w(out);
-    w.begin(frontend_tag::copy_fail);
-    w.put_cstr("client disconnected");
-    w.finish();
+    wire::write_copy_fail(out, "client disconnected");
     copy_in_ = false;
   }
   // Extended-protocol messages without their Sync: send one.
-  auto last_sync = std::find_if(queue_.rbegin(), queue_.rend(), [](const expected& e) {
-    return e.what == expected::kind::sync || e.what == expected::kind::query;
-  });
-  if (last_sync != queue_.rbegin()) {
-    wire::message_writer w(out);
-    w.begin(frontend_tag::sync);
-    w.finish();
-    queue_.push_back({expected::kind::sync, false, {}, nullptr, 0, {}, {}});
+  if (batch_started_) {
+    wire::write_sync(out);
+    queue_.push(expected_response::internal(kind::sync));
+    batch_started_ = skipping_ = false;
   }
   if (!out.empty()) co_await send_to_server(out);
   if (!queue_.empty()) {
@@ -1239,7 +1342,7 @@ awaitable<void> client_session::cleanup_step() {
   if (tx_status_ != 'I') {
     out.clear();
     wire::write_query(out, "ROLLBACK");
-    queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}, {}});
+    queue_.push(expected_response::internal(kind::query));
     co_await send_to_server(out);
     co_return;
   }
@@ -1248,7 +1351,7 @@ awaitable<void> client_session::cleanup_step() {
     reset_sent_ = true;
     out.clear();
     wire::write_query(out, ctx_.cfg.pool.server_reset_query);
-    queue_.push_back({expected::kind::query, false, {}, nullptr, 0, {}, {}});
+    queue_.push(expected_response::internal(kind::query));
     co_await send_to_server(out);
     co_return;
   }

@@ -24,14 +24,14 @@
 #include <optional>
 #include <string>
 
-#include <boost/container/deque.hpp>
-
 #include "invalidation/statement_analysis.hpp"
-#include "pool/asio.hpp"
-#include "pool/deadline.hpp"
-#include "pool/pg_stream.hpp"
+#include "net/asio.hpp"
+#include "net/deadline.hpp"
+#include "net/pg_stream.hpp"
 #include "pool/server_connection.hpp"
+#include "proxy/response_queue.hpp"
 #include "proxy/session_state.hpp"
+#include "proxy/statement_map.hpp"
 #include "wire/frontend.hpp"
 
 namespace pgstash::proxy {
@@ -55,36 +55,19 @@ class client_session : public std::enable_shared_from_this<client_session> {
 
  private:
   using analysis_ptr = std::shared_ptr<const invalidation::analysis>;
+  using kind = expected_response::kind;
 
-  // A response the server owes for something sent to it, in order.
-  struct expected {
-    enum class kind : std::uint8_t {
-      query,               // Query or FunctionCall: everything through ReadyForQuery
-      parse,               // ParseComplete
-      bind,                // BindComplete
-      describe,            // [ParameterDescription], then RowDescription or NoData
-      execute,             // rows, then CommandComplete, EmptyQueryResponse or PortalSuspended
-      close,               // CloseComplete
-      sync,                // ReadyForQuery
-      synthetic,           // nothing from the server: `bytes` go to the client
-    };
-    kind what;
-    bool forward = true;  // false: pgstash's own message; its success responses are dropped
-    std::string bytes;
-    analysis_ptr analysis;  // query/execute: per-statement session effects
-    std::size_t statements_done = 0;
-    std::string server_statement;  // parse: the server-side statement being created
-    // parse: the client's name for the statement being created; bind: the
-    // client's statement, when this batch may be replayed after "cached plan
-    // must not change result type".
-    std::string client_statement;
+  // How one client frame is handled, decided once from the frame before a
+  // server is attached for it.
+  enum class frame_route : std::uint8_t {
+    end,             // Terminate
+    skip,            // the rest of a failed batch: no answer, as from PostgreSQL
+    answer_locally,  // pgstash answers in the server's place; no server needed
+    to_server,       // goes to a server connection
   };
-
-  // A client statement as prepared on servers (transaction mode).
-  struct prepared_statement {
-    std::string server_name;
-    std::string parse_frame;  // a Parse creating it under server_name
-    analysis_ptr analysis;
+  struct frame_plan {
+    frame_route route;
+    analysis_ptr analysis;  // Query and Parse: the text's session effects
   };
 
   enum class frame_action { forward, drop, stop };
@@ -102,29 +85,53 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // password message ('p'), or nullopt if the session must end.
   awaitable<std::optional<std::string>> ask_for_password(std::string_view request);
   awaitable<bool> attach_server();
+  // Call only from run() or client_loop(), not from a coroutine they await:
+  // the pump starts inline, and started from a nested awaitable it left the
+  // caller's frame dangling (seen with g++ 12 and Boost 1.74).
   void start_server_pump();
   awaitable<void> client_loop();
   awaitable<void> server_loop(std::shared_ptr<client_session> self);
+  // Reads the frame at the head of the buffer, larger than the buffer,
+  // whole into `frame`. Returns false if the client is gone.
+  awaitable<bool> read_whole_frame(std::string& frame, std::uint32_t max);
+  // The route of a frame held whole.
+  frame_plan plan_frame(char tag, std::string_view frame);
+  // A frame larger than the read buffer must be held whole (bounded by
+  // limits.max_message_size) if pgstash rewrites or reads it; else it
+  // streams through by length. `head` is its start, as much as is buffered.
+  bool must_hold(char tag, std::string_view head) const;
   // Handles one client frame (held whole); appends what goes to the server
-  // to out_. Returns false if the session must end.
-  bool on_client_frame(char tag, std::string_view frame);
-  bool on_client_frame_inner(char tag, std::string_view frame);
+  // to out_. REQUIRES: a server is attached if plan.route is to_server.
+  // Returns false if the session must end.
+  bool on_client_frame(char tag, std::string_view frame, const frame_plan& plan);
+  void on_query(std::string_view frame, const frame_plan& plan);
+  void on_parse(std::string_view frame, const frame_plan& plan);
+  void on_bind(std::string_view frame, const frame_plan& plan);
+  void on_describe(std::string_view frame, const frame_plan& plan);
+  void on_execute(std::string_view frame, const frame_plan& plan);
+  void on_close(std::string_view frame, const frame_plan& plan);
+  void on_sync(std::string_view frame, const frame_plan& plan);
   // The session effects of a Query body (transaction mode), or null.
   analysis_ptr analyze_query(std::string_view body);
-  // For a query that is only `DEALLOCATE name` of one of the client's
+  // For a text that is only `DEALLOCATE name` of one of the client's
   // protocol-level statements, which pgstash answers itself: that name.
   const std::string* deallocated_protocol_statement(const analysis_ptr& analysis) const;
   // Sends `frame` unchanged and expects the answer its tag calls for.
   void forward_as_is(char tag, std::string_view frame);
   // Sends the recorded batch again after re-preparing its statement.
   void start_replay();
-  // For a frame streamed without being held: the response it will get.
+  // For a frame sent unchanged: the response it will get.
   void expect_for_tag(char tag);
-  // Transaction mode reads these frames to rename statements and follow
-  // session state.
-  bool must_decode(char tag) const;
-  // A Bind too large to hold can stream if it names no renamed statement.
-  bool bind_streamable(std::string_view frame) const;
+  // Follows extended-protocol batches: which frames open one, which end it.
+  void note_batch(char tag);
+  // Before `analysis`'s statements run on the server: the SQL-level
+  // prepared statements they name, made to match the client's, as a Query
+  // (between batches) or as extended-protocol requests of pgstash's own
+  // (inside one, where a Query would end the batch).
+  void sync_sql_prepared(const analysis_ptr& analysis, bool extended);
+  // Answers an extended-protocol request with `error` and skips the rest
+  // of its batch.
+  void fail_batch(std::string error);
   frame_action on_server_frame(char tag, std::optional<std::string_view> body);
   void on_ready_for_query(char status);
   void on_command_complete(std::string_view tag_text);
@@ -134,8 +141,6 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // A batch from a Bind through its Sync, kept until its answers arrive so
   // that it can be sent again once on a re-prepared statement.
   void record_replay(char tag, std::string_view frame);
-  // Emits synthetic responses now at the head of queue_ into `out`.
-  void take_synthetic(std::string& out);
   bool server_idle() const;
   // No write to the server and no cancel request is under way.
   bool nothing_in_flight() const;
@@ -151,19 +156,20 @@ class client_session : public std::enable_shared_from_this<client_session> {
   awaitable<void> fail(std::string_view sqlstate, std::string_view message);
   analysis_ptr analyze(std::string_view sql);
   bool transaction_mode() const;
-  void expect(expected::kind what, analysis_ptr analysis = nullptr);
+  void expect(kind what, analysis_ptr analysis = nullptr);
   // Starts the idle clock (limits.client_idle_timeout_ms or, inside a
   // transaction, limits.idle_transaction_timeout_ms) if one is configured.
   void arm_idle_timer();
   void expect_synthetic(std::string bytes);
-  // Transaction mode: the Parse that must precede a use of `name` on the
-  // current server, if it lacks the statement; appended to out_.
-  void ensure_prepared(const prepared_statement& stmt);
+  // Transaction mode: what must precede a use of `stmt` on the current
+  // server (a Parse, and Closes), appended to out_. Returns true if a Parse
+  // was sent.
+  bool ensure_prepared(const statement_map::statement& stmt);
   std::string prefix() const;
 
   proxy_context& ctx_;
   std::uint64_t id_;
-  pool::pg_stream client_;
+  net::pg_stream client_;
   std::string peer_;
   std::string user_;
   std::string database_;
@@ -172,17 +178,19 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::optional<std::pair<std::uint32_t, std::uint32_t>> cancel_key_;
   std::optional<session_state> state_;  // transaction mode only
 
-  // Allocates nothing until used, and frees all when shrunk empty (an
-  // idle client's).
-  boost::container::deque<expected> queue_;
-  std::map<std::string, prepared_statement> statements_;  // client name -> (transaction mode)
+  response_queue queue_;
+  statement_map statements_;  // transaction mode
   analysis_ptr unnamed_statement_;
+  // When the unnamed statement is `DEALLOCATE name` of a protocol-level
+  // statement, which pgstash answers itself: that name.
+  std::optional<std::string> unnamed_deallocates_;
   std::map<std::string, analysis_ptr> portals_;
+  std::map<std::string, std::string> deallocating_portals_;  // portal -> statement it deallocates
   std::string out_;  // frames for the server, written by flush_to_server()
   std::string replay_;           // the batch being recorded for a replay
   bool replay_recording_ = false;
   bool replay_pending_ = false;  // the failed batch's ReadyForQuery is still to come
-  std::string replay_statement_;
+  statement_map::statement replay_statement_;
   std::string to_server_;        // what the server pump must send (a replay)
 
   char tx_status_ = 'I';
@@ -203,10 +211,10 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::string end_sqlstate_;  // why the client pump ended, if pgstash ends it
   std::string end_message_;
   std::optional<asio::steady_timer> server_pump_done_;
-  std::optional<pool::deadline> idle_timer_;
+  std::optional<net::deadline> idle_timer_;
   std::shared_ptr<const pool::parameter_map> reported_;  // ParameterStatus values the client was told
-  bool batch_started_ = false;   // extended-protocol messages since the last Sync
-  bool skip_until_sync_ = false;  // after an error pgstash answered itself
+  bool batch_started_ = false;  // extended-protocol messages since the last Sync
+  bool skipping_ = false;       // after an error in a batch: frames up to its Sync get no answer
   std::string idle_sqlstate_;  // set when the idle clock ran out
 };
 

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "pool/asio.hpp"
+#include "net/asio.hpp"
 
 namespace pgstash::proxy {
 

@@ -16,7 +16,7 @@
 
 #include "conf/config.hpp"
 #include "conf/userlist.hpp"
-#include "pool/asio.hpp"
+#include "net/asio.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/proxy_context.hpp"
 

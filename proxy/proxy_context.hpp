@@ -13,7 +13,7 @@
 
 #include "conf/config.hpp"
 #include "conf/userlist.hpp"
-#include "pool/asio.hpp"
+#include "net/asio.hpp"
 #include "pool/server_pool.hpp"
 
 namespace pgstash::proxy {

@@ -2,44 +2,20 @@
 
 #include <cctype>
 
+#include "invalidation/sql_text.hpp"
+
 namespace pgstash::proxy {
 
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::string set_statement(const std::string& name, const pool::setting_value& v) {
   if (v.raw)
-    return "SELECT pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(v.text) +
+    return "SELECT pg_catalog.set_config(" + invalidation::quote_literal(name) + ", " + invalidation::quote_literal(v.text) +
            ", false)";
   return invalidation::to_sql({invalidation::setting_change::kind::set, name, v.text});
 }
 
 }  // namespace
-
-std::string quote_literal(std::string_view value) {
-  std::string out = "'";
-  for (char c : value) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  // A backslash would make E'' syntax matter only with
-  // standard_conforming_strings off; PostgreSQL's default is on.
-  return out + "'";
-}
-
-std::string quote_identifier(std::string_view name) {
-  std::string out = "\"";
-  for (char c : name) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
 
 std::vector<std::pair<std::string, std::string>> parse_startup_options(std::string_view options) {
   // Split on unescaped whitespace; a backslash escapes the next character,
@@ -74,7 +50,7 @@ std::vector<std::pair<std::string, std::string>> parse_startup_options(std::stri
     }
     auto eq = setting.find('=');
     if (eq == std::string_view::npos) continue;
-    std::string name = lower(setting.substr(0, eq));
+    std::string name = invalidation::ascii_lower(setting.substr(0, eq));
     for (char& c : name)
       if (c == '-') c = '_';
     out.emplace_back(std::move(name), std::string(setting.substr(eq + 1)));
@@ -87,7 +63,7 @@ session_state::session_state(const std::vector<std::pair<std::string, std::strin
     if (name == "options") {
       for (auto& [n, v] : parse_startup_options(value)) startup_[n] = {true, v};
     } else {
-      startup_[lower(name)] = {true, value};
+      startup_[invalidation::ascii_lower(name)] = {true, value};
     }
   }
   settings_ = startup_;
@@ -203,9 +179,9 @@ std::string session_state::sync_settings_sql(pool::server_state& server) const {
   return sql;
 }
 
-std::string session_state::sync_prepared_sql(const invalidation::statement_effects& effects,
-                                             pool::server_state& server) const {
-  std::string sql;
+std::vector<std::string> session_state::sync_prepared_statements(
+    const invalidation::statement_effects& effects, pool::server_state& server) const {
+  std::vector<std::string> sql;
   auto ensure = [&](const std::string& name, bool want_ours) {
     auto server_it = server.sql_prepared.find(name);
     auto ours = sql_prepared_.find(name);
@@ -213,11 +189,11 @@ std::string session_state::sync_prepared_sql(const invalidation::statement_effec
         ours != sql_prepared_.end() && server_it != server.sql_prepared.end() && server_it->second == ours->second;
     if (ours_there) return;
     if (server_it != server.sql_prepared.end()) {
-      sql += "DEALLOCATE " + quote_identifier(name) + ";";
+      sql.push_back("DEALLOCATE " + invalidation::quote_identifier(name));
       server.sql_prepared.erase(server_it);
     }
     if (want_ours && ours != sql_prepared_.end()) {
-      sql += ours->second + ";";
+      sql.push_back(ours->second);
       server.sql_prepared[name] = ours->second;
     }
   };

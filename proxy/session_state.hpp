@@ -53,11 +53,12 @@ class session_state {
   // assuming the SQL will succeed.
   std::string sync_settings_sql(pool::server_state& server) const;
 
-  // SQL to run before `effects`'s statement on `server` so that the SQL
-  // prepared statements it names exist there as the client made them, or
-  // "". Updates `server` assuming the SQL will succeed.
-  std::string sync_prepared_sql(const invalidation::statement_effects& effects,
-                                pool::server_state& server) const;
+  // Statements to run, one by one, before `effects`'s statement on
+  // `server` so that the SQL prepared statements it names exist there as
+  // the client made them (none if they do). Updates `server` assuming they
+  // will succeed.
+  std::vector<std::string> sync_prepared_statements(const invalidation::statement_effects& effects,
+                                                    pool::server_state& server) const;
 
  private:
   void apply(const invalidation::setting_change& change, pool::server_state& server);
@@ -75,10 +76,6 @@ class session_state {
   unsigned pins_ = invalidation::pin_none;
 };
 
-// `value` as a SQL string literal: 'it''s'.
-std::string quote_literal(std::string_view value);
-// `name` as a SQL identifier: "My ""odd"" name".
-std::string quote_identifier(std::string_view name);
 // The -c/--name=value settings inside a startup packet's "options".
 std::vector<std::pair<std::string, std::string>> parse_startup_options(std::string_view options);
 

@@ -219,4 +219,85 @@ void write_terminate(std::string& out) {
   w.finish();
 }
 
+void write_parse(std::string& out, std::string_view statement, std::string_view sql,
+                 const std::vector<std::uint32_t>& parameter_types) {
+  message_writer w(out);
+  w.begin(frontend_tag::parse);
+  w.put_cstr(statement);
+  w.put_cstr(sql);
+  w.put_int16(static_cast<std::int16_t>(parameter_types.size()));
+  for (std::uint32_t oid : parameter_types) w.put_uint32(oid);
+  w.finish();
+}
+
+void write_bind(std::string& out, std::string_view portal, std::string_view statement) {
+  message_writer w(out);
+  w.begin(frontend_tag::bind);
+  w.put_cstr(portal);
+  w.put_cstr(statement);
+  w.put_int16(0);  // parameter format codes
+  w.put_int16(0);  // parameters
+  w.put_int16(0);  // result format codes: all text
+  w.finish();
+}
+
+void write_execute(std::string& out, std::string_view portal, std::int32_t max_rows) {
+  message_writer w(out);
+  w.begin(frontend_tag::execute);
+  w.put_cstr(portal);
+  w.put_int32(max_rows);
+  w.finish();
+}
+
+namespace {
+void write_targeted(std::string& out, frontend_tag tag, char target, std::string_view name) {
+  message_writer w(out);
+  w.begin(tag);
+  w.put_byte(target);
+  w.put_cstr(name);
+  w.finish();
+}
+}  // namespace
+
+void write_close(std::string& out, char target, std::string_view name) {
+  write_targeted(out, frontend_tag::close, target, name);
+}
+
+void write_describe(std::string& out, char target, std::string_view name) {
+  write_targeted(out, frontend_tag::describe, target, name);
+}
+
+void write_sync(std::string& out) {
+  message_writer w(out);
+  w.begin(frontend_tag::sync);
+  w.finish();
+}
+
+void write_copy_fail(std::string& out, std::string_view reason) {
+  message_writer w(out);
+  w.begin(frontend_tag::copy_fail);
+  w.put_cstr(reason);
+  w.finish();
+}
+
+void write_command_complete(std::string& out, std::string_view tag) {
+  message_writer w(out);
+  w.begin(backend_tag::command_complete);
+  w.put_cstr(tag);
+  w.finish();
+}
+
+void write_empty(std::string& out, backend_tag tag) {
+  message_writer w(out);
+  w.begin(tag);
+  w.finish();
+}
+
+void write_no_parameters(std::string& out) {
+  message_writer w(out);
+  w.begin(backend_tag::parameter_description);
+  w.put_int16(0);
+  w.finish();
+}
+
 }  // namespace pgstash::wire

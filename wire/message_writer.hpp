@@ -88,5 +88,24 @@ void write_sasl_initial_response(std::string& out, std::string_view mechanism,
 void write_sasl_response(std::string& out, std::string_view data);
 void write_query(std::string& out, std::string_view sql);
 void write_terminate(std::string& out);
+// Parse of `statement` ("" = unnamed) with the given parameter type OIDs.
+void write_parse(std::string& out, std::string_view statement, std::string_view sql,
+                 const std::vector<std::uint32_t>& parameter_types = {});
+// Bind of `portal` to `statement` with no parameters and text results.
+void write_bind(std::string& out, std::string_view portal, std::string_view statement);
+// Execute of `portal`; max_rows 0 = all.
+void write_execute(std::string& out, std::string_view portal, std::int32_t max_rows = 0);
+// Close or Describe of a statement ('S') or portal ('P').
+void write_close(std::string& out, char target, std::string_view name);
+void write_describe(std::string& out, char target, std::string_view name);
+void write_sync(std::string& out);
+void write_copy_fail(std::string& out, std::string_view reason);
+
+// Backend messages pgstash answers in the server's place.
+void write_command_complete(std::string& out, std::string_view tag);
+// A message with no body: ParseComplete, BindComplete, CloseComplete, NoData.
+void write_empty(std::string& out, backend_tag tag);
+// ParameterDescription with no parameters.
+void write_no_parameters(std::string& out);
 
 }  // namespace pgstash::wire

@@ -81,9 +81,10 @@ TEST_CASE("SQL PREPARE is re-created where the client EXECUTEs, replacing anothe
   run_autocommit(mine, first, "PREPARE q AS SELECT 1");
   run_autocommit(other, second, "PREPARE q AS SELECT 2");
   const auto execute = effects_of("EXECUTE q");
-  CHECK(mine.sync_prepared_sql(execute, first).empty());
-  CHECK(mine.sync_prepared_sql(execute, second) == "DEALLOCATE \"q\";PREPARE q AS SELECT 1;");
-  CHECK(mine.sync_prepared_sql(execute, second).empty());
+  CHECK(mine.sync_prepared_statements(execute, first).empty());
+  CHECK(mine.sync_prepared_statements(execute, second) ==
+        std::vector<std::string>{"DEALLOCATE \"q\"", "PREPARE q AS SELECT 1"});
+  CHECK(mine.sync_prepared_statements(execute, second).empty());
   run_autocommit(mine, second, "DEALLOCATE q");
   CHECK(second.sql_prepared.empty());
 }
@@ -111,9 +112,7 @@ TEST_CASE("a setting whose name holds a reserved word is re-applied as valid SQL
   CHECK(effects_of(sql.c_str()).settings == effects_of("SET app.\"user\" = 'alice'").settings);
 }
 
-TEST_CASE("quoting") {
-  CHECK(quote_literal("it's") == "'it''s'");
-  CHECK(quote_identifier("My \"odd\" name") == "\"My \"\"odd\"\" name\"");
+TEST_CASE("startup options") {
   CHECK(parse_startup_options("-c a=1 -cb=2 --c-d=3 -x y\\ z") ==
         parameters{{"a", "1"}, {"b", "2"}, {"c_d", "3"}});
 }

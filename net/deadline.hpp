@@ -11,9 +11,9 @@
 #include <functional>
 #include <memory>
 
-#include "pool/asio.hpp"
+#include "net/asio.hpp"
 
-namespace pgstash::pool {
+namespace pgstash::net {
 
 class deadline {
  public:
@@ -36,4 +36,4 @@ class deadline {
   std::shared_ptr<state> state_;
 };
 
-}  // namespace pgstash::pool
+}  // namespace pgstash::net

@@ -15,10 +15,10 @@
 
 #include <boost/container/deque.hpp>
 
-#include "pool/asio.hpp"
+#include "net/asio.hpp"
 #include "wire/framing.hpp"
 
-namespace pgstash::pool {
+namespace pgstash::net {
 
 class pg_stream {
  public:
@@ -91,4 +91,4 @@ class pg_stream {
   boost::container::deque<asio::steady_timer*> write_waiters_;  // allocates only when used
 };
 
-}  // namespace pgstash::pool
+}  // namespace pgstash::net

@@ -1,4 +1,4 @@
-#include "pool/pg_stream.hpp"
+#include "net/pg_stream.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 
 #include "wire/errc.hpp"
 
-namespace pgstash::pool {
+namespace pgstash::net {
 
 pg_stream::pg_stream(tcp::socket socket, std::size_t max_buffer, std::size_t initial_buffer)
     : socket_(std::move(socket)),
@@ -151,4 +151,4 @@ void pg_stream::close() {
   socket_.close(ignored);
 }
 
-}  // namespace pgstash::pool
+}  // namespace pgstash::net

@@ -1,6 +1,6 @@
-#include "pool/deadline.hpp"
+#include "net/deadline.hpp"
 
-namespace pgstash::pool {
+namespace pgstash::net {
 
 deadline::deadline(const asio::any_io_executor& ex, std::chrono::milliseconds timeout,
                    std::function<void()> on_expiry)
@@ -21,4 +21,4 @@ deadline::~deadline() {
   state_->timer.cancel();
 }
 
-}  // namespace pgstash::pool
+}  // namespace pgstash::net

@@ -1,0 +1,89 @@
+// What the server owes one client session, in order: an entry for every
+// request sent to the server (the client's, or pgstash's own), and the
+// answers pgstash gives in the server's place, kept in the same order so
+// that the client sees responses exactly as PostgreSQL would send them.
+//
+// Pure: no I/O. Owned by one client session.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <boost/container/deque.hpp>
+
+#include "invalidation/statement_analysis.hpp"
+
+namespace pgstash::proxy {
+
+struct expected_response {
+  enum class kind : std::uint8_t {
+    query,      // Query or FunctionCall: everything through ReadyForQuery
+    parse,      // ParseComplete
+    bind,       // BindComplete
+    describe,   // [ParameterDescription], then RowDescription or NoData
+    execute,    // rows, then CommandComplete, EmptyQueryResponse or PortalSuspended
+    close,      // CloseComplete
+    sync,       // ReadyForQuery
+    synthetic,  // nothing from the server: `bytes` go to the client
+  };
+  using analysis_ptr = std::shared_ptr<const invalidation::analysis>;
+
+  kind what = kind::query;
+  bool forward = true;  // false: pgstash's own request; its success answers are dropped
+  std::string bytes;
+  analysis_ptr analysis;  // query/execute: per-statement session effects
+  std::size_t statements_done = 0;
+  std::string server_statement;  // parse: the server-side statement being created
+  // parse: the client's name for the statement being created; bind: the
+  // client's statement, when its batch may be replayed after "cached plan
+  // must not change result type".
+  std::string client_statement;
+
+  // The answer to a request of the client's: forwarded to it.
+  static expected_response client(kind what, analysis_ptr analysis = nullptr);
+  // The answer to pgstash's own request: dropped unless it is an error.
+  static expected_response internal(kind what);
+  // The ParseComplete of a server-side statement pgstash creates; forwarded
+  // if the Parse is the client's own.
+  static expected_response parse_of(std::string server_statement, std::string client_statement,
+                                    bool forward);
+  static expected_response synthetic(std::string bytes);
+
+  // True if backend message `tag` is the last one answering this request.
+  bool completed_by(char tag) const;
+};
+
+class response_queue {
+ public:
+  bool empty() const { return entries_.empty(); }
+  std::size_t size() const { return entries_.size(); }
+  expected_response& front() { return entries_.front(); }
+  expected_response& back() { return entries_.back(); }
+  void push(expected_response e) { entries_.push_back(std::move(e)); }
+  void pop() { entries_.pop_front(); }
+
+  // Appends to `out` the synthetic answers now at the head, and drops them.
+  void take_synthetic(std::string& out);
+
+  // The server failed a request of an extended-protocol batch and skips
+  // the rest of it until Sync: drops every entry before the next sync
+  // entry. Returns false if no Sync has been sent yet (the queue is then
+  // empty).
+  bool skip_to_sync();
+
+  // The batch being recorded will not be replayed: no Bind refers to it.
+  void forget_replay();
+
+  // Frees memory when empty (an idle client's).
+  void shrink() {
+    if (entries_.empty()) entries_.shrink_to_fit();
+  }
+
+ private:
+  // Allocates nothing until used.
+  boost::container::deque<expected_response> entries_;
+};
+
+}  // namespace pgstash::proxy

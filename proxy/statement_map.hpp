@@ -1,0 +1,73 @@
+// A client's protocol-level prepared statements in transaction mode, and
+// what must be sent to a server connection before one of them is used there.
+//
+// The client's names exist only here. On servers a statement is prepared
+// under a name derived from its text and parameter types, so clients that
+// prepare the same statement share it on each server connection (bounded
+// per connection by pool::statement_lru). Sharing must never give a client
+// an older analysis than its own Parse would have: a statement prepared on
+// a connection before a table was re-created or a type dropped would give
+// "cached plan must not change result type" or "cache lookup failed for
+// type", which PostgreSQL never gives a fresh Parse. So every statement
+// carries the time the client Parsed it, every server copy the time it was
+// prepared there, and a copy older than the client's Parse is prepared again
+// (Close, then Parse) before use.
+//
+// Pure: no I/O. Owned by one client session.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "invalidation/statement_analysis.hpp"
+#include "pool/server_state.hpp"
+#include "wire/frontend.hpp"
+
+namespace pgstash::proxy {
+
+class statement_map {
+ public:
+  using analysis_ptr = std::shared_ptr<const invalidation::analysis>;
+
+  struct statement {
+    std::string server_name;
+    std::string parse_frame;  // a Parse creating it under server_name
+    analysis_ptr analysis;    // its session effects, or null
+    std::uint64_t parsed_at;  // when the client Parsed it
+  };
+
+  // What a server connection needs before it can run a statement.
+  struct preparation {
+    std::optional<std::string> evicted;  // Close this server statement first (LRU)
+    bool replace = false;                // Close the statement's own older copy first
+    bool parse = false;                  // then send statement::parse_frame
+  };
+
+  // The client Parsed `parse` (a named statement) at time `now`.
+  const statement& define(const wire::parse_message& parse, analysis_ptr analysis,
+                          std::uint64_t now);
+  const statement* find(std::string_view client_name) const;
+  bool contains(std::string_view client_name) const { return find(client_name) != nullptr; }
+  // Returns false if there was no such statement.
+  bool erase(std::string_view client_name);
+  void clear() { statements_.clear(); }
+  std::size_t size() const { return statements_.size(); }
+
+  // What `server` needs before running `stmt` at time `now`. Updates
+  // `server` as if it were sent and succeeded.
+  static preparation prepare_on(const statement& stmt, pool::statement_lru& server,
+                                std::uint64_t now);
+
+ private:
+  std::map<std::string, statement, std::less<>> statements_;  // client name -> statement
+};
+
+// The server-side name of a statement: "pgstash_" and a 128-bit hash of its
+// text and parameter types.
+std::string server_statement_name(const wire::parse_message& parse);
+
+}  // namespace pgstash::proxy

@@ -1,0 +1,94 @@
+#include "proxy/response_queue.hpp"
+
+#include <doctest/doctest.h>
+
+#include "wire/tags.hpp"
+
+namespace pgstash::proxy {
+namespace {
+
+using kind = expected_response::kind;
+using wire::backend_tag;
+
+constexpr char tag(backend_tag t) { return static_cast<char>(t); }
+
+TEST_CASE("each request is completed by the backend message that ends its answer") {
+  CHECK(expected_response::client(kind::query).completed_by(tag(backend_tag::ready_for_query)));
+  CHECK_FALSE(expected_response::client(kind::query).completed_by(tag(backend_tag::command_complete)));
+  CHECK(expected_response::client(kind::sync).completed_by(tag(backend_tag::ready_for_query)));
+  CHECK(expected_response::client(kind::parse).completed_by(tag(backend_tag::parse_complete)));
+  CHECK(expected_response::client(kind::bind).completed_by(tag(backend_tag::bind_complete)));
+  CHECK(expected_response::client(kind::close).completed_by(tag(backend_tag::close_complete)));
+  const auto describe = expected_response::client(kind::describe);
+  CHECK_FALSE(describe.completed_by(tag(backend_tag::parameter_description)));
+  CHECK(describe.completed_by(tag(backend_tag::row_description)));
+  CHECK(describe.completed_by(tag(backend_tag::no_data)));
+  const auto execute = expected_response::client(kind::execute);
+  CHECK_FALSE(execute.completed_by(tag(backend_tag::data_row)));
+  CHECK(execute.completed_by(tag(backend_tag::command_complete)));
+  CHECK(execute.completed_by(tag(backend_tag::empty_query_response)));
+  CHECK(execute.completed_by(tag(backend_tag::portal_suspended)));
+  CHECK_FALSE(execute.completed_by(tag(backend_tag::ready_for_query)));
+}
+
+TEST_CASE("named constructors: the client's answers are forwarded, pgstash's own are not") {
+  CHECK(expected_response::client(kind::bind).forward);
+  CHECK_FALSE(expected_response::internal(kind::query).forward);
+  auto own = expected_response::parse_of("pgstash_1", "", false);
+  CHECK_FALSE(own.forward);
+  CHECK(own.server_statement == "pgstash_1");
+  auto clients = expected_response::parse_of("pgstash_1", "s1", true);
+  CHECK(clients.forward);
+  CHECK(clients.client_statement == "s1");
+  CHECK(expected_response::synthetic("x").bytes == "x");
+}
+
+TEST_CASE("synthetic answers leave only when everything before them is answered") {
+  response_queue q;
+  q.push(expected_response::client(kind::bind));
+  q.push(expected_response::synthetic("A"));
+  q.push(expected_response::synthetic("B"));
+  q.push(expected_response::client(kind::sync));
+  std::string out;
+  q.take_synthetic(out);
+  CHECK(out.empty());
+  q.pop();  // BindComplete arrived
+  q.take_synthetic(out);
+  CHECK(out == "AB");
+  CHECK(q.size() == 1);
+  CHECK(q.front().what == kind::sync);
+}
+
+TEST_CASE("after an error the server skips to the batch's Sync") {
+  response_queue q;
+  q.push(expected_response::client(kind::bind));
+  q.push(expected_response::client(kind::execute));
+  q.push(expected_response::synthetic("CloseComplete the server would not send"));
+  q.push(expected_response::client(kind::sync));
+  q.push(expected_response::client(kind::parse));  // the next batch
+  CHECK(q.skip_to_sync());
+  CHECK(q.size() == 2);
+  CHECK(q.front().what == kind::sync);
+}
+
+TEST_CASE("an error before the client's Sync leaves nothing to wait for") {
+  response_queue q;
+  q.push(expected_response::client(kind::parse));
+  q.push(expected_response::client(kind::bind));
+  CHECK_FALSE(q.skip_to_sync());
+  CHECK(q.empty());
+}
+
+TEST_CASE("a batch that will not be replayed forgets its statement") {
+  response_queue q;
+  auto bind = expected_response::client(kind::bind);
+  bind.client_statement = "s1";
+  q.push(std::move(bind));
+  q.push(expected_response::parse_of("pgstash_1", "s2", true));
+  q.forget_replay();
+  CHECK(q.front().client_statement.empty());
+  CHECK(q.back().client_statement == "s2");
+}
+
+}  // namespace
+}  // namespace pgstash::proxy
