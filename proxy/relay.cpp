@@ -1,0 +1,757 @@
+#include "proxy/relay.hpp"
+
+#include <chrono>
+#include <limits>
+
+#include "invalidation/analysis_cache.hpp"
+#include "wire/backend.hpp"
+#include "wire/frontend.hpp"
+#include "wire/framing.hpp"
+#include "wire/message_writer.hpp"
+#include "wire/tags.hpp"
+
+namespace pgstash::proxy {
+
+namespace {
+
+using wire::backend_tag;
+using wire::frontend_tag;
+
+constexpr char tag_of(frontend_tag t) { return static_cast<char>(t); }
+constexpr char tag_of(backend_tag t) { return static_cast<char>(t); }
+
+// An empty-bodied backend message such as ParseComplete.
+std::string empty_message(backend_tag tag) {
+  std::string out;
+  wire::write_empty(out, tag);
+  return out;
+}
+
+// `frame` (a Bind or Describe) with the statement name after its first
+// `skip` cstrings replaced by `name`.
+void write_renamed(std::string& out, std::string_view frame, int skip, std::string_view name) {
+  std::string_view body = frame.substr(5);
+  std::size_t at = 0;
+  for (int i = 0; i < skip; ++i) at = body.find('\0', at) + 1;
+  std::size_t end = body.find('\0', at);
+  wire::message_writer w(out);
+  w.begin(static_cast<frontend_tag>(frame[0]));
+  w.put_bytes(body.substr(0, at));
+  w.put_cstr(name);
+  w.put_bytes(body.substr(end + 1));
+  w.finish();
+}
+
+// The portal and statement names at the start of a Bind's body, if that
+// much of it is at hand.
+std::optional<std::pair<std::string_view, std::string_view>> bind_names(std::string_view body) {
+  std::size_t portal_end = body.find('\0');
+  if (portal_end == std::string_view::npos) return std::nullopt;
+  std::size_t statement_end = body.find('\0', portal_end + 1);
+  if (statement_end == std::string_view::npos) return std::nullopt;
+  return std::make_pair(body.substr(0, portal_end),
+                        body.substr(portal_end + 1, statement_end - portal_end - 1));
+}
+
+// Versions of server-side statements: a monotonic clock, the same on every
+// worker thread.
+std::uint64_t statement_clock() {
+  return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
+// The name pgstash gives the statement and portal of its own requests
+// inside a client's batch; never one a client's, whose unnamed ones it
+// must not disturb.
+constexpr std::string_view k_internal_name = "pgstash_internal";
+
+}  // namespace
+
+relay::relay(options opts, const std::vector<std::pair<std::string, std::string>>& startup)
+    : opts_(opts) {
+  if (opts_.transaction_mode) state_.emplace(startup);
+}
+
+void relay::detach() {
+  server_ = nullptr;
+  unnamed_statement_.reset();
+  portals_.clear();
+  deallocating_portals_.clear();
+}
+
+std::string relay::settings_sql() {
+  if (!state_) return {};
+  state_->take_resync();  // this covers it
+  return state_->sync_settings_sql(*server_);
+}
+
+relay::analysis_ptr relay::analyze(std::string_view sql) const {
+  // Analyses are memoized per worker thread, so no lock is taken.
+  thread_local invalidation::analysis_cache cache(opts_.analysis_cache_entries);
+  analysis_ptr a = cache.get(sql);
+  return a->any_effect() ? a : nullptr;
+}
+
+bool relay::on_streamed(char tag, std::string_view head) {
+  if (skipping_) return false;
+  if (tag == tag_of(frontend_tag::bind) && opts_.transaction_mode) {
+    // Its portal runs a statement pgstash need not follow.
+    if (auto names = bind_names(head.substr(5))) portals_.erase(std::string(names->first));
+  }
+  expect_for_tag(tag);
+  note_batch(tag);
+  return true;
+}
+
+bool relay::idle() const {
+  // Inside an extended-protocol batch the server waits for its Sync, and
+  // the batch's implicit transaction is its alone.
+  return opts_.transaction_mode && queue_.empty() && tx_status_ == 'I' && !copy_in_ &&
+         !batch_started_ && !pinned();
+}
+
+void relay::end_copy(std::string& out) {
+  if (!copy_in_) return;
+  wire::write_copy_fail(out, "client disconnected");
+  copy_in_ = false;
+}
+
+void relay::end_batch(std::string& out) {
+  if (!batch_started_) return;
+  wire::write_sync(out);
+  queue_.push(expected_response::internal(kind::sync));
+  batch_started_ = skipping_ = false;
+}
+
+void relay::run_internal(std::string& out, std::string_view sql) {
+  wire::write_query(out, sql);
+  queue_.push(expected_response::internal(kind::query));
+}
+
+void relay::server_was_reset() {
+  if (server_) server_->clear();
+}
+
+void relay::expect(kind what, analysis_ptr analysis) {
+  queue_.push(expected_response::client(what, std::move(analysis)));
+}
+
+void relay::expect_synthetic(std::string bytes) {
+  queue_.push(expected_response::synthetic(std::move(bytes)));
+}
+
+bool relay::ensure_prepared(const statement_map::statement& stmt) {
+  const statement_map::preparation p =
+      statement_map::prepare_on(stmt, server_->prepared, statement_clock());
+  if (p.evicted) {
+    wire::write_close(out_, 'S', *p.evicted);
+    queue_.push(expected_response::internal(kind::close));
+  }
+  if (p.replace) {
+    wire::write_close(out_, 'S', stmt.server_name);
+    queue_.push(expected_response::internal(kind::close));
+  }
+  if (!p.parse) return false;
+  out_ += stmt.parse_frame;
+  queue_.push(expected_response::parse_of(stmt.server_name, {}, false));
+  return true;
+}
+
+bool relay::must_hold(char tag, std::string_view head) const {
+  if (!opts_.transaction_mode) return false;
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query:
+    case frontend_tag::parse:
+    case frontend_tag::describe:
+    case frontend_tag::close:
+    case frontend_tag::execute:
+      return true;
+    case frontend_tag::bind: {
+      // Its parameters may stream through unless pgstash must rename the
+      // statement or read what it runs.
+      auto names = bind_names(head.substr(5));
+      if (!names) return true;
+      if (names->second.empty()) return unnamed_deallocates_ || unnamed_statement_;
+      return statements_.contains(names->second);
+    }
+    default:
+      return false;
+  }
+}
+
+void relay::expect_for_tag(char tag) {
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query:
+    case frontend_tag::function_call:
+      expect(kind::query);
+      break;
+    case frontend_tag::parse:
+      expect(kind::parse);
+      break;
+    case frontend_tag::bind:
+      expect(kind::bind);
+      break;
+    case frontend_tag::describe:
+      expect(kind::describe);
+      break;
+    case frontend_tag::execute:
+      expect(kind::execute);
+      break;
+    case frontend_tag::close:
+      expect(kind::close);
+      break;
+    case frontend_tag::sync:
+      expect(kind::sync);
+      break;
+    case frontend_tag::copy_done:
+    case frontend_tag::copy_fail:
+      copy_in_ = false;
+      break;
+    default:
+      break;
+  }
+}
+
+void relay::note_batch(char tag) {
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::parse:
+    case frontend_tag::bind:
+    case frontend_tag::describe:
+    case frontend_tag::execute:
+    case frontend_tag::close:
+      batch_started_ = true;
+      break;
+    case frontend_tag::sync:
+    case frontend_tag::query:
+      batch_started_ = false;
+      break;
+    default:
+      break;
+  }
+}
+
+void relay::record_replay(char tag, std::string_view frame) {
+  if (!replay_recording_) return;
+  if (tag == tag_of(frontend_tag::bind)) return;  // recorded by the Bind itself
+  const bool part_of_batch = tag == tag_of(frontend_tag::describe) ||
+                             tag == tag_of(frontend_tag::execute) ||
+                             tag == tag_of(frontend_tag::sync);
+  if (!part_of_batch || replay_.size() + frame.size() > opts_.replay_limit) {
+    replay_recording_ = false;
+    replay_.clear();
+    queue_.forget_replay();
+    return;
+  }
+  replay_ += frame;
+  if (tag == tag_of(frontend_tag::sync)) replay_recording_ = false;
+}
+
+relay::analysis_ptr relay::analyze_query(std::string_view body) const {
+  wire::query_message q;
+  if (!state_ || wire::parse_query(body, q)) return nullptr;
+  return analyze(q.sql);
+}
+
+const std::string* relay::deallocated_protocol_statement(const analysis_ptr& analysis) const {
+  if (!analysis || analysis->statements.size() != 1) return nullptr;
+  const std::string& name = analysis->statements[0].deallocate_name;
+  return !name.empty() && statements_.contains(name) ? &name : nullptr;
+}
+
+void relay::forward_as_is(char tag, std::string_view frame) {
+  out_ += frame;
+  expect_for_tag(tag);
+}
+
+relay::plan relay::plan_frame(char tag, std::string_view frame) {
+  const std::string_view body = frame.substr(5);
+  const auto t = static_cast<frontend_tag>(tag);
+  if (t == frontend_tag::terminate) return {route::end, nullptr};
+  if (skipping_) {
+    if (t != frontend_tag::sync) return {route::skip, nullptr};
+    return {server_ ? route::to_server : route::answer_locally, nullptr};
+  }
+  const plan to_server{route::to_server, nullptr};
+  const plan local{route::answer_locally, nullptr};
+  if (t == frontend_tag::flush || t == frontend_tag::sync) return server_ ? to_server : local;
+  if (!opts_.transaction_mode) return to_server;
+  switch (t) {
+    case frontend_tag::query: {
+      analysis_ptr analysis = analyze_query(body);
+      // The client's name for a protocol-level statement exists only in
+      // pgstash (the server knows it as pgstash_<hash>).
+      const bool local_answer = deallocated_protocol_statement(analysis) != nullptr;
+      return {local_answer ? route::answer_locally : route::to_server, std::move(analysis)};
+    }
+    case frontend_tag::parse: {
+      wire::parse_message parse;
+      if (wire::parse_parse(body, parse)) return to_server;
+      analysis_ptr analysis = analyze(parse.query);
+      // PostgreSQL refuses a name already in use. Outside a transaction, at
+      // the start of a batch, pgstash can answer exactly as it would.
+      const bool local_answer =
+          parse.statement.empty()
+              ? deallocated_protocol_statement(analysis) != nullptr
+              : statements_.contains(parse.statement) && tx_status_ == 'I' && !batch_started_;
+      return {local_answer ? route::answer_locally : route::to_server, std::move(analysis)};
+    }
+    case frontend_tag::bind: {
+      wire::bind_message bind;
+      if (wire::parse_bind(body, bind)) return to_server;
+      return bind.statement.empty() && unnamed_deallocates_ ? local : to_server;
+    }
+    case frontend_tag::describe: {
+      wire::describe_message d;
+      if (wire::parse_describe(body, d)) return to_server;
+      const bool local_answer = d.target == 'S' ? d.name.empty() && unnamed_deallocates_
+                                                : deallocating_portals_.count(std::string(d.name)) != 0;
+      return local_answer ? local : to_server;
+    }
+    case frontend_tag::execute: {
+      wire::execute_message e;
+      if (wire::parse_execute(body, e)) return to_server;
+      return deallocating_portals_.count(std::string(e.portal)) != 0 ? local : to_server;
+    }
+    case frontend_tag::close: {
+      wire::close_message c;
+      if (wire::parse_close(body, c)) return to_server;
+      // Server-side statements are shared and kept in the LRU; the
+      // client's name simply goes away.
+      const bool local_answer = c.target == 'S' ? !c.name.empty()
+                                                : deallocating_portals_.count(std::string(c.name)) != 0;
+      return local_answer ? local : to_server;
+    }
+    default:
+      return to_server;
+  }
+}
+
+bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
+  switch (p.where) {
+    case route::end:
+      return false;
+    case route::skip:
+      return true;
+    default:
+      break;
+  }
+  // A RESET or DISCARD ALL earlier on this same server connection left it
+  // at its own defaults where the client has startup values: restore them
+  // before the client's next transaction.
+  if (server_ && state_ && queue_.empty() && tx_status_ == 'I' && !batch_started_ &&
+      p.where == route::to_server && tag != tag_of(frontend_tag::flush) &&
+      tag != tag_of(frontend_tag::sync) && state_->take_resync()) {
+    const std::string sql = state_->sync_settings_sql(*server_);
+    if (!sql.empty()) {
+      wire::write_query(out_, sql);
+      queue_.push(expected_response::internal(kind::query));
+    }
+  }
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query:
+      on_query(frame, p);
+      break;
+    case frontend_tag::parse:
+      on_parse(frame, p);
+      break;
+    case frontend_tag::bind:
+      on_bind(frame, p);
+      break;
+    case frontend_tag::describe:
+      on_describe(frame, p);
+      break;
+    case frontend_tag::execute:
+      on_execute(frame, p);
+      break;
+    case frontend_tag::close:
+      on_close(frame, p);
+      break;
+    case frontend_tag::sync:
+      on_sync(frame, p);
+      break;
+    case frontend_tag::flush:
+      if (server_) out_ += frame;
+      break;
+    default:
+      // FunctionCall, COPY messages and anything else.
+      forward_as_is(tag, frame);
+      break;
+  }
+  record_replay(tag, frame);
+  note_batch(tag);
+  return true;
+}
+
+void relay::on_query(std::string_view frame, const plan& p) {
+  if (p.where == route::answer_locally) {
+    statements_.erase(*deallocated_protocol_statement(p.analysis));
+    std::string answer;
+    wire::write_command_complete(answer, "DEALLOCATE");
+    wire::write_ready_for_query(answer, tx_status_);
+    expect_synthetic(std::move(answer));
+    return;
+  }
+  sync_sql_prepared(p.analysis, false);
+  out_ += frame;
+  expect(kind::query, p.analysis);
+}
+
+void relay::on_parse(std::string_view frame, const plan& p) {
+  wire::parse_message parse;
+  if (!opts_.transaction_mode || wire::parse_parse(frame.substr(5), parse)) {
+    forward_as_is(tag_of(frontend_tag::parse), frame);
+    return;
+  }
+  if (parse.statement.empty()) {
+    if (p.where == route::answer_locally) {
+      unnamed_deallocates_ = *deallocated_protocol_statement(p.analysis);
+      expect_synthetic(empty_message(backend_tag::parse_complete));
+      return;
+    }
+    unnamed_deallocates_.reset();
+    unnamed_statement_ = p.analysis;
+    forward_as_is(tag_of(frontend_tag::parse), frame);
+    return;
+  }
+  if (p.where == route::answer_locally) {
+    std::string error;
+    wire::write_error(error, "ERROR", "42P05",
+                      "prepared statement \"" + std::string(parse.statement) + "\" already exists");
+    fail_batch(std::move(error));
+    return;
+  }
+  // The client's own Parse always reaches the server (unless a copy as
+  // recent is there already): it must see the tables and types as they
+  // are now.
+  const statement_map::statement& stmt = statements_.define(parse, p.analysis, statement_clock());
+  if (ensure_prepared(stmt)) {
+    queue_.back().forward = true;
+    queue_.back().client_statement = std::string(parse.statement);
+  } else {
+    expect_synthetic(empty_message(backend_tag::parse_complete));
+  }
+}
+
+void relay::on_bind(std::string_view frame, const plan& p) {
+  wire::bind_message bind;
+  if (!opts_.transaction_mode || wire::parse_bind(frame.substr(5), bind)) {
+    forward_as_is(tag_of(frontend_tag::bind), frame);
+    return;
+  }
+  const std::string portal(bind.portal);
+  if (p.where == route::answer_locally) {
+    deallocating_portals_[portal] = *unnamed_deallocates_;
+    expect_synthetic(empty_message(backend_tag::bind_complete));
+    return;
+  }
+  deallocating_portals_.erase(portal);
+  const statement_map::statement* stmt =
+      bind.statement.empty() ? nullptr : statements_.find(bind.statement);
+  const analysis_ptr analysis =
+      stmt ? stmt->analysis : bind.statement.empty() ? unnamed_statement_ : nullptr;
+  portals_[portal] = analysis;
+  sync_sql_prepared(analysis, true);
+  if (!stmt) {
+    forward_as_is(tag_of(frontend_tag::bind), frame);
+    return;
+  }
+  ensure_prepared(*stmt);
+  // Outside a transaction, with nothing else in flight, this batch can be
+  // replayed if a DDL change makes the server refuse the cached plan.
+  const bool replayable = queue_.empty() && tx_status_ == 'I' && !replay_pending_;
+  const std::size_t at = out_.size();
+  write_renamed(out_, frame, 1, stmt->server_name);
+  expect(kind::bind);
+  if (replayable) {
+    replay_.assign(out_, at, std::string::npos);
+    replay_recording_ = true;
+    queue_.back().client_statement = std::string(bind.statement);
+  }
+}
+
+void relay::on_describe(std::string_view frame, const plan& p) {
+  wire::describe_message d;
+  if (!opts_.transaction_mode || wire::parse_describe(frame.substr(5), d)) {
+    forward_as_is(tag_of(frontend_tag::describe), frame);
+    return;
+  }
+  if (p.where == route::answer_locally) {
+    // DEALLOCATE takes no parameters and returns no rows.
+    std::string answer;
+    if (d.target == 'S') wire::write_no_parameters(answer);
+    wire::write_empty(answer, backend_tag::no_data);
+    expect_synthetic(std::move(answer));
+    return;
+  }
+  const statement_map::statement* stmt =
+      d.target == 'S' && !d.name.empty() ? statements_.find(d.name) : nullptr;
+  if (!stmt) {
+    forward_as_is(tag_of(frontend_tag::describe), frame);
+    return;
+  }
+  ensure_prepared(*stmt);
+  wire::write_describe(out_, 'S', stmt->server_name);
+  expect(kind::describe);
+}
+
+void relay::on_execute(std::string_view frame, const plan& p) {
+  wire::execute_message e;
+  if (!opts_.transaction_mode || wire::parse_execute(frame.substr(5), e)) {
+    forward_as_is(tag_of(frontend_tag::execute), frame);
+    return;
+  }
+  const std::string portal(e.portal);
+  if (p.where == route::answer_locally) {
+    const std::string name = deallocating_portals_.at(portal);
+    if (!statements_.erase(name)) {
+      std::string error;
+      wire::write_error(error, "ERROR", "26000", "prepared statement \"" + name + "\" does not exist");
+      fail_batch(std::move(error));
+      return;
+    }
+    std::string answer;
+    wire::write_command_complete(answer, "DEALLOCATE");
+    expect_synthetic(std::move(answer));
+    return;
+  }
+  auto it = portals_.find(portal);
+  out_ += frame;
+  expect(kind::execute, it == portals_.end() ? nullptr : it->second);
+}
+
+void relay::on_close(std::string_view frame, const plan& p) {
+  wire::close_message c;
+  if (p.where != route::answer_locally || wire::parse_close(frame.substr(5), c)) {
+    forward_as_is(tag_of(frontend_tag::close), frame);
+    return;
+  }
+  if (c.target == 'S') {
+    statements_.erase(c.name);
+  } else {
+    deallocating_portals_.erase(std::string(c.name));
+  }
+  expect_synthetic(empty_message(backend_tag::close_complete));
+}
+
+void relay::on_sync(std::string_view frame, const plan& p) {
+  skipping_ = false;
+  if (p.where == route::answer_locally) {
+    // Nothing of this batch reached a server.
+    std::string ready;
+    wire::write_ready_for_query(ready, tx_status_);
+    expect_synthetic(std::move(ready));
+    return;
+  }
+  forward_as_is(tag_of(frontend_tag::sync), frame);
+}
+
+void relay::fail_batch(std::string error) {
+  expect_synthetic(std::move(error));
+  skipping_ = true;
+}
+
+void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
+  if (!analysis || !state_) return;
+  std::vector<std::string> statements;
+  for (const auto& effects : analysis->statements) {
+    auto more = state_->sync_prepared_statements(effects, *server_);
+    statements.insert(statements.end(), more.begin(), more.end());
+  }
+  if (statements.empty()) return;
+  if (!extended) {
+    std::string sql;
+    for (const auto& statement : statements) sql += statement + ";";
+    wire::write_query(out_, sql);
+    queue_.push(expected_response::internal(kind::query));
+    return;
+  }
+  for (const auto& statement : statements) {
+    wire::write_parse(out_, k_internal_name, statement);
+    wire::write_bind(out_, k_internal_name, k_internal_name);
+    wire::write_execute(out_, k_internal_name);
+    wire::write_close(out_, 'P', k_internal_name);
+    wire::write_close(out_, 'S', k_internal_name);
+    for (kind k : {kind::parse, kind::bind, kind::execute, kind::close, kind::close})
+      queue_.push(expected_response::internal(k));
+  }
+}
+
+bool relay::on_server_error(std::optional<std::string_view> body) {
+  if (queue_.empty()) {
+    error_in_cycle_ = true;
+    return false;
+  }
+  expected_response& head = queue_.front();
+  if (head.what == kind::query) {
+    error_in_cycle_ = true;
+    return false;  // ends at its ReadyForQuery
+  }
+  if (head.what == kind::parse && !head.server_statement.empty()) {
+    server_->prepared.erase(head.server_statement);
+    if (!head.client_statement.empty()) statements_.erase(head.client_statement);
+  }
+  bool replay = false;
+  if (head.what == kind::bind && !head.client_statement.empty() && body && !replay_recording_ &&
+      !replay_.empty()) {
+    // After DDL a prepared statement's result type may change; PostgreSQL
+    // then refuses the cached plan. Prepare it afresh and run the batch
+    // again, once, instead of failing the client.
+    wire::error_fields fields;
+    replay = !wire::parse_error_fields(*body, fields) && fields.get('C') == "0A000" &&
+             fields.get('M').value_or("").find("cached plan must not change result type") !=
+                 std::string_view::npos &&
+             statements_.contains(head.client_statement);
+    // A copy: the client may close the statement before the replay.
+    if (replay) replay_statement_ = *statements_.find(head.client_statement);
+  }
+  if (!replay) {
+    error_in_cycle_ = true;
+    replay_.clear();
+  }
+  // The server skips everything up to the next Sync; if the client has not
+  // sent it yet, what it sends until then gets no answer either.
+  if (!queue_.skip_to_sync()) skipping_ = true;
+  if (replay) {
+    replay_pending_ = true;
+    queue_.front().forward = false;  // the failed batch's ReadyForQuery
+  }
+  return replay;
+}
+
+void relay::start_replay() {
+  replay_pending_ = false;
+  const statement_map::statement* stmt = &replay_statement_;
+  wire::write_close(replay_out_, 'S', stmt->server_name);
+  queue_.push(expected_response::internal(kind::close));
+  replay_out_ += stmt->parse_frame;
+  server_->prepared.insert(stmt->server_name, statement_clock());
+  queue_.push(expected_response::parse_of(stmt->server_name, {}, false));
+  replay_out_ += replay_;
+  // Expect what the batch's frames will produce, without recording again.
+  std::string_view batch = replay_;
+  while (batch.size() >= 5) {
+    wire::decoded_frame h = wire::decode_header(batch, wire::phase::normal, std::numeric_limits<std::uint32_t>::max());
+    const char tag = h.header.tag;
+    if (tag == tag_of(frontend_tag::execute)) {
+      wire::execute_message e;
+      analysis_ptr analysis;
+      if (!wire::parse_execute(batch.substr(5, h.header.frame_size() - 5), e)) {
+        auto it = portals_.find(std::string(e.portal));
+        if (it != portals_.end()) analysis = it->second;
+      }
+      expect(kind::execute, std::move(analysis));
+    } else {
+      expect_for_tag(tag);
+    }
+    batch.remove_prefix(h.header.frame_size());
+  }
+  replay_.clear();
+}
+
+void relay::on_command_complete(std::string_view tag_text) {
+  expected_response& head = queue_.front();
+  if (!state_ || !head.analysis) return;
+  const std::size_t index = head.statements_done++;
+  if (index >= head.analysis->statements.size()) return;
+  const auto& effects = head.analysis->statements[index];
+  state_->statement_completed(effects, *server_);
+  // Both also drop the client's protocol-level statements.
+  if (effects.deallocate_all || effects.discard_all) statements_.clear();
+  using tx = invalidation::transaction_effect;
+  switch (effects.transaction) {
+    case tx::commit:
+      // COMMIT of a failed transaction reports ROLLBACK.
+      if (tag_text.starts_with("COMMIT")) {
+        state_->transaction_committed(*server_);
+      } else {
+        state_->transaction_rolled_back();
+      }
+      break;
+    case tx::rollback:
+    case tx::prepare_transaction:
+      state_->transaction_rolled_back();
+      break;
+    case tx::savepoint:
+      state_->savepoint_created(effects.savepoint_name);
+      break;
+    case tx::release_savepoint:
+      state_->savepoint_released(effects.savepoint_name);
+      break;
+    case tx::rollback_to_savepoint:
+      state_->savepoint_rolled_back(effects.savepoint_name);
+      break;
+    default:
+      break;
+  }
+}
+
+void relay::on_ready_for_query(char status) {
+  tx_status_ = status;
+  copy_in_ = false;
+  if (status == 'I') {
+    // An autocommit statement or implicit transaction ended: it committed
+    // unless something failed.
+    if (state_) {
+      if (error_in_cycle_) {
+        state_->transaction_rolled_back();
+      } else {
+        state_->transaction_committed(*server_);
+      }
+    }
+    error_in_cycle_ = false;
+    portals_.clear();
+  }
+}
+
+relay::server_action relay::on_server_frame(char tag, std::optional<std::string_view> body) {
+  const bool swallowing = !queue_.empty() && !queue_.front().forward;
+  switch (static_cast<backend_tag>(tag)) {
+    case backend_tag::parameter_status:
+      // Even from pgstash's own statements: a setting pgstash restores is
+      // one the client must be told about.
+      return server_action::forward;
+    case backend_tag::notice_response:
+    case backend_tag::notification_response:
+      return swallowing ? server_action::drop : server_action::forward;
+    case backend_tag::error_response:
+      return on_server_error(body) ? server_action::drop : server_action::forward;
+    default:
+      break;
+  }
+  if (queue_.empty()) return server_action::forward;  // unasked, e.g. a FATAL before closing
+  expected_response& head = queue_.front();
+  const server_action action = head.forward ? server_action::forward : server_action::drop;
+  switch (static_cast<backend_tag>(tag)) {
+    case backend_tag::ready_for_query: {
+      wire::ready_for_query rfq;
+      if (!body || wire::parse_ready_for_query(*body, rfq)) return server_action::stop;
+      // It answers the first Query or Sync: requests before that one were
+      // skipped by the server after an error.
+      while (!queue_.empty() && !queue_.front().completed_by(tag)) queue_.pop();
+      server_action answer = server_action::forward;
+      if (!queue_.empty()) {
+        answer = queue_.front().forward ? server_action::forward : server_action::drop;
+        queue_.pop();
+      }
+      if (replay_pending_ && answer == server_action::drop) {
+        start_replay();
+        return answer;
+      }
+      if (queue_.empty()) replay_.clear();
+      on_ready_for_query(rfq.status);
+      return answer;
+    }
+    case backend_tag::command_complete:
+      if (head.what == kind::query || head.what == kind::execute)
+        on_command_complete(body ? *body : std::string_view());
+      break;
+    case backend_tag::copy_in_response:
+      copy_in_ = true;
+      break;
+    default:
+      break;
+  }
+  if (head.completed_by(tag)) queue_.pop();
+  return action;
+}
+
+}  // namespace pgstash::proxy

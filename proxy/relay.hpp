@@ -1,0 +1,172 @@
+// What pgstash does with every frame between one client and its server
+// connection, without I/O: which frames it answers itself, how it rewrites
+// the others (protocol-level statement names, the client's session carried
+// to whichever connection it gets in transaction mode), what the server
+// owes for them, and what each server frame means for the client.
+//
+// One routing decision per client frame, made once by plan() before any
+// server is attached: answer locally, or send to a server. Frames too large
+// for the read buffer are read whole first where must_hold() says pgstash
+// has to read them, or else stream through (on_streamed()).
+//
+// The session reads frames, attaches a server connection when a plan says
+// so, hands the frames here, writes to_server() to the server and relays
+// server frames as on_server_frame() says. After an error in an extended-
+// protocol batch, frames up to its Sync get no answer, as from PostgreSQL.
+//
+// Pure: no I/O. Owned by one client session.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "invalidation/statement_analysis.hpp"
+#include "pool/server_state.hpp"
+#include "proxy/response_queue.hpp"
+#include "proxy/session_state.hpp"
+#include "proxy/statement_map.hpp"
+
+namespace pgstash::proxy {
+
+class relay {
+ public:
+  using analysis_ptr = std::shared_ptr<const invalidation::analysis>;
+
+  enum class route : std::uint8_t {
+    end,             // Terminate
+    skip,            // the rest of a failed batch: no answer
+    answer_locally,  // pgstash answers in the server's place; no server needed
+    to_server,       // goes to a server connection
+  };
+  struct plan {
+    route where;
+    analysis_ptr analysis;  // Query and Parse: the text's session effects
+  };
+  enum class server_action : std::uint8_t { forward, drop, stop };
+
+  struct options {
+    // Transaction pooling: the client's session is kept here and carried
+    // between server connections. Otherwise frames pass through as sent.
+    bool transaction_mode = false;
+    // A batch larger than this is not kept for a replay.
+    std::size_t replay_limit = 65536;
+    // Analyses memoized per thread (limits.analysis_cache_entries).
+    std::size_t analysis_cache_entries = 10000;
+  };
+
+  // `startup` are the client's startup parameters (transaction mode).
+  relay(options opts, const std::vector<std::pair<std::string, std::string>>& startup);
+
+  // --- The server connection frames go to.
+  // REQUIRES: outlives the attachment; nothing is owed by a previous one.
+  void attach(pool::server_state& server) { server_ = &server; }
+  // Forgets what lives on that connection only: the unnamed statement and
+  // the portals.
+  void detach();
+  bool attached() const { return server_ != nullptr; }
+  // SQL that gives the attached server this client's settings, or "".
+  std::string settings_sql();
+
+  // --- Client frames.
+  plan plan_frame(char tag, std::string_view frame);
+  bool must_hold(char tag, std::string_view head) const;
+  // REQUIRES: attached() if p.where is to_server. Returns false at Terminate.
+  bool on_client_frame(char tag, std::string_view frame, const plan& p);
+  // A frame too large to hold, passing through by length; `head` is its
+  // start as buffered. Returns false if the frame is skipped.
+  bool on_streamed(char tag, std::string_view head);
+  // Bytes for the server, appended by the calls above.
+  std::string& to_server() { return out_; }
+
+  // --- Server frames. `body` is null for a frame too large to hold.
+  server_action on_server_frame(char tag, std::optional<std::string_view> body);
+  // Appends the answers pgstash made up that are now due.
+  void take_synthetic(std::string& out) { queue_.take_synthetic(out); }
+  // After a refused cached plan: the batch to send again (empty if none).
+  std::string take_replay() { return std::exchange(replay_out_, {}); }
+
+  // --- Bringing a connection back when the client has left: each appends
+  // to `out` and expects the answer, unforwarded.
+  void end_copy(std::string& out);
+  void end_batch(std::string& out);
+  void run_internal(std::string& out, std::string_view sql);
+
+  // --- State.
+  // Nothing owed and nothing open: the connection can go to someone else.
+  bool idle() const;
+  bool owed() const { return !queue_.empty(); }
+  char transaction_status() const { return tx_status_; }
+  bool in_copy() const { return copy_in_; }
+  bool pinned() const { return state_ && state_->pinned(); }
+  bool in_batch() const { return batch_started_; }
+  // pool.server_reset_query would make the server forget all this: forget it.
+  void server_was_reset();
+
+ private:
+  using kind = expected_response::kind;
+
+  analysis_ptr analyze(std::string_view sql) const;
+  analysis_ptr analyze_query(std::string_view body) const;
+  const std::string* deallocated_protocol_statement(const analysis_ptr& analysis) const;
+  void on_query(std::string_view frame, const plan& p);
+  void on_parse(std::string_view frame, const plan& p);
+  void on_bind(std::string_view frame, const plan& p);
+  void on_describe(std::string_view frame, const plan& p);
+  void on_execute(std::string_view frame, const plan& p);
+  void on_close(std::string_view frame, const plan& p);
+  void on_sync(std::string_view frame, const plan& p);
+  void forward_as_is(char tag, std::string_view frame);
+  void expect_for_tag(char tag);
+  void note_batch(char tag);
+  void expect(kind what, analysis_ptr analysis = nullptr);
+  void expect_synthetic(std::string bytes);
+  void fail_batch(std::string error);
+  // Before `analysis`'s statements run: the SQL-level prepared statements
+  // they name, made to match the client's, as a Query (between batches) or
+  // as extended-protocol requests of pgstash's own (inside one, where a
+  // Query would end the batch).
+  void sync_sql_prepared(const analysis_ptr& analysis, bool extended);
+  // What must precede a use of `stmt` on the server (Closes, a Parse).
+  // Returns true if a Parse was sent.
+  bool ensure_prepared(const statement_map::statement& stmt);
+  void record_replay(char tag, std::string_view frame);
+  void start_replay();
+  void on_ready_for_query(char status);
+  void on_command_complete(std::string_view tag_text);
+  // Returns true if the error is consumed by a replay.
+  bool on_server_error(std::optional<std::string_view> body);
+
+  options opts_;
+  pool::server_state* server_ = nullptr;
+  std::optional<session_state> state_;  // transaction mode only
+  response_queue queue_;
+  statement_map statements_;  // transaction mode
+  analysis_ptr unnamed_statement_;
+  // When the unnamed statement is `DEALLOCATE name` of a protocol-level
+  // statement, which pgstash answers itself: that name.
+  std::optional<std::string> unnamed_deallocates_;
+  std::map<std::string, analysis_ptr> portals_;
+  std::map<std::string, std::string> deallocating_portals_;  // portal -> statement it deallocates
+  std::string out_;
+
+  // A batch from a Bind through its Sync, kept until its answers arrive so
+  // that it can be sent again once on a re-prepared statement after
+  // "cached plan must not change result type".
+  std::string replay_;
+  bool replay_recording_ = false;
+  bool replay_pending_ = false;  // the failed batch's ReadyForQuery is still to come
+  statement_map::statement replay_statement_;
+  std::string replay_out_;
+
+  char tx_status_ = 'I';
+  bool copy_in_ = false;
+  bool error_in_cycle_ = false;  // an ErrorResponse since the last ReadyForQuery
+  bool batch_started_ = false;   // extended-protocol messages since the last Sync
+  bool skipping_ = false;        // after an error in a batch, until its Sync
+};
+
+}  // namespace pgstash::proxy
