@@ -21,10 +21,7 @@ std::string error_response(std::string_view sqlstate, std::string_view message) 
 // byte for byte.
 std::string raw_frame(const wire::decoded_frame& f) {
   std::string out;
-  wire::message_writer w(out);
-  w.begin(static_cast<wire::backend_tag>(f.header.tag));
-  w.put_bytes(f.body);
-  w.finish();
+  wire::write_frame(out, f.header.tag, f.body);
   return out;
 }
 

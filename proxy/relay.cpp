@@ -27,21 +27,6 @@ std::string empty_message(backend_tag tag) {
   return out;
 }
 
-// `frame` (a Bind or Describe) with the statement name after its first
-// `skip` cstrings replaced by `name`.
-void write_renamed(std::string& out, std::string_view frame, int skip, std::string_view name) {
-  std::string_view body = frame.substr(5);
-  std::size_t at = 0;
-  for (int i = 0; i < skip; ++i) at = body.find('\0', at) + 1;
-  std::size_t end = body.find('\0', at);
-  wire::message_writer w(out);
-  w.begin(static_cast<frontend_tag>(frame[0]));
-  w.put_bytes(body.substr(0, at));
-  w.put_cstr(name);
-  w.put_bytes(body.substr(end + 1));
-  w.finish();
-}
-
 // The portal and statement names at the start of a Bind's body, if that
 // much of it is at hand.
 std::optional<std::pair<std::string_view, std::string_view>> bind_names(std::string_view body) {
@@ -459,7 +444,7 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   // replayed if a DDL change makes the server refuse the cached plan.
   const bool replayable = queue_.empty() && tx_status_ == 'I' && !replay_pending_;
   const std::size_t at = out_.size();
-  write_renamed(out_, frame, 1, stmt->server_name);
+  wire::write_bind_renamed(out_, frame, stmt->server_name);
   expect(kind::bind);
   if (replayable) {
     replay_.assign(out_, at, std::string::npos);

@@ -241,6 +241,25 @@ void write_bind(std::string& out, std::string_view portal, std::string_view stat
   w.finish();
 }
 
+void write_bind_renamed(std::string& out, std::string_view bind, std::string_view statement) {
+  const std::string_view body = bind.substr(5);
+  const std::size_t portal_end = body.find('\0');
+  const std::size_t statement_end = body.find('\0', portal_end + 1);
+  message_writer w(out);
+  w.begin(frontend_tag::bind);
+  w.put_bytes(body.substr(0, portal_end + 1));
+  w.put_cstr(statement);
+  w.put_bytes(body.substr(statement_end + 1));
+  w.finish();
+}
+
+void write_frame(std::string& out, char tag, std::string_view body) {
+  message_writer w(out);
+  w.begin(static_cast<backend_tag>(tag));
+  w.put_bytes(body);
+  w.finish();
+}
+
 void write_execute(std::string& out, std::string_view portal, std::int32_t max_rows) {
   message_writer w(out);
   w.begin(frontend_tag::execute);

@@ -93,6 +93,11 @@ void write_parse(std::string& out, std::string_view statement, std::string_view 
                  const std::vector<std::uint32_t>& parameter_types = {});
 // Bind of `portal` to `statement` with no parameters and text results.
 void write_bind(std::string& out, std::string_view portal, std::string_view statement);
+// The Bind frame `bind` (tag and length included, as received) naming
+// `statement` instead. REQUIRES: `bind` is a well-formed Bind.
+void write_bind_renamed(std::string& out, std::string_view bind, std::string_view statement);
+// A frame with any tag and body, as received from a peer.
+void write_frame(std::string& out, char tag, std::string_view body);
 // Execute of `portal`; max_rows 0 = all.
 void write_execute(std::string& out, std::string_view portal, std::int32_t max_rows = 0);
 // Close or Describe of a statement ('S') or portal ('P').

@@ -138,5 +138,56 @@ TEST_CASE("frontend builders") {
   CHECK(out == "X\0\0\0\4"s);
 }
 
+TEST_CASE("extended-protocol builders") {
+  std::string out;
+  write_parse(out, "s", "select $1", {23});
+  CHECK(out == "P\0\0\0\x16s\0select $1\0\0\1\0\0\0\x17"s);
+  out.clear();
+  write_bind(out, "p", "s");
+  CHECK(out == "B\0\0\0\x0ep\0s\0\0\0\0\0\0\0"s);
+  out.clear();
+  write_execute(out, "p", 10);
+  CHECK(out == "E\0\0\0\x0ap\0\0\0\0\x0a"s);
+  out.clear();
+  write_close(out, 'S', "s");
+  CHECK(out == "C\0\0\0\x07Ss\0"s);
+  out.clear();
+  write_describe(out, 'P', "");
+  CHECK(out == "D\0\0\0\x06P\0"s);
+  out.clear();
+  write_sync(out);
+  CHECK(out == "S\0\0\0\4"s);
+  out.clear();
+  write_copy_fail(out, "gone");
+  CHECK(out == "f\0\0\0\x09gone\0"s);
+}
+
+TEST_CASE("a Bind renamed keeps its portal and everything after the name") {
+  // Portal "p", statement "client", two format codes, one parameter "xy",
+  // one result format.
+  const std::string body = "p\0client\0\0\1\0\1\0\1\0\0\0\2xy\0\1\0\1"s;
+  std::string bind;
+  write_frame(bind, 'B', body);
+  CHECK(bind.substr(5) == body);
+  std::string out;
+  write_bind_renamed(out, bind, "pgstash_1");
+  std::string expected;
+  write_frame(expected, 'B', "p\0pgstash_1\0\0\1\0\1\0\1\0\0\0\2xy\0\1\0\1"s);
+  CHECK(out == expected);
+}
+
+TEST_CASE("answers pgstash gives in the server's place") {
+  std::string out;
+  write_command_complete(out, "DEALLOCATE");
+  CHECK(out == "C\0\0\0\x0f"
+               "DEALLOCATE\0"s);
+  out.clear();
+  write_empty(out, backend_tag::parse_complete);
+  CHECK(out == "1\0\0\0\4"s);
+  out.clear();
+  write_no_parameters(out);
+  CHECK(out == "t\0\0\0\6\0\0"s);
+}
+
 }  // namespace
 }  // namespace pgstash::wire
