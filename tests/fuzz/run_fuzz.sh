@@ -1,32 +1,51 @@
 #!/usr/bin/env bash
-# Builds the wire decoder fuzz target with clang's libFuzzer and runs it
-# for a fixed budget on a scratch copy of the seed corpus. Fails on any
-# crash, leak, timeout or sanitizer report.
+# Builds one libFuzzer target with clang and runs it for a fixed budget on a
+# scratch copy of its seed corpus. Fails on any crash, leak, timeout or
+# sanitizer report.
 #
-# usage: run_fuzz.sh CLANGXX SOURCE_ROOT BUILD_DIR [SECONDS]
+# usage: run_fuzz.sh CLANGXX SOURCE_ROOT BUILD_DIR TARGET [SECONDS]
+#   TARGET: decoder (wire/) or relay (proxy/relay with its queue and
+#   statement map, over wire/, pool/server_state and invalidation/).
 set -euo pipefail
-clangxx=$1 src=$2 out=$3 seconds=${4:-20}
+clangxx=$1 src=$2 out=$3 target=$4 seconds=${5:-20}
 here=$src/tests/fuzz
-bin=$out/decoder_fuzz
-sources=("$here/decoder_fuzz.cpp")
-for f in errc framing frontend backend message_writer auth; do sources+=("$src/wire/$f.cpp"); done
+bin=$out/${target}_fuzz
+sources=("$here/${target}_fuzz.cpp")
+headers=("$src"/wire/*.hpp)
+libs=(-lcrypto)
+for f in errc framing frontend backend message_writer auth random; do sources+=("$src/wire/$f.cpp"); done
+case $target in
+  decoder) ;;
+  relay)
+    for f in relay response_queue statement_map session_state; do sources+=("$src/proxy/$f.cpp"); done
+    for f in statement_analysis analysis_cache sql_text; do sources+=("$src/invalidation/$f.cpp"); done
+    sources+=("$src/pool/server_state.cpp")
+    headers+=("$src"/proxy/*.hpp "$src"/invalidation/*.hpp "$src"/pool/server_state.hpp)
+    libs+=(-lpg_query -lxxhash)
+    ;;
+  *)
+    echo "run_fuzz.sh: unknown target $target" >&2
+    exit 2
+    ;;
+esac
 
 # Rebuild only when a source or header is newer than the binary.
 mkdir -p "$out"
 stale=no
 [[ -x $bin ]] || stale=yes
-for f in "${sources[@]}" "$src"/wire/*.hpp; do
+for f in "${sources[@]}" "${headers[@]}"; do
   if [[ $f -nt $bin ]]; then stale=yes; fi
 done
 if [[ $stale == yes ]]; then
   "$clangxx" -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=undefined -I"$src" "${sources[@]}" -lcrypto -o "$bin"
+    -fno-sanitize-recover=undefined -I"$src" "${sources[@]}" "${libs[@]}" -o "$bin"
 fi
 
 # Run on a copy so the seeds in the source tree stay a small, reviewed set.
-corpus=$out/decoder_corpus
-rm -rf "$corpus" "$out/artifacts"
-mkdir -p "$corpus" "$out/artifacts"
-cp "$here"/corpus/decoder/* "$corpus"/
+corpus=$out/${target}_corpus
+artifacts=$out/${target}_artifacts
+rm -rf "$corpus" "$artifacts"
+mkdir -p "$corpus" "$artifacts"
+cp "$here/corpus/$target"/* "$corpus"/
 "$bin" -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
-  -artifact_prefix="$out/artifacts/" "$corpus"
+  -artifact_prefix="$artifacts/" "$corpus"
