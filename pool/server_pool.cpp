@@ -4,16 +4,21 @@
 
 namespace pgstash::pool {
 
+namespace {
+
+std::vector<std::unique_ptr<server_connection>> just(std::unique_ptr<server_connection> conn) {
+  std::vector<std::unique_ptr<server_connection>> out;
+  out.push_back(std::move(conn));
+  return out;
+}
+
+}  // namespace
+
 server_pool::server_pool(const conf::config& cfg, asio::ssl::context& tls)
     : cfg_(cfg), tls_(tls) {}
 
-awaitable<std::unique_ptr<server_connection>> server_pool::connect(
-    const connect_request& request) {
-  std::uint64_t id;
-  {
-    std::lock_guard lock(mu_);
-    id = next_id_++;
-  }
+awaitable<std::unique_ptr<server_connection>> server_pool::connect(const connect_request& request,
+                                                                   std::uint64_t id) {
   server_limits limits{cfg_.limits.io_buffer_size, cfg_.limits.max_message_size,
                        cfg_.pool.max_prepared_statements};
   co_return co_await server_connection::connect(cfg_.server, tls_, request, limits, id);
@@ -23,9 +28,9 @@ bool server_pool::on_context(server_connection& conn, const asio::execution_cont
   return &asio::query(conn.stream().socket().get_executor(), asio::execution::context) == context;
 }
 
-bool server_pool::needs_check(const server_connection& conn) const {
+bool server_pool::check_due(clock::time_point idle_since, clock::time_point now) const {
   return !cfg_.pool.server_check_query.empty() &&
-         clock::now() - conn.idle_since >= std::chrono::milliseconds(cfg_.pool.server_check_delay_ms);
+         now - idle_since >= std::chrono::milliseconds(cfg_.pool.server_check_delay_ms);
 }
 
 awaitable<bool> server_pool::still_good(server_connection& conn) {
@@ -38,7 +43,7 @@ awaitable<bool> server_pool::still_good(server_connection& conn) {
 }
 
 awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
-    const connect_request& request) {
+    const connect_request& request, std::uint64_t client_id) {
   auto ex = co_await asio::this_coro::executor;
   const asio::execution_context* here = &asio::query(ex, asio::execution::context);
   const pool_key key = request.key();
@@ -68,52 +73,74 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
       if (match != p.idle.end()) {
         std::unique_ptr<server_connection> candidate = std::move(*match);
         p.idle.erase(match);
+        const auto now = clock::now();
+        const bool check = check_due(candidate->idle_since, now);
+        if (auto* d = p.lists.move(candidate->id(), server_list::idle, server_list::testing, now))
+          d->client_id = client_id;
         lock.unlock();
         // One syscall tells whether the server closed it (a restart, a
         // terminated backend) while it sat idle.
         bool good = false;
         try {
           candidate->stream().move_to(ex);
-          good = needs_check(*candidate) ? co_await still_good(*candidate)
-                                         : !candidate->stream().has_unexpected_input();
-        } catch (const boost::system::system_error&) {
+          good = check ? co_await still_good(*candidate)
+                       : !candidate->stream().has_unexpected_input();
+        } catch (const std::exception&) {
         }
-        if (good) co_return candidate;
         lock.lock();
-        close_locked(pools_[key], std::move(candidate));
+        if (good) {
+          pools_[key].lists.move(candidate->id(), server_list::testing, server_list::active,
+                                 clock::now());
+          lock.unlock();
+          co_return candidate;
+        }
+        // No wake: the slot it frees is this client's to use, and it keeps
+        // its place ahead of anyone who queued meanwhile.
+        close(lock, just(std::move(candidate)), server_list::testing, false);
+        my_turn = true;
         continue;
       }
       const bool reserve_allowed = cfg_.pool.reserve_pool_size > 0 && clock::now() >= reserve_at;
       const std::uint32_t limit = cfg_.pool.size + (reserve_allowed ? cfg_.pool.reserve_pool_size : 0);
-      if (p.open >= limit && !p.idle.empty()) {
+      if (p.lists.size() >= limit && !p.idle.empty()) {
         // Full, but an idle connection opened for other parameters can make room.
         auto stale = std::move(p.idle.back());
         p.idle.pop_back();
-        close_locked(p, std::move(stale));
+        close(lock, just(std::move(stale)), server_list::idle, false);
+        my_turn = true;
+        continue;
       }
-      if (p.open < limit && database_has_room_locked(key.database)) {
-        ++p.open;
-        ++database_open_[key.database];
+      if (p.lists.size() < limit && database_has_room_locked(key.database)) {
+        const std::uint64_t id = next_id_++;
+        if (auto* d = p.lists.add(id, clock::now())) d->client_id = client_id;
         lock.unlock();
         std::unique_ptr<server_connection> fresh;
         std::exception_ptr failure;
         try {
-          fresh = co_await connect(request);
+          fresh = co_await connect(request, id);
         } catch (...) {
           failure = std::current_exception();
         }
-        if (fresh) co_return fresh;
         lock.lock();
-        --pools_[key].open;
-        --database_open_[key.database];
+        user_pool& q = pools_[key];
+        if (fresh) {
+          if (auto* d = q.lists.move(id, server_list::connecting, server_list::active, clock::now())) {
+            d->process_id = fresh->process_id();
+            d->tls = fresh->stream().is_tls();
+          }
+          lock.unlock();
+          co_return fresh;
+        }
+        q.lists.erase(id, server_list::connecting);
         wake_next_locked(key);
+        lock.unlock();
         std::rethrow_exception(failure);
       }
     }
 
     const auto now = clock::now();
     if (now >= give_up_at) break;
-    auto w = std::make_shared<waiter>(ex);
+    auto w = std::make_shared<waiter>(ex, started);
     const bool reserve_pending = cfg_.pool.reserve_pool_size > 0 && now < reserve_at;
     w->wake.expires_at(reserve_pending ? std::min(reserve_at, give_up_at) : give_up_at);
     p.waiters.push_back(w);
@@ -140,29 +167,57 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
 
 void server_pool::release(std::unique_ptr<server_connection> conn, bool reusable) {
   const pool_key key = conn->key();
-  std::lock_guard lock(mu_);
+  const auto now = clock::now();
+  const bool too_old =
+      now - conn->created_at() >= std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
+  std::unique_lock lock(mu_);
   user_pool& p = pools_[key];
-  const bool too_old = clock::now() - conn->created_at() >=
-                       std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
-  if (reusable && !too_old) {
-    conn->idle_since = clock::now();
+  if (reusable && !too_old && p.lists.move(conn->id(), server_list::active, server_list::idle, now)) {
+    conn->idle_since = now;
     p.idle.push_front(std::move(conn));
-  } else {
-    close_locked(p, std::move(conn));
+    wake_next_locked(key);
+    return;
   }
-  wake_next_locked(key);
+  close(lock, just(std::move(conn)), server_list::active, true);
 }
 
-void server_pool::close_locked(user_pool& p, std::unique_ptr<server_connection> conn) {
-  --database_open_[conn->key().database];
-  --p.open;
-  conn->stream().close();
+void server_pool::close(std::unique_lock<std::mutex>& lock,
+                        std::vector<std::unique_ptr<server_connection>> doomed, server_list from,
+                        bool wake) {
+  // Each stays on closing, holding its slot, until its socket is really
+  // gone: pool.size bounds the sockets open, not just the ones in use.
+  struct closed {
+    std::map<pool_key, user_pool>::iterator pool;  // pools are never erased
+    std::uint64_t id;
+  };
+  std::vector<closed> freed;
+  freed.reserve(doomed.size());
+  const auto now = clock::now();
+  for (const auto& conn : doomed) {
+    auto pool = pools_.try_emplace(conn->key()).first;
+    pool->second.lists.move(conn->id(), from, server_list::closing, now);
+    freed.push_back({pool, conn->id()});
+  }
+  lock.unlock();
+  for (auto& conn : doomed) {
+    conn->stream().close();
+    conn.reset();
+  }
+  lock.lock();
+  for (const closed& c : freed) {
+    // A connection that was on no list (not ours) frees no slot.
+    if (c.pool->second.lists.erase(c.id, server_list::closing) && wake)
+      wake_next_locked(c.pool->first);
+  }
 }
 
 bool server_pool::database_has_room_locked(const std::string& database) const {
   if (cfg_.pool.max_db_connections == 0) return true;
-  auto it = database_open_.find(database);
-  return it == database_open_.end() || it->second < cfg_.pool.max_db_connections;
+  std::size_t open = 0;
+  for (auto it = pools_.lower_bound(pool_key{database, {}});
+       it != pools_.end() && it->first.database == database; ++it)
+    open += it->second.lists.size();
+  return open < cfg_.pool.max_db_connections;
 }
 
 void server_pool::wake_next_locked(const pool_key& key) {
@@ -181,59 +236,91 @@ void server_pool::wake_next_locked(const pool_key& key) {
 }
 
 void server_pool::maintain(const asio::any_io_executor& ex) {
-  std::vector<connect_request> to_open;
-  {
-    std::lock_guard lock(mu_);
-    const auto now = clock::now();
-    for (auto& [key, p] : pools_) {
-      for (auto it = p.idle.begin(); it != p.idle.end();) {
-        // Closed by the server while idle (terminated, restarted): drop it so
-        // min_pool_size is restored now rather than at the next lease.
-        const bool dead = (*it)->stream().has_unexpected_input();
-        const bool idle_too_long =
-            now - (*it)->idle_since >= std::chrono::milliseconds(cfg_.pool.server_idle_timeout_ms);
-        const bool too_old =
-            now - (*it)->created_at() >= std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
-        if (dead || idle_too_long || too_old) {
-          auto conn = std::move(*it);
-          it = p.idle.erase(it);
-          close_locked(p, std::move(conn));
-        } else {
-          ++it;
-        }
-      }
-      while (p.template_request && p.open < cfg_.pool.min_pool_size &&
-             database_has_room_locked(key.database)) {
-        ++p.open;
-        ++database_open_[key.database];
-        to_open.push_back(*p.template_request);
+  std::unique_lock lock(mu_);
+  const auto now = clock::now();
+  std::vector<std::unique_ptr<server_connection>> expired;
+  for (auto& [key, p] : pools_) {
+    for (auto it = p.idle.begin(); it != p.idle.end();) {
+      // Closed by the server while idle (terminated, restarted): drop it so
+      // min_pool_size is restored now rather than at the next lease.
+      const bool dead = (*it)->stream().has_unexpected_input();
+      const bool idle_too_long =
+          now - (*it)->idle_since >= std::chrono::milliseconds(cfg_.pool.server_idle_timeout_ms);
+      const bool too_old =
+          now - (*it)->created_at() >= std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
+      if (dead || idle_too_long || too_old) {
+        expired.push_back(std::move(*it));
+        it = p.idle.erase(it);
+      } else {
+        ++it;
       }
     }
   }
-  for (auto& request : to_open) asio::co_spawn(ex, open_spare(std::move(request)), asio::detached);
+  if (!expired.empty()) close(lock, std::move(expired), server_list::idle, true);
+
+  std::vector<std::pair<connect_request, std::uint64_t>> to_open;
+  for (auto& [key, p] : pools_) {
+    while (p.template_request && p.lists.size() < cfg_.pool.min_pool_size &&
+           database_has_room_locked(key.database)) {
+      const std::uint64_t id = next_id_++;
+      p.lists.add(id, now);
+      to_open.emplace_back(*p.template_request, id);
+    }
+  }
+  lock.unlock();
+  for (auto& [request, id] : to_open)
+    asio::co_spawn(ex, open_spare(std::move(request), id), asio::detached);
 }
 
-awaitable<void> server_pool::open_spare(connect_request request) {
+awaitable<void> server_pool::open_spare(connect_request request, std::uint64_t id) {
   std::unique_ptr<server_connection> conn;
   try {
-    conn = co_await connect(request);
-  } catch (const server_error&) {
+    conn = co_await connect(request, id);
+  } catch (...) {
+    // Failing to open a spare is no one's error; the next lease retries.
   }
-  if (conn) {
-    release(std::move(conn), true);
-    co_return;
-  }
+  const auto now = clock::now();
   std::lock_guard lock(mu_);
-  --pools_[request.key()].open;
-  --database_open_[request.database];
+  user_pool& p = pools_[request.key()];
+  if (!conn) {
+    p.lists.erase(id, server_list::connecting);
+  } else if (auto* d = p.lists.move(id, server_list::connecting, server_list::idle, now)) {
+    d->process_id = conn->process_id();
+    d->tls = conn->stream().is_tls();
+    conn->idle_since = now;
+    p.idle.push_front(std::move(conn));
+  }
+  wake_next_locked(request.key());
 }
 
 pool_stats server_pool::stats(const pool_key& key) const {
   std::lock_guard lock(mu_);
   auto it = pools_.find(key);
   if (it == pools_.end()) return {};
-  return {it->second.open, static_cast<std::uint32_t>(it->second.idle.size()),
-          static_cast<std::uint32_t>(it->second.waiters.size())};
+  const user_pool& p = it->second;
+  return {static_cast<std::uint32_t>(p.lists.size()),
+          static_cast<std::uint32_t>(p.lists.size(server_list::idle)),
+          static_cast<std::uint32_t>(p.waiters.size())};
+}
+
+pool_snapshot server_pool::snapshot() const {
+  pool_snapshot out;
+  std::lock_guard lock(mu_);
+  out.taken_at = clock::now();
+  out.pools.reserve(pools_.size());
+  for (const auto& [key, p] : pools_) {
+    pool_view& v = out.pools.emplace_back();
+    v.key = key;
+    v.servers.reserve(p.lists.size());
+    p.lists.copy_to(v.servers);
+    for (std::size_t l = 0; l < k_server_lists; ++l)
+      v.counts[l] = static_cast<std::uint32_t>(p.lists.size(static_cast<server_list>(l)));
+    for (const server_record& r : v.servers)
+      if (r.list == server_list::idle && check_due(r.since, out.taken_at)) ++v.check_due;
+    v.waiting = static_cast<std::uint32_t>(p.waiters.size());
+    for (const auto& w : p.waiters) v.max_wait = std::max(v.max_wait, out.taken_at - w->since);
+  }
+  return out;
 }
 
 }  // namespace pgstash::pool

@@ -11,11 +11,17 @@
 // signature (database, user, startup parameters); when a pool is full, an
 // idle connection opened for other parameters is closed to make room.
 //
+// Every connection the pool opened is on exactly one of its pool's lists
+// (pool/connection_lists.hpp) until its socket is closed; limits count
+// them all, closing ones included. snapshot() copies the lists and the
+// wait queues in one go, for the admin port.
+//
 // Thread-safe: sessions on any executor may acquire and release. A
 // connection belongs to whoever holds its unique_ptr; acquire() moves its
 // socket to the caller's io_context, preferring connections already there.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -25,17 +31,37 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "conf/config.hpp"
 #include "net/asio.hpp"
+#include "pool/connection_lists.hpp"
 #include "pool/server_connection.hpp"
 
 namespace pgstash::pool {
 
 struct pool_stats {
-  std::uint32_t open = 0;     // connecting + leased + idle
+  std::uint32_t open = 0;     // on any list: connecting, idle, testing, active, closing
   std::uint32_t idle = 0;
   std::uint32_t waiting = 0;  // clients queued for a connection
+};
+
+// One pool as it was at snapshot time.
+struct pool_view {
+  pool_key key;
+  std::vector<server_record> servers;  // as connection_lists::copy_to orders them
+  std::array<std::uint32_t, k_server_lists> counts{};  // list sizes, by server_list
+  std::uint32_t count(server_list l) const { return counts[static_cast<std::size_t>(l)]; }
+  // Idle connections due a pool.server_check_query before reuse
+  // (PgBouncer's sv_used); a subset of count(idle).
+  std::uint32_t check_due = 0;
+  std::uint32_t waiting = 0;                       // clients queued for a connection
+  std::chrono::steady_clock::duration max_wait{};  // the longest-waiting one's wait so far
+};
+
+struct pool_snapshot {
+  std::chrono::steady_clock::time_point taken_at;  // the clock every `since` is on
+  std::vector<pool_view> pools;                     // by key
 };
 
 class server_pool {
@@ -47,8 +73,9 @@ class server_pool {
 
   // A connection for `request`: an idle matching one, a new one if there is
   // room, or the next one released. Runs on the caller's executor. Throws
-  // server_error.
-  awaitable<std::unique_ptr<server_connection>> acquire(const connect_request& request);
+  // server_error. `client_id` only labels the lease in snapshot().
+  awaitable<std::unique_ptr<server_connection>> acquire(const connect_request& request,
+                                                        std::uint64_t client_id = 0);
 
   // Gives a leased connection back. REQUIRES: when `reusable`, it is idle
   // (ReadyForQuery 'I' seen, nothing in flight). Otherwise it is closed and
@@ -60,44 +87,52 @@ class server_pool {
   void maintain(const asio::any_io_executor& ex);
 
   pool_stats stats(const pool_key& key) const;
+  // Every pool's lists and wait queue, all as of one instant.
+  pool_snapshot snapshot() const;
 
  private:
+  using clock = std::chrono::steady_clock;
   struct waiter {
-    explicit waiter(const asio::any_io_executor& ex) : executor(ex), wake(ex) {}
+    waiter(const asio::any_io_executor& ex, clock::time_point asked_at)
+        : executor(ex), wake(ex), since(asked_at) {}
     asio::any_io_executor executor;
     asio::steady_timer wake;
-    bool woken = false;  // guarded by mu_
+    clock::time_point since;  // when its client first asked
+    bool woken = false;       // guarded by mu_
   };
   struct user_pool {
-    std::list<std::unique_ptr<server_connection>> idle;  // most recently used first
-    std::uint32_t open = 0;
+    connection_lists lists;
+    // The connections of lists' idle records, most recently used first.
+    std::list<std::unique_ptr<server_connection>> idle;
     std::deque<std::shared_ptr<waiter>> waiters;
     // The last request seen, to open min_pool_size connections with.
     std::optional<connect_request> template_request;
   };
-  using clock = std::chrono::steady_clock;
 
-  // Returns a connection's slot. REQUIRES: mu_ held.
-  void close_locked(user_pool& p, std::unique_ptr<server_connection> conn);
+  // Moves each of `doomed` from `from` to closing, closes them with mu_
+  // released, then forgets them, waking a waiter per slot freed if `wake`.
+  // REQUIRES: `lock` holds mu_; it does again on return.
+  void close(std::unique_lock<std::mutex>& lock,
+             std::vector<std::unique_ptr<server_connection>> doomed, server_list from, bool wake);
   // Wakes the longest-waiting client of `p` and, if a database-wide limit
   // is set, of the other pools of that database. REQUIRES: mu_ held.
   void wake_next_locked(const pool_key& key);
   bool database_has_room_locked(const std::string& database) const;
   static bool on_context(server_connection& conn, const asio::execution_context* context);
-  awaitable<std::unique_ptr<server_connection>> connect(const connect_request& request);
-  // True if `conn` has been idle long enough to be checked with
+  awaitable<std::unique_ptr<server_connection>> connect(const connect_request& request,
+                                                        std::uint64_t id);
+  // True if a connection idle since `idle_since` is to be checked with
   // pool.server_check_query before reuse.
-  bool needs_check(const server_connection& conn) const;
+  bool check_due(clock::time_point idle_since, clock::time_point now) const;
   // True if `conn` is fit to hand out: not closed by the server while idle,
   // and passing pool.server_check_query.
   awaitable<bool> still_good(server_connection& conn);
-  awaitable<void> open_spare(connect_request request);
+  awaitable<void> open_spare(connect_request request, std::uint64_t id);
 
   const conf::config& cfg_;
   asio::ssl::context& tls_;
   mutable std::mutex mu_;
   std::map<pool_key, user_pool> pools_;
-  std::map<std::string, std::uint32_t> database_open_;
   std::uint64_t next_id_ = 1;
 };
 

@@ -8,6 +8,7 @@
 
 #include "proxy/client_session.hpp"
 #include "proxy/proxy_context.hpp"
+#include "wire/backend.hpp"
 #include "wire/framing.hpp"
 #include "wire/message_writer.hpp"
 #include "wire/tags.hpp"
@@ -25,7 +26,7 @@ constexpr char tag_of(backend_tag t) { return static_cast<char>(t); }
 awaitable<bool> client_session::attach_server() {
   std::string refusal;
   try {
-    server_ = co_await ctx_.pool.acquire(request_);
+    server_ = co_await ctx_.pool.acquire(request_, id_);
   } catch (const pool::server_error& e) {
     spdlog::info("{} no server connection: {}", prefix(), e.what());
     refusal = e.error_response();
@@ -79,6 +80,7 @@ void client_session::release_server(bool reusable) {
   ctx_.pool.release(std::move(server_), reusable);
   server_.reset();
   lease_ = lease::none;
+  if (answers_arrived_) answers_arrived_->cancel();
 }
 
 void client_session::keep_lease() {
@@ -164,6 +166,15 @@ relay::server_action client_session::on_server_frame(char tag, std::optional<std
     // Replication streams are never handed to another client.
     lease_ = lease::closing;
   }
+  if (tag == tag_of(backend_tag::error_response) && body) {
+    // The server ends the connection after a FATAL or PANIC: it must not be
+    // handed out before its close arrives.
+    wire::error_fields fields;
+    if (!wire::parse_error_fields(*body, fields)) {
+      const auto severity = fields.get('V').value_or(fields.get('S').value_or(""));
+      if (severity == "FATAL" || severity == "PANIC") lease_ = lease::closing;
+    }
+  }
   return action;
 }
 
@@ -226,8 +237,9 @@ awaitable<void> client_session::relay_server() {
         stop = true;
         break;
       }
-      if (action == relay::server_action::drop) {
+      if (action == relay::server_action::drop || action == relay::server_action::replace) {
         co_await write_to_client(in.substr(flushed, pos - flushed));
+        if (action == relay::server_action::replace) co_await write_to_client(relay_->take_replacement());
         if (body) {
           pos += size;
         } else {
@@ -248,6 +260,7 @@ awaitable<void> client_session::relay_server() {
     relay_->take_synthetic(synthetic);
     if (!synthetic.empty()) co_await write_to_client(synthetic);
     from.consume(pos);
+    if (answers_arrived_) answers_arrived_->cancel();
     if (stop) {
       lease_ = lease::closing;
       co_return;

@@ -132,6 +132,7 @@ awaitable<void> client_session::client_loop() {
     std::size_t pos = 0;
     bool stop = false;
     bool hold_large = false;  // the next frame is larger than the buffer and must be held whole
+    bool wait = false;        // the next frame must wait for answers (relay::must_wait)
     while (pos < in.size() && !stop) {
       if (streaming > 0) {
         const std::size_t n =
@@ -152,6 +153,16 @@ awaitable<void> client_session::client_loop() {
       }
       const char tag = h.header.tag;
       const std::size_t size = h.header.frame_size();
+      if (relay_->must_wait()) {
+        wait = true;
+        break;
+      }
+      if (auto why = relay::refused_tag(tag)) {
+        end_sqlstate_ = "08P01";
+        end_message_ = std::move(*why);
+        stop = true;
+        break;
+      }
       if (size > client_.capacity()) {
         if (relay_->must_hold(tag, in.substr(pos))) {
           hold_large = true;
@@ -169,6 +180,12 @@ awaitable<void> client_session::client_loop() {
       if (in.size() - pos < size) break;
       const std::string_view frame = in.substr(pos, size);
       const relay::plan plan = relay_->plan_frame(tag, frame);
+      if (plan.where == relay::route::refuse) {
+        end_sqlstate_ = "08P01";
+        end_message_ = plan.error;
+        stop = true;
+        break;
+      }
       if (plan.where == relay::route::to_server) {
         if (!server_ && !co_await attach_server()) co_return;
         keep_lease();
@@ -185,7 +202,7 @@ awaitable<void> client_session::client_loop() {
       std::string synthetic;
       relay_->take_synthetic(synthetic);
       if (!synthetic.empty()) co_await write_to_client(synthetic);
-      if (lease_ == lease::active && relay_->idle() && !stop && !hold_large) {
+      if (lease_ == lease::active && relay_->idle() && !stop && !hold_large && !wait) {
         // Attached for nothing the server had to answer: give it back.
         lease_ = lease::releasing;
         wake_pump();
@@ -193,10 +210,21 @@ awaitable<void> client_session::client_loop() {
     }
     if (stop || lease_ == lease::closing) co_return;
 
+    if (wait) {
+      co_await wait_for_answers();
+      continue;
+    }
+
     if (hold_large) {
+      co_await wait_for_answers();
       std::string large;
       if (!co_await read_whole_frame(large, max)) co_return;
       const relay::plan plan = relay_->plan_frame(large[0], large);
+      if (plan.where == relay::route::refuse) {
+        end_sqlstate_ = "08P01";
+        end_message_ = plan.error;
+        co_return;
+      }
       if (plan.where == relay::route::to_server) {
         if (!server_ && !co_await attach_server()) co_return;
         keep_lease();
@@ -234,6 +262,15 @@ awaitable<void> client_session::client_loop() {
       }
       co_return;
     }
+  }
+}
+
+awaitable<void> client_session::wait_for_answers() {
+  if (!answers_arrived_) answers_arrived_.emplace(client_.socket().get_executor());
+  while (relay_->must_wait() && server_ && lease_ != lease::closing) {
+    error_code ec;
+    answers_arrived_->expires_at(asio::steady_timer::time_point::max());
+    co_await answers_arrived_->async_wait(on_error(ec));
   }
 }
 

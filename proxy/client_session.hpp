@@ -70,6 +70,8 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Reads client frames and routes each (relay::plan_frame) until the
   // client leaves or its server connection fails.
   awaitable<void> client_loop();
+  // Waits until the server has answered more (or the lease ended).
+  awaitable<void> wait_for_answers();
   // Reads the frame at the head of the buffer, larger than the buffer,
   // whole into `frame`. Returns false if the client is gone.
   awaitable<bool> read_whole_frame(std::string& frame, std::uint32_t max);
@@ -133,6 +135,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::error_code server_protocol_error_;
   std::optional<asio::steady_timer> pump_wake_;  // the pump waits here between leases
   std::optional<asio::steady_timer> pump_done_;  // cancelled when the pump ends
+  // Cancelled by the pump whenever it has handled server frames, for a
+  // client pump waiting on relay::must_wait().
+  std::optional<asio::steady_timer> answers_arrived_;
   bool pump_running_ = false;
 
   bool client_gone_ = false;

@@ -5,6 +5,7 @@
 
 #include "invalidation/analysis_cache.hpp"
 #include "wire/backend.hpp"
+#include "wire/errc.hpp"
 #include "wire/frontend.hpp"
 #include "wire/framing.hpp"
 #include "wire/message_writer.hpp"
@@ -36,6 +37,29 @@ std::optional<std::pair<std::string_view, std::string_view>> bind_names(std::str
   if (statement_end == std::string_view::npos) return std::nullopt;
   return std::make_pair(body.substr(0, portal_end),
                         body.substr(portal_end + 1, statement_end - portal_end - 1));
+}
+
+// The messages a client may send once logged in. PostgreSQL ends the
+// session on any other.
+bool after_login(frontend_tag t) {
+  switch (t) {
+    case frontend_tag::query:
+    case frontend_tag::parse:
+    case frontend_tag::bind:
+    case frontend_tag::describe:
+    case frontend_tag::execute:
+    case frontend_tag::close:
+    case frontend_tag::flush:
+    case frontend_tag::sync:
+    case frontend_tag::terminate:
+    case frontend_tag::function_call:
+    case frontend_tag::copy_data:
+    case frontend_tag::copy_done:
+    case frontend_tag::copy_fail:
+      return true;
+    default:
+      return false;
+  }
 }
 
 // Versions of server-side statements: a monotonic clock, the same on every
@@ -83,7 +107,7 @@ bool relay::on_streamed(char tag, std::string_view head) {
     if (auto names = bind_names(head.substr(5))) portals_.erase(std::string(names->first));
   }
   expect_for_tag(tag);
-  note_batch(tag);
+  note_batch(tag, route::to_server);
   return true;
 }
 
@@ -102,6 +126,11 @@ void relay::end_copy(std::string& out) {
 
 void relay::end_batch(std::string& out) {
   if (!batch_started_) return;
+  // A Sync alone would commit what the batch did; PostgreSQL rolls back a
+  // batch whose client is gone. An Execute of a portal that cannot exist
+  // fails the batch first (or is skipped, if it failed already).
+  wire::write_execute(out, "pgstash cleanup: no such portal");
+  queue_.push(expected_response::internal(kind::execute));
   wire::write_sync(out);
   queue_.push(expected_response::internal(kind::sync));
   batch_started_ = skipping_ = false;
@@ -131,13 +160,11 @@ bool relay::ensure_prepared(const statement_map::statement& stmt) {
     wire::write_close(out_, 'S', *p.evicted);
     queue_.push(expected_response::internal(kind::close));
   }
-  if (p.replace) {
-    wire::write_close(out_, 'S', stmt.server_name);
-    queue_.push(expected_response::internal(kind::close));
-  }
   if (!p.parse) return false;
+  wire::write_close(out_, 'S', stmt.server_name);
+  queue_.push(expected_response::internal(kind::close));
   out_ += stmt.parse_frame;
-  queue_.push(expected_response::parse_of(stmt.server_name, {}, false));
+  queue_.push(expected_response::parse_of(stmt.server_name));
   return true;
 }
 
@@ -190,13 +217,15 @@ void relay::expect_for_tag(char tag) {
     case frontend_tag::copy_done:
     case frontend_tag::copy_fail:
       copy_in_ = false;
+      // Where the client ended COPY: Syncs before it, the server ignores.
+      queue_.push(expected_response::copy_end());
       break;
     default:
       break;
   }
 }
 
-void relay::note_batch(char tag) {
+void relay::note_batch(char tag, route where) {
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::parse:
     case frontend_tag::bind:
@@ -206,8 +235,11 @@ void relay::note_batch(char tag) {
       batch_started_ = true;
       break;
     case frontend_tag::sync:
-    case frontend_tag::query:
       batch_started_ = false;
+      break;
+    case frontend_tag::query:
+      // A Query the server runs ends its batch; one pgstash answers does not.
+      if (where == route::to_server) batch_started_ = false;
       break;
     default:
       break;
@@ -247,58 +279,79 @@ void relay::forward_as_is(char tag, std::string_view frame) {
   expect_for_tag(tag);
 }
 
+std::optional<std::string> relay::refused_tag(char tag) {
+  if (after_login(static_cast<frontend_tag>(tag))) return std::nullopt;
+  return "invalid frontend message type " + std::to_string(static_cast<unsigned char>(tag));
+}
+
 relay::plan relay::plan_frame(char tag, std::string_view frame) {
   const std::string_view body = frame.substr(5);
   const auto t = static_cast<frontend_tag>(tag);
   if (t == frontend_tag::terminate) return {route::end, nullptr};
-  if (skipping_) {
+  if (auto why = refused_tag(tag)) return {route::refuse, nullptr, std::move(*why)};
+  // After an error in a batch: the server skips to the Sync, and so does
+  // pgstash in transaction mode, where it answers some frames itself. In
+  // session mode the server alone decides.
+  if (skipping_ && opts_.transaction_mode) {
     if (t != frontend_tag::sync) return {route::skip, nullptr};
     return {server_ ? route::to_server : route::answer_locally, nullptr};
   }
   const plan to_server{route::to_server, nullptr};
   const plan local{route::answer_locally, nullptr};
-  if (t == frontend_tag::flush || t == frontend_tag::sync) return server_ ? to_server : local;
+  // pgstash reads these in transaction mode; one it cannot read must not
+  // reach a server another client may get next.
+  auto malformed = [tag](std::error_code ec) {
+    return plan{route::refuse, nullptr,
+                "invalid message '" + std::string(1, tag) + "' from client: " + ec.message()};
+  };
   if (!opts_.transaction_mode) return to_server;
+  if (t == frontend_tag::flush || t == frontend_tag::sync) {
+    if (!body.empty()) return malformed(wire::make_error_code(wire::errc::trailing_bytes));
+    return server_ ? to_server : local;
+  }
   switch (t) {
     case frontend_tag::query: {
+      wire::query_message q;
+      if (auto ec = wire::parse_query(body, q)) return malformed(ec);
       analysis_ptr analysis = analyze_query(body);
       // The client's name for a protocol-level statement exists only in
-      // pgstash (the server knows it as pgstash_<hash>).
-      const bool local_answer = deallocated_protocol_statement(analysis) != nullptr;
+      // pgstash (the server knows it as pgstash_<hash>). In a failed
+      // transaction the server gives the answer PostgreSQL gives (25P02).
+      const bool local_answer = tx_status_ != 'E' && deallocated_protocol_statement(analysis) != nullptr;
       return {local_answer ? route::answer_locally : route::to_server, std::move(analysis)};
     }
     case frontend_tag::parse: {
       wire::parse_message parse;
-      if (wire::parse_parse(body, parse)) return to_server;
+      if (auto ec = wire::parse_parse(body, parse)) return malformed(ec);
       analysis_ptr analysis = analyze(parse.query);
       // PostgreSQL refuses a name already in use. Outside a transaction, at
       // the start of a batch, pgstash can answer exactly as it would.
       const bool local_answer =
           parse.statement.empty()
-              ? deallocated_protocol_statement(analysis) != nullptr
+              ? tx_status_ != 'E' && deallocated_protocol_statement(analysis) != nullptr
               : statements_.contains(parse.statement) && tx_status_ == 'I' && !batch_started_;
       return {local_answer ? route::answer_locally : route::to_server, std::move(analysis)};
     }
     case frontend_tag::bind: {
       wire::bind_message bind;
-      if (wire::parse_bind(body, bind)) return to_server;
+      if (auto ec = wire::parse_bind(body, bind)) return malformed(ec);
       return bind.statement.empty() && unnamed_deallocates_ ? local : to_server;
     }
     case frontend_tag::describe: {
       wire::describe_message d;
-      if (wire::parse_describe(body, d)) return to_server;
+      if (auto ec = wire::parse_describe(body, d)) return malformed(ec);
       const bool local_answer = d.target == 'S' ? d.name.empty() && unnamed_deallocates_
                                                 : deallocating_portals_.count(std::string(d.name)) != 0;
       return local_answer ? local : to_server;
     }
     case frontend_tag::execute: {
       wire::execute_message e;
-      if (wire::parse_execute(body, e)) return to_server;
+      if (auto ec = wire::parse_execute(body, e)) return malformed(ec);
       return deallocating_portals_.count(std::string(e.portal)) != 0 ? local : to_server;
     }
     case frontend_tag::close: {
       wire::close_message c;
-      if (wire::parse_close(body, c)) return to_server;
+      if (auto ec = wire::parse_close(body, c)) return malformed(ec);
       // Server-side statements are shared and kept in the LRU; the
       // client's name simply goes away.
       const bool local_answer = c.target == 'S' ? !c.name.empty()
@@ -313,6 +366,7 @@ relay::plan relay::plan_frame(char tag, std::string_view frame) {
 bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
   switch (p.where) {
     case route::end:
+    case route::refuse:
       return false;
     case route::skip:
       return true;
@@ -362,17 +416,23 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
       break;
   }
   record_replay(tag, frame);
-  note_batch(tag);
+  note_batch(tag, p.where);
   return true;
 }
 
 void relay::on_query(std::string_view frame, const plan& p) {
   if (p.where == route::answer_locally) {
-    statements_.erase(*deallocated_protocol_statement(p.analysis));
+    // Inside an unsynced batch the server holds back its answers until
+    // something flushes them; the client's Query would have.
+    if (batch_started_ && server_) wire::write_flush(out_);
+    const std::string name = *deallocated_protocol_statement(p.analysis);
+    auto undo = restore_statement(name);
+    statements_.erase(name);
     std::string answer;
     wire::write_command_complete(answer, "DEALLOCATE");
     wire::write_ready_for_query(answer, tx_status_);
     expect_synthetic(std::move(answer));
+    queue_.back().undo = std::move(undo);
     return;
   }
   sync_sql_prepared(p.analysis, false);
@@ -397,23 +457,35 @@ void relay::on_parse(std::string_view frame, const plan& p) {
     forward_as_is(tag_of(frontend_tag::parse), frame);
     return;
   }
-  if (p.where == route::answer_locally) {
+  if (statements_.contains(parse.statement)) {
     std::string error;
     wire::write_error(error, "ERROR", "42P05",
                       "prepared statement \"" + std::string(parse.statement) + "\" already exists");
-    fail_batch(std::move(error));
+    if (p.where == route::answer_locally) {
+      fail_batch(std::move(error));
+      return;
+    }
+    // Inside a batch or a transaction the server must fail too, so that it
+    // skips the rest of the batch (and aborts the transaction) as
+    // PostgreSQL would: a Parse it refuses, whose error the client gets as
+    // the one PostgreSQL gives. Skipped after an earlier error, it is
+    // skipped like the client's.
+    wire::write_parse(out_, k_internal_name, "pgstash: statement name in use");
+    expect(kind::parse);
+    queue_.back().error_instead = std::move(error);
     return;
   }
   // The client's own Parse always reaches the server (unless a copy as
   // recent is there already): it must see the tables and types as they
   // are now.
+  auto undo = restore_statement(std::string(parse.statement));
   const statement_map::statement& stmt = statements_.define(parse, p.analysis, statement_clock());
-  if (ensure_prepared(stmt)) {
-    queue_.back().forward = true;
-    queue_.back().client_statement = std::string(parse.statement);
-  } else {
-    expect_synthetic(empty_message(backend_tag::parse_complete));
-  }
+  if (!ensure_prepared(stmt)) expect_synthetic(empty_message(backend_tag::parse_complete));
+  // The answer is the client's: forwarded, and if the server fails or
+  // skips the Parse, the name means what it meant before.
+  queue_.back().forward = true;
+  queue_.back().server_statement = stmt.server_name;
+  queue_.back().undo = std::move(undo);
 }
 
 void relay::on_bind(std::string_view frame, const plan& p) {
@@ -446,10 +518,12 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   const std::size_t at = out_.size();
   wire::write_bind_renamed(out_, frame, stmt->server_name);
   expect(kind::bind);
+  queue_.back().server_statement = stmt->server_name;
+  queue_.back().client_statement = std::string(bind.statement);
   if (replayable) {
     replay_.assign(out_, at, std::string::npos);
     replay_recording_ = true;
-    queue_.back().client_statement = std::string(bind.statement);
+    queue_.back().replayable = true;
   }
 }
 
@@ -476,6 +550,8 @@ void relay::on_describe(std::string_view frame, const plan& p) {
   ensure_prepared(*stmt);
   wire::write_describe(out_, 'S', stmt->server_name);
   expect(kind::describe);
+  queue_.back().server_statement = stmt->server_name;
+  queue_.back().client_statement = std::string(d.name);
 }
 
 void relay::on_execute(std::string_view frame, const plan& p) {
@@ -487,6 +563,7 @@ void relay::on_execute(std::string_view frame, const plan& p) {
   const std::string portal(e.portal);
   if (p.where == route::answer_locally) {
     const std::string name = deallocating_portals_.at(portal);
+    auto undo = restore_statement(name);
     if (!statements_.erase(name)) {
       std::string error;
       wire::write_error(error, "ERROR", "26000", "prepared statement \"" + name + "\" does not exist");
@@ -496,6 +573,7 @@ void relay::on_execute(std::string_view frame, const plan& p) {
     std::string answer;
     wire::write_command_complete(answer, "DEALLOCATE");
     expect_synthetic(std::move(answer));
+    queue_.back().undo = std::move(undo);
     return;
   }
   auto it = portals_.find(portal);
@@ -509,15 +587,22 @@ void relay::on_close(std::string_view frame, const plan& p) {
     forward_as_is(tag_of(frontend_tag::close), frame);
     return;
   }
+  std::function<void()> undo;
   if (c.target == 'S') {
+    undo = restore_statement(std::string(c.name));
     statements_.erase(c.name);
   } else {
     deallocating_portals_.erase(std::string(c.name));
   }
   expect_synthetic(empty_message(backend_tag::close_complete));
+  queue_.back().undo = std::move(undo);
 }
 
 void relay::on_sync(std::string_view frame, const plan& p) {
+  if (copy_in_) {
+    out_ += frame;  // ignored by the server in copy-in mode: no answer
+    return;
+  }
   skipping_ = false;
   if (p.where == route::answer_locally) {
     // Nothing of this batch reached a server.
@@ -535,7 +620,9 @@ void relay::fail_batch(std::string error) {
 }
 
 void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
-  if (!analysis || !state_) return;
+  // In a failed transaction the statement fails anyway, with the error
+  // PostgreSQL gives; pgstash's own would come first.
+  if (!analysis || !state_ || tx_status_ == 'E') return;
   std::vector<std::string> statements;
   for (const auto& effects : analysis->statements) {
     auto more = state_->sync_prepared_statements(effects, *server_);
@@ -560,28 +647,62 @@ void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
   }
 }
 
-bool relay::on_server_error(std::optional<std::string_view> body) {
+void relay::forget_unprepared(const expected_response& e) {
+  if (e.what == kind::parse && !e.server_statement.empty()) server_->prepared.erase(e.server_statement);
+}
+
+std::function<void()> relay::restore_statement(const std::string& client_name) {
+  std::optional<statement_map::statement> now;
+  if (const auto* s = statements_.find(client_name)) now = *s;
+  return [this, client_name, now = std::move(now)] { statements_.restore(client_name, now); };
+}
+
+std::string relay::error_for_client(std::string_view body, const expected_response& head) {
+  if (head.server_statement.empty() || head.client_statement.empty()) return {};
+  wire::error_fields fields;
+  if (wire::parse_error_fields(body, fields)) return {};
+  bool mentioned = false;
+  std::vector<std::pair<char, std::string>> rewritten;
+  for (const auto& [code, value] : fields.fields) {
+    std::string text(value);
+    for (std::size_t at; (at = text.find(head.server_statement)) != std::string::npos;) {
+      text.replace(at, head.server_statement.size(), head.client_statement);
+      mentioned = true;
+    }
+    rewritten.emplace_back(code, std::move(text));
+  }
+  if (!mentioned) return {};
+  std::string out;
+  wire::write_error(out, rewritten);
+  return out;
+}
+
+relay::server_action relay::on_server_error(std::optional<std::string_view> body) {
   if (queue_.empty()) {
     error_in_cycle_ = true;
-    return false;
+    return server_action::forward;
   }
   expected_response& head = queue_.front();
   if (head.what == kind::query) {
     error_in_cycle_ = true;
-    return false;  // ends at its ReadyForQuery
+    return server_action::forward;  // ends at its ReadyForQuery
   }
-  if (head.what == kind::parse && !head.server_statement.empty()) {
-    server_->prepared.erase(head.server_statement);
-    if (!head.client_statement.empty()) statements_.erase(head.client_statement);
+  wire::error_fields fields;
+  const bool readable = body && !wire::parse_error_fields(*body, fields);
+  if (!head.error_instead.empty()) {
+    // Only the syntax error pgstash provoked is replaced; another (in an
+    // aborted transaction, say) is what PostgreSQL says first.
+    if (readable && fields.get('C') == "42601") replacement_ = std::move(head.error_instead);
+  } else if (body) {
+    replacement_ = error_for_client(*body, head);
   }
   bool replay = false;
-  if (head.what == kind::bind && !head.client_statement.empty() && body && !replay_recording_ &&
+  if (head.what == kind::bind && head.replayable && body && !replay_recording_ &&
       !replay_.empty()) {
     // After DDL a prepared statement's result type may change; PostgreSQL
     // then refuses the cached plan. Prepare it afresh and run the batch
     // again, once, instead of failing the client.
-    wire::error_fields fields;
-    replay = !wire::parse_error_fields(*body, fields) && fields.get('C') == "0A000" &&
+    replay = readable && fields.get('C') == "0A000" &&
              fields.get('M').value_or("").find("cached plan must not change result type") !=
                  std::string_view::npos &&
              statements_.contains(head.client_statement);
@@ -594,12 +715,15 @@ bool relay::on_server_error(std::optional<std::string_view> body) {
   }
   // The server skips everything up to the next Sync; if the client has not
   // sent it yet, what it sends until then gets no answer either.
-  if (!queue_.skip_to_sync()) skipping_ = true;
+  if (!queue_.skip_to_sync([this](const expected_response& e) { forget_unprepared(e); }))
+    skipping_ = true;
   if (replay) {
     replay_pending_ = true;
     queue_.front().forward = false;  // the failed batch's ReadyForQuery
+    replacement_.clear();
+    return server_action::drop;
   }
-  return replay;
+  return replacement_.empty() ? server_action::forward : server_action::replace;
 }
 
 void relay::start_replay() {
@@ -609,7 +733,7 @@ void relay::start_replay() {
   queue_.push(expected_response::internal(kind::close));
   replay_out_ += stmt->parse_frame;
   server_->prepared.insert(stmt->server_name, statement_clock());
-  queue_.push(expected_response::parse_of(stmt->server_name, {}, false));
+  queue_.push(expected_response::parse_of(stmt->server_name));
   replay_out_ += replay_;
   // Expect what the batch's frames will produce, without recording again.
   std::string_view batch = replay_;
@@ -687,6 +811,25 @@ void relay::on_ready_for_query(char status) {
   }
 }
 
+relay::server_action relay::on_ready_for_query_frame(char status) {
+  const char tag = tag_of(backend_tag::ready_for_query);
+  // It answers the first Query or Sync: requests before that one were
+  // skipped by the server after an error.
+  while (!queue_.empty() && !queue_.front().completed_by(tag)) queue_.pop();
+  server_action answer = server_action::forward;
+  if (!queue_.empty()) {
+    answer = queue_.front().forward ? server_action::forward : server_action::drop;
+    queue_.pop();
+  }
+  if (replay_pending_ && answer == server_action::drop) {
+    start_replay();
+    return answer;
+  }
+  if (queue_.empty()) replay_.clear();
+  on_ready_for_query(status);
+  return answer;
+}
+
 relay::server_action relay::on_server_frame(char tag, std::optional<std::string_view> body) {
   const bool swallowing = !queue_.empty() && !queue_.front().forward;
   switch (static_cast<backend_tag>(tag)) {
@@ -698,39 +841,28 @@ relay::server_action relay::on_server_frame(char tag, std::optional<std::string_
     case backend_tag::notification_response:
       return swallowing ? server_action::drop : server_action::forward;
     case backend_tag::error_response:
-      return on_server_error(body) ? server_action::drop : server_action::forward;
+      return on_server_error(body);
     default:
       break;
+  }
+  if (tag == tag_of(backend_tag::ready_for_query)) {
+    wire::ready_for_query rfq;
+    if (!body || wire::parse_ready_for_query(*body, rfq)) return server_action::stop;
+    return on_ready_for_query_frame(rfq.status);
   }
   if (queue_.empty()) return server_action::forward;  // unasked, e.g. a FATAL before closing
   expected_response& head = queue_.front();
   const server_action action = head.forward ? server_action::forward : server_action::drop;
   switch (static_cast<backend_tag>(tag)) {
-    case backend_tag::ready_for_query: {
-      wire::ready_for_query rfq;
-      if (!body || wire::parse_ready_for_query(*body, rfq)) return server_action::stop;
-      // It answers the first Query or Sync: requests before that one were
-      // skipped by the server after an error.
-      while (!queue_.empty() && !queue_.front().completed_by(tag)) queue_.pop();
-      server_action answer = server_action::forward;
-      if (!queue_.empty()) {
-        answer = queue_.front().forward ? server_action::forward : server_action::drop;
-        queue_.pop();
-      }
-      if (replay_pending_ && answer == server_action::drop) {
-        start_replay();
-        return answer;
-      }
-      if (queue_.empty()) replay_.clear();
-      on_ready_for_query(rfq.status);
-      return answer;
-    }
     case backend_tag::command_complete:
       if (head.what == kind::query || head.what == kind::execute)
         on_command_complete(body ? *body : std::string_view());
       break;
     case backend_tag::copy_in_response:
       copy_in_ = true;
+      // PostgreSQL ignores a Sync that arrives in copy-in mode; one a
+      // pipelining client sent with the Execute gets no answer.
+      if (head.what == kind::execute) queue_.drop_syncs_after_front();
       break;
     default:
       break;

@@ -41,12 +41,17 @@ class relay {
     skip,            // the rest of a failed batch: no answer
     answer_locally,  // pgstash answers in the server's place; no server needed
     to_server,       // goes to a server connection
+    refuse,          // a message PostgreSQL would end the session for (08P01):
+                     // it never reaches a server another client may share
   };
   struct plan {
     route where;
     analysis_ptr analysis;  // Query and Parse: the text's session effects
+    std::string error = {};  // refuse: why
   };
-  enum class server_action : std::uint8_t { forward, drop, stop };
+  // replace: the frame is dropped and take_replacement() goes to the
+  // client in its place.
+  enum class server_action : std::uint8_t { forward, drop, replace, stop };
 
   struct options {
     // Transaction pooling: the client's session is kept here and carried
@@ -60,6 +65,9 @@ class relay {
 
   // `startup` are the client's startup parameters (transaction mode).
   relay(options opts, const std::vector<std::pair<std::string, std::string>>& startup);
+  // Its queue's undo actions refer to it.
+  relay(const relay&) = delete;
+  relay& operator=(const relay&) = delete;
 
   // --- The server connection frames go to.
   // REQUIRES: outlives the attachment; nothing is owed by a previous one.
@@ -72,10 +80,18 @@ class relay {
   std::string settings_sql();
 
   // --- Client frames.
+  // Why a frame with this tag is refused from its header alone (a message
+  // no client sends once logged in), or nullopt.
+  static std::optional<std::string> refused_tag(char tag);
   plan plan_frame(char tag, std::string_view frame);
   bool must_hold(char tag, std::string_view head) const;
   // REQUIRES: attached() if p.where is to_server. Returns false at Terminate.
   bool on_client_frame(char tag, std::string_view frame, const plan& p);
+  // True before a frame that starts a new batch while an earlier batch's
+  // changes to the client's statement names may still be undone by an
+  // error: the frame must wait for those answers, since pgstash rewrites
+  // it with the names as they will then be.
+  bool must_wait() const { return !batch_started_ && queue_.changes_pending(); }
   // A frame too large to hold, passing through by length; `head` is its
   // start as buffered. Returns false if the frame is skipped.
   bool on_streamed(char tag, std::string_view head);
@@ -88,6 +104,7 @@ class relay {
   void take_synthetic(std::string& out) { queue_.take_synthetic(out); }
   // After a refused cached plan: the batch to send again (empty if none).
   std::string take_replay() { return std::exchange(replay_out_, {}); }
+  std::string take_replacement() { return std::exchange(replacement_, {}); }
 
   // --- Bringing a connection back when the client has left: each appends
   // to `out` and expects the answer, unforwarded.
@@ -121,7 +138,12 @@ class relay {
   void on_sync(std::string_view frame, const plan& p);
   void forward_as_is(char tag, std::string_view frame);
   void expect_for_tag(char tag);
-  void note_batch(char tag);
+  void note_batch(char tag, route where);
+  // A Parse the server did not run (failed, or skipped after an error):
+  // the server does not have the statement.
+  void forget_unprepared(const expected_response& e);
+  // An undo action that gives `client_name` back its definition of now.
+  std::function<void()> restore_statement(const std::string& client_name);
   void expect(kind what, analysis_ptr analysis = nullptr);
   void expect_synthetic(std::string bytes);
   void fail_batch(std::string error);
@@ -135,10 +157,13 @@ class relay {
   bool ensure_prepared(const statement_map::statement& stmt);
   void record_replay(char tag, std::string_view frame);
   void start_replay();
+  server_action on_ready_for_query_frame(char status);
   void on_ready_for_query(char status);
   void on_command_complete(std::string_view tag_text);
-  // Returns true if the error is consumed by a replay.
-  bool on_server_error(std::optional<std::string_view> body);
+  server_action on_server_error(std::optional<std::string_view> body);
+  // `body` with the server-side statement name `head` used replaced by the
+  // client's, or "" if it does not mention it.
+  static std::string error_for_client(std::string_view body, const expected_response& head);
 
   options opts_;
   pool::server_state* server_ = nullptr;
@@ -161,6 +186,7 @@ class relay {
   bool replay_pending_ = false;  // the failed batch's ReadyForQuery is still to come
   statement_map::statement replay_statement_;
   std::string replay_out_;
+  std::string replacement_;
 
   char tx_status_ = 'I';
   bool copy_in_ = false;

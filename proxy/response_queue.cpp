@@ -20,13 +20,9 @@ expected_response expected_response::internal(kind what) {
   return e;
 }
 
-expected_response expected_response::parse_of(std::string server_statement,
-                                              std::string client_statement, bool forward) {
-  expected_response e;
-  e.what = kind::parse;
-  e.forward = forward;
+expected_response expected_response::parse_of(std::string server_statement) {
+  expected_response e = internal(kind::parse);
   e.server_statement = std::move(server_statement);
-  e.client_statement = std::move(client_statement);
   return e;
 }
 
@@ -34,6 +30,12 @@ expected_response expected_response::synthetic(std::string bytes) {
   expected_response e;
   e.what = kind::synthetic;
   e.bytes = std::move(bytes);
+  return e;
+}
+
+expected_response expected_response::copy_end() {
+  expected_response e = synthetic({});
+  e.ends_copy = true;
   return e;
 }
 
@@ -67,15 +69,23 @@ void response_queue::take_synthetic(std::string& out) {
   }
 }
 
-bool response_queue::skip_to_sync() {
-  while (!entries_.empty() && entries_.front().what != expected_response::kind::sync)
-    entries_.pop_front();
-  return !entries_.empty();
+void response_queue::drop_syncs_after_front() {
+  if (entries_.empty()) return;
+  const auto end = std::find_if(entries_.begin() + 1, entries_.end(),
+                                [](const expected_response& e) { return e.ends_copy; });
+  auto kept = std::remove_if(entries_.begin() + 1, end, [](const expected_response& e) {
+    return e.what == expected_response::kind::sync;
+  });
+  entries_.erase(kept, end);
+}
+
+bool response_queue::changes_pending() const {
+  return std::any_of(entries_.begin(), entries_.end(),
+                     [](const expected_response& e) { return static_cast<bool>(e.undo); });
 }
 
 void response_queue::forget_replay() {
-  for (auto& e : entries_)
-    if (e.what == expected_response::kind::bind) e.client_statement.clear();
+  for (auto& e : entries_) e.replayable = false;
 }
 
 }  // namespace pgstash::proxy

@@ -8,8 +8,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <boost/container/deque.hpp>
 
@@ -35,21 +37,33 @@ struct expected_response {
   std::string bytes;
   analysis_ptr analysis;  // query/execute: per-statement session effects
   std::size_t statements_done = 0;
-  std::string server_statement;  // parse: the server-side statement being created
-  // parse: the client's name for the statement being created; bind: the
-  // client's statement, when its batch may be replayed after "cached plan
-  // must not change result type".
+  // parse: the server-side statement being created; bind and describe:
+  // the server-side statement used, whose name the server's errors about
+  // it carry, and the client's name for it, which the client is told.
+  std::string server_statement;
   std::string client_statement;
+  // bind: this batch may be replayed after "cached plan must not change
+  // result type".
+  bool replayable = false;
+  bool ends_copy = false;  // see copy_end()
+  // The server's error for this request is replaced by this one (bytes of
+  // an ErrorResponse): pgstash made the request fail on purpose.
+  std::string error_instead;
+  // What pgstash changed in its own records when it sent (or answered)
+  // this request, put back if the server skips the request after an error
+  // earlier in the batch; empty if nothing.
+  std::function<void()> undo;
 
   // The answer to a request of the client's: forwarded to it.
   static expected_response client(kind what, analysis_ptr analysis = nullptr);
   // The answer to pgstash's own request: dropped unless it is an error.
   static expected_response internal(kind what);
-  // The ParseComplete of a server-side statement pgstash creates; forwarded
-  // if the Parse is the client's own.
-  static expected_response parse_of(std::string server_statement, std::string client_statement,
-                                    bool forward);
+  // The ParseComplete of a server-side statement pgstash creates.
+  static expected_response parse_of(std::string server_statement);
   static expected_response synthetic(std::string bytes);
+  // Where the client ended COPY (CopyDone or CopyFail): nothing is owed
+  // for it; it marks which Syncs the server ignored in copy-in mode.
+  static expected_response copy_end();
 
   // True if backend message `tag` is the last one answering this request.
   bool completed_by(char tag) const;
@@ -69,9 +83,29 @@ class response_queue {
 
   // The server failed a request of an extended-protocol batch and skips
   // the rest of it until Sync: drops every entry before the next sync
-  // entry. Returns false if no Sync has been sent yet (the queue is then
-  // empty).
-  bool skip_to_sync();
+  // entry, telling `dropped` of each. Returns false if no Sync has been
+  // sent yet (the queue is then empty).
+  // Their undo actions run last change first.
+  template <typename F>
+  bool skip_to_sync(F&& dropped) {
+    std::vector<std::function<void()>> undos;
+    while (!entries_.empty() && entries_.front().what != expected_response::kind::sync) {
+      dropped(entries_.front());
+      if (entries_.front().undo) undos.push_back(std::move(entries_.front().undo));
+      entries_.pop_front();
+    }
+    for (auto it = undos.rbegin(); it != undos.rend(); ++it) (*it)();
+    return !entries_.empty();
+  }
+
+  // The request at the front put the server in copy-in mode, where it
+  // ignores Sync: Syncs sent after it and before the client ended COPY get
+  // no answer.
+  void drop_syncs_after_front();
+
+  // True if a request still owed changed pgstash's records (it has an undo
+  // action): whether that change holds is not known yet.
+  bool changes_pending() const;
 
   // The batch being recorded will not be replayed: no Bind refers to it.
   void forget_replay();

@@ -197,11 +197,13 @@ std::vector<std::string> session_state::sync_prepared_statements(
       server.sql_prepared[name] = ours->second;
     }
   };
-  // EXECUTE and DEALLOCATE need the client's own statement; PREPARE needs
-  // the name free.
+  // EXECUTE and DEALLOCATE need the client's own statement.
   if (!effects.execute_name.empty()) ensure(effects.execute_name, true);
   if (!effects.deallocate_name.empty()) ensure(effects.deallocate_name, true);
-  if (!effects.prepare_name.empty()) ensure(effects.prepare_name, false);
+  // PREPARE needs the name free of anyone else's statement; if the client
+  // has one of that name itself, the server must see it, and refuse (42P05).
+  if (!effects.prepare_name.empty())
+    ensure(effects.prepare_name, sql_prepared_.count(effects.prepare_name) != 0);
   return sql;
 }
 

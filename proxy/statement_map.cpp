@@ -42,6 +42,14 @@ bool statement_map::erase(std::string_view client_name) {
   return true;
 }
 
+void statement_map::restore(const std::string& client_name, std::optional<statement> previous) {
+  if (previous) {
+    statements_.insert_or_assign(client_name, std::move(*previous));
+  } else {
+    statements_.erase(client_name);
+  }
+}
+
 statement_map::preparation statement_map::prepare_on(const statement& stmt,
                                                      pool::statement_lru& server,
                                                      std::uint64_t now) {
@@ -51,7 +59,6 @@ statement_map::preparation statement_map::prepare_on(const statement& stmt,
     server.touch(stmt.server_name);
     return p;
   }
-  p.replace = there.has_value();
   p.parse = true;
   p.evicted = server.insert(stmt.server_name, now);
   return p;

@@ -40,11 +40,13 @@ class statement_map {
     std::uint64_t parsed_at;  // when the client Parsed it
   };
 
-  // What a server connection needs before it can run a statement.
+  // What a server connection needs before it can run a statement. A Parse
+  // is always preceded by a Close of the same name: the server may hold an
+  // older copy, or one whose Parse (or Close) an error made it skip, which
+  // pgstash's record of the connection then does not show.
   struct preparation {
     std::optional<std::string> evicted;  // Close this server statement first (LRU)
-    bool replace = false;                // Close the statement's own older copy first
-    bool parse = false;                  // then send statement::parse_frame
+    bool parse = false;                  // then Close and Parse statement::server_name
   };
 
   // The client Parsed `parse` (a named statement) at time `now`.
@@ -54,6 +56,9 @@ class statement_map {
   bool contains(std::string_view client_name) const { return find(client_name) != nullptr; }
   // Returns false if there was no such statement.
   bool erase(std::string_view client_name);
+  // Puts back a definition (or its absence) saved with find(), for a
+  // change the server turned out to skip.
+  void restore(const std::string& client_name, std::optional<statement> previous);
   void clear() { statements_.clear(); }
   std::size_t size() const { return statements_.size(); }
 

@@ -292,6 +292,12 @@ void write_sync(std::string& out) {
   w.finish();
 }
 
+void write_flush(std::string& out) {
+  message_writer w(out);
+  w.begin(frontend_tag::flush);
+  w.finish();
+}
+
 void write_copy_fail(std::string& out, std::string_view reason) {
   message_writer w(out);
   w.begin(frontend_tag::copy_fail);

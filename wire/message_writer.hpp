@@ -104,6 +104,7 @@ void write_execute(std::string& out, std::string_view portal, std::int32_t max_r
 void write_close(std::string& out, char target, std::string_view name);
 void write_describe(std::string& out, char target, std::string_view name);
 void write_sync(std::string& out);
+void write_flush(std::string& out);
 void write_copy_fail(std::string& out, std::string_view reason);
 
 // Backend messages pgstash answers in the server's place.

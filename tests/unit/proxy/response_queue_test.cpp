@@ -34,12 +34,10 @@ TEST_CASE("each request is completed by the backend message that ends its answer
 TEST_CASE("named constructors: the client's answers are forwarded, pgstash's own are not") {
   CHECK(expected_response::client(kind::bind).forward);
   CHECK_FALSE(expected_response::internal(kind::query).forward);
-  auto own = expected_response::parse_of("pgstash_1", "", false);
+  auto own = expected_response::parse_of("pgstash_1");
   CHECK_FALSE(own.forward);
+  CHECK(own.what == kind::parse);
   CHECK(own.server_statement == "pgstash_1");
-  auto clients = expected_response::parse_of("pgstash_1", "s1", true);
-  CHECK(clients.forward);
-  CHECK(clients.client_statement == "s1");
   CHECK(expected_response::synthetic("x").bytes == "x");
 }
 
@@ -66,8 +64,34 @@ TEST_CASE("after an error the server skips to the batch's Sync") {
   q.push(expected_response::synthetic("CloseComplete the server would not send"));
   q.push(expected_response::client(kind::sync));
   q.push(expected_response::client(kind::parse));  // the next batch
-  CHECK(q.skip_to_sync());
+  int dropped = 0;
+  CHECK(q.skip_to_sync([&](const expected_response&) { ++dropped; }));
+  CHECK(dropped == 3);
   CHECK(q.size() == 2);
+  CHECK(q.front().what == kind::sync);
+}
+
+TEST_CASE("a Sync sent before the server entered copy-in mode gets no answer") {
+  response_queue q;
+  q.push(expected_response::client(kind::execute));  // COPY ... FROM STDIN
+  q.push(expected_response::client(kind::sync));
+  q.drop_syncs_after_front();
+  CHECK(q.size() == 1);
+  CHECK(q.front().what == kind::execute);
+}
+
+TEST_CASE("a Sync sent after the client ended COPY is answered") {
+  response_queue q;
+  q.push(expected_response::client(kind::execute));  // COPY ... FROM STDIN
+  q.push(expected_response::client(kind::sync));      // sent with the Execute: ignored
+  q.push(expected_response::copy_end());
+  q.push(expected_response::client(kind::sync));      // after CopyDone: answered
+  q.drop_syncs_after_front();
+  REQUIRE(q.size() == 3);
+  q.pop();
+  std::string nothing;
+  q.take_synthetic(nothing);
+  CHECK(nothing.empty());
   CHECK(q.front().what == kind::sync);
 }
 
@@ -75,19 +99,39 @@ TEST_CASE("an error before the client's Sync leaves nothing to wait for") {
   response_queue q;
   q.push(expected_response::client(kind::parse));
   q.push(expected_response::client(kind::bind));
-  CHECK_FALSE(q.skip_to_sync());
+  CHECK_FALSE(q.skip_to_sync([](const expected_response&) {}));
   CHECK(q.empty());
 }
 
 TEST_CASE("a batch that will not be replayed forgets its statement") {
   response_queue q;
   auto bind = expected_response::client(kind::bind);
-  bind.client_statement = "s1";
+  bind.replayable = true;
   q.push(std::move(bind));
-  q.push(expected_response::parse_of("pgstash_1", "s2", true));
   q.forget_replay();
-  CHECK(q.front().client_statement.empty());
-  CHECK(q.back().client_statement == "s2");
+  CHECK_FALSE(q.front().replayable);
+}
+
+TEST_CASE("what pgstash changed for requests the server skips is put back, last change first") {
+  response_queue q;
+  std::string log;
+  auto first = expected_response::client(kind::parse);
+  first.undo = [&] { log += "1"; };
+  auto second = expected_response::synthetic("CloseComplete");
+  second.undo = [&] { log += "2"; };
+  q.push(expected_response::client(kind::bind));
+  q.push(std::move(first));
+  q.push(std::move(second));
+  q.push(expected_response::client(kind::sync));
+  CHECK(q.skip_to_sync([](const expected_response&) {}));
+  CHECK(log == "21");
+  // Answered requests keep their changes.
+  auto answered = expected_response::client(kind::parse);
+  answered.undo = [&] { log += "3"; };
+  q.push(std::move(answered));
+  q.pop();  // the Sync's ReadyForQuery
+  q.pop();  // ParseComplete
+  CHECK(log == "21");
 }
 
 }  // namespace

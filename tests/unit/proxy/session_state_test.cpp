@@ -89,6 +89,20 @@ TEST_CASE("SQL PREPARE is re-created where the client EXECUTEs, replacing anothe
   CHECK(second.sql_prepared.empty());
 }
 
+TEST_CASE("a second PREPARE of a name the client has reaches a server that has it, to be refused") {
+  session_state mine(parameters{});
+  session_state other(parameters{});
+  pool::server_state first(10);
+  pool::server_state second(10);
+  run_autocommit(other, second, "PREPARE q AS SELECT 2");
+  const auto prepare = effects_of("PREPARE q AS SELECT 1");
+  // The name is free for this client: another client's q goes away first.
+  CHECK(mine.sync_prepared_statements(prepare, second) == std::vector<std::string>{"DEALLOCATE \"q\""});
+  run_autocommit(mine, first, "PREPARE q AS SELECT 1");
+  // Now the client has q: PostgreSQL must see it and answer 42P05.
+  CHECK(mine.sync_prepared_statements(prepare, second) == std::vector<std::string>{"PREPARE q AS SELECT 1"});
+}
+
 TEST_CASE("pins hold until DISCARD ALL, which also resets the session") {
   session_state state(parameters{{"application_name", "app"}});
   pool::server_state server(10);

@@ -40,12 +40,10 @@ TEST_CASE("a server lacking the statement gets a Parse; then it has it") {
   const auto& s = m.define(parse_of("s", "select 1"), nullptr, 5);
   auto first = statement_map::prepare_on(s, server, 6);
   CHECK(first.parse);
-  CHECK_FALSE(first.replace);
   CHECK_FALSE(first.evicted);
   CHECK(server.version(s.server_name) == 6u);
   auto second = statement_map::prepare_on(s, server, 7);
   CHECK_FALSE(second.parse);
-  CHECK_FALSE(second.replace);
 }
 
 TEST_CASE("a copy prepared before the client's Parse is replaced, never reused") {
@@ -58,7 +56,6 @@ TEST_CASE("a copy prepared before the client's Parse is replaced, never reused")
   const auto& mine = later.define(parse_of("b", "select x from t"), nullptr, 20);
   auto p = statement_map::prepare_on(mine, server, 21);
   CHECK(p.parse);
-  CHECK(p.replace);
   CHECK(server.version(mine.server_name) == 21u);
   // The fresher copy serves the earlier client too.
   CHECK_FALSE(statement_map::prepare_on(old_stmt, server, 22).parse);

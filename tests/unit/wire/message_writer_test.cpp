@@ -158,6 +158,9 @@ TEST_CASE("extended-protocol builders") {
   write_sync(out);
   CHECK(out == "S\0\0\0\4"s);
   out.clear();
+  write_flush(out);
+  CHECK(out == "H\0\0\0\4"s);
+  out.clear();
   write_copy_fail(out, "gone");
   CHECK(out == "f\0\0\0\x09gone\0"s);
 }
