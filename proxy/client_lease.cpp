@@ -80,7 +80,7 @@ void client_session::release_server(bool reusable) {
   ctx_.pool.release(std::move(server_), reusable);
   server_.reset();
   lease_ = lease::none;
-  if (answers_arrived_) answers_arrived_->cancel();
+  if (waiting_for_answers_) answers_arrived_->cancel();
 }
 
 void client_session::keep_lease() {
@@ -260,7 +260,7 @@ awaitable<void> client_session::relay_server() {
     relay_->take_synthetic(synthetic);
     if (!synthetic.empty()) co_await write_to_client(synthetic);
     from.consume(pos);
-    if (answers_arrived_) answers_arrived_->cancel();
+    if (waiting_for_answers_) answers_arrived_->cancel();
     if (stop) {
       lease_ = lease::closing;
       co_return;

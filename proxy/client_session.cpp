@@ -267,11 +267,13 @@ awaitable<void> client_session::client_loop() {
 
 awaitable<void> client_session::wait_for_answers() {
   if (!answers_arrived_) answers_arrived_.emplace(client_.socket().get_executor());
+  waiting_for_answers_ = true;
   while (relay_->must_wait() && server_ && lease_ != lease::closing) {
     error_code ec;
     answers_arrived_->expires_at(asio::steady_timer::time_point::max());
     co_await answers_arrived_->async_wait(on_error(ec));
   }
+  waiting_for_answers_ = false;
 }
 
 awaitable<bool> client_session::read_whole_frame(std::string& frame, std::uint32_t max) {

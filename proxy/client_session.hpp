@@ -138,6 +138,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Cancelled by the pump whenever it has handled server frames, for a
   // client pump waiting on relay::must_wait().
   std::optional<asio::steady_timer> answers_arrived_;
+  bool waiting_for_answers_ = false;
   bool pump_running_ = false;
 
   bool client_gone_ = false;

@@ -461,18 +461,7 @@ void relay::on_parse(std::string_view frame, const plan& p) {
     std::string error;
     wire::write_error(error, "ERROR", "42P05",
                       "prepared statement \"" + std::string(parse.statement) + "\" already exists");
-    if (p.where == route::answer_locally) {
-      fail_batch(std::move(error));
-      return;
-    }
-    // Inside a batch or a transaction the server must fail too, so that it
-    // skips the rest of the batch (and aborts the transaction) as
-    // PostgreSQL would: a Parse it refuses, whose error the client gets as
-    // the one PostgreSQL gives. Skipped after an earlier error, it is
-    // skipped like the client's.
-    wire::write_parse(out_, k_internal_name, "pgstash: statement name in use");
-    expect(kind::parse);
-    queue_.back().error_instead = std::move(error);
+    fail_batch(std::move(error));
     return;
   }
   // The client's own Parse always reaches the server (unless a copy as
@@ -518,7 +507,6 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   const std::size_t at = out_.size();
   wire::write_bind_renamed(out_, frame, stmt->server_name);
   expect(kind::bind);
-  queue_.back().server_statement = stmt->server_name;
   queue_.back().client_statement = std::string(bind.statement);
   if (replayable) {
     replay_.assign(out_, at, std::string::npos);
@@ -550,7 +538,6 @@ void relay::on_describe(std::string_view frame, const plan& p) {
   ensure_prepared(*stmt);
   wire::write_describe(out_, 'S', stmt->server_name);
   expect(kind::describe);
-  queue_.back().server_statement = stmt->server_name;
   queue_.back().client_statement = std::string(d.name);
 }
 
@@ -615,6 +602,17 @@ void relay::on_sync(std::string_view frame, const plan& p) {
 }
 
 void relay::fail_batch(std::string error) {
+  if (server_ && (batch_started_ || tx_status_ != 'I')) {
+    // Inside a batch or a transaction the server must fail too, so that it
+    // skips the rest of the batch (and aborts the transaction) as
+    // PostgreSQL would: a Parse it refuses, whose error the client gets as
+    // the one PostgreSQL gives. After an earlier error in the batch it is
+    // skipped, as the client's request would be.
+    wire::write_parse(out_, k_internal_name, "pgstash: refused");
+    expect(kind::parse);
+    queue_.back().error_instead = std::move(error);
+    return;
+  }
   expect_synthetic(std::move(error));
   skipping_ = true;
 }
@@ -657,16 +655,19 @@ std::function<void()> relay::restore_statement(const std::string& client_name) {
   return [this, client_name, now = std::move(now)] { statements_.restore(client_name, now); };
 }
 
-std::string relay::error_for_client(std::string_view body, const expected_response& head) {
-  if (head.server_statement.empty() || head.client_statement.empty()) return {};
+std::string relay::error_for_client(std::string_view body, const expected_response& head) const {
+  if (head.what != kind::bind && head.what != kind::describe) return {};
+  const statement_map::statement* stmt = statements_.find(head.client_statement);
+  if (!stmt) return {};
+  const std::string& server_name = stmt->server_name;
   wire::error_fields fields;
   if (wire::parse_error_fields(body, fields)) return {};
   bool mentioned = false;
   std::vector<std::pair<char, std::string>> rewritten;
   for (const auto& [code, value] : fields.fields) {
     std::string text(value);
-    for (std::size_t at; (at = text.find(head.server_statement)) != std::string::npos;) {
-      text.replace(at, head.server_statement.size(), head.client_statement);
+    for (std::size_t at; (at = text.find(server_name)) != std::string::npos;) {
+      text.replace(at, server_name.size(), head.client_statement);
       mentioned = true;
     }
     rewritten.emplace_back(code, std::move(text));

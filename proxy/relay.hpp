@@ -146,6 +146,8 @@ class relay {
   std::function<void()> restore_statement(const std::string& client_name);
   void expect(kind what, analysis_ptr analysis = nullptr);
   void expect_synthetic(std::string bytes);
+  // Answers the client's request with `error` (an ErrorResponse) and
+  // fails the rest of its batch, as PostgreSQL would.
   void fail_batch(std::string error);
   // Before `analysis`'s statements run: the SQL-level prepared statements
   // they name, made to match the client's, as a Query (between batches) or
@@ -161,9 +163,9 @@ class relay {
   void on_ready_for_query(char status);
   void on_command_complete(std::string_view tag_text);
   server_action on_server_error(std::optional<std::string_view> body);
-  // `body` with the server-side statement name `head` used replaced by the
-  // client's, or "" if it does not mention it.
-  static std::string error_for_client(std::string_view body, const expected_response& head);
+  // `body` with the server-side name of the statement `head` used replaced
+  // by the client's, or "" if it does not mention it.
+  std::string error_for_client(std::string_view body, const expected_response& head) const;
 
   options opts_;
   pool::server_state* server_ = nullptr;

@@ -37,10 +37,10 @@ struct expected_response {
   std::string bytes;
   analysis_ptr analysis;  // query/execute: per-statement session effects
   std::size_t statements_done = 0;
-  // parse: the server-side statement being created; bind and describe:
-  // the server-side statement used, whose name the server's errors about
-  // it carry, and the client's name for it, which the client is told.
+  // parse: the server-side statement being created.
   std::string server_statement;
+  // bind and describe of a renamed statement: the client's name for it,
+  // which the server's errors about it are given.
   std::string client_statement;
   // bind: this batch may be replayed after "cached plan must not change
   // result type".
