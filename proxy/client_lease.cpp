@@ -107,15 +107,7 @@ void client_session::start_server_pump() {
   pump_running_ = true;
   pump_wake_.emplace(client_.socket().get_executor());
   pump_done_.emplace(client_.socket().get_executor(), asio::steady_timer::time_point::max());
-  auto self = shared_from_this();
-  asio::co_spawn(client_.socket().get_executor(), server_pump(self), [self](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      spdlog::error("{} server pump failed: {}", self->prefix(), ex.what());
-    }
-  });
+  spawn(server_pump(shared_from_this()), "server pump");
 }
 
 awaitable<void> client_session::server_pump(std::shared_ptr<client_session> self) {

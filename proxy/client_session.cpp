@@ -34,16 +34,19 @@ client_session::client_session(proxy_context& ctx, tcp::socket socket)
   client_.socket().set_option(tcp::no_delay(true), ec);
 }
 
-void client_session::start() {
-  auto self = shared_from_this();
-  asio::co_spawn(client_.socket().get_executor(), run(self), [self](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      spdlog::error("{} session failed: {}", self->prefix(), ex.what());
-    }
-  });
+void client_session::start() { spawn(run(shared_from_this()), "session"); }
+
+void client_session::spawn(awaitable<void> task, const char* what) {
+  // Anything thrown ends that coroutine and is logged here, once.
+  asio::co_spawn(client_.socket().get_executor(), std::move(task),
+                 [self = shared_from_this(), what](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& ex) {
+                     spdlog::error("{} {} failed: {}", self->prefix(), what, ex.what());
+                   }
+                 });
 }
 
 awaitable<void> client_session::run(std::shared_ptr<client_session> self) {

@@ -58,6 +58,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // (closing) by the pump, once no write and no cancel request is in flight.
   enum class lease : std::uint8_t { none, active, releasing, closing };
 
+  // Runs `task` on the session's executor; `what` names it in the log if
+  // it throws.
+  void spawn(awaitable<void> task, const char* what);
   awaitable<void> run(std::shared_ptr<client_session> self);
   // Startup, authentication, the first server lease and the greeting.
   // Returns false if the session ends there.
