@@ -602,7 +602,9 @@ void relay::on_sync(std::string_view frame, const plan& p) {
 }
 
 void relay::fail_batch(std::string error) {
-  if (server_ && (batch_started_ || tx_status_ != 'I')) {
+  // The transaction status is the last one reported: with requests still
+  // owed, a transaction may have begun since.
+  if (server_ && (batch_started_ || tx_status_ != 'I' || queue_.owes_server())) {
     // Inside a batch or a transaction the server must fail too, so that it
     // skips the rest of the batch (and aborts the transaction) as
     // PostgreSQL would: a Parse it refuses, whose error the client gets as

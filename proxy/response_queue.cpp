@@ -79,6 +79,12 @@ void response_queue::drop_syncs_after_front() {
   entries_.erase(kept, end);
 }
 
+bool response_queue::owes_server() const {
+  return std::any_of(entries_.begin(), entries_.end(), [](const expected_response& e) {
+    return e.what != expected_response::kind::synthetic;
+  });
+}
+
 bool response_queue::changes_pending() const {
   return std::any_of(entries_.begin(), entries_.end(),
                      [](const expected_response& e) { return static_cast<bool>(e.undo); });

@@ -103,6 +103,9 @@ class response_queue {
   // no answer.
   void drop_syncs_after_front();
 
+  // True if the server still owes an answer (any entry but pgstash's own).
+  bool owes_server() const;
+
   // True if a request still owed changed pgstash's records (it has an undo
   // action): whether that change holds is not known yet.
   bool changes_pending() const;
