@@ -18,8 +18,7 @@ namespace pgstash::proxy {
 namespace {
 
 using wire::backend_tag;
-
-constexpr char tag_of(backend_tag t) { return static_cast<char>(t); }
+using wire::tag_of;
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <chrono>
 #include <cstdio>
 
 #include "wire/message_writer.hpp"
@@ -19,6 +20,10 @@ std::string server_statement_name(const wire::parse_message& parse) {
   std::snprintf(name, sizeof name, "pgstash_%016llx%016llx", static_cast<unsigned long long>(h.high64),
                 static_cast<unsigned long long>(h.low64));
   return name;
+}
+
+std::uint64_t statement_map::now() {
+  return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
 const statement_map::statement& statement_map::define(const wire::parse_message& parse,

@@ -62,6 +62,10 @@ class statement_map {
   void clear() { statements_.clear(); }
   std::size_t size() const { return statements_.size(); }
 
+  // The time statements are versioned by: a monotonic clock, the same on
+  // every worker thread.
+  static std::uint64_t now();
+
   // What `server` needs before running `stmt` at time `now`. Updates
   // `server` as if it were sent and succeeded.
   static preparation prepare_on(const statement& stmt, pool::statement_lru& server,

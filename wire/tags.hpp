@@ -54,4 +54,8 @@ enum class backend_tag : char {
   negotiate_protocol_version = 'v',
 };
 
+// The tag byte as it goes on the wire.
+constexpr char tag_of(frontend_tag t) { return static_cast<char>(t); }
+constexpr char tag_of(backend_tag t) { return static_cast<char>(t); }
+
 }  // namespace pgstash::wire

@@ -17,7 +17,7 @@ for f in errc framing frontend backend message_writer auth random; do sources+=(
 case $target in
   decoder) ;;
   relay)
-    for f in relay response_queue statement_map session_state; do sources+=("$src/proxy/$f.cpp"); done
+    for f in relay relay_answers response_queue statement_map session_state; do sources+=("$src/proxy/$f.cpp"); done
     for f in statement_analysis analysis_cache sql_text; do sources+=("$src/invalidation/$f.cpp"); done
     sources+=("$src/pool/server_state.cpp")
     headers+=("$src"/proxy/*.hpp "$src"/invalidation/*.hpp "$src"/pool/server_state.hpp)

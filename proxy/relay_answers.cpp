@@ -1,0 +1,246 @@
+// The server side of the relay: what each server frame means for the
+// client, errors (skipped batches, statement names, replays), and what
+// completed statements change in the client's session.
+#include <limits>
+
+#include "proxy/relay.hpp"
+#include "wire/backend.hpp"
+#include "wire/framing.hpp"
+#include "wire/frontend.hpp"
+#include "wire/message_writer.hpp"
+#include "wire/tags.hpp"
+
+namespace pgstash::proxy {
+
+using wire::backend_tag;
+using wire::frontend_tag;
+using wire::tag_of;
+
+void relay::forget_unprepared(const expected_response& e) {
+  if (e.what == kind::parse && !e.server_statement.empty()) server_->prepared.erase(e.server_statement);
+}
+
+std::function<void()> relay::restore_statement(const std::string& client_name) {
+  std::optional<statement_map::statement> now;
+  if (const auto* s = statements_.find(client_name)) now = *s;
+  return [this, client_name, now = std::move(now)] { statements_.restore(client_name, now); };
+}
+
+std::string relay::error_for_client(std::string_view body, const expected_response& head) const {
+  if (head.what != kind::bind && head.what != kind::describe) return {};
+  const statement_map::statement* stmt = statements_.find(head.client_statement);
+  if (!stmt) return {};
+  const std::string& server_name = stmt->server_name;
+  wire::error_fields fields;
+  if (wire::parse_error_fields(body, fields)) return {};
+  bool mentioned = false;
+  std::vector<std::pair<char, std::string>> rewritten;
+  for (const auto& [code, value] : fields.fields) {
+    std::string text(value);
+    for (std::size_t at; (at = text.find(server_name)) != std::string::npos;) {
+      text.replace(at, server_name.size(), head.client_statement);
+      mentioned = true;
+    }
+    rewritten.emplace_back(code, std::move(text));
+  }
+  if (!mentioned) return {};
+  std::string out;
+  wire::write_error(out, rewritten);
+  return out;
+}
+
+relay::server_action relay::on_server_error(std::optional<std::string_view> body) {
+  if (queue_.empty()) {
+    error_in_cycle_ = true;
+    return server_action::forward;
+  }
+  expected_response& head = queue_.front();
+  if (head.what == kind::query) {
+    error_in_cycle_ = true;
+    return server_action::forward;  // ends at its ReadyForQuery
+  }
+  wire::error_fields fields;
+  const bool readable = body && !wire::parse_error_fields(*body, fields);
+  if (!head.error_instead.empty()) {
+    // Only the syntax error pgstash provoked is replaced; another (in an
+    // aborted transaction, say) is what PostgreSQL says first.
+    if (readable && fields.get('C') == "42601") replacement_ = std::move(head.error_instead);
+  } else if (body) {
+    replacement_ = error_for_client(*body, head);
+  }
+  bool replay = false;
+  if (head.what == kind::bind && head.replayable && body && !replay_recording_ &&
+      !replay_.empty()) {
+    // After DDL a prepared statement's result type may change; PostgreSQL
+    // then refuses the cached plan. Prepare it afresh and run the batch
+    // again, once, instead of failing the client.
+    replay = readable && fields.get('C') == "0A000" &&
+             fields.get('M').value_or("").find("cached plan must not change result type") !=
+                 std::string_view::npos &&
+             statements_.contains(head.client_statement);
+    // A copy: the client may close the statement before the replay.
+    if (replay) replay_statement_ = *statements_.find(head.client_statement);
+  }
+  if (!replay) {
+    error_in_cycle_ = true;
+    replay_.clear();
+  }
+  // The server skips everything up to the next Sync; if the client has not
+  // sent it yet, what it sends until then gets no answer either.
+  if (!queue_.skip_to_sync([this](const expected_response& e) { forget_unprepared(e); }))
+    skipping_ = true;
+  if (replay) {
+    replay_pending_ = true;
+    queue_.front().forward = false;  // the failed batch's ReadyForQuery
+    replacement_.clear();
+    return server_action::drop;
+  }
+  return replacement_.empty() ? server_action::forward : server_action::replace;
+}
+
+void relay::start_replay() {
+  replay_pending_ = false;
+  const statement_map::statement* stmt = &replay_statement_;
+  wire::write_close(replay_out_, 'S', stmt->server_name);
+  queue_.push(expected_response::internal(kind::close));
+  replay_out_ += stmt->parse_frame;
+  server_->prepared.insert(stmt->server_name, statement_map::now());
+  queue_.push(expected_response::parse_of(stmt->server_name));
+  replay_out_ += replay_;
+  // Expect what the batch's frames will produce, without recording again.
+  std::string_view batch = replay_;
+  while (batch.size() >= 5) {
+    wire::decoded_frame h = wire::decode_header(batch, wire::phase::normal, std::numeric_limits<std::uint32_t>::max());
+    const char tag = h.header.tag;
+    if (tag == tag_of(frontend_tag::execute)) {
+      wire::execute_message e;
+      analysis_ptr analysis;
+      if (!wire::parse_execute(batch.substr(5, h.header.frame_size() - 5), e)) {
+        auto it = portals_.find(std::string(e.portal));
+        if (it != portals_.end()) analysis = it->second;
+      }
+      expect(kind::execute, std::move(analysis));
+    } else {
+      expect_for_tag(tag);
+    }
+    batch.remove_prefix(h.header.frame_size());
+  }
+  replay_.clear();
+}
+
+void relay::on_command_complete(std::string_view tag_text) {
+  expected_response& head = queue_.front();
+  if (!state_ || !head.analysis) return;
+  const std::size_t index = head.statements_done++;
+  if (index >= head.analysis->statements.size()) return;
+  const auto& effects = head.analysis->statements[index];
+  state_->statement_completed(effects, *server_);
+  // Both also drop the client's protocol-level statements.
+  if (effects.deallocate_all || effects.discard_all) statements_.clear();
+  using tx = invalidation::transaction_effect;
+  switch (effects.transaction) {
+    case tx::commit:
+      // COMMIT of a failed transaction reports ROLLBACK.
+      if (tag_text.starts_with("COMMIT")) {
+        state_->transaction_committed(*server_);
+      } else {
+        state_->transaction_rolled_back();
+      }
+      break;
+    case tx::rollback:
+    case tx::prepare_transaction:
+      state_->transaction_rolled_back();
+      break;
+    case tx::savepoint:
+      state_->savepoint_created(effects.savepoint_name);
+      break;
+    case tx::release_savepoint:
+      state_->savepoint_released(effects.savepoint_name);
+      break;
+    case tx::rollback_to_savepoint:
+      state_->savepoint_rolled_back(effects.savepoint_name);
+      break;
+    default:
+      break;
+  }
+}
+
+void relay::on_ready_for_query(char status) {
+  tx_status_ = status;
+  copy_in_ = false;
+  if (status == 'I') {
+    // An autocommit statement or implicit transaction ended: it committed
+    // unless something failed.
+    if (state_) {
+      if (error_in_cycle_) {
+        state_->transaction_rolled_back();
+      } else {
+        state_->transaction_committed(*server_);
+      }
+    }
+    error_in_cycle_ = false;
+    portals_.clear();
+  }
+}
+
+relay::server_action relay::on_ready_for_query_frame(char status) {
+  const char tag = tag_of(backend_tag::ready_for_query);
+  // It answers the first Query or Sync: requests before that one were
+  // skipped by the server after an error.
+  while (!queue_.empty() && !queue_.front().completed_by(tag)) queue_.pop();
+  server_action answer = server_action::forward;
+  if (!queue_.empty()) {
+    answer = queue_.front().forward ? server_action::forward : server_action::drop;
+    queue_.pop();
+  }
+  if (replay_pending_ && answer == server_action::drop) {
+    start_replay();
+    return answer;
+  }
+  if (queue_.empty()) replay_.clear();
+  on_ready_for_query(status);
+  return answer;
+}
+
+relay::server_action relay::on_server_frame(char tag, std::optional<std::string_view> body) {
+  const bool swallowing = !queue_.empty() && !queue_.front().forward;
+  switch (static_cast<backend_tag>(tag)) {
+    case backend_tag::parameter_status:
+      // Even from pgstash's own statements: a setting pgstash restores is
+      // one the client must be told about.
+      return server_action::forward;
+    case backend_tag::notice_response:
+    case backend_tag::notification_response:
+      return swallowing ? server_action::drop : server_action::forward;
+    case backend_tag::error_response:
+      return on_server_error(body);
+    default:
+      break;
+  }
+  if (tag == tag_of(backend_tag::ready_for_query)) {
+    wire::ready_for_query rfq;
+    if (!body || wire::parse_ready_for_query(*body, rfq)) return server_action::stop;
+    return on_ready_for_query_frame(rfq.status);
+  }
+  if (queue_.empty()) return server_action::forward;  // unasked, e.g. a FATAL before closing
+  expected_response& head = queue_.front();
+  const server_action action = head.forward ? server_action::forward : server_action::drop;
+  switch (static_cast<backend_tag>(tag)) {
+    case backend_tag::command_complete:
+      if (head.what == kind::query || head.what == kind::execute)
+        on_command_complete(body ? *body : std::string_view());
+      break;
+    case backend_tag::copy_in_response:
+      copy_in_ = true;
+      // PostgreSQL ignores a Sync that arrives in copy-in mode; one a
+      // pipelining client sent with the Execute gets no answer.
+      if (head.what == kind::execute) queue_.drop_syncs_after_front();
+      break;
+    default:
+      break;
+  }
+  if (head.completed_by(tag)) queue_.pop();
+  return action;
+}
+
+}  // namespace pgstash::proxy
