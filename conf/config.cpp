@@ -23,11 +23,11 @@
 namespace pgstash::conf {
 namespace {
 
-enum class key_type { string, integer, choice };
+enum class key_type { string, integer, boolean, choice };
 
 // A value from the file, already checked against its row.
 struct setting {
-  std::int64_t number = 0;  // integer keys; the index into choices for choice keys
+  std::int64_t number = 0;  // integer keys; 0 or 1 for booleans; the index into choices
   std::string text;         // string keys
 };
 
@@ -84,6 +84,18 @@ consteval key_row integer_key(std::string_view name, std::int64_t min, std::int6
               }};
 }
 
+template <auto Section, auto Member>
+consteval key_row boolean_key(std::string_view name, std::string_view doc) {
+  return {.name = name,
+          .type = key_type::boolean,
+          .doc = doc,
+          .store = [](config& c, const setting& s) { (c.*Section).*Member = s.number != 0; },
+          .load =
+              [](const config& c) {
+                return setting{(c.*Section).*Member ? 1 : 0, {}};
+              }};
+}
+
 // A choice stored either as an enum (by index) or as the spelling itself.
 template <auto Section, auto Member, const auto& Choices>
 consteval key_row choice_key(std::string_view name, std::span<const std::string_view> unsupported,
@@ -129,6 +141,25 @@ constexpr std::array k_keys = {
         "`trust`."),
     choice_key<&config::auth, &auth_section::method, k_auth_methods>(
         "auth.method", {}, "How clients prove who they are."),
+    integer_key<&config::cache, &cache_section::compress_min_size>(
+        "cache.compress_min_size", 64, 1'073'741'824,
+        "Cached responses at least this many bytes are stored zstd-compressed."),
+    integer_key<&config::cache, &cache_section::default_ttl>(
+        "cache.default_ttl", 0, 31'536'000,
+        "Seconds a cached result may be served at most; 0 = until invalidated. Bounds how "
+        "long a write that bypasses pgstash can go unseen."),
+    boolean_key<&config::cache, &cache_section::enabled>(
+        "cache.enabled", "Answer repeated cacheable SELECTs from the result cache."),
+    integer_key<&config::cache, &cache_section::max_entry_size>(
+        "cache.max_entry_size", 1024, 1'073'741'824,
+        "A response larger than this many bytes is never cached (it streams through)."),
+    integer_key<&config::cache, &cache_section::max_size>(
+        "cache.max_size", 1'048'576, 1'099'511'627'776,
+        "Bytes of cached responses kept; least recently used entries are evicted beyond it."),
+    string_key<&config::cache, &cache_section::path>(
+        "cache.path", true,
+        "Directory of the cache's LMDB files (created; entries of an earlier run are "
+        "discarded)."),
     integer_key<&config::limits, &limits_section::analysis_cache_entries>(
         "limits.analysis_cache_entries", 1, 10'000'000,
         "Statement analyses memoized per worker thread."),
@@ -307,6 +338,8 @@ std::string render(const key_row& row, const setting& s) {
   switch (row.type) {
     case key_type::integer:
       return std::to_string(s.number);
+    case key_type::boolean:
+      return s.number ? "true" : "false";
     case key_type::choice:
       return quoted(row.choices[static_cast<std::size_t>(s.number)]);
     case key_type::string:
@@ -431,14 +464,18 @@ class loader {
     const place at = place_of(node.source());
     const std::string name(row.name);
     const bool want_integer = row.type == key_type::integer;
-    if (want_integer ? !node.is_integer() : !node.is_string()) {
+    const bool want_boolean = row.type == key_type::boolean;
+    if (want_integer ? !node.is_integer()
+                     : want_boolean ? !node.is_boolean() : !node.is_string()) {
       std::string example = default_of(row);
       if (example == "\"\"") example = "\"...\"";
       std::string hint = row.type == key_type::choice
                              ? "expected one of " + quoted_list(row.choices)
                              : "e.g. " + std::string(key_of(row.name)) + " = " + example;
       report(at,
-             name + " must be " + (want_integer ? "an integer" : "a string") + ", not " +
+             name + " must be " +
+                 (want_integer ? "an integer" : want_boolean ? "true or false" : "a string") +
+                 ", not " +
                  std::string(type_name(node.type())),
              hint);
       return std::nullopt;
@@ -455,6 +492,8 @@ class loader {
         }
         return setting{n, {}};
       }
+      case key_type::boolean:
+        return setting{node.as_boolean()->get() ? 1 : 0, {}};
       case key_type::string: {
         const std::string& s = node.as_string()->get();
         if (static_cast<std::int64_t>(s.size()) < row.min) {
@@ -539,6 +578,8 @@ std::string type_cell(const key_row& row) {
       return "string";
     case key_type::integer:
       return "integer, " + std::to_string(row.min) + " to " + std::to_string(row.max);
+    case key_type::boolean:
+      return "boolean";
     case key_type::choice:
       break;
   }

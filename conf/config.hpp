@@ -85,6 +85,18 @@ struct limits_section {
   std::uint32_t analysis_cache_entries = 10000;
 };
 
+// The result cache. Off by default: until writes that bypass pgstash are
+// followed from PostgreSQL's replication stream, only default_ttl bounds
+// how long such a write can go unseen, and that is the operator's call.
+struct cache_section {
+  bool enabled = false;
+  std::string path = "pgstash-cache";  // LMDB environment directory
+  std::uint64_t max_size = 256ull << 20;  // bytes of cached responses
+  std::uint64_t max_entry_size = 1u << 20;  // larger responses are never cached
+  std::uint32_t default_ttl = 60;  // seconds an entry may be served; 0 = no expiry
+  std::uint64_t compress_min_size = 4096;  // bytes; larger entries are zstd-compressed
+};
+
 struct process_section {
   // Threads running client sessions; 0 = one per CPU core.
   std::uint32_t workers = 0;
@@ -105,6 +117,7 @@ struct config {
   auth_section auth;
   pool_section pool;
   limits_section limits;
+  cache_section cache;
   process_section process;
   log_section log;
   database_map databases;

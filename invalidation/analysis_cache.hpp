@@ -1,12 +1,8 @@
-// A memo of analyze() results, keyed by a 128-bit hash of the SQL text.
+// A memo of analyze() results: text_memo<analysis> behind the pre-filter.
 //
-// Clients send the same few texts over and over (ORMs, pgbench), so each
-// is parsed once. Texts that may_have_effects() clears never reach the
-// memo: they get a shared empty analysis without being hashed or stored.
-//
-// Keys are XXH3-128 digests, not the text, so an entry costs the same for a
-// 10 kB query as for "BEGIN"; two texts colliding in 128 bits is treated as
-// impossible. Eviction is least-recently-used at max_entries.
+// Texts that may_have_effects() clears never reach the memo: they get a
+// shared empty analysis without being hashed or stored. The rest are parsed
+// once per distinct text (see text_memo.hpp for keys and eviction).
 //
 // Not thread-safe: keep one per thread (or per session), or guard it
 // externally. The returned analyses are immutable and may be shared freely
@@ -15,13 +11,11 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <string_view>
-#include <unordered_map>
-#include <utility>
 
 #include "invalidation/statement_analysis.hpp"
+#include "invalidation/text_memo.hpp"
 
 namespace pgstash::invalidation {
 
@@ -38,30 +32,15 @@ class analysis_cache {
   std::shared_ptr<const analysis> get(std::string_view sql);
 
   // Entries held now (never more than max_entries).
-  std::size_t size() const { return index_.size(); }
+  std::size_t size() const { return memo_.size(); }
 
   // get() calls answered from the memo / by analyze(). Texts cleared by the
   // pre-filter count as neither.
-  std::uint64_t hits() const { return hits_; }
-  std::uint64_t misses() const { return misses_; }
+  std::uint64_t hits() const { return memo_.hits(); }
+  std::uint64_t misses() const { return memo_.misses(); }
 
  private:
-  struct digest {
-    std::uint64_t low = 0;
-    std::uint64_t high = 0;
-    bool operator==(const digest&) const = default;
-  };
-  struct digest_hash {
-    std::size_t operator()(const digest& d) const { return static_cast<std::size_t>(d.low); }
-  };
-  // Most recently used first.
-  using lru_list = std::list<std::pair<digest, std::shared_ptr<const analysis>>>;
-
-  std::size_t max_entries_;
-  lru_list lru_;
-  std::unordered_map<digest, lru_list::iterator, digest_hash> index_;
-  std::uint64_t hits_ = 0;
-  std::uint64_t misses_ = 0;
+  text_memo<analysis> memo_;
 };
 
 }  // namespace pgstash::invalidation

@@ -7,7 +7,7 @@
 // about twice as slow (~28 us vs ~15 us for a small SELECT; the JSON text
 // itself takes ~3 us): protobuf-c walks every field of a message's
 // descriptor, and Node's oneof has ~250. One JSON-only bug needs a
-// workaround, see integer_sql().
+// workaround, see integer_sql() in parse_tree.hpp.
 //
 // Why settings are rebuilt from the tree rather than sliced from the text:
 // the tree is what the server acts on, so literals rebuilt from it are exact
@@ -16,6 +16,7 @@
 
 #include "invalidation/statement_analysis.hpp"
 
+#include "invalidation/parse_tree.hpp"
 #include "invalidation/sql_text.hpp"
 
 #include <algorithm>
@@ -23,21 +24,12 @@
 #include <optional>
 #include <utility>
 
-#include <pg_query.h>
-
-#include <nlohmann/json.hpp>
-
 namespace pgstash::invalidation {
 namespace {
 
-using json = nlohmann::json;
+// ---- Characters, classified as PostgreSQL's scan.l does (is_space and
+// is_digit are in parse_tree.hpp).
 
-// ---- Characters, classified as PostgreSQL's scan.l does.
-
-bool is_space(unsigned char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 bool is_ident_start(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
 }
@@ -52,24 +44,6 @@ bool istarts_with(std::string_view s, std::string_view lower_prefix) {
 }
 bool iequals(std::string_view s, std::string_view lower_word) {
   return s.size() == lower_word.size() && istarts_with(s, lower_word);
-}
-
-// Skips a /* */ comment that starts at `i`; PostgreSQL nests them.
-// Returns the index just past it, or npos if it never ends.
-std::size_t skip_block_comment(std::string_view s, std::size_t i) {
-  int depth = 0;
-  while (i < s.size()) {
-    if (s[i] == '/' && i + 1 < s.size() && s[i + 1] == '*') {
-      ++depth;
-      i += 2;
-    } else if (s[i] == '*' && i + 1 < s.size() && s[i + 1] == '/') {
-      i += 2;
-      if (--depth == 0) return i;
-    } else {
-      ++i;
-    }
-  }
-  return std::string_view::npos;
 }
 
 // ---- The pre-filter.
@@ -106,155 +80,6 @@ bool flagged_word(std::string_view w, bool leading) {
   return false;
 }
 
-// ---- Text handed to libpg_query.
-//
-// libpg_query copies input bytes into its JSON as they are, and nlohmann
-// rejects invalid UTF-8. Text that is not valid UTF-8 (a LATIN1 client) is
-// therefore parsed with each byte >= 0x80 mapped to the code point
-// U+E000 + byte (3 bytes of UTF-8), so the lexer still sees identifier or
-// string bytes where they were; strings taken from the tree are mapped back
-// and offsets are translated to the original text.
-
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t n = 0;
-    std::uint32_t cp = 0;
-    if (c >= 0xC2 && c <= 0xDF) {
-      n = 1;
-      cp = c & 0x1Fu;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      n = 2;
-      cp = c & 0x0Fu;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      n = 3;
-      cp = c & 0x07u;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;  // truncated sequence
-    for (std::size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3Fu);
-    }
-    // Overlong forms, surrogates, beyond U+10FFFF.
-    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += n + 1;
-  }
-  return true;
-}
-
-class source_text {
- public:
-  explicit source_text(std::string_view sql) : original_(sql.substr(0, sql.find('\0'))) {
-    if (valid_utf8(original_)) return;
-    mapped_ = true;
-    parsed_.reserve(original_.size() * 2);
-    for (std::size_t i = 0; i < original_.size(); ++i) {
-      const auto b = static_cast<unsigned char>(original_[i]);
-      if (b < 0x80) {
-        parsed_.push_back(static_cast<char>(b));
-        offsets_.push_back(static_cast<std::uint32_t>(i));
-        continue;
-      }
-      const std::uint32_t cp = 0xE000u + b;
-      parsed_.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      parsed_.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      parsed_.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-      offsets_.insert(offsets_.end(), 3, static_cast<std::uint32_t>(i));
-    }
-    offsets_.push_back(static_cast<std::uint32_t>(original_.size()));
-  }
-
-  const std::string& original() const { return original_; }
-  // The text libpg_query parses; its locations are offsets into this.
-  std::string_view parsed() const { return mapped_ ? parsed_ : original_; }
-  const char* c_str() const { return mapped_ ? parsed_.c_str() : original_.c_str(); }
-
-  // An offset into c_str() as an offset into original(), clamped.
-  std::size_t to_original(std::int64_t offset) const {
-    if (offset < 0) return 0;
-    const auto o = static_cast<std::size_t>(offset);
-    if (!mapped_) return std::min(o, original_.size());
-    return o < offsets_.size() ? offsets_[o] : original_.size();
-  }
-
-  // A string from the tree, with mapped bytes restored.
-  std::string decode(std::string_view s) const {
-    if (!mapped_) return std::string(s);
-    std::string out;
-    out.reserve(s.size());
-    for (std::size_t i = 0; i < s.size(); ++i) {
-      const auto c = static_cast<unsigned char>(s[i]);
-      if (c == 0xEE && i + 2 < s.size()) {
-        const std::uint32_t cp = ((c & 0x0Fu) << 12) |
-                                 ((static_cast<unsigned char>(s[i + 1]) & 0x3Fu) << 6) |
-                                 (static_cast<unsigned char>(s[i + 2]) & 0x3Fu);
-        if (cp >= 0xE080 && cp <= 0xE0FF) {
-          out.push_back(static_cast<char>(cp - 0xE000));
-          i += 2;
-          continue;
-        }
-      }
-      out.push_back(static_cast<char>(c));
-    }
-    return out;
-  }
-
- private:
-  std::string original_;
-  bool mapped_ = false;
-  std::string parsed_;
-  std::vector<std::uint32_t> offsets_;  // parsed_ offset -> original_ offset
-};
-
-// ---- Reading libpg_query's JSON. Defaults are omitted from it: a missing
-// member is false, 0 or "".
-
-const json* member(const json& o, const char* key) {
-  if (!o.is_object()) return nullptr;
-  const auto it = o.find(key);
-  return it == o.end() ? nullptr : &*it;
-}
-std::string_view str_member(const json& o, const char* key) {
-  const json* m = member(o, key);
-  return m && m->is_string() ? std::string_view(m->get_ref<const std::string&>())
-                             : std::string_view();
-}
-bool bool_member(const json& o, const char* key) {
-  const json* m = member(o, key);
-  return m && m->is_boolean() && m->get<bool>();
-}
-std::int64_t int_member(const json& o, const char* key) {
-  const json* m = member(o, key);
-  return m && m->is_number_integer() ? m->get<std::int64_t>() : 0;
-}
-// A Node is {"TypeName": {...fields}}: returns the fields if it is one of `type`.
-const json* node_as(const json& node, std::string_view type) {
-  if (!node.is_object() || node.size() != 1) return nullptr;
-  const auto it = node.begin();
-  return it.key() == type ? &it.value() : nullptr;
-}
-// The svals of a list of String nodes (a qualified name); "" for others.
-std::vector<std::string_view> name_list(const json* list) {
-  std::vector<std::string_view> names;
-  if (!list || !list->is_array()) return names;
-  for (const json& n : *list) {
-    const json* s = node_as(n, "String");
-    names.push_back(s ? str_member(*s, "sval") : std::string_view());
-  }
-  return names;
-}
-
 // ---- Building SQL.
 
 std::string join(const std::vector<std::string>& parts) {
@@ -264,42 +89,6 @@ std::string join(const std::vector<std::string>& parts) {
     out += p;
   }
   return out;
-}
-
-// The integer of an A_Const, as SQL. libpg_query 15-4.0.0's JSON omits
-// Integer values <= 0, not just 0 (pganalyze/libpg_query#243, fixed
-// upstream in #249), so an absent value is read back from the text: at the
-// constant's location, a '-' then (after any whitespace or comments) digits
-// is negative; anything else is 0.
-std::optional<std::string> integer_sql(const json& a_const, const json& ival,
-                                       const source_text& src) {
-  if (member(ival, "ival")) return std::to_string(int_member(ival, "ival"));
-  const std::string_view text = src.parsed();
-  const std::int64_t location = int_member(a_const, "location");
-  if (location < 0 || static_cast<std::size_t>(location) >= text.size() || text[location] != '-') {
-    return "0";
-  }
-  std::size_t i = static_cast<std::size_t>(location) + 1;
-  for (;;) {
-    while (i < text.size() && is_space(static_cast<unsigned char>(text[i]))) ++i;
-    if (text.substr(i).starts_with("--")) {
-      i = text.find_first_of("\r\n", i);
-      if (i == std::string_view::npos) return std::nullopt;
-    } else if (text.substr(i).starts_with("/*")) {
-      i = skip_block_comment(text, i);
-      if (i == std::string_view::npos) return std::nullopt;
-    } else {
-      break;
-    }
-  }
-  std::int64_t value = 0;
-  std::size_t digits = 0;
-  for (; i < text.size() && is_digit(static_cast<unsigned char>(text[i])) && digits < 12;
-       ++i, ++digits) {
-    value = value * 10 + (text[i] - '0');
-  }
-  if (digits == 0 || digits == 12) return std::nullopt;
-  return value == 0 ? std::string("0") : "-" + std::to_string(value);
 }
 
 // One SET argument (an A_Const) as SQL that parses back to the same node.
@@ -848,11 +637,7 @@ bool may_have_effects(std::string_view sql) {
 analysis analyze(std::string_view sql) {
   analysis out;
   const source_text src(sql);
-  PgQueryParseResult parsed = pg_query_parse(src.c_str());
-  struct releaser {
-    PgQueryParseResult& r;
-    ~releaser() { pg_query_free_parse_result(r); }
-  } release{parsed};
+  const parse_result parsed = parse(src);
   if (parsed.error) {
     out.parse_error = true;
     return out;
@@ -861,7 +646,7 @@ analysis analyze(std::string_view sql) {
   // (pin) rather than "no effect".
   statement_effects unknown;
   unknown.pins = pin_opaque_setting;
-  const json tree = json::parse(parsed.parse_tree, nullptr, /*allow_exceptions=*/false);
+  const json& tree = parsed.tree;
   const json* stmts = member(tree, "stmts");
   if (tree.is_discarded() || !stmts || !stmts->is_array()) {
     out.statements.push_back(unknown);

@@ -200,11 +200,12 @@ awaitable<void> client_session::relay_server() {
       const char tag = h.header.tag;
       const std::size_t size = h.header.frame_size();
       // Only frames whose content matters are held whole; DataRow, CopyData
-      // and the like stream through by length.
+      // and the like stream through by length, unless the result cache is
+      // capturing them.
       const bool hold = tag == tag_of(backend_tag::ready_for_query) ||
                         tag == tag_of(backend_tag::parameter_status) ||
                         tag == tag_of(backend_tag::command_complete) ||
-                        tag == tag_of(backend_tag::error_response);
+                        tag == tag_of(backend_tag::error_response) || relay_->capturing();
       std::optional<std::string_view> body;
       if (hold && size <= from.capacity()) {
         if (in.size() - pos < size) break;

@@ -98,6 +98,10 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   // transaction mode servers are shared, so the client's parameters become
   // settings applied to whichever server it gets.
   relay::options options;
+  if (ctx_.cache) {
+    cache_.emplace(*ctx_.cache, cache_identity(client_parameters));
+    options.cache = &*cache_;
+  }
   options.transaction_mode = transaction_mode();
   options.replay_limit = ctx_.cfg.limits.io_buffer_size;
   options.analysis_cache_entries = ctx_.cfg.limits.analysis_cache_entries;
@@ -369,6 +373,39 @@ std::string client_session::prefix() const {
 
 bool client_session::transaction_mode() const {
   return ctx_.cfg.pool.mode == conf::pool_mode::transaction;
+}
+
+
+namespace {
+
+// A libpq connection-string value, quoted.
+std::string conninfo_value(std::string_view v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
+}  // namespace
+
+cache_client::identity client_session::cache_identity(
+    const std::vector<std::pair<std::string, std::string>>& startup) const {
+  const conf::server_section& server = ctx_.cfg.server;
+  // The catalog connection logs in as the client, with the password
+  // pgstash knows for it; without one (a SCRAM verifier, an md5 hash) only
+  // a server that trusts pgstash answers, and otherwise nothing is cached.
+  std::string conninfo = "host=" + conninfo_value(server.host) +
+                         " port=" + std::to_string(server.port) +
+                         " dbname=" + conninfo_value(request_.database) +
+                         " user=" + conninfo_value(request_.user) +
+                         " application_name='pgstash catalog' connect_timeout=5";
+  if (request_.credentials.password)
+    conninfo += " password=" + conninfo_value(*request_.credentials.password);
+  static constexpr const char* k_sslmode[] = {"disable", "prefer", "require", "verify-full"};
+  conninfo += std::string(" sslmode=") + k_sslmode[static_cast<int>(server.tls)];
+  return {request_.database, request_.user, std::move(conninfo), startup};
 }
 
 }  // namespace pgstash::proxy

@@ -118,6 +118,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // transaction, limits.idle_transaction_timeout_ms) if one is configured.
   void arm_idle_timer();
   std::string prefix() const;
+  // Who this client is to the result cache (and its catalog look-ups).
+  cache_client::identity cache_identity(
+      const std::vector<std::pair<std::string, std::string>>& startup) const;
 
   proxy_context& ctx_;
   std::uint64_t id_;
@@ -127,6 +130,8 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::string database_;
   pool::connect_request request_;
   std::optional<std::pair<std::uint32_t, std::uint32_t>> cancel_key_;
+  // Declared before the relay, which uses it to its end.
+  std::optional<cache_client> cache_;  // when the result cache is on
   std::optional<relay> relay_;  // from login on
   std::shared_ptr<const pool::parameter_map> reported_;  // ParameterStatus values the client was told
 

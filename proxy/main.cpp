@@ -90,11 +90,23 @@ int run(loaded config) {
   asio::io_context& ioc = *contexts.front();
   proxy::proxy_context ctx(cfg, std::move(config.users), proxy::make_client_tls(cfg.listen),
                            proxy::make_server_tls(cfg.server));
+  if (cfg.cache.enabled) {
+    std::string error;
+    ctx.cache = proxy::result_cache::open(cfg.cache, error);
+    // A cache that cannot open never fails a query: pgstash runs without it.
+    if (!ctx.cache) spdlog::error("result cache off: {}", error);
+    // For the test suite's stale-read checker, to show that it can fail.
+    if (ctx.cache && std::getenv("PGSTASH_TEST_DISABLE_INVALIDATION")) {
+      ctx.cache->generations().disable_bumps_for_testing();
+      spdlog::warn("PGSTASH_TEST_DISABLE_INVALIDATION is set: writes do not invalidate the cache");
+    }
+  }
   tcp::acceptor acceptor = proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port);
-  spdlog::info("pgstash listening on {}:{}, server {}:{}, {} pooling, pool.size {}, {} workers",
+  spdlog::info("pgstash listening on {}:{}, server {}:{}, {} pooling, pool.size {}, {} workers, "
+               "result cache {}",
                cfg.listen.host, cfg.listen.port, cfg.server.host, cfg.server.port,
                cfg.pool.mode == conf::pool_mode::transaction ? "transaction" : "session",
-               cfg.pool.size, workers);
+               cfg.pool.size, workers, ctx.cache ? "on at " + cfg.cache.path : std::string("off"));
 
   // Immediate shutdown, as PgBouncer's SIGTERM: every connection drops, and
   // PostgreSQL rolls back what its clients had open. Exiting at once avoids

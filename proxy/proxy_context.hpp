@@ -15,6 +15,7 @@
 #include "conf/userlist.hpp"
 #include "net/asio.hpp"
 #include "pool/server_pool.hpp"
+#include "proxy/result_cache.hpp"
 
 namespace pgstash::proxy {
 
@@ -36,6 +37,8 @@ struct proxy_context {
   std::unique_ptr<asio::ssl::context> client_tls;
   std::unique_ptr<asio::ssl::context> server_tls;
   pool::server_pool pool;
+  // Null when cache.enabled is off, or its store could not be opened.
+  std::unique_ptr<result_cache> cache;
 
   // (process id, secret key) pgstash gave a client -> that client.
   using cancel_key = std::pair<std::uint32_t, std::uint32_t>;

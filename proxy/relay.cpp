@@ -75,6 +75,7 @@ relay::relay(options opts, const std::vector<std::pair<std::string, std::string>
 
 void relay::detach() {
   server_ = nullptr;
+  cache_.statement_texts.erase("");
   unnamed_statement_.reset();
   portals_.clear();
   deallocating_portals_.clear();
@@ -297,7 +298,16 @@ relay::plan relay::plan_frame(char tag, std::string_view frame) {
     return plan{route::refuse, nullptr,
                 "invalid message '" + std::string(1, tag) + "' from client: " + ec.message()};
   };
-  if (!opts_.transaction_mode) return to_server;
+  if (opts_.cache) {
+    if (auto p = plan_for_cache(t, frame)) return std::move(*p);
+  }
+  if (!opts_.transaction_mode) {
+    if (t != frontend_tag::query || !opts_.cache) return to_server;
+    wire::query_message q;
+    plan p = to_server;
+    if (!wire::parse_query(body, q)) consult_cache(q.sql, p);
+    return p;
+  }
   if (t == frontend_tag::flush || t == frontend_tag::sync) {
     if (!body.empty()) return malformed(wire::make_error_code(wire::errc::trailing_bytes));
     return server_ ? to_server : local;
@@ -311,7 +321,9 @@ relay::plan relay::plan_frame(char tag, std::string_view frame) {
       // pgstash (the server knows it as pgstash_<hash>). In a failed
       // transaction the server gives the answer PostgreSQL gives (25P02).
       const bool local_answer = tx_status_ != 'E' && deallocated_protocol_statement(analysis) != nullptr;
-      return {local_answer ? route::answer_locally : route::to_server, std::move(analysis)};
+      plan p{local_answer ? route::answer_locally : route::to_server, std::move(analysis)};
+      if (!local_answer && opts_.cache) consult_cache(q.sql, p);
+      return p;
     }
     case frontend_tag::parse: {
       wire::parse_message parse;
@@ -366,6 +378,10 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
     default:
       break;
   }
+  if (opts_.cache && answer_from_cache(tag, frame, p)) {
+    note_batch(tag, p.where);
+    return true;
+  }
   // A RESET or DISCARD ALL earlier on this same server connection left it
   // at its own defaults where the client has startup values: restore them
   // before the client's next transaction.
@@ -378,6 +394,7 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
       queue_.push(expected_response::internal(kind::query));
     }
   }
+  if (cache_.deferred_parse && p.where == route::to_server) send_deferred_parse_if_needed(tag, frame);
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::query:
       on_query(frame, p);
@@ -408,12 +425,19 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
       forward_as_is(tag, frame);
       break;
   }
+  if (opts_.cache) tell_cache(tag, frame, p);
   record_replay(tag, frame);
   note_batch(tag, p.where);
   return true;
 }
 
 void relay::on_query(std::string_view frame, const plan& p) {
+  if (p.cached) {
+    std::string answer = *p.cached;
+    wire::write_ready_for_query(answer, tx_status_);
+    expect_synthetic(std::move(answer));
+    return;
+  }
   if (p.where == route::answer_locally) {
     // Inside an unsynced batch the server holds back its answers until
     // something flushes them; the client's Query would have.
@@ -431,6 +455,7 @@ void relay::on_query(std::string_view frame, const plan& p) {
   sync_sql_prepared(p.analysis, false);
   out_ += frame;
   expect(kind::query, p.analysis);
+  queue_.back().capture = p.capture;
 }
 
 void relay::on_parse(std::string_view frame, const plan& p) {

@@ -26,6 +26,8 @@
 
 #include "invalidation/statement_analysis.hpp"
 #include "pool/server_state.hpp"
+#include "proxy/cache_client.hpp"
+#include "wire/tags.hpp"
 #include "proxy/response_queue.hpp"
 #include "proxy/session_state.hpp"
 #include "proxy/statement_map.hpp"
@@ -48,6 +50,11 @@ class relay {
     route where;
     analysis_ptr analysis;  // Query and Parse: the text's session effects
     std::string error = {};  // refuse: why
+    // The result cache's answer (a Query answered locally), or the capture
+    // of the server's answer for it.
+    std::optional<std::string> cached = {};
+    std::shared_ptr<result_capture> capture = {};
+    bool defer_parse = false;  // an unnamed Parse pgstash holds back
   };
   // replace: the frame is dropped and take_replacement() goes to the
   // client in its place.
@@ -61,6 +68,9 @@ class relay {
     std::size_t replay_limit = 65536;
     // Analyses memoized per thread (limits.analysis_cache_entries).
     std::size_t analysis_cache_entries = 10000;
+    // The session's use of the result cache; null when it is off. Must
+    // outlive the relay.
+    cache_client* cache = nullptr;
   };
 
   // `startup` are the client's startup parameters (transaction mode).
@@ -68,6 +78,8 @@ class relay {
   // Its queue's undo actions refer to it.
   relay(const relay&) = delete;
   relay& operator=(const relay&) = delete;
+  // Writes whose transaction's end was never seen count as committed.
+  ~relay();
 
   // --- The server connection frames go to.
   // REQUIRES: outlives the attachment; nothing is owed by a previous one.
@@ -99,6 +111,9 @@ class relay {
   std::string& to_server() { return out_; }
 
   // --- Server frames. `body` is null for a frame too large to hold.
+  // The next server frame answers a request whose result the cache keeps:
+  // its body is wanted.
+  bool capturing() const;
   server_action on_server_frame(char tag, std::optional<std::string_view> body);
   // Appends the answers pgstash made up that are now due.
   void take_synthetic(std::string& out) { queue_.take_synthetic(out); }
@@ -125,6 +140,7 @@ class relay {
 
  private:
   using kind = expected_response::kind;
+  using frontend_tag = wire::frontend_tag;
 
   analysis_ptr analyze(std::string_view sql) const;
   analysis_ptr analyze_query(std::string_view body) const;
@@ -167,7 +183,60 @@ class relay {
   // by the client's, or "" if it does not mention it.
   std::string error_for_client(std::string_view body, const expected_response& head) const;
 
+  // --- The result cache (relay_cache.cpp).
+  // A Query may be answered from the cache now: nothing owed, no
+  // transaction or batch open, and a session the cache may answer for.
+  bool cache_may_answer() const;
+  // The same for a Bind inside a batch: nothing before it in the batch
+  // ran a statement, and nothing of an earlier batch is still owed.
+  bool cache_may_answer_in_batch() const;
+  bool cache_session_followed() const;
+  const pool::settings_map* cache_settings() const;
+  // Asks the cache about a Query; fills p.cached or p.capture.
+  void consult_cache(std::string_view sql, plan& p);
+  // The cache's route for an extended-protocol frame, if it answers it
+  // (a Bind it has the result for, and what follows on that portal).
+  std::optional<plan> plan_for_cache(frontend_tag t, std::string_view frame);
+  std::optional<plan> plan_bind_for_cache(std::string_view body);
+  // The cache's part of a frame: answers for portals it holds, captures,
+  // the writes a frame carries, settings it cannot follow.
+  bool answer_from_cache(char tag, std::string_view frame, const plan& p);
+  void tell_cache(char tag, std::string_view frame, const plan& p);
+  void cache_on_server_frame(char tag, std::optional<std::string_view> body);
+  // The unnamed Parse pgstash answered and held back goes to the server
+  // before a frame that uses the unnamed statement there.
+  void send_deferred_parse_if_needed(char tag, std::string_view frame);
+  // The text of the client's statement `name` as the server has it.
+  std::optional<std::string_view> cache_statement_text(std::string_view name) const;
+  // Records `text` as statement `name`'s (or forgets it), undone with the
+  // request just queued if the server fails or skips it.
+  void set_statement_text(const std::string& name, std::optional<std::string> text);
+
   options opts_;
+  struct cache_batch_state {
+    // Texts of the client's statements (as the server has them: a failed
+    // Parse is undone) and portals, for the writes an Execute carries and
+    // the key of a Bind.
+    std::map<std::string, std::string, std::less<>> statement_texts;
+    std::map<std::string, std::string, std::less<>> portal_texts;
+    // Portals pgstash bound from the cache: the answers still to give
+    // (RowDescription, DataRows, CommandComplete).
+    std::map<std::string, std::string, std::less<>> local_portals;
+    // Portals sent to the server whose result is captured.
+    std::map<std::string, std::shared_ptr<result_capture>, std::less<>> capture_portals;
+    // An unnamed Parse answered by pgstash and not sent yet: a Bind the
+    // cache answers then costs the server nothing. Only the text of the
+    // last unnamed Parse the server accepted is held back.
+    std::optional<std::string> deferred_parse;
+    std::string last_good_unnamed_parse;
+    bool batch_local = true;     // nothing of this batch went to the server
+    bool batch_executed = false; // an Execute of this batch went to the server
+  } cache_;
+  // Session mode: the client changed settings pgstash does not follow, or
+  // made session objects (temp tables) a cached name could mean: its reads
+  // are no longer served from the cache.
+  bool cache_unfollowed_session_ = false;
+  bool rollback_seen_ = false;  // CommandComplete ROLLBACK in this cycle
   pool::server_state* server_ = nullptr;
   std::optional<session_state> state_;  // transaction mode only
   response_queue queue_;

@@ -129,6 +129,10 @@ void relay::start_replay() {
 }
 
 void relay::on_command_complete(std::string_view tag_text) {
+  if (tag_text.starts_with("ROLLBACK")) rollback_seen_ = true;
+  // Writes are acknowledged committed here, before the client hears it:
+  // the cache must stop serving what they made stale first.
+  if (opts_.cache && tag_text.starts_with("COMMIT")) opts_.cache->transaction_committed();
   expected_response& head = queue_.front();
   if (!state_ || !head.analysis) return;
   const std::size_t index = head.statements_done++;
@@ -178,8 +182,11 @@ void relay::on_ready_for_query(char status) {
         state_->transaction_committed(*server_);
       }
     }
+    if (opts_.cache) opts_.cache->transaction_ended(error_in_cycle_ || rollback_seen_);
     error_in_cycle_ = false;
+    rollback_seen_ = false;
     portals_.clear();
+    cache_.portal_texts.clear();
   }
 }
 
@@ -203,6 +210,7 @@ relay::server_action relay::on_ready_for_query_frame(char status) {
 }
 
 relay::server_action relay::on_server_frame(char tag, std::optional<std::string_view> body) {
+  if (!queue_.empty() && queue_.front().capture) cache_on_server_frame(tag, body);
   const bool swallowing = !queue_.empty() && !queue_.front().forward;
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::parameter_status:

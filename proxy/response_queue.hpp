@@ -19,6 +19,8 @@
 
 namespace pgstash::proxy {
 
+class result_capture;
+
 struct expected_response {
   enum class kind : std::uint8_t {
     query,      // Query or FunctionCall: everything through ReadyForQuery
@@ -46,6 +48,8 @@ struct expected_response {
   // result type".
   bool replayable = false;
   bool ends_copy = false;  // see copy_end()
+  // query: the result, kept for the result cache.
+  std::shared_ptr<result_capture> capture;
   // The server's error for this request is replaced by this one (bytes of
   // an ErrorResponse): pgstash made the request fail on purpose.
   std::string error_instead;
@@ -74,9 +78,12 @@ class response_queue {
   bool empty() const { return entries_.empty(); }
   std::size_t size() const { return entries_.size(); }
   expected_response& front() { return entries_.front(); }
+  const expected_response& front() const { return entries_.front(); }
   expected_response& back() { return entries_.back(); }
   void push(expected_response e) { entries_.push_back(std::move(e)); }
   void pop() { entries_.pop_front(); }
+  auto begin() const { return entries_.begin(); }
+  auto end() const { return entries_.end(); }
 
   // Appends to `out` the synthetic answers now at the head, and drops them.
   void take_synthetic(std::string& out);

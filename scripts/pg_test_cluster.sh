@@ -216,6 +216,8 @@ ssl_key_file = '$ssl/server.key'
 password_encryption = 'scram-sha-256'
 log_line_prefix = '%m [%p] %q%u@%d '
 log_min_messages = warning
+# The result cache's tests count what reaches the server.
+shared_preload_libraries = 'pg_stat_statements'
 EOF
 
   cat >"$data/pg_hba.conf" <<'EOF'
@@ -288,6 +290,7 @@ CREATE DATABASE pgstash_test OWNER postgres;
 GRANT CONNECT, CREATE, TEMPORARY ON DATABASE pgstash_test TO PUBLIC;
 \connect pgstash_test
 GRANT ALL ON SCHEMA public TO PUBLIC;
+CREATE EXTENSION pg_stat_statements;
 EOF
     cat "$tmp/seed.log" >&2
     die "creating the test roles and database failed"

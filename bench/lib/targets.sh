@@ -202,9 +202,9 @@ stop_pgpool() {
 PGSTASH_PORT="" PGSTASH_PID="" PGSTASH_MODE="" PGSTASH_CACHE=0
 
 # The config lines that switch pgstash's result cache on, for the cacheable workloads only (every
-# other workload measures pgstash as a pooler, cache off). Until a pgstash accepts them
-# (--check-config), the cacheable workloads run through it as a plain proxy. Whoever lands the
-# cache: adjust these lines to its real keys if they differ.
+# other workload measures pgstash as a pooler, cache off). A pgstash that does not accept them
+# (--check-config) runs the cacheable workloads as a plain proxy. The store's directory is added
+# by start_pgstash, under the run's work directory.
 PGSTASH_CACHE_CONFIG=("cache.enabled = true")
 
 # Sets PGSTASH_MODE: transaction pooling if this pgstash accepts it, else session pooling; and
@@ -243,7 +243,7 @@ start_pgstash() {
   # waits for one. Make it give up after 3 s instead of the default 2 min, so that the
   # 1,000-client and idle runs fail quickly rather than hang.
   [[ $PGSTASH_MODE == transaction ]] || extra+=("pool.wait_timeout_ms = 3000")
-  [[ ${1:-} != cache ]] || extra+=("${PGSTASH_CACHE_CONFIG[@]}")
+  [[ ${1:-} != cache ]] || extra+=("${PGSTASH_CACHE_CONFIG[@]}" "cache.path = \"$WORK/pgstash-cache\"")
   local out
   out=$(PGSTASH_TEST_CLUSTER_DIR=$WORK/cluster PGSTASH_BIN=$PGSTASH_BIN \
     "$ROOT/tests/lib/pgstash_instance.sh" start "$WORK/pgstash" "${extra[@]}") ||

@@ -17,11 +17,12 @@ for f in errc framing frontend backend message_writer auth random; do sources+=(
 case $target in
   decoder) ;;
   relay)
-    for f in relay relay_answers response_queue statement_map session_state; do sources+=("$src/proxy/$f.cpp"); done
-    for f in statement_analysis analysis_cache sql_text; do sources+=("$src/invalidation/$f.cpp"); done
-    sources+=("$src/pool/server_state.cpp")
-    headers+=("$src"/proxy/*.hpp "$src"/invalidation/*.hpp "$src"/pool/server_state.hpp)
-    libs+=(-lpg_query -lxxhash)
+    for f in relay relay_answers relay_cache response_queue statement_map session_state cache_client \
+      result_cache; do sources+=("$src/proxy/$f.cpp"); done
+    # The relay's cache side links the cache and its analysis, though the fuzzer runs it without.
+    sources+=("$src"/invalidation/*.cpp "$src"/cache/*.cpp "$src/pool/server_state.cpp")
+    headers+=("$src"/proxy/*.hpp "$src"/invalidation/*.hpp "$src"/cache/*.hpp "$src"/pool/server_state.hpp)
+    libs+=(-lpg_query -lxxhash -lpq -llmdb -lzstd -lspdlog -lfmt -lpthread)
     ;;
   *)
     echo "run_fuzz.sh: unknown target $target" >&2
@@ -38,7 +39,8 @@ for f in "${sources[@]}" "${headers[@]}"; do
 done
 if [[ $stale == yes ]]; then
   "$clangxx" -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=undefined -I"$src" "${sources[@]}" "${libs[@]}" -o "$bin"
+    -fno-sanitize-recover=undefined -DSPDLOG_COMPILED_LIB -DSPDLOG_FMT_EXTERNAL -I"$src" \
+    -I/usr/include/postgresql "${sources[@]}" "${libs[@]}" -o "$bin"
 fi
 
 # Run on a copy so the seeds in the source tree stay a small, reviewed set.

@@ -29,6 +29,8 @@ std::string only_error(const std::string& text) {
 // clang-format off
 const std::vector<std::string> k_all_keys = {
     "auth.file", "auth.method",
+    "cache.compress_min_size", "cache.default_ttl", "cache.enabled", "cache.max_entry_size",
+    "cache.max_size", "cache.path",
     "limits.analysis_cache_entries", "limits.client_idle_timeout_ms",
     "limits.client_login_timeout_ms", "limits.idle_transaction_timeout_ms",
     "limits.io_buffer_size", "limits.max_message_size",
@@ -220,7 +222,7 @@ TEST_CASE("unknown sections") {
   CHECK(only_error("[lisen]\nport = 1\n") ==
         "t.toml:1:2: unknown section [lisen] (did you mean [listen]?)");
   CHECK(only_error("\n[metrics]\n") ==
-        "t.toml:2:2: unknown section [metrics] (sections are [auth] [databases] [limits] "
+        "t.toml:2:2: unknown section [metrics] (sections are [auth] [cache] [databases] [limits] "
         "[listen] [log] [pool] [process] [server])");
 }
 
@@ -244,6 +246,18 @@ TEST_CASE("wrong types") {
         "(expected one of \"disable\", \"prefer\", \"require\", \"verify-full\")");
   CHECK(only_error("[listen.port]\n") ==
         "t.toml:1:1: listen.port must be an integer, not a table (e.g. port = 6432)");
+  CHECK(only_error("[cache]\nenabled = \"yes\"\n") ==
+        "t.toml:2:11: cache.enabled must be true or false, not a string (e.g. enabled = false)");
+}
+
+TEST_CASE("a boolean key takes true and false") {
+  load_result on = load("[cache]\nenabled = true\n");
+  REQUIRE(on.cfg);
+  CHECK(on.cfg->cache.enabled);
+  load_result off = load("[cache]\nenabled = false\n");
+  REQUIRE(off.cfg);
+  CHECK_FALSE(off.cfg->cache.enabled);
+  CHECK(reference_markdown().find("| `cache.enabled` | boolean | `false` |") != std::string::npos);
 }
 
 TEST_CASE("ranges: bounds are accepted, one past them is not") {
@@ -360,7 +374,7 @@ mode = "statement"
         "t.toml:5:1: unknown key \"listen.prot\" (did you mean listen.port?)\n"
         "t.toml:7:10: auth.file is required when auth.method is \"md5\" "
         "(set file = \"/path/to/userlist.txt\" under [auth])\n"
-        "t.toml:8:2: unknown section [bogus] (sections are [auth] [databases] [limits] "
+        "t.toml:8:2: unknown section [bogus] (sections are [auth] [cache] [databases] [limits] "
         "[listen] [log] [pool] [process] [server])\n"
         "t.toml:10:8: pool.size must be an integer, not a string (e.g. size = 20)\n"
         "t.toml:11:8: pool.mode \"statement\" is not supported yet (supported: \"session\", "

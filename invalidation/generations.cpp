@@ -1,0 +1,42 @@
+#include "invalidation/generations.hpp"
+
+#include <xxhash.h>
+
+namespace pgstash::invalidation {
+
+namespace {
+
+// The database's hash seeds the relation's: names never run together.
+std::uint64_t hash_names(std::string_view database, std::string_view relation) {
+  return XXH3_64bits_withSeed(relation.data(), relation.size(),
+                              XXH3_64bits(database.data(), database.size()));
+}
+
+}  // namespace
+
+std::uint64_t relation_id(std::string_view database, std::string_view relation) {
+  return hash_names(database, relation);
+}
+
+std::uint64_t database_id(std::string_view database) {
+  // No relation has an empty name.
+  return hash_names(database, {});
+}
+
+void generations::capture(std::span<const std::uint64_t> ids, std::vector<dependency>& out) const {
+  for (std::uint64_t id : ids) out.push_back({id, at(id).load(std::memory_order_acquire)});
+}
+
+bool generations::still_current(std::span<const dependency> captured) const {
+  for (const dependency& d : captured) {
+    if (at(d.relation).load(std::memory_order_acquire) != d.generation) return false;
+  }
+  return true;
+}
+
+void generations::bump(std::span<const std::uint64_t> ids) {
+  if (!bumps_enabled_.load(std::memory_order_relaxed)) return;
+  for (std::uint64_t id : ids) at(id).fetch_add(1, std::memory_order_acq_rel);
+}
+
+}  // namespace pgstash::invalidation

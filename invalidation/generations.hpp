@@ -1,0 +1,67 @@
+// Per-relation generation counters, shared by every worker thread: the
+// cache's proof that a result is still current (DESIGN.md, "Coherence").
+//
+// A relation is named by a 64-bit id (relation_id(): database and bare
+// relation name) and mapped onto a fixed table of counters. Two relations
+// that land on one counter share it, which only ever invalidates more.
+// Every database also has an id of its own (database_id()) that each
+// cached result depends on, so one bump drops all of a database's results.
+//
+// The protocol, for a result read from relations R and a write to W:
+// capture(R) before the query is sent; the result is stored only if
+// still_current() when it arrives, and served only while it is. bump(W)
+// when the commit of W's transaction is acknowledged, before the
+// acknowledgement reaches the client: every result captured before is
+// then stale, and one captured after sees the write. Nothing is bumped
+// when W is sent: until the commit, the results cached are still true (a
+// rollback leaves them valid), and a result whose snapshot saw the commit
+// before pgstash saw its acknowledgement is only dropped, never wrong. A
+// write whose outcome pgstash never learns (the connection broke) must be
+// bumped as committed.
+//
+// Lock-free: every call is a few atomic operations per relation.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "cache/key.hpp"
+
+namespace pgstash::invalidation {
+
+using cache::dependency;
+
+std::uint64_t relation_id(std::string_view database, std::string_view relation);
+std::uint64_t database_id(std::string_view database);
+
+class generations {
+ public:
+  generations() = default;
+  generations(const generations&) = delete;
+  generations& operator=(const generations&) = delete;
+
+  // Appends the current generation of each id to `out`.
+  void capture(std::span<const std::uint64_t> ids, std::vector<dependency>& out) const;
+  // True if every captured generation is still the current one.
+  bool still_current(std::span<const dependency> captured) const;
+  void bump(std::span<const std::uint64_t> ids);
+
+  // A test-only switch: a table whose bumps do nothing, so that a stale-
+  // read checker can show it is able to fail.
+  void disable_bumps_for_testing() { bumps_enabled_ = false; }
+
+ private:
+  using slot = std::atomic<std::uint64_t>;
+  static constexpr std::size_t k_slots = 1 << 16;
+  slot& at(std::uint64_t id) { return slots_[id & (k_slots - 1)]; }
+  const slot& at(std::uint64_t id) const { return slots_[id & (k_slots - 1)]; }
+
+  std::array<slot, k_slots> slots_;
+  std::atomic<bool> bumps_enabled_ = true;
+};
+
+}  // namespace pgstash::invalidation

@@ -1,0 +1,324 @@
+#include "proxy/cache_client.hpp"
+
+#include <algorithm>
+
+// The streaming state is declared only for static use.
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include <spdlog/spdlog.h>
+
+#include "invalidation/text_memo.hpp"
+#include "proxy/session_state.hpp"
+#include "wire/tags.hpp"
+
+namespace pgstash::proxy {
+
+namespace {
+
+using invalidation::uncacheable;
+using wire::backend_tag;
+using wire::tag_of;
+
+// Analyses for the cache are memoized per worker thread, so no lock is
+// taken and repeated text is parsed once.
+std::shared_ptr<const invalidation::cache_analysis> analyzed(std::string_view sql) {
+  thread_local invalidation::text_memo<invalidation::cache_analysis> memo(
+      10000, &invalidation::analyze_for_cache);
+  return memo.get(sql);
+}
+
+class key_hasher {
+ public:
+  key_hasher() { XXH3_128bits_reset(&state_); }
+  // Length-prefixed, so that no two sequences of fields hash alike.
+  void add(std::string_view field) {
+    const std::uint64_t size = field.size();
+    XXH3_128bits_update(&state_, &size, sizeof size);
+    XXH3_128bits_update(&state_, field.data(), field.size());
+  }
+  void add(std::uint64_t number) { XXH3_128bits_update(&state_, &number, sizeof number); }
+  cache::key digest() {
+    const XXH128_hash_t h = XXH3_128bits_digest(&state_);
+    return {h.low64, h.high64};
+  }
+
+ private:
+  XXH3_state_t state_;
+};
+
+// The elements of a search_path as SQL wrote them after SET ... TO: quoted
+// literals ('$user', 'public') or bare identifiers.
+std::string search_path_from_sql(std::string_view sql) {
+  std::string out;
+  std::size_t i = 0;
+  auto skip_space = [&] {
+    while (i < sql.size() && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n')) ++i;
+  };
+  while (i < sql.size()) {
+    skip_space();
+    std::string element;
+    if (i < sql.size() && sql[i] == '\'') {
+      for (++i; i < sql.size(); ++i) {
+        if (sql[i] == '\'') {
+          if (i + 1 < sql.size() && sql[i + 1] == '\'') {
+            element += '\'';
+            ++i;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        element += sql[i];
+      }
+    } else {
+      while (i < sql.size() && sql[i] != ',' && sql[i] != ' ') element += sql[i++];
+    }
+    skip_space();
+    if (i < sql.size() && sql[i] == ',') ++i;
+    if (element.empty()) continue;
+    std::string quoted = "\"";
+    for (char c : element) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+    out += (out.empty() ? "" : ", ") + quoted + "\"";
+  }
+  return out;
+}
+
+// What a catalog verdict on a relation means for the cache.
+std::optional<uncacheable> reason_of(invalidation::read_facts::verdict v) {
+  using verdict = invalidation::read_facts::verdict;
+  switch (v) {
+    case verdict::cacheable:
+      return std::nullopt;
+    case verdict::unknown_relation:
+      return uncacheable::unknown_relation;
+    case verdict::system_catalog:
+      return uncacheable::system_catalog;
+    case verdict::temporary:
+      return uncacheable::temp_relation;
+    case verdict::sequence:
+      return uncacheable::sequence;
+    case verdict::foreign_table:
+      return uncacheable::foreign_table;
+    case verdict::other_kind:
+      break;
+  }
+  return uncacheable::unknown_relation;
+}
+
+// Volatile functions of PostgreSQL's that clients call in reads and that
+// write no user table.
+bool is_builtin_without_table_writes(std::string_view name) {
+  static constexpr std::string_view names[] = {
+      "random", "gen_random_uuid", "clock_timestamp", "timeofday", "nextval", "setval", "currval",
+      "lastval", "pg_sleep", "set_config", "txid_current", "pg_current_xact_id", "pg_notify",
+      "pg_advisory_lock", "pg_advisory_unlock", "pg_try_advisory_lock", "pg_advisory_xact_lock",
+      "pg_try_advisory_xact_lock", "pg_advisory_lock_shared", "pg_advisory_unlock_shared",
+      "pg_advisory_unlock_all", "pg_cancel_backend", "pg_terminate_backend", "setseed"};
+  return std::find(std::begin(names), std::end(names), name) != std::end(names);
+}
+
+}  // namespace
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void result_capture::add(char tag, std::optional<std::string_view> body) {
+  if (spoiled_) return;
+  if (!body || finished_ || bytes_.size() + 5 + body->size() > limit_) {
+    spoil();
+    return;
+  }
+  const auto size = static_cast<std::uint32_t>(body->size() + 4);
+  bytes_ += tag;
+  for (int shift = 24; shift >= 0; shift -= 8) bytes_ += static_cast<char>((size >> shift) & 0xff);
+  bytes_ += *body;
+  if (tag == tag_of(backend_tag::command_complete)) finished_ = true;
+}
+
+cache_client::cache_client(result_cache& shared, identity who)
+    : shared_(shared),
+      who_(std::move(who)),
+      startup_settings_(session_state(who_.startup).settings()),
+      database_id_(invalidation::database_id(who_.database)) {}
+
+const pool::settings_map& cache_client::settings_or_startup(const pool::settings_map* settings) const {
+  return settings ? *settings : startup_settings_;
+}
+
+std::string cache_client::search_path(const pool::settings_map& settings) const {
+  auto it = settings.find("search_path");
+  if (it == settings.end()) return "\"$user\", public";
+  return it->second.raw ? it->second.text : search_path_from_sql(it->second.text);
+}
+
+cache::key cache_client::key_of(const invalidation::cache_analysis& a,
+                                const pool::settings_map& settings,
+                                const wire::bind_message* bind) const {
+  key_hasher h;
+  h.add(who_.database);
+  h.add(who_.user);
+  h.add(settings.size());
+  for (const auto& [name, value] : settings) {
+    h.add(name);
+    h.add(value.raw ? 1 : 0);
+    h.add(value.text);
+  }
+  h.add(a.canonical_low);
+  h.add(a.canonical_high);
+  // The simple and the extended protocol answer alike only in text format,
+  // and a Describe decides what the extended one sends: never shared.
+  h.add(bind ? 'E' : 'Q');
+  if (bind) {
+    h.add(bind->parameter_formats.size());
+    for (std::int16_t f : bind->parameter_formats) h.add(static_cast<std::uint64_t>(f));
+    h.add(bind->parameters.size());
+    for (const auto& value : bind->parameters) {
+      h.add(value ? 1 : 0);
+      if (value) h.add(*value);
+    }
+    h.add(bind->result_formats.size());
+    for (std::int16_t f : bind->result_formats) h.add(static_cast<std::uint64_t>(f));
+  }
+  return h.digest();
+}
+
+std::optional<uncacheable> cache_client::dependencies(const invalidation::cache_analysis& a,
+                                                      const pool::settings_map& settings,
+                                                      std::vector<std::uint64_t>& ids) {
+  invalidation::catalog_service& catalog = shared_.catalog();
+  const std::string path = search_path(settings);
+  for (const auto& function : a.functions) {
+    auto verdict = catalog.try_function(who_.database, who_.conninfo, path, who_.user, function);
+    if (!verdict || *verdict == invalidation::function_verdict::unknown)
+      return uncacheable::unknown_function;
+    if (*verdict != invalidation::function_verdict::cacheable) return uncacheable::volatile_function;
+  }
+  for (const auto& relation : a.reads) {
+    auto facts = catalog.try_read(who_.database, who_.conninfo, path, who_.user, relation);
+    if (!facts) return uncacheable::unknown_relation;
+    if (auto why = reason_of(facts->what)) return why;
+    for (const auto& name : facts->depends_on) ids.push_back(invalidation::relation_id(who_.database, name));
+  }
+  ids.push_back(database_id_);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return std::nullopt;
+}
+
+bool cache_client::cacheable(std::string_view sql) const {
+  return analyzed(sql)->reason == uncacheable::none;
+}
+
+cache_client::lookup cache_client::query(std::string_view sql, const pool::settings_map* settings) {
+  return find(sql, nullptr, settings);
+}
+
+cache_client::lookup cache_client::bind(std::string_view sql, const wire::bind_message& bind,
+                                        const pool::settings_map* settings) {
+  return find(sql, &bind, settings);
+}
+
+cache_client::lookup cache_client::find(std::string_view sql, const wire::bind_message* bind,
+                                        const pool::settings_map* settings) {
+  const auto a = analyzed(sql);
+  const pool::settings_map& s = settings_or_startup(settings);
+  std::vector<std::uint64_t> ids;
+  const std::optional<uncacheable> why =
+      a->reason != uncacheable::none ? a->reason : dependencies(*a, s, ids);
+  if (why) {
+    shared_.count_uncacheable(*why);
+    spdlog::debug("not cached ({}): {:.200}", invalidation::to_string(*why), sql);
+    return {};
+  }
+  const cache::key key = key_of(*a, s, bind);
+  lookup out;
+  std::string response;
+  if (shared_.store().get(key, now_ms(), response)) {
+    shared_.count_hit();
+    out.response = std::move(response);
+    return out;
+  }
+  shared_.count_miss();
+  std::vector<cache::dependency> deps;
+  // Before the query is sent: a write committed after this makes the
+  // result unstorable (or, once stored, unservable).
+  shared_.generations().capture(ids, deps);
+  out.capture = std::make_shared<result_capture>(key, std::move(deps),
+                                                 shared_.config().max_entry_size,
+                                                 std::string(sql.substr(0, 200)), bind != nullptr);
+  return out;
+}
+
+bool cache_client::may_write_through_functions(const invalidation::cache_analysis& a,
+                                               const pool::settings_map& settings) {
+  const std::string path = search_path(settings);
+  for (const auto& function : a.functions) {
+    // PostgreSQL's own volatile functions write no table the cache reads.
+    if ((function.schema.empty() || function.schema == "pg_catalog") &&
+        is_builtin_without_table_writes(function.name))
+      continue;
+    auto verdict = shared_.catalog().try_function(who_.database, who_.conninfo, path, who_.user, function);
+    // A function that is not volatile cannot write (PostgreSQL refuses).
+    if (!verdict || *verdict != invalidation::function_verdict::cacheable) return true;
+  }
+  return false;
+}
+
+void cache_client::sent(std::string_view sql, const pool::settings_map* settings) {
+  const auto a = analyzed(sql);
+  if (a->reason == uncacheable::parse_error) return;  // the server runs none of it
+  const pool::settings_map& s = settings_or_startup(settings);
+  if (a->read_only) {
+    if (may_write_through_functions(*a, s)) pending_writes_.push_back(database_id_);
+    return;
+  }
+  if (a->invalidates_database || a->write_calls_functions || a->truncate_cascade ||
+      a->writes.empty()) {
+    pending_writes_.push_back(database_id_);
+    pending_ddl_ = pending_ddl_ || a->invalidates_database;
+    return;
+  }
+  const std::string path = search_path(s);
+  invalidation::catalog_service& catalog = shared_.catalog();
+  for (const auto& target : a->writes) {
+    auto facts = catalog.try_write(who_.database, who_.conninfo, path, who_.user, target);
+    if (!facts || !facts->known || facts->has_triggers_or_rules) {
+      pending_writes_.push_back(database_id_);
+      continue;
+    }
+    for (const auto& name : facts->affected)
+      pending_writes_.push_back(invalidation::relation_id(who_.database, name));
+  }
+}
+
+void cache_client::sent_opaque() { pending_writes_.push_back(database_id_); }
+
+void cache_client::transaction_committed() {
+  if (pending_writes_.empty()) return;
+  std::sort(pending_writes_.begin(), pending_writes_.end());
+  pending_writes_.erase(std::unique(pending_writes_.begin(), pending_writes_.end()),
+                        pending_writes_.end());
+  shared_.generations().bump(pending_writes_);
+}
+
+void cache_client::transaction_ended(bool rolled_back) {
+  if (!rolled_back) transaction_committed();
+  // DDL changes what names resolve to, even rolled back halfway (what the
+  // catalog answered meanwhile may be of the uncommitted state).
+  if (pending_ddl_) shared_.catalog().forget(who_.database);
+  pending_writes_.clear();
+  pending_ddl_ = false;
+}
+
+void cache_client::store(const result_capture& capture) {
+  if (!capture.complete()) return;
+  if (!shared_.generations().still_current(capture.deps_)) return;
+  const std::int64_t ttl_ms = static_cast<std::int64_t>(shared_.config().default_ttl) * 1000;
+  shared_.store().put(capture.key_, capture.bytes_, capture.deps_, now_ms(), ttl_ms, capture.label_);
+}
+
+}  // namespace pgstash::proxy

@@ -1,0 +1,143 @@
+// One client session's use of the result cache: which of its statements
+// are answered from the cache, which results are captured for it, and
+// which writes of its transaction invalidate what when they commit.
+//
+// The key of a result is XXH3-128 over the database, the user, every
+// setting the client has (startup parameters and SET, so also role and
+// custom GUCs read by views and row-level-security policies), the
+// canonical statement with its constants, and, in the extended protocol,
+// the parameters and all format codes (DESIGN.md, "Cache key").
+//
+// The relay decides when a hit may be served (nothing owed by the server,
+// outside a transaction); this class decides whether a statement can be
+// and what it depends on. Owned by one client session; the result_cache
+// it uses is shared.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "invalidation/cache_analysis.hpp"
+#include "pool/server_state.hpp"
+#include "wire/frontend.hpp"
+#include "proxy/result_cache.hpp"
+
+namespace pgstash::proxy {
+
+// A result on its way from the server, kept for the cache: the bytes the
+// client is sent (RowDescription, DataRows, CommandComplete), unless
+// something makes it uncacheable on the way.
+class result_capture {
+ public:
+  // `described`: the result must start with a RowDescription (the
+  // extended protocol's, which the client asks for with Describe); an
+  // answer for a client that did not ask is not stored.
+  result_capture(cache::key key, std::vector<cache::dependency> deps, std::size_t limit,
+                 std::string label, bool described)
+      : key_(key),
+        deps_(std::move(deps)),
+        limit_(limit),
+        label_(std::move(label)),
+        described_(described) {}
+  // A server frame answering the statement; `body` is null for one too
+  // large to hold.
+  void add(char tag, std::optional<std::string_view> body);
+  // A notice or an error: the result is never stored.
+  void spoil() { spoiled_ = true, bytes_ = {}; }
+  bool spoiled() const { return spoiled_; }
+  bool complete() const {
+    return !spoiled_ && finished_ && (!described_ || bytes_.starts_with('T'));
+  }
+
+ private:
+  friend class cache_client;
+  cache::key key_;
+  std::vector<cache::dependency> deps_;
+  std::size_t limit_;
+  std::string label_;
+  bool described_;
+  std::string bytes_;
+  bool spoiled_ = false;
+  bool finished_ = false;  // CommandComplete seen
+};
+
+class cache_client {
+ public:
+  struct identity {
+    std::string database;  // the server's name for it
+    std::string user;
+    std::string conninfo;  // for catalog look-ups (libpq)
+    std::vector<std::pair<std::string, std::string>> startup;  // the client's startup parameters
+  };
+  cache_client(result_cache& shared, identity who);
+
+  // A read that may be answered: `response` is set on a hit; `capture` on
+  // a miss worth storing; neither when the statement passes through.
+  struct lookup {
+    std::optional<std::string> response;
+    std::shared_ptr<result_capture> capture;
+  };
+  // `settings` are the client's (transaction mode), or null for those it
+  // started with (session mode, where a session that changes settings is
+  // not served: see relay).
+  lookup query(std::string_view sql, const pool::settings_map* settings);
+  // True if the text alone does not rule caching out.
+  bool cacheable(std::string_view sql) const;
+  // An extended-protocol Bind of a statement with text `sql`: its
+  // parameters and format codes are part of the key.
+  lookup bind(std::string_view sql, const wire::bind_message& bind,
+              const pool::settings_map* settings);
+
+  // A statement sent to the server: what it writes is remembered until
+  // its transaction ends.
+  void sent(std::string_view sql, const pool::settings_map* settings);
+  // Something whose writes pgstash cannot see (a FunctionCall, a statement
+  // it could not read): all of the database's results.
+  void sent_opaque();
+  // A COMMIT was acknowledged: its writes' generations are bumped now,
+  // and kept for transaction_ended() (a Query may go on writing after its
+  // COMMIT).
+  void transaction_committed();
+  // The transaction ended (ReadyForQuery 'I'). Its writes' generations are
+  // bumped unless it certainly rolled back.
+  void transaction_ended(bool rolled_back);
+  // A result arrived complete: stored if its generations are still current.
+  void store(const result_capture& capture);
+
+  result_cache& shared() { return shared_; }
+
+ private:
+  // The reads `a` depends on, or the reason it cannot be cached.
+  std::optional<invalidation::uncacheable> dependencies(const invalidation::cache_analysis& a,
+                                                        const pool::settings_map& settings,
+                                                        std::vector<std::uint64_t>& ids);
+  // True if a read-only statement calls a function that may write (a
+  // volatile one of the user's, or one the catalog does not know yet).
+  bool may_write_through_functions(const invalidation::cache_analysis& a,
+                                   const pool::settings_map& settings);
+  const pool::settings_map& settings_or_startup(const pool::settings_map* settings) const;
+  std::string search_path(const pool::settings_map& settings) const;
+  // Looks `sql` up under a key that also covers `bind` (null for a Query).
+  lookup find(std::string_view sql, const wire::bind_message* bind,
+              const pool::settings_map* settings);
+  cache::key key_of(const invalidation::cache_analysis& a, const pool::settings_map& settings,
+                    const wire::bind_message* bind) const;
+
+  result_cache& shared_;
+  identity who_;
+  pool::settings_map startup_settings_;
+  std::uint64_t database_id_;
+  std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote
+  bool pending_ddl_ = false;
+};
+
+// Milliseconds on the system clock, as the store keeps time.
+std::int64_t now_ms();
+
+}  // namespace pgstash::proxy

@@ -1,0 +1,40 @@
+#include "proxy/result_cache.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace pgstash::proxy {
+
+result_cache::result_cache(const conf::cache_section& cfg) : cfg_(cfg) {}
+
+std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg, std::string& error) {
+  std::unique_ptr<result_cache> shared(new result_cache(cfg));
+  cache::store_options options;
+  options.path = cfg.path;
+  options.max_size = cfg.max_size;
+  options.max_entry_size = cfg.max_entry_size;
+  options.compress_min_size = cfg.compress_min_size;
+  invalidation::generations& generations = shared->generations_;
+  shared->store_ = cache::result_store::open(
+      options,
+      [&generations](std::span<const cache::dependency> deps) {
+        return generations.still_current(deps);
+      },
+      [](std::string_view failure) {
+        spdlog::error("result cache: {}; statements pass through uncached meanwhile", failure);
+      },
+      error);
+  if (!shared->store_) return nullptr;
+  return shared;
+}
+
+void result_cache::count_uncacheable(invalidation::uncacheable why) {
+  const auto index = static_cast<std::size_t>(why);
+  if (index < k_reasons) uncacheable_[index].fetch_add(1, std::memory_order_relaxed);
+}
+
+std::uint64_t result_cache::uncacheable(invalidation::uncacheable why) const {
+  const auto index = static_cast<std::size_t>(why);
+  return index < k_reasons ? uncacheable_[index].load(std::memory_order_relaxed) : 0;
+}
+
+}  // namespace pgstash::proxy

@@ -1,0 +1,61 @@
+// The result cache as every client session shares it: the LMDB store, the
+// per-relation generations that prove an entry current, the catalog
+// look-ups that say what a statement reads and writes, and the counters
+// the admin port reports (hits, misses, and why statements were not
+// cached).
+//
+// Thread-safe: sessions on every worker use it at once. Nothing here
+// blocks on the network: catalog answers not known yet make a statement
+// uncached this time, and are looked up in the background.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "cache/result_store.hpp"
+#include "conf/config.hpp"
+#include "invalidation/cache_analysis.hpp"
+#include "invalidation/catalog_service.hpp"
+#include "invalidation/generations.hpp"
+
+namespace pgstash::proxy {
+
+class result_cache {
+ public:
+  // Opens the store at cfg.path (discarding an earlier run's entries).
+  // Returns null and sets `error` if it cannot.
+  static std::unique_ptr<result_cache> open(const conf::cache_section& cfg, std::string& error);
+  result_cache(const result_cache&) = delete;
+  result_cache& operator=(const result_cache&) = delete;
+
+  const conf::cache_section& config() const { return cfg_; }
+  invalidation::generations& generations() { return generations_; }
+  invalidation::catalog_service& catalog() { return catalog_; }
+  cache::result_store& store() { return *store_; }
+
+  // Statements served from the cache, sent on to be captured, and passed
+  // through uncached (by reason).
+  void count_hit() { hits_.fetch_add(1, std::memory_order_relaxed); }
+  void count_miss() { misses_.fetch_add(1, std::memory_order_relaxed); }
+  void count_uncacheable(invalidation::uncacheable why);
+  std::uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
+  std::uint64_t misses() const { return misses_.load(std::memory_order_relaxed); }
+  std::uint64_t uncacheable(invalidation::uncacheable why) const;
+
+ private:
+  explicit result_cache(const conf::cache_section& cfg);
+
+  const conf::cache_section& cfg_;
+  invalidation::generations generations_;
+  invalidation::catalog_service catalog_;
+  std::unique_ptr<cache::result_store> store_;
+  std::atomic<std::uint64_t> hits_ = 0;
+  std::atomic<std::uint64_t> misses_ = 0;
+  static constexpr std::size_t k_reasons = 64;
+  std::array<std::atomic<std::uint64_t>, k_reasons> uncacheable_{};
+};
+
+}  // namespace pgstash::proxy

@@ -1,0 +1,430 @@
+#!/usr/bin/python3
+"""The result cache, seen from clients (psycopg 3, libpq's simple protocol) in front of the real
+PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_statements.
+
+  hits_<mode>
+      a repeated cacheable SELECT is answered by pgstash: the server's count of it stops moving.
+  writes_<mode>
+      every write path invalidates what it makes stale: the next read returns the new data.
+  rollback_keeps_entry
+      a rolled-back write leaves the cached result valid (still served, still right).
+  commit_visible_to_others
+      a second client reads a committed write the moment COMMIT returns.
+  not_cached
+      statements the cache must never answer (time, volatile, locking, temp tables, sequences,
+      catalogs, inside a writing transaction) reach the server every time.
+  row_level_security
+      two roles and two tenants (app.tenant) reading one table under RLS policies never see each
+      other's rows.
+  stale_read_checker, stale_read_checker_fails_without_invalidation
+      writers and readers race on versioned rows; each read is checked against every write
+      acknowledged before it was sent. 0 stale reads; and stale reads are reported when pgstash
+      runs with invalidation switched off (so the checker can fail).
+
+Arguments, if any, name the cases to run (all by default).
+"""
+
+import os
+import sys
+import threading
+import time
+
+import psycopg
+
+from case_harness import CASE_TIMEOUT, DB, Failure, admin, connect, expect, main, ok
+
+TRANSACTION = ['pool.mode = "transaction"', "pool.size = 4"]
+SESSION = ['pool.mode = "session"', "pool.size = 8"]
+
+
+def start_cached(case, mode, *extra):
+    path = os.path.join(case.root, f"{case.name}-cache-{len(case.instances) + 1}")
+    return case.start(*mode, "cache.enabled = true", f'cache.path = "{path}"', *extra)
+
+
+def server_calls(fragment):
+    """How often the server ran statements whose text contains `fragment`."""
+    with admin(DB) as conn:
+        row = conn.execute("select coalesce(sum(calls), 0) from pg_stat_statements "
+                           "where query like %s and query not like '%%pg_stat_statements%%'",
+                           (f"%{fragment}%",)).fetchone()
+    return int(row[0])
+
+
+def simple(conn, sql):
+    """Runs `sql` with the simple protocol (PQexec) and returns its rows as text."""
+    result = conn.pgconn.exec_(sql.encode())
+    status = result.status
+    if status == psycopg.pq.ExecStatus.FATAL_ERROR:
+        raise Failure(f"{sql!r} failed: {result.error_message.decode()}")
+    return [tuple(None if result.get_value(r, c) is None else result.get_value(r, c).decode()
+                  for c in range(result.nfields)) for r in range(result.ntuples)]
+
+
+def setup(sql):
+    with admin(DB) as conn:
+        conn.execute(sql)
+
+
+def warm(conn, sql, rounds=6):
+    """Runs `sql` until the cache must hold it (the catalog look-up and the store are
+    asynchronous, so the first runs may pass through), and returns its rows."""
+    rows = None
+    for _ in range(rounds):
+        rows = simple(conn, sql)
+        time.sleep(0.05)
+    return rows
+
+
+def expect_served(conn, sql, fragment, expected, times=10):
+    """`sql` is answered `expected` `times` times without reaching the server."""
+    before = server_calls(fragment)
+    for _ in range(times):
+        rows = simple(conn, sql)
+        expect(rows == expected, f"{sql!r} returned {rows}, expected {expected}")
+    moved = server_calls(fragment) - before
+    expect(moved == 0, f"{sql!r} reached the server {moved} times of {times}; expected 0")
+
+
+def hits(case, mode):
+    table = f"cache_hits_{case.name}"
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
+          f"insert into {table} values (1, 'one'), (2, 'two')")
+    inst = start_cached(case, mode)
+    with connect(inst.port) as conn:
+        sql = f"select v from {table} where id = 2"
+        expect(warm(conn, sql) == [("two",)], "warm-up read returned the wrong rows")
+        expect_served(conn, sql, table, [("two",)])
+        # Whitespace, case and comments do not matter; constants do.
+        expect_served(conn, f"SELECT  v\nFROM {table} /* c */ WHERE id = 2", table, [("two",)])
+        expect(warm(conn, f"select v from {table} where id = 1") == [("one",)],
+               "a different constant got another's result")
+    with connect(inst.port) as other:
+        expect_served(other, sql, table, [("two",)])
+    ok(f"repeated SELECT answered from the cache ({mode[0]})")
+
+
+def case_hits_transaction(case):
+    hits(case, TRANSACTION)
+
+
+def case_hits_session(case):
+    hits(case, SESSION)
+
+
+# Each write path: setup SQL, the read whose result it changes, the write, and what the read
+# must return after it. {t} prefixes the path's objects with a schema of the case's; {n} is the
+# same prefix unqualified, for names that take no schema (triggers).
+WRITE_PATHS = [
+    ("insert", "create table {t}a (id int, v int); insert into {t}a values (1, 1)",
+     "select count(*) from {t}a", "insert into {t}a values (2, 2)", [("2",)]),
+    ("update", "create table {t}b (id int, v int); insert into {t}b values (1, 1)",
+     "select v from {t}b", "update {t}b set v = 5", [("5",)]),
+    ("delete", "create table {t}c (id int); insert into {t}c values (1), (2)",
+     "select count(*) from {t}c", "delete from {t}c where id = 1", [("1",)]),
+    ("update_extended", "create table {t}d (id int, v int); insert into {t}d values (1, 1)",
+     "select v from {t}d", ("update {t}d set v = %s where id = %s", (7, 1)), [("7",)]),
+    ("truncate", "create table {t}e (id int); insert into {t}e values (1)",
+     "select count(*) from {t}e", "truncate {t}e", [("0",)]),
+    ("truncate_cascade",
+     "create table {t}f (id int primary key); create table {t}g (f int references {t}f);"
+     "insert into {t}f values (1); insert into {t}g values (1)",
+     "select count(*) from {t}g", "truncate {t}f cascade", [("0",)]),
+    ("copy_from", "create table {t}h (id int)", "select count(*) from {t}h", "copy", [("3",)]),
+    ("merge", "create table {t}i (id int, v int); insert into {t}i values (1, 1)",
+     "select v from {t}i",
+     "merge into {t}i as m using (select 1 as id) s on m.id = s.id "
+     "when matched then update set v = 9", [("9",)]),
+    ("view", "create table {t}j (id int); create view {t}jv as select * from {t}j;"
+     "create view {t}jvv as select count(*) as n from {t}jv",
+     "select n from {t}jvv", "insert into {t}j values (1)", [("1",)]),
+    ("updatable_view", "create table {t}k (id int); create view {t}kv as select * from {t}k",
+     "select count(*) from {t}k", "insert into {t}kv values (1)", [("1",)]),
+    ("partition",
+     "create table {t}l (id int) partition by range (id);"
+     "create table {t}l1 partition of {t}l for values from (0) to (100)",
+     "select count(*) from {t}l", "insert into {t}l1 values (5)", [("1",)]),
+    ("partition_parent",
+     "create table {t}m (id int) partition by range (id);"
+     "create table {t}m1 partition of {t}m for values from (0) to (100)",
+     "select count(*) from {t}m1", "insert into {t}m values (5)", [("1",)]),
+    ("fk_cascade",
+     "create table {t}n (id int primary key);"
+     "create table {t}o (n int references {t}n on delete cascade);"
+     "insert into {t}n values (1); insert into {t}o values (1)",
+     "select count(*) from {t}o", "delete from {t}n", [("0",)]),
+    ("trigger",
+     "create table {t}p (id int); create table {t}q (n int); insert into {t}q values (0);"
+     "create function {t}pf() returns trigger language plpgsql as "
+     "$$begin update {t}q set n = n + 1; return new; end$$;"
+     "create trigger {n}pt after insert on {t}p for each row execute function {t}pf()",
+     "select n from {t}q", "insert into {t}p values (1)", [("1",)]),
+    ("function",
+     "create table {t}r (n int); insert into {t}r values (0);"
+     "create function {t}rf() returns int language sql as "
+     "$$update {t}r set n = n + 1 returning n$$",
+     "select n from {t}r", "select {t}rf()", [("1",)]),
+    ("do_block", "create table {t}s (n int); insert into {t}s values (0)",
+     "select n from {t}s", "do $$begin update {t}s set n = 3; end$$", [("3",)]),
+    ("procedure",
+     "create table {t}u (n int); insert into {t}u values (0);"
+     "create procedure {t}up() language sql as $$update {t}u set n = 4$$",
+     "select n from {t}u", "call {t}up()", [("4",)]),
+    ("refresh_matview",
+     "create table {t}w (id int); create materialized view {t}wm as select count(*) as n from {t}w;"
+     "insert into {t}w values (1)",
+     "select n from {t}wm", "refresh materialized view {t}wm", [("1",)]),
+    ("alter_table", "create table {t}x (id int); insert into {t}x values (1)",
+     "select * from {t}x", "alter table {t}x add column w int default 8", [("1", "8")]),
+    ("drop_recreate", "create table {t}y (id int); insert into {t}y values (1)",
+     "select * from {t}y",
+     "drop table {t}y; create table {t}y (id int); insert into {t}y values (2)", [("2",)]),
+    ("explicit_transaction", "create table {t}z (id int); insert into {t}z values (1)",
+     "select count(*) from {t}z",
+     "begin; insert into {t}z values (2); insert into {t}z values (3); commit", [("3",)]),
+]
+
+
+def writes(case, mode, schema):
+    setup(f"drop schema if exists {schema} cascade; create schema {schema}")
+    inst = start_cached(case, mode)
+    failures = []
+    with connect(inst.port) as reader, connect(inst.port) as writer:
+        for name, create, read, write, after in WRITE_PATHS:
+            names = {"t": f"{schema}.{name}_", "n": f"{name}_"}
+            setup(create.format(**names))
+            read_sql = read.format(**names)
+            table = read_sql.split(" from ")[-1]
+            warm(reader, read_sql)
+            before = server_calls(table)
+            for _ in range(3):
+                simple(reader, read_sql)
+            if server_calls(table) != before:
+                failures.append(f"{name}: the read was not cached before the write")
+                continue
+            if write == "copy":
+                with writer.cursor().copy(f"copy {names['t']}h (id) from stdin") as copy:
+                    for i in range(3):
+                        copy.write_row((i,))
+            elif isinstance(write, tuple):
+                writer.execute(write[0].format(**names), write[1], prepare=True)
+            else:
+                simple(writer, write.format(**names))
+            got = simple(reader, read_sql)
+            if got != after:
+                failures.append(f"{name}: after the write the read returned {got}, expected {after}")
+            else:
+                ok(f"{name}: the next read sees the write ({schema})")
+    expect(not failures, "; ".join(failures))
+
+
+def case_writes_transaction(case):
+    writes(case, TRANSACTION, "cache_writes_t")
+
+
+def case_writes_session(case):
+    writes(case, SESSION, "cache_writes_s")
+
+
+def case_rollback_keeps_entry(case):
+    table = "cache_rollback"
+    setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (1)")
+    inst = start_cached(case, TRANSACTION)
+    sql = f"select v from {table}"
+    with connect(inst.port) as conn:
+        warm(conn, sql)
+        simple(conn, f"begin; update {table} set v = 2; rollback")
+        expect_served(conn, sql, table, [("1",)])
+    ok("ROLLBACK leaves the cached result valid")
+
+
+def case_commit_visible_to_others(case):
+    table = "cache_commit"
+    setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (0)")
+    inst = start_cached(case, TRANSACTION)
+    sql = f"select v from {table}"
+    with connect(inst.port) as reader, connect(inst.port) as writer:
+        warm(reader, sql)
+        for i in range(1, 30):
+            writer.execute("begin")
+            writer.execute(f"update {table} set v = %s", (i,))
+            writer.execute("commit")
+            got = simple(reader, sql)
+            expect(got == [(str(i),)], f"after COMMIT of {i} another client read {got}")
+            simple(reader, sql)  # stores it again, for the next round
+    ok("a committed write is seen by a second client as soon as COMMIT returns")
+
+
+# (name, statement, a fragment of its text as pg_stat_statements shows it)
+NOT_CACHED = [
+    ("now", "select now() from cache_nc", "select now()"),
+    ("random", "select random() from cache_nc", "select random()"),
+    ("for_update", "select id from cache_nc for update", "for update"),
+    ("sequence", "select nextval('cache_nc_seq') from cache_nc", "select nextval("),
+    ("catalog", "select count(*) from pg_class where relname = 'cache_nc'", "from pg_class"),
+    ("volatile_user_function", "select cache_nc_f() from cache_nc", "select cache_nc_f()"),
+    ("current_timestamp", "select current_timestamp from cache_nc", "select current_timestamp"),
+]
+
+
+def case_not_cached(case):
+    setup("drop table if exists cache_nc cascade; drop sequence if exists cache_nc_seq;"
+          "create table cache_nc (id int); insert into cache_nc values (1);"
+          "create sequence cache_nc_seq;"
+          "create or replace function cache_nc_f() returns int language sql volatile as $$select 1$$")
+    inst = start_cached(case, TRANSACTION)
+    failures = []
+    with connect(inst.port) as conn:
+        for name, sql, fragment in NOT_CACHED:
+            warm(conn, sql, rounds=3)
+            before = server_calls(fragment)
+            for _ in range(5):
+                simple(conn, sql)
+            moved = server_calls(fragment) - before
+            if moved != 5:
+                failures.append(f"{name}: reached the server {moved} of 5 times")
+            else:
+                ok(f"{name}: never answered from the cache")
+        # In a transaction that has written, reads bypass the cache.
+        sql = "select count(*) from cache_nc"
+        warm(conn, sql)
+        simple(conn, "begin")
+        simple(conn, "insert into cache_nc values (2)")
+        got = simple(conn, sql)
+        simple(conn, "rollback")
+        if got != [("2",)]:
+            failures.append(f"a read in a writing transaction returned {got}, not its own write")
+        else:
+            ok("a writing transaction reads its own write, not the cache")
+    expect(not failures, "; ".join(failures))
+
+
+def case_row_level_security(case):
+    setup("drop table if exists cache_rls; drop role if exists cache_alice; "
+          "drop role if exists cache_bob;"
+          "create role cache_alice login; create role cache_bob login;"
+          "create table cache_rls (owner text, tenant text, v text);"
+          "insert into cache_rls values ('cache_alice', 't1', 'a1'), ('cache_alice', 't2', 'a2'),"
+          " ('cache_bob', 't1', 'b1'), ('cache_bob', 't2', 'b2');"
+          "alter table cache_rls enable row level security;"
+          "create policy mine on cache_rls using (owner = current_user and "
+          " tenant = coalesce(nullif(current_setting('app.tenant', true), ''), tenant));"
+          "grant select on cache_rls to cache_alice, cache_bob")
+    inst = start_cached(case, TRANSACTION)
+    sql = "select v from cache_rls order by v"
+    want = {("cache_alice", None): [("a1",), ("a2",)], ("cache_bob", None): [("b1",), ("b2",)],
+            ("cache_alice", "t1"): [("a1",)], ("cache_alice", "t2"): [("a2",)],
+            ("cache_bob", "t1"): [("b1",)], ("cache_bob", "t2"): [("b2",)]}
+    for _ in range(4):
+        for (user, tenant), expected in want.items():
+            with connect(inst.port, user=user) as conn:
+                if tenant:
+                    simple(conn, f"set app.tenant = '{tenant}'")
+                for _ in range(3):
+                    got = simple(conn, sql)
+                    expect(got == expected, f"{user} with tenant {tenant} read {got}, "
+                                            f"expected {expected}")
+    ok("under RLS each role and tenant reads only its own rows, hits included")
+
+
+CHECKER_SECONDS = 6
+CHECKER_ROWS = 4
+
+
+def stale_reads(case, *extra):
+    """Runs writers and readers through one pgstash; returns (reads, stale reads)."""
+    table = "cache_checker"
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, version int);"
+          f"insert into {table} select g, 0 from generate_series(1, {CHECKER_ROWS}) g")
+    inst = start_cached(case, TRANSACTION, *extra)
+    acknowledged = [0] * (CHECKER_ROWS + 1)  # per row: the last version whose commit returned
+    lock = threading.Lock()
+    stop = time.monotonic() + CHECKER_SECONDS
+    counts = {"reads": 0, "stale": 0, "writes": 0}
+    errors = []
+
+    def writer(row, style):
+        try:
+            with connect(inst.port) as conn:
+                version = 0
+                while time.monotonic() < stop:
+                    version += 1
+                    if style == "simple":
+                        simple(conn, f"update {table} set version = {version} where id = {row}")
+                    elif style == "extended":
+                        conn.execute(f"update {table} set version = %s where id = %s",
+                                     (version, row))
+                    else:
+                        with conn.transaction():
+                            conn.execute(f"update {table} set version = %s where id = %s",
+                                         (version, row))
+                    with lock:
+                        acknowledged[row] = version
+                        counts["writes"] += 1
+                    time.sleep(0.01)
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    def reader(row):
+        try:
+            with connect(inst.port) as conn:
+                while time.monotonic() < stop:
+                    with lock:
+                        floor = acknowledged[row]
+                    got = int(simple(conn, f"select version from {table} where id = {row}")[0][0])
+                    with lock:
+                        counts["reads"] += 1
+                        if got < floor:
+                            counts["stale"] += 1
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    styles = ["simple", "extended", "transaction"]
+    threads = [threading.Thread(target=writer, args=(row, styles[row % 3]), daemon=True)
+               for row in range(1, CHECKER_ROWS + 1)]
+    threads += [threading.Thread(target=reader, args=(1 + i % CHECKER_ROWS,), daemon=True)
+                for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(CHECKER_SECONDS + 20)
+    expect(not errors, f"a checker client failed: {errors[:1]}")
+    print(f"   {counts['writes']} writes, {counts['reads']} reads, {counts['stale']} stale",
+          flush=True)
+    return counts["reads"], counts["stale"]
+
+
+def case_stale_read_checker(case):
+    reads, stale = stale_reads(case)
+    expect(reads > 100, f"only {reads} reads")
+    expect(stale == 0, f"{stale} stale reads of {reads}")
+    ok(f"0 stale reads in {reads}")
+
+
+def case_stale_read_checker_fails_without_invalidation(case):
+    os.environ["PGSTASH_TEST_DISABLE_INVALIDATION"] = "1"
+    try:
+        reads, stale = stale_reads(case)
+    finally:
+        del os.environ["PGSTASH_TEST_DISABLE_INVALIDATION"]
+    expect(stale > 0, f"the checker saw no stale read in {reads} with invalidation off")
+    ok(f"with invalidation off the checker reports {stale} stale reads of {reads}")
+
+
+CASES = [
+    ("hits_transaction", case_hits_transaction, CASE_TIMEOUT),
+    ("hits_session", case_hits_session, CASE_TIMEOUT),
+    ("writes_transaction", case_writes_transaction, 4 * CASE_TIMEOUT),
+    ("writes_session", case_writes_session, 4 * CASE_TIMEOUT),
+    ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
+    ("commit_visible_to_others", case_commit_visible_to_others, CASE_TIMEOUT),
+    ("not_cached", case_not_cached, 2 * CASE_TIMEOUT),
+    ("row_level_security", case_row_level_security, 2 * CASE_TIMEOUT),
+    ("stale_read_checker", case_stale_read_checker, CASE_TIMEOUT),
+    ("stale_read_checker_fails_without_invalidation",
+     case_stale_read_checker_fails_without_invalidation, CASE_TIMEOUT),
+]
+
+
+if __name__ == "__main__":
+    sys.exit(main("cache_test", CASES))
