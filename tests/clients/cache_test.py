@@ -4,6 +4,11 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
 
   hits_<mode>
       a repeated cacheable SELECT is answered by pgstash: the server's count of it stops moving.
+  extended_hits_<mode>
+      the same through the extended protocol, as psycopg sends it: parameters in text and binary,
+      unnamed and named (prepared) statements.
+  pgbench_hits
+      pgbench in each protocol (-M simple, extended, prepared) on a cacheable script.
   writes_<mode>
       every write path invalidates what it makes stale: the next read returns the new data.
   rollback_keeps_entry
@@ -25,13 +30,14 @@ Arguments, if any, name the cases to run (all by default).
 """
 
 import os
+import subprocess
 import sys
 import threading
 import time
 
 import psycopg
 
-from case_harness import CASE_TIMEOUT, DB, Failure, admin, connect, expect, main, ok
+from case_harness import CASE_TIMEOUT, CLUSTER, DB, Failure, admin, connect, expect, main, ok
 
 TRANSACTION = ['pool.mode = "transaction"', "pool.size = 4"]
 SESSION = ['pool.mode = "session"', "pool.size = 8"]
@@ -110,6 +116,70 @@ def case_hits_transaction(case):
 
 def case_hits_session(case):
     hits(case, SESSION)
+
+
+def extended_hits(case, mode):
+    table = f"cache_ext_{case.name}"
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
+          f"insert into {table} values (1, 'one'), (2, 'two')")
+    inst = start_cached(case, mode)
+    sql = f"select v from {table} where id = %s"
+    with connect(inst.port) as conn:
+        runs = [("unnamed, text", dict()), ("unnamed, binary", dict(binary=True)),
+                ("prepared", dict(prepare=True)), ("prepared, binary", dict(prepare=True, binary=True))]
+        for _ in range(4):
+            for _, kw in runs:
+                conn.execute(sql, (2,), **kw).fetchall()
+            time.sleep(0.05)
+        for what, kw in runs:
+            before = server_calls(table)
+            for _ in range(10):
+                rows = conn.execute(sql, (2,), **kw).fetchall()
+                expect(rows == [("two",)], f"{what}: returned {rows}")
+            moved = server_calls(table) - before
+            expect(moved == 0, f"{what}: reached the server {moved} times of 10")
+            ok(f"extended protocol, {what}: answered from the cache ({mode[0]})")
+        rows = conn.execute(sql, (1,)).fetchall()
+        expect(rows == [("one",)], f"another parameter got {rows}")
+        conn.execute(f"update {table} set v = 'deux' where id = %s", (2,))
+        for what, kw in runs:
+            rows = conn.execute(sql, (2,), **kw).fetchall()
+            expect(rows == [("deux",)], f"{what}: after the UPDATE read {rows}")
+        ok(f"extended protocol: an UPDATE is seen by the next read in every form ({mode[0]})")
+
+
+def case_extended_hits_transaction(case):
+    extended_hits(case, TRANSACTION)
+
+
+def case_extended_hits_session(case):
+    extended_hits(case, SESSION)
+
+
+def case_pgbench_hits(case):
+    table = "cache_pgbench"
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, v int);"
+          f"insert into {table} select g, g * 10 from generate_series(1, 5) g")
+    script = os.path.join(case.root, "cache_pgbench.sql")
+    with open(script, "w") as f:
+        f.write(f"\\set id random(1, 5)\nselect v from {table} where id = :id;\n")
+    inst = start_cached(case, TRANSACTION)
+    pgbench = os.path.join(CLUSTER["PGSTASH_PG_BIN"], "pgbench")
+    for protocol in ["simple", "extended", "prepared"]:
+        def run(transactions):
+            r = subprocess.run([pgbench, "-n", "-M", protocol, "-f", script, "-c", "2",
+                                "-t", str(transactions), "-h", "127.0.0.1", "-p", str(inst.port),
+                                "-U", "postgres", DB], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=60)
+            expect(r.returncode == 0 and "failed transactions: 0 " in r.stdout,
+                   f"pgbench -M {protocol} failed: {r.stdout[-500:]}")
+        run(50)  # every key stored
+        time.sleep(0.2)
+        before = server_calls(table)
+        run(500)
+        moved = server_calls(table) - before
+        expect(moved == 0, f"pgbench -M {protocol}: {moved} of 1000 reads reached the server")
+        ok(f"pgbench -M {protocol}: 1000 cached reads, none reached the server")
 
 
 # Each write path: setup SQL, the read whose result it changes, the write, and what the read
@@ -414,6 +484,9 @@ def case_stale_read_checker_fails_without_invalidation(case):
 CASES = [
     ("hits_transaction", case_hits_transaction, CASE_TIMEOUT),
     ("hits_session", case_hits_session, CASE_TIMEOUT),
+    ("extended_hits_transaction", case_extended_hits_transaction, CASE_TIMEOUT),
+    ("extended_hits_session", case_extended_hits_session, CASE_TIMEOUT),
+    ("pgbench_hits", case_pgbench_hits, 2 * CASE_TIMEOUT),
     ("writes_transaction", case_writes_transaction, 4 * CASE_TIMEOUT),
     ("writes_session", case_writes_session, 4 * CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),

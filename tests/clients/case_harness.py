@@ -180,9 +180,9 @@ def run_case(name, fn, root, timeout):
 # --- (a) a large bind parameter to a named statement
 
 
-def main(name, cases):
+def main(suite, cases):
     """Runs the cases named on the command line (all by default); the exit status."""
-    SUITE["name"] = name
+    SUITE["name"] = suite
     if not os.environ.get("PGSTASH_TEST_CLUSTER_DIR"):
         print("FAIL: run through ctest (PGSTASH_TEST_CLUSTER_DIR is not set)", file=sys.stderr)
         return 1
@@ -194,7 +194,7 @@ def main(name, cases):
               file=sys.stderr)
         return 2
     print(f"psycopg {psycopg.__version__}, libpq {psycopg.pq.version()}", flush=True)
-    root = tempfile.mkdtemp(prefix=f"pgstash-{name}.")
+    root = tempfile.mkdtemp(prefix=f"pgstash-{suite}.")
     failed = []
     ran = 0
     for name, fn, timeout in cases:
@@ -205,9 +205,9 @@ def main(name, cases):
             failed.append(name)
     print(f"{ran - len(failed)} passed, {len(failed)} failed", flush=True)
     if failed:
-        print(f"{name}: FAILED: {', '.join(failed)}; files kept in {root}",
+        print(f"{suite}: FAILED: {', '.join(failed)}; files kept in {root}",
               file=sys.stderr)
         return 1
     shutil.rmtree(root, ignore_errors=True)
-    print(f"{name}: all {ran} cases ({checks} checks) passed")
+    print(f"{suite}: all {ran} cases ({checks} checks) passed")
     return 0
