@@ -49,6 +49,8 @@ WORKLOADS = {
                            "cacheable, extended"),
     "cacheable_prepared": ("cacheable reads (`cacheable.sql`), prepared protocol",
                            "cacheable, prepared"),
+    "readmostly": ("read-mostly: 95% `cacheable.sql`, 5% `UPDATE pgbench_branches`, simple "
+                   "protocol", "read-mostly"),
     "tpcb": ("TPC-B (pgbench's default read-write transaction)", "TPC-B"),
 }
 
@@ -67,6 +69,7 @@ STATIC_NOTES = {
     ("cacheable_simple", "pgpool"): "query cache on",
     ("cacheable_extended", "pgpool"): "query cache on",
     ("cacheable_prepared", "pgpool"): "query cache on",
+    ("readmostly", "pgpool"): "query cache on (invalidated by the UPDATEs)",
 }
 
 

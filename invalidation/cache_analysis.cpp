@@ -7,6 +7,7 @@
 
 #include "invalidation/cache_analysis.hpp"
 
+#include "invalidation/cache_functions.hpp"
 #include "invalidation/canonical_hash.hpp"
 #include "invalidation/parse_tree.hpp"
 #include "invalidation/sql_text.hpp"
@@ -335,5 +336,7 @@ cache_analysis analyze_for_cache(std::string_view sql) {
   }
   return out;
 }
+
+bool parameter_names_current_time(std::string_view value) { return names_current_time(value); }
 
 }  // namespace pgstash::invalidation

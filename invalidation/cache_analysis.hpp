@@ -142,4 +142,9 @@ struct cache_analysis {
 // would never see it.
 cache_analysis analyze_for_cache(std::string_view sql);
 
+// A text-format bind parameter that date/time input would read as the
+// current time ('now', 'today', ...): a statement bound to it is as
+// time-dependent as one calling now().
+bool parameter_names_current_time(std::string_view value);
+
 }  // namespace pgstash::invalidation

@@ -113,11 +113,27 @@ enum closure_column : int { c_oid, c_relname, c_relkind, c_persistence, c_system
 // SESSION_USER and CURRENT_CATALOG, ops 9-13 in PostgreSQL 15, are fixed by
 // the cache key; from 16 on those became function calls and only the time ones
 // remain) and for TABLESAMPLE.
+// Row-level-security policies of the relations read ($1) whose USING
+// expression reads a relation: the rows a read returns then change with
+// writes to that relation, which nothing would invalidate.
+constexpr const char* k_policies_reading_relations = R"sql(
+SELECT 1
+  FROM pg_policy p
+  JOIN pg_class c ON c.oid = p.polrelid
+ WHERE p.polrelid = ANY($1::oid[]) AND c.relrowsecurity AND p.polqual::text ~ ' :relid \d+'
+ LIMIT 1
+)sql";
+
 constexpr const char* k_view_functions = R"sql(
 WITH rules AS (
   SELECT w.ev_action::text AS tree
     FROM pg_rewrite w
    WHERE w.ev_class = ANY($1::oid[]) AND w.rulename = '_RETURN'
+  UNION ALL
+  SELECT p.polqual::text
+    FROM pg_policy p
+    JOIN pg_class c ON c.oid = p.polrelid
+   WHERE p.polrelid = ANY($2::oid[]) AND c.relrowsecurity AND p.polqual IS NOT NULL
 ),
 refs AS (
   SELECT m[1] AS field, m[2]::oid AS oid
@@ -380,6 +396,7 @@ read_facts catalog::read(std::string_view search_path, std::string_view user,
 
   verdict what = verdict::cacheable;
   std::vector<std::string> views;
+  std::vector<std::string> read_oids;  // their row-level-security policies apply
   std::vector<std::string> names;
   for (int row = 0; row < PQntuples(r.get()); ++row) {
     const char relkind = value(r.get(), row, c_relkind).front();
@@ -401,10 +418,17 @@ read_facts catalog::read(std::string_view search_path, std::string_view user,
       v = verdict::foreign_table;
     what = worse(what, v);
     if (relkind == 'v') views.emplace_back(value(r.get(), row, c_oid));
+    read_oids.emplace_back(value(r.get(), row, c_oid));
   }
 
-  if (what == verdict::cacheable && !views.empty()) {
-    const auto f = exec(k_view_functions, {array_literal(views)});
+  if (what == verdict::cacheable) {
+    const auto p = exec(k_policies_reading_relations, {array_literal(read_oids)});
+    if (!p) return out;
+    if (PQntuples(p.get()) > 0) what = verdict::other_kind;
+  }
+  if (what == verdict::cacheable) {
+    // Functions a view's definition or a row-level-security policy calls.
+    const auto f = exec(k_view_functions, {array_literal(views), array_literal(read_oids)});
     if (!f) return out;
     for (int row = 0; row < PQntuples(f.get()); ++row)
       if (!overload_cacheable(value(f.get(), row, 0), value(f.get(), row, 1),

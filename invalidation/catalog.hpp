@@ -36,7 +36,9 @@
 //   recursively. A view whose rule calls a function (directly, as an
 //   operator, aggregate or window function) that function() would not call
 //   cacheable, uses CURRENT_TIMESTAMP-style time values or CURRENT_SCHEMA, or
-//   TABLESAMPLE, is `other_kind`: the time, randomness or tables behind such
+//   TABLESAMPLE, is `other_kind` (so is a relation with row-level security
+//   whose USING policy does so, or reads another relation, whose writes would
+//   change the rows visible): the time, randomness or tables behind such
 //   a call are invisible to the relations listed. Not checked: the functions
 //   behind a view's ORDER BY/GROUP BY/DISTINCT operators, row comparisons and
 //   type I/O (the built-in ones are immutable or depend on keyed settings).
@@ -75,7 +77,9 @@ struct read_facts {
     temporary,
     sequence,
     foreign_table,
-    other_kind,  // index, composite type, ...; or a view calling a non-cacheable function
+    // Index, composite type, ...; a view calling a non-cacheable function; a
+    // row-level-security policy calling one or reading another relation.
+    other_kind,
   };
   verdict what = verdict::unknown_relation;
   // Bare relnames whose writes must invalidate a read of this relation, sorted,

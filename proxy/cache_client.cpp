@@ -118,6 +118,19 @@ bool is_builtin_without_table_writes(std::string_view name) {
   return std::find(std::begin(names), std::end(names), name) != std::end(names);
 }
 
+// A text parameter such as 'now' or 'today', which a date/time parameter
+// reads as the current time. Binary parameters hold the time itself.
+bool binds_current_time(const wire::bind_message& bind) {
+  const auto& formats = bind.parameter_formats;
+  for (std::size_t i = 0; i < bind.parameters.size(); ++i) {
+    const std::int16_t format = formats.empty() ? 0 : formats.size() == 1 ? formats[0] : formats[i];
+    if (format == 0 && bind.parameters[i] &&
+        invalidation::parameter_names_current_time(*bind.parameters[i]))
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::int64_t now_ms() {
@@ -128,7 +141,10 @@ std::int64_t now_ms() {
 
 void result_capture::add(char tag, std::optional<std::string_view> body) {
   if (spoiled_) return;
-  if (!body || finished_ || bytes_.size() + 5 + body->size() > limit_) {
+  // A second RowDescription (a portal described twice) would be sent
+  // among the rows of a hit.
+  const bool again = tag == tag_of(backend_tag::row_description) && !bytes_.empty();
+  if (!body || finished_ || again || bytes_.size() + 5 + body->size() > limit_) {
     spoil();
     return;
   }
@@ -157,6 +173,7 @@ std::string cache_client::search_path(const pool::settings_map& settings) const 
 
 cache::key cache_client::key_of(const invalidation::cache_analysis& a,
                                 const pool::settings_map& settings,
+                                const wire::parse_message* statement,
                                 const wire::bind_message* bind) const {
   key_hasher h;
   h.add(who_.database);
@@ -172,6 +189,11 @@ cache::key cache_client::key_of(const invalidation::cache_analysis& a,
   // The simple and the extended protocol answer alike only in text format,
   // and a Describe decides what the extended one sends: never shared.
   h.add(bind ? 'E' : 'Q');
+  if (statement) {
+    // The types a Parse gives its parameters decide how their values read.
+    h.add(statement->parameter_types.size());
+    for (std::uint32_t oid : statement->parameter_types) h.add(oid);
+  }
   if (bind) {
     h.add(bind->parameter_formats.size());
     for (std::int16_t f : bind->parameter_formats) h.add(static_cast<std::uint64_t>(f));
@@ -214,27 +236,30 @@ bool cache_client::cacheable(std::string_view sql) const {
 }
 
 cache_client::lookup cache_client::query(std::string_view sql, const pool::settings_map* settings) {
-  return find(sql, nullptr, settings);
+  return find(sql, nullptr, nullptr, settings);
 }
 
-cache_client::lookup cache_client::bind(std::string_view sql, const wire::bind_message& bind,
+cache_client::lookup cache_client::bind(const wire::parse_message& statement,
+                                        const wire::bind_message& bind,
                                         const pool::settings_map* settings) {
-  return find(sql, &bind, settings);
+  return find(statement.query, &statement, &bind, settings);
 }
 
-cache_client::lookup cache_client::find(std::string_view sql, const wire::bind_message* bind,
+cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_message* statement,
+                                        const wire::bind_message* bind,
                                         const pool::settings_map* settings) {
   const auto a = analyzed(sql);
   const pool::settings_map& s = settings_or_startup(settings);
   std::vector<std::uint64_t> ids;
-  const std::optional<uncacheable> why =
+  std::optional<uncacheable> why =
       a->reason != uncacheable::none ? a->reason : dependencies(*a, s, ids);
+  if (!why && bind && binds_current_time(*bind)) why = uncacheable::time_function;
   if (why) {
     shared_.count_uncacheable(*why);
     spdlog::debug("not cached ({}): {:.200}", invalidation::to_string(*why), sql);
     return {};
   }
-  const cache::key key = key_of(*a, s, bind);
+  const cache::key key = key_of(*a, s, statement, bind);
   lookup out;
   std::string response;
   if (shared_.store().get(key, now_ms(), response)) {
@@ -253,51 +278,86 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::bind_m
   return out;
 }
 
-bool cache_client::may_write_through_functions(const invalidation::cache_analysis& a,
-                                               const pool::settings_map& settings) {
+bool cache_client::functions_may_write(const invalidation::cache_analysis& a,
+                                       const pool::settings_map& settings) {
   const std::string path = search_path(settings);
+  bool may = false;
   for (const auto& function : a.functions) {
-    // PostgreSQL's own volatile functions write no table the cache reads.
+    // PostgreSQL's own volatile functions write no table the cache reads
+    // and change no setting (set_config() is followed as a setting).
     if ((function.schema.empty() || function.schema == "pg_catalog") &&
         is_builtin_without_table_writes(function.name))
       continue;
     auto verdict = shared_.catalog().try_function(who_.database, who_.conninfo, path, who_.user, function);
-    // A function that is not volatile cannot write (PostgreSQL refuses).
-    if (!verdict || *verdict != invalidation::function_verdict::cacheable) return true;
+    if (!verdict) {
+      // Judged once the catalog answers, before this session is served.
+      suspect_functions_.emplace_back(function, path);
+      may = true;
+    } else if (*verdict != invalidation::function_verdict::cacheable) {
+      // It may write, and may change a setting (set_config) unseen.
+      session_changed_ = true;
+      may = true;
+    }
   }
-  return false;
+  return may;
 }
 
-void cache_client::sent(std::string_view sql, const pool::settings_map* settings) {
-  const auto a = analyzed(sql);
-  if (a->reason == uncacheable::parse_error) return;  // the server runs none of it
-  const pool::settings_map& s = settings_or_startup(settings);
-  if (a->read_only) {
-    if (may_write_through_functions(*a, s)) pending_writes_.push_back(database_id_);
-    return;
+bool cache_client::session_followed() {
+  if (session_changed_) return false;
+  while (!suspect_functions_.empty()) {
+    const auto& [function, path] = suspect_functions_.back();
+    auto verdict = shared_.catalog().try_function(who_.database, who_.conninfo, path, who_.user, function);
+    if (!verdict) return false;
+    if (*verdict != invalidation::function_verdict::cacheable) {
+      session_changed_ = true;
+      suspect_functions_.clear();
+      return false;
+    }
+    suspect_functions_.pop_back();
   }
-  if (a->invalidates_database || a->write_calls_functions || a->truncate_cascade ||
-      a->writes.empty()) {
-    pending_writes_.push_back(database_id_);
-    pending_ddl_ = pending_ddl_ || a->invalidates_database;
-    return;
+  return true;
+}
+
+cache_client::write_set cache_client::writes_of(std::string_view sql,
+                                                const pool::settings_map* settings) {
+  const auto a = analyzed(sql);
+  write_set out;
+  // PostgreSQL 15 runs none of a text it cannot parse; a newer server may
+  // parse what this parser cannot.
+  if (a->reason == uncacheable::parse_error) return opaque_writes();
+  const pool::settings_map& s = settings_or_startup(settings);
+  const bool functions_write = functions_may_write(*a, s);
+  if (a->read_only) return functions_write ? opaque_writes() : out;
+  if (a->invalidates_database || functions_write || a->truncate_cascade || a->writes.empty()) {
+    out = opaque_writes();
+    out.ddl = a->invalidates_database;
+    // DO, CALL, EXECUTE run code that may change settings unseen.
+    if (a->invalidates_database) session_changed_ = true;
+    return out;
   }
   const std::string path = search_path(s);
   invalidation::catalog_service& catalog = shared_.catalog();
   for (const auto& target : a->writes) {
     auto facts = catalog.try_write(who_.database, who_.conninfo, path, who_.user, target);
     if (!facts || !facts->known || facts->has_triggers_or_rules) {
-      pending_writes_.push_back(database_id_);
+      out.relations.push_back(database_id_);
       continue;
     }
     for (const auto& name : facts->affected)
-      pending_writes_.push_back(invalidation::relation_id(who_.database, name));
+      out.relations.push_back(invalidation::relation_id(who_.database, name));
   }
+  return out;
 }
 
-void cache_client::sent_opaque() { pending_writes_.push_back(database_id_); }
+cache_client::write_set cache_client::opaque_writes() const { return {{database_id_}, false}; }
 
-void cache_client::transaction_committed() {
+void cache_client::wrote(const write_set& writes) {
+  pending_writes_.insert(pending_writes_.end(), writes.relations.begin(), writes.relations.end());
+  pending_ddl_ = pending_ddl_ || writes.ddl;
+}
+
+void cache_client::transaction_committed(const write_set* also) {
+  if (also) wrote(*also);
   if (pending_writes_.empty()) return;
   std::sort(pending_writes_.begin(), pending_writes_.end());
   pending_writes_.erase(std::unique(pending_writes_.begin(), pending_writes_.end()),

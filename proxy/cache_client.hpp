@@ -67,6 +67,14 @@ class result_capture {
   bool finished_ = false;  // CommandComplete seen
 };
 
+// What a statement sent to the server may write, as generation ids (empty
+// for a read). It counts once the statement has run, until its transaction
+// ends.
+struct cache_write_set {
+  std::vector<std::uint64_t> relations;
+  bool ddl = false;  // the catalog's answers for the database are stale
+};
+
 class cache_client {
  public:
   struct identity {
@@ -89,21 +97,29 @@ class cache_client {
   lookup query(std::string_view sql, const pool::settings_map* settings);
   // True if the text alone does not rule caching out.
   bool cacheable(std::string_view sql) const;
-  // An extended-protocol Bind of a statement with text `sql`: its
-  // parameters and format codes are part of the key.
-  lookup bind(std::string_view sql, const wire::bind_message& bind,
+  // An extended-protocol Bind of `statement`: its parameter types, the
+  // parameters and the format codes are part of the key.
+  lookup bind(const wire::parse_message& statement, const wire::bind_message& bind,
               const pool::settings_map* settings);
 
-  // A statement sent to the server: what it writes is remembered until
-  // its transaction ends.
-  void sent(std::string_view sql, const pool::settings_map* settings);
+  using write_set = cache_write_set;
+  write_set writes_of(std::string_view sql, const pool::settings_map* settings);
+  // False once the session ran something that may have changed its
+  // settings where pgstash cannot see (a DO block, a procedure, a volatile
+  // function, which may call set_config()): its key would no longer say
+  // what its results depend on, and it is not served from the cache again.
+  // Also false while such a function's volatility is being looked up.
+  bool session_followed();
   // Something whose writes pgstash cannot see (a FunctionCall, a statement
   // it could not read): all of the database's results.
-  void sent_opaque();
-  // A COMMIT was acknowledged: its writes' generations are bumped now,
-  // and kept for transaction_ended() (a Query may go on writing after its
-  // COMMIT).
-  void transaction_committed();
+  write_set opaque_writes() const;
+  // A statement ran (its answer is complete): its writes belong to the
+  // open transaction.
+  void wrote(const write_set& writes);
+  // A COMMIT was acknowledged: the transaction's writes (and `also`'s, a
+  // statement still being answered) are bumped now, and kept for
+  // transaction_ended() (a Query may go on writing after its COMMIT).
+  void transaction_committed(const write_set* also = nullptr);
   // The transaction ended (ReadyForQuery 'I'). Its writes' generations are
   // bumped unless it certainly rolled back.
   void transaction_ended(bool rolled_back);
@@ -117,17 +133,19 @@ class cache_client {
   std::optional<invalidation::uncacheable> dependencies(const invalidation::cache_analysis& a,
                                                         const pool::settings_map& settings,
                                                         std::vector<std::uint64_t>& ids);
-  // True if a read-only statement calls a function that may write (a
-  // volatile one of the user's, or one the catalog does not know yet).
-  bool may_write_through_functions(const invalidation::cache_analysis& a,
-                                   const pool::settings_map& settings);
+  // True if `a` calls a function that may write (a volatile one of the
+  // user's, or one the catalog does not know yet); notes what it means for
+  // the session (session_followed()).
+  bool functions_may_write(const invalidation::cache_analysis& a,
+                           const pool::settings_map& settings);
   const pool::settings_map& settings_or_startup(const pool::settings_map* settings) const;
   std::string search_path(const pool::settings_map& settings) const;
-  // Looks `sql` up under a key that also covers `bind` (null for a Query).
-  lookup find(std::string_view sql, const wire::bind_message* bind,
-              const pool::settings_map* settings);
+  // Looks `sql` up under a key that also covers `statement` and `bind`
+  // (both null for a Query).
+  lookup find(std::string_view sql, const wire::parse_message* statement,
+              const wire::bind_message* bind, const pool::settings_map* settings);
   cache::key key_of(const invalidation::cache_analysis& a, const pool::settings_map& settings,
-                    const wire::bind_message* bind) const;
+                    const wire::parse_message* statement, const wire::bind_message* bind) const;
 
   result_cache& shared_;
   identity who_;
@@ -135,6 +153,10 @@ class cache_client {
   std::uint64_t database_id_;
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote
   bool pending_ddl_ = false;
+  bool session_changed_ = false;
+  // Functions the session ran whose volatility the catalog has yet to give
+  // (with the search_path they were called under).
+  std::vector<std::pair<invalidation::object_name, std::string>> suspect_functions_;
 };
 
 // Milliseconds on the system clock, as the store keeps time.

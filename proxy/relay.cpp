@@ -75,7 +75,7 @@ relay::relay(options opts, const std::vector<std::pair<std::string, std::string>
 
 void relay::detach() {
   server_ = nullptr;
-  cache_.statement_texts.erase("");
+  cache_.statements.erase("");
   unnamed_statement_.reset();
   portals_.clear();
   deallocating_portals_.clear();
@@ -101,6 +101,7 @@ bool relay::on_streamed(char tag, std::string_view head) {
     if (auto names = bind_names(head.substr(5))) portals_.erase(std::string(names->first));
   }
   expect_for_tag(tag);
+  if (opts_.cache) cache_on_streamed(tag, head);
   note_batch(tag, route::to_server);
   return true;
 }

@@ -185,7 +185,8 @@ class relay {
 
   // --- The result cache (relay_cache.cpp).
   // A Query may be answered from the cache now: nothing owed, no
-  // transaction or batch open, and a session the cache may answer for.
+  // transaction or batch open, no unnamed statement a Query would destroy
+  // on the server, and a session the cache may answer for.
   bool cache_may_answer() const;
   // The same for a Bind inside a batch: nothing before it in the batch
   // ran a statement, and nothing of an earlier batch is still owed.
@@ -201,32 +202,44 @@ class relay {
   // The cache's part of a frame: answers for portals it holds, captures,
   // the writes a frame carries, settings it cannot follow.
   bool answer_from_cache(char tag, std::string_view frame, const plan& p);
+  void answer_execute_from_cache(std::string_view body);
   void tell_cache(char tag, std::string_view frame, const plan& p);
+  void cache_on_streamed(char tag, std::string_view head);
   void cache_on_server_frame(char tag, std::optional<std::string_view> body);
+  // Attaches what the request just queued may write.
+  void expect_writes(cache_write_set writes);
+  // A request was answered in full: what it wrote counts.
+  void cache_completed(const expected_response& e);
   // The unnamed Parse pgstash answered and held back goes to the server
   // before a frame that uses the unnamed statement there.
   void send_deferred_parse_if_needed(char tag, std::string_view frame);
-  // The text of the client's statement `name` as the server has it.
-  std::optional<std::string_view> cache_statement_text(std::string_view name) const;
-  // Records `text` as statement `name`'s (or forgets it), undone with the
+  // The Parse that made the client's statement `name`, as the server has it.
+  std::optional<std::string_view> cache_statement(std::string_view name) const;
+  // Records `parse` as statement `name`'s (or forgets it), undone with the
   // request just queued if the server fails or skips it.
-  void set_statement_text(const std::string& name, std::optional<std::string> text);
+  void set_statement(const std::string& name, std::optional<std::string> parse);
+  // The client's unnamed statement and the batch end (a Query).
+  void forget_unnamed_statement();
 
   options opts_;
+  // A portal pgstash bound from the cache: its answers.
+  struct local_portal {
+    std::string row_description;  // RowDescription
+    std::string rows;             // DataRows
+    std::size_t sent = 0;         // bytes of `rows` already sent
+  };
   struct cache_batch_state {
-    // Texts of the client's statements (as the server has them: a failed
-    // Parse is undone) and portals, for the writes an Execute carries and
-    // the key of a Bind.
-    std::map<std::string, std::string, std::less<>> statement_texts;
+    // Parse frames of the client's statements (as the server has them: a
+    // failed Parse is undone) and texts of its portals, for the writes an
+    // Execute carries and the key of a Bind.
+    std::map<std::string, std::string, std::less<>> statements;
     std::map<std::string, std::string, std::less<>> portal_texts;
-    // Portals pgstash bound from the cache: the answers still to give
-    // (RowDescription, DataRows, CommandComplete).
-    std::map<std::string, std::string, std::less<>> local_portals;
+    std::map<std::string, local_portal, std::less<>> local_portals;
     // Portals sent to the server whose result is captured.
     std::map<std::string, std::shared_ptr<result_capture>, std::less<>> capture_portals;
     // An unnamed Parse answered by pgstash and not sent yet: a Bind the
-    // cache answers then costs the server nothing. Only the text of the
-    // last unnamed Parse the server accepted is held back.
+    // cache answers then costs the server nothing. Only a Parse identical
+    // to the last unnamed one the server accepted is held back.
     std::optional<std::string> deferred_parse;
     std::string last_good_unnamed_parse;
     bool batch_local = true;     // nothing of this batch went to the server

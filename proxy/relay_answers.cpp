@@ -129,11 +129,13 @@ void relay::start_replay() {
 }
 
 void relay::on_command_complete(std::string_view tag_text) {
-  if (tag_text.starts_with("ROLLBACK")) rollback_seen_ = true;
+  expected_response& head = queue_.front();
+  // Only a ROLLBACK that ends the cycle: a statement after it runs in a
+  // transaction of its own.
+  rollback_seen_ = tag_text.starts_with("ROLLBACK");
   // Writes are acknowledged committed here, before the client hears it:
   // the cache must stop serving what they made stale first.
-  if (opts_.cache && tag_text.starts_with("COMMIT")) opts_.cache->transaction_committed();
-  expected_response& head = queue_.front();
+  if (opts_.cache && tag_text.starts_with("COMMIT")) opts_.cache->transaction_committed(head.writes.get());
   if (!state_ || !head.analysis) return;
   const std::size_t index = head.statements_done++;
   if (index >= head.analysis->statements.size()) return;
@@ -198,6 +200,7 @@ relay::server_action relay::on_ready_for_query_frame(char status) {
   server_action answer = server_action::forward;
   if (!queue_.empty()) {
     answer = queue_.front().forward ? server_action::forward : server_action::drop;
+    cache_completed(queue_.front());
     queue_.pop();
   }
   if (replay_pending_ && answer == server_action::drop) {
@@ -247,7 +250,10 @@ relay::server_action relay::on_server_frame(char tag, std::optional<std::string_
     default:
       break;
   }
-  if (head.completed_by(tag)) queue_.pop();
+  if (head.completed_by(tag)) {
+    cache_completed(head);
+    queue_.pop();
+  }
   return action;
 }
 

@@ -1,6 +1,6 @@
 // The relay's side of the result cache: when a statement may be answered
 // from it (a Query, or a Bind and what follows on its portal), which server
-// answers are captured for it, and which frames carry writes it must hear
+// answers are captured for it, and which requests carry writes it must hear
 // about. What a statement reads, writes and is keyed by is
 // proxy/cache_client's business.
 #include "proxy/relay.hpp"
@@ -41,15 +41,29 @@ std::size_t message_size(std::string_view bytes) {
               std::size_t{b[4]});
 }
 
+// The first NUL-terminated string of a frame's body, if that much of it is
+// at hand: the name a Parse or Bind starts with.
+std::optional<std::string> leading_name(std::string_view head) {
+  if (head.size() < 5) return std::nullopt;
+  const std::string_view body = head.substr(5);
+  const std::size_t end = body.find('\0');
+  if (end == std::string_view::npos) return std::nullopt;
+  return std::string(body.substr(0, end));
+}
+
 }  // namespace
 
 relay::~relay() {
-  // The server may have committed what the client never heard about.
-  if (opts_.cache) opts_.cache->transaction_ended(false);
+  if (!opts_.cache) return;
+  // The server may have run, and committed, what the client never heard
+  // about.
+  for (const expected_response& e : queue_) cache_completed(e);
+  opts_.cache->transaction_ended(false);
 }
 
 bool relay::cache_session_followed() const {
-  return opts_.transaction_mode ? !pinned() : !cache_unfollowed_session_;
+  if (opts_.transaction_mode ? pinned() : cache_unfollowed_session_) return false;
+  return opts_.cache->session_followed();
 }
 
 bool relay::cache_may_answer() const {
@@ -57,6 +71,8 @@ bool relay::cache_may_answer() const {
   // where the server's answer would have (never before a write of this
   // client's still in flight, never inside a snapshot older than now).
   if (tx_status_ != 'I' || !queue_.empty() || batch_started_ || skipping_ || copy_in_) return false;
+  // A Query drops the unnamed statement; one the server has must go.
+  if (cache_.statements.contains("")) return false;
   return cache_session_followed();
 }
 
@@ -88,38 +104,34 @@ void relay::consult_cache(std::string_view sql, plan& p) {
   p.capture = std::move(found.capture);
 }
 
-std::optional<std::string_view> relay::cache_statement_text(std::string_view name) const {
-  if (name.empty() && cache_.deferred_parse) {
-    wire::parse_message parse;
-    if (!wire::parse_parse(std::string_view(*cache_.deferred_parse).substr(5), parse))
-      return parse.query;
-  }
+std::optional<std::string_view> relay::cache_statement(std::string_view name) const {
+  if (name.empty() && cache_.deferred_parse) return *cache_.deferred_parse;
   if (opts_.transaction_mode && !name.empty()) {
     // pgstash's own record of the client's statements is the authority.
     const statement_map::statement* stmt = statements_.find(name);
-    wire::parse_message parse;
-    if (stmt && !wire::parse_parse(std::string_view(stmt->parse_frame).substr(5), parse))
-      return parse.query;
-    return std::nullopt;
+    if (!stmt) return std::nullopt;
+    return stmt->parse_frame;
   }
-  auto it = cache_.statement_texts.find(name);
-  if (it == cache_.statement_texts.end()) return std::nullopt;
+  auto it = cache_.statements.find(name);
+  if (it == cache_.statements.end()) return std::nullopt;
   return it->second;
 }
 
-void relay::set_statement_text(const std::string& name, std::optional<std::string> text) {
+void relay::set_statement(const std::string& name, std::optional<std::string> parse) {
   std::optional<std::string> before;
-  if (auto it = cache_.statement_texts.find(name); it != cache_.statement_texts.end())
-    before = it->second;
-  auto apply = [this, name](const std::optional<std::string>& t) {
-    if (t) {
-      cache_.statement_texts.insert_or_assign(name, *t);
+  if (auto it = cache_.statements.find(name); it != cache_.statements.end()) before = it->second;
+  auto apply = [this, name](const std::optional<std::string>& frame) {
+    if (frame) {
+      cache_.statements.insert_or_assign(name, *frame);
     } else {
-      cache_.statement_texts.erase(name);
+      cache_.statements.erase(name);
     }
   };
-  apply(text);
+  apply(parse);
   if (queue_.empty()) return;
+  // A failed Parse of the unnamed statement leaves none on the server; a
+  // named one keeps what it had.
+  if (name.empty()) before.reset();
   expected_response& request = queue_.back();
   auto undo = [apply, before = std::move(before)] { apply(before); };
   if (request.undo) {
@@ -132,12 +144,24 @@ void relay::set_statement_text(const std::string& name, std::optional<std::strin
   }
 }
 
+void relay::forget_unnamed_statement() {
+  cache_.deferred_parse.reset();
+  cache_.statements.erase("");
+  cache_.batch_local = true;
+  cache_.batch_executed = false;
+}
+
 std::optional<relay::plan> relay::plan_bind_for_cache(std::string_view body) {
   wire::bind_message bind;
   if (wire::parse_bind(body, bind) || !cache_may_answer_in_batch()) return std::nullopt;
-  const auto text = cache_statement_text(bind.statement);
-  if (!text) return std::nullopt;
-  cache_client::lookup found = opts_.cache->bind(*text, bind, cache_settings());
+  // PostgreSQL refuses to bind a named portal that exists.
+  if (!bind.portal.empty() && (cache_.local_portals.contains(bind.portal) ||
+                               cache_.portal_texts.contains(bind.portal)))
+    return std::nullopt;
+  const auto frame = cache_statement(bind.statement);
+  wire::parse_message statement;
+  if (!frame || wire::parse_parse(frame->substr(5), statement)) return std::nullopt;
+  cache_client::lookup found = opts_.cache->bind(statement, bind, cache_settings());
   if (found.response) return plan{route::answer_locally, nullptr, {}, std::move(found.response)};
   if (found.capture) return plan{route::to_server, nullptr, {}, std::nullopt, std::move(found.capture)};
   return std::nullopt;
@@ -146,6 +170,9 @@ std::optional<relay::plan> relay::plan_bind_for_cache(std::string_view body) {
 std::optional<relay::plan> relay::plan_for_cache(frontend_tag t, std::string_view frame) {
   const std::string_view body = frame.substr(5);
   const plan local{route::answer_locally, nullptr};
+  // After an error in the batch the server skips to the Sync; so do the
+  // answers pgstash would give.
+  if (skipping_) return std::nullopt;
   switch (t) {
     case frontend_tag::parse: {
       wire::parse_message parse;
@@ -180,8 +207,9 @@ std::optional<relay::plan> relay::plan_for_cache(frontend_tag t, std::string_vie
       return local;
     }
     case frontend_tag::sync:
-      // A batch the cache answered whole: the server never saw it.
-      if (batch_started_ && cache_.batch_local && !skipping_ && !copy_in_) return local;
+      // A batch the cache answered whole: the server never saw it, and
+      // nothing owed can change the transaction status it reports.
+      if (batch_started_ && cache_.batch_local && !copy_in_ && !queue_.owes_server()) return local;
       return std::nullopt;
     default:
       return std::nullopt;
@@ -203,10 +231,13 @@ bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
       if (!p.cached) return false;
       wire::bind_message bind;
       if (wire::parse_bind(body, bind)) return false;
-      const std::string portal(bind.portal);
-      cache_.local_portals.insert_or_assign(portal, *p.cached);
-      cache_.capture_portals.erase(portal);
-      cache_.portal_texts.erase(portal);
+      const std::string_view stored = *p.cached;
+      const std::size_t head = message_size(stored);
+      local_portal portal{std::string(stored.substr(0, head)), std::string(stored.substr(head))};
+      const std::string name(bind.portal);
+      cache_.local_portals.insert_or_assign(name, std::move(portal));
+      cache_.capture_portals.erase(name);
+      cache_.portal_texts.erase(name);
       expect_synthetic(empty_message(backend_tag::bind_complete));
       return true;
     }
@@ -215,40 +246,16 @@ bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
       if (wire::parse_describe(body, d)) return false;
       auto it = cache_.local_portals.find(d.name);
       if (it == cache_.local_portals.end()) return false;
-      const std::string& rows = it->second;
-      expect_synthetic(rows.starts_with('T') ? rows.substr(0, message_size(rows))
-                                             : empty_message(backend_tag::no_data));
+      expect_synthetic(it->second.row_description);
       return true;
     }
-    case frontend_tag::execute: {
-      wire::execute_message e;
-      if (wire::parse_execute(body, e)) return false;
-      auto it = cache_.local_portals.find(e.portal);
-      if (it == cache_.local_portals.end()) return false;
-      std::string_view rest = it->second;
-      if (rest.starts_with('T')) rest.remove_prefix(message_size(rest));
-      // Rows up to the Execute's limit, then PortalSuspended, as the server
-      // would; the rest stays for the next Execute.
-      std::size_t taken = 0;
-      std::uint32_t rows = 0;
-      while (taken < rest.size() && rest[taken] == 'D' && (e.max_rows == 0 || rows < e.max_rows)) {
-        taken += message_size(rest.substr(taken));
-        ++rows;
-      }
-      std::string answer(rest.substr(0, taken));
-      if (taken < rest.size() && rest[taken] == 'D') {
-        wire::write_empty(answer, backend_tag::portal_suspended);
-        it->second = std::string(rest.substr(taken));
-      } else {
-        answer += rest.substr(taken);
-        cache_.local_portals.erase(it);
-      }
-      expect_synthetic(std::move(answer));
+    case frontend_tag::execute:
+      answer_execute_from_cache(body);
       return true;
-    }
     case frontend_tag::close: {
       wire::close_message c;
-      if (wire::parse_close(body, c) || c.target != 'P' || !cache_.local_portals.erase(std::string(c.name)))
+      if (wire::parse_close(body, c) || c.target != 'P' ||
+          !cache_.local_portals.erase(std::string(c.name)))
         return false;
       expect_synthetic(empty_message(backend_tag::close_complete));
       return true;
@@ -256,6 +263,43 @@ bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
     default:
       return false;
   }
+}
+
+void relay::answer_execute_from_cache(std::string_view body) {
+  wire::execute_message e;
+  wire::parse_execute(body, e);
+  local_portal& portal = cache_.local_portals.find(e.portal)->second;
+  // Rows up to the Execute's limit, then PortalSuspended, as the server
+  // sends them; the rest for the next Execute of the portal.
+  const std::string_view rows = std::string_view(portal.rows).substr(portal.sent);
+  std::size_t taken = 0;
+  std::uint32_t count = 0;
+  while (taken < rows.size() && rows[taken] == 'D' && (e.max_rows == 0 || count < e.max_rows)) {
+    taken += message_size(rows.substr(taken));
+    ++count;
+  }
+  std::string answer(rows.substr(0, taken));
+  portal.sent += taken;
+  if (e.max_rows != 0 && count == e.max_rows) {
+    wire::write_empty(answer, backend_tag::portal_suspended);
+  } else {
+    // Every cacheable statement is a SELECT; the count is this Execute's.
+    wire::write_command_complete(answer, "SELECT " + std::to_string(count));
+  }
+  expect_synthetic(std::move(answer));
+}
+
+void relay::expect_writes(cache_write_set writes) {
+  if (writes.relations.empty()) return;
+  // Once the session has changed what names mean in ways pgstash does
+  // not follow, a write's targets may not be the tables it looks up.
+  if (cache_unfollowed_session_ && !opts_.transaction_mode)
+    writes.relations = opts_.cache->opaque_writes().relations;
+  queue_.back().writes = std::make_shared<const cache_write_set>(std::move(writes));
+}
+
+void relay::cache_completed(const expected_response& e) {
+  if (opts_.cache && e.writes) opts_.cache->wrote(*e.writes);
 }
 
 void relay::send_deferred_parse_if_needed(char tag, std::string_view frame) {
@@ -271,12 +315,10 @@ void relay::send_deferred_parse_if_needed(char tag, std::string_view frame) {
   if (!needed) return;
   std::string parse = std::move(*cache_.deferred_parse);
   cache_.deferred_parse.reset();
-  wire::parse_message message;
-  if (wire::parse_parse(std::string_view(parse).substr(5), message)) return;
   out_ += parse;
   // Its ParseComplete was given; an error is the client's.
   queue_.push(expected_response::internal(kind::parse));
-  set_statement_text("", std::string(message.query));
+  set_statement("", std::move(parse));
   cache_.batch_local = false;
 }
 
@@ -286,36 +328,39 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
   const bool sent = p.where == route::to_server;
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::query: {
+      // Whether answered here or there, a Query ends the batch and drops
+      // the unnamed statement.
+      forget_unnamed_statement();
       wire::query_message q;
       if (!sent || wire::parse_query(body, q)) return;
       if (!opts_.transaction_mode && changes_session(analyze(q.sql))) cache_unfollowed_session_ = true;
-      cache.sent(q.sql, cache_settings());
-      // A simple Query replaces the unnamed statement, and ends a batch.
-      cache_.deferred_parse.reset();
-      cache_.statement_texts.erase("");
-      cache_.batch_local = true;
-      cache_.batch_executed = false;
+      expect_writes(cache.writes_of(q.sql, cache_settings()));
       return;
     }
     case frontend_tag::parse: {
       wire::parse_message parse;
-      if (!sent || wire::parse_parse(body, parse)) return;
+      if (wire::parse_parse(body, parse)) return;
+      if (!sent) {
+        // Answered by pgstash (transaction mode's DEALLOCATE of a
+        // protocol-level statement): the unnamed statement is that now.
+        if (parse.statement.empty()) cache_.deferred_parse.reset();
+        return;
+      }
       cache_.batch_local = false;
       if (!opts_.transaction_mode && changes_session(analyze(parse.query)))
         cache_unfollowed_session_ = true;
       if (!parse.statement.empty()) {
         // Transaction mode keeps its own record (statement_map).
-        if (!opts_.transaction_mode) set_statement_text(std::string(parse.statement), std::string(parse.query));
+        if (!opts_.transaction_mode) set_statement(std::string(parse.statement), std::string(frame));
         return;
       }
       cache_.deferred_parse.reset();
-      set_statement_text("", std::string(parse.query));
-      // Undone with the text if the server refuses the Parse.
-      std::string before = cache_.last_good_unnamed_parse;
+      set_statement("", std::string(frame));
+      // Held back next time only if the server accepts it now.
       cache_.last_good_unnamed_parse = std::string(frame);
       auto& request = queue_.back();
-      request.undo = [this, first = std::move(request.undo), before = std::move(before)] {
-        cache_.last_good_unnamed_parse = before;
+      request.undo = [this, first = std::move(request.undo)] {
+        cache_.last_good_unnamed_parse.clear();
         if (first) first();
       };
       return;
@@ -326,8 +371,10 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
       cache_.batch_local = false;
       const std::string portal(bind.portal);
       cache_.local_portals.erase(portal);
-      if (auto text = cache_statement_text(bind.statement)) {
-        cache_.portal_texts.insert_or_assign(portal, std::string(*text));
+      wire::parse_message statement;
+      const auto frame_of = cache_statement(bind.statement);
+      if (frame_of && !wire::parse_parse(frame_of->substr(5), statement)) {
+        cache_.portal_texts.insert_or_assign(portal, std::string(statement.query));
       } else {
         cache_.portal_texts.erase(portal);
       }
@@ -353,9 +400,9 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
       cache_.batch_local = false;
       cache_.batch_executed = true;
       if (auto it = cache_.portal_texts.find(e.portal); it != cache_.portal_texts.end()) {
-        cache.sent(it->second, cache_settings());
+        expect_writes(cache.writes_of(it->second, cache_settings()));
       } else {
-        cache.sent_opaque();
+        expect_writes(cache.opaque_writes());
       }
       if (auto it = cache_.capture_portals.find(e.portal); it != cache_.capture_portals.end()) {
         queue_.back().capture = std::move(it->second);
@@ -369,7 +416,7 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
       if (sent) cache_.batch_local = false;
       if (c.target == 'S') {
         if (c.name.empty()) cache_.deferred_parse.reset();
-        if (!opts_.transaction_mode || c.name.empty()) set_statement_text(std::string(c.name), std::nullopt);
+        if (!opts_.transaction_mode || c.name.empty()) set_statement(std::string(c.name), std::nullopt);
       } else {
         cache_.portal_texts.erase(std::string(c.name));
         cache_.capture_portals.erase(std::string(c.name));
@@ -383,9 +430,47 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
       cache_.capture_portals.clear();
       return;
     case frontend_tag::function_call:
-      cache.sent_opaque();
+      expect_writes(cache.opaque_writes());
       return;
     default:
+      return;
+  }
+}
+
+void relay::cache_on_streamed(char tag, std::string_view head) {
+  // Too large to read: what it runs, writes or names is not known.
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query:
+      forget_unnamed_statement();
+      expect_writes(opts_.cache->opaque_writes());
+      return;
+    case frontend_tag::parse: {
+      cache_.batch_local = false;
+      const auto name = leading_name(head);
+      if (!name || name->empty()) {
+        cache_.deferred_parse.reset();
+        cache_.last_good_unnamed_parse.clear();
+        cache_.statements.erase("");
+      } else {
+        cache_.statements.erase(*name);
+      }
+      return;
+    }
+    case frontend_tag::bind: {
+      cache_.batch_local = false;
+      if (const auto portal = leading_name(head)) {
+        cache_.portal_texts.erase(*portal);
+        cache_.capture_portals.erase(*portal);
+        cache_.local_portals.erase(*portal);
+      } else {
+        cache_.portal_texts.clear();
+        cache_.capture_portals.clear();
+        cache_.local_portals.clear();
+      }
+      return;
+    }
+    default:
+      cache_.batch_local = false;
       return;
   }
 }

@@ -20,6 +20,7 @@
 namespace pgstash::proxy {
 
 class result_capture;
+struct cache_write_set;
 
 struct expected_response {
   enum class kind : std::uint8_t {
@@ -48,8 +49,10 @@ struct expected_response {
   // result type".
   bool replayable = false;
   bool ends_copy = false;  // see copy_end()
-  // query: the result, kept for the result cache.
+  // query, describe, execute: the result, kept for the result cache.
   std::shared_ptr<result_capture> capture;
+  // query, execute: what the statement may write, for the result cache.
+  std::shared_ptr<const cache_write_set> writes;
   // The server's error for this request is replaced by this one (bytes of
   // an ErrorResponse): pgstash made the request fail on purpose.
   std::string error_instead;

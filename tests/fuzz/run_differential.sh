@@ -5,7 +5,8 @@
 #   run_differential.sh POOL_MODE FUZZ_MODE SECONDS [fuzzer options...]
 #
 # POOL_MODE is session or transaction (transaction uses pool.size = 2, so that the clients share
-# server connections); FUZZ_MODE is normal or malformed. The seed is random and printed first;
+# server connections); FUZZ_MODE is normal or malformed. With PGSTASH_FUZZ_CACHE=1 pgstash runs
+# with its result cache on: its answers must still be PostgreSQL's. The seed is random and printed first;
 # PGSTASH_FUZZ_SEED sets it. Fails if the fuzzer finds a difference, a hang or a crash, if
 # pgstash is no longer running afterwards, or if its log holds a sanitizer report.
 #
@@ -36,7 +37,7 @@ if [[ -n ${PGSTASH_FUZZ_SEED:-} ]]; then
 else
   seed=$((((RANDOM << 15) | RANDOM) + 1))
 fi
-echo "differential fuzz ($pool_mode pooling, $fuzz_mode): seed $seed"
+echo "differential fuzz ($pool_mode pooling, $fuzz_mode${PGSTASH_FUZZ_CACHE:+, cache $PGSTASH_FUZZ_CACHE}): seed $seed"
 
 config=("pool.mode = \"$pool_mode\"")
 if [[ $pool_mode == transaction ]]; then
@@ -44,6 +45,9 @@ if [[ $pool_mode == transaction ]]; then
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pgstash-differential.XXXXXX")
+if [[ ${PGSTASH_FUZZ_CACHE:-0} == 1 ]]; then
+  config+=("cache.enabled = true" "cache.path = \"$work/cache\"")
+fi
 pid=
 finish() {
   local rc=$?
@@ -58,7 +62,8 @@ finish() {
     rm -rf "$work"
   else
     echo "differential fuzz: FAILED (exit $rc); pgstash config and log kept in $work" >&2
-    echo "reproduce: PGSTASH_FUZZ_SEED=$seed $0 $pool_mode $fuzz_mode $seconds $*" >&2
+    echo "reproduce: PGSTASH_FUZZ_SEED=$seed PGSTASH_FUZZ_CACHE=${PGSTASH_FUZZ_CACHE:-0}" \
+      "$0 $pool_mode $fuzz_mode $seconds $*" >&2
   fi
   exit "$rc"
 }

@@ -678,3 +678,11 @@ TEST_CASE("text memo: least recently used entries are evicted, results outlive t
   CHECK(none.size() == 0);
   CHECK(none.misses() == 2);
 }
+
+TEST_CASE("a bind parameter that reads as the current time") {
+  CHECK(parameter_names_current_time("now"));
+  CHECK(parameter_names_current_time(" Today "));
+  CHECK(parameter_names_current_time("tomorrow 10:00"));
+  CHECK_FALSE(parameter_names_current_time("2026-12-02"));
+  CHECK_FALSE(parameter_names_current_time("snow"));
+}
