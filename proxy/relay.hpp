@@ -239,9 +239,10 @@ class relay {
     std::map<std::string, std::shared_ptr<result_capture>, std::less<>> capture_portals;
     // An unnamed Parse answered by pgstash and not sent yet: a Bind the
     // cache answers then costs the server nothing. Only a Parse identical
-    // to the last unnamed one the server accepted is held back.
+    // to one of the last unnamed ones the server accepted is held back
+    // (most recent last; a client cycles through a few statements).
     std::optional<std::string> deferred_parse;
-    std::string last_good_unnamed_parse;
+    std::vector<std::string> good_unnamed_parses;
     bool batch_local = true;     // nothing of this batch went to the server
     bool batch_executed = false; // an Execute of this batch went to the server
   } cache_;

@@ -3,6 +3,8 @@
 // answers are captured for it, and which requests carry writes it must hear
 // about. What a statement reads, writes and is keyed by is
 // proxy/cache_client's business.
+#include <algorithm>
+
 #include "proxy/relay.hpp"
 #include "wire/framing.hpp"
 #include "wire/frontend.hpp"
@@ -50,6 +52,9 @@ std::optional<std::string> leading_name(std::string_view head) {
   if (end == std::string_view::npos) return std::nullopt;
   return std::string(body.substr(0, end));
 }
+
+// Unnamed Parses a session remembers as accepted by the server.
+constexpr std::size_t k_good_unnamed_parses = 8;
 
 }  // namespace
 
@@ -180,7 +185,8 @@ std::optional<relay::plan> relay::plan_for_cache(frontend_tag t, std::string_vie
       // Only a text the server accepted last time: its answer to this
       // Parse is then known (unless DDL came between, when the client
       // gets the server's error at its Bind instead).
-      if (frame != cache_.last_good_unnamed_parse || !cache_may_answer_in_batch() ||
+      const auto& good = cache_.good_unnamed_parses;
+      if (std::find(good.begin(), good.end(), frame) == good.end() || !cache_may_answer_in_batch() ||
           !opts_.cache->cacheable(parse.query))
         return std::nullopt;
       plan p{route::answer_locally, analyze(parse.query)};
@@ -357,10 +363,13 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
       cache_.deferred_parse.reset();
       set_statement("", std::string(frame));
       // Held back next time only if the server accepts it now.
-      cache_.last_good_unnamed_parse = std::string(frame);
+      auto& good = cache_.good_unnamed_parses;
+      std::erase(good, frame);
+      if (good.size() == k_good_unnamed_parses) good.erase(good.begin());
+      good.emplace_back(frame);
       auto& request = queue_.back();
-      request.undo = [this, first = std::move(request.undo)] {
-        cache_.last_good_unnamed_parse.clear();
+      request.undo = [this, frame = std::string(frame), first = std::move(request.undo)] {
+        std::erase(cache_.good_unnamed_parses, frame);
         if (first) first();
       };
       return;
@@ -449,7 +458,7 @@ void relay::cache_on_streamed(char tag, std::string_view head) {
       const auto name = leading_name(head);
       if (!name || name->empty()) {
         cache_.deferred_parse.reset();
-        cache_.last_good_unnamed_parse.clear();
+        cache_.good_unnamed_parses.clear();
         cache_.statements.erase("");
       } else {
         cache_.statements.erase(*name);
