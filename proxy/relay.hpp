@@ -27,6 +27,7 @@
 #include "invalidation/statement_analysis.hpp"
 #include "pool/server_state.hpp"
 #include "proxy/cache_client.hpp"
+#include "wire/frontend.hpp"
 #include "wire/tags.hpp"
 #include "proxy/response_queue.hpp"
 #include "proxy/session_state.hpp"
@@ -202,7 +203,8 @@ class relay {
   // The cache's part of a frame: answers for portals it holds, captures,
   // the writes a frame carries, settings it cannot follow.
   bool answer_from_cache(char tag, std::string_view frame, const plan& p);
-  void answer_execute_from_cache(std::string_view body);
+  // REQUIRES: e.portal is one of cache_.local_portals.
+  void answer_execute_from_cache(const wire::execute_message& e);
   void tell_cache(char tag, std::string_view frame, const plan& p);
   void cache_on_streamed(char tag, std::string_view head);
   void cache_on_server_frame(char tag, std::optional<std::string_view> body);

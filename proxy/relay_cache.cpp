@@ -255,9 +255,14 @@ bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
       expect_synthetic(it->second.row_description);
       return true;
     }
-    case frontend_tag::execute:
-      answer_execute_from_cache(body);
+    case frontend_tag::execute: {
+      // Other frames pgstash answers (a portal running a DEALLOCATE it
+      // answers) are the relay's own.
+      wire::execute_message e;
+      if (wire::parse_execute(body, e) || !cache_.local_portals.contains(e.portal)) return false;
+      answer_execute_from_cache(e);
       return true;
+    }
     case frontend_tag::close: {
       wire::close_message c;
       if (wire::parse_close(body, c) || c.target != 'P' ||
@@ -271,9 +276,7 @@ bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
   }
 }
 
-void relay::answer_execute_from_cache(std::string_view body) {
-  wire::execute_message e;
-  wire::parse_execute(body, e);
+void relay::answer_execute_from_cache(const wire::execute_message& e) {
   local_portal& portal = cache_.local_portals.find(e.portal)->second;
   // Rows up to the Execute's limit, then PortalSuspended, as the server
   // sends them; the rest for the next Execute of the portal.

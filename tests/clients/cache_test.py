@@ -21,6 +21,9 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
   row_level_security
       two roles and two tenants (app.tenant) reading one table under RLS policies never see each
       other's rows.
+  protocol_deallocate_with_cache
+      transaction mode answers a DEALLOCATE of a protocol-level statement run through
+      Bind/Execute itself; with the cache on it still does.
   stale_read_checker, stale_read_checker_fails_without_invalidation
       writers (simple, extended, explicit transactions) and readers (simple and extended protocol)
       race on versioned rows; each read is checked against every write acknowledged before it was
@@ -184,6 +187,26 @@ def case_pgbench_hits(case):
         moved = server_calls(table) - before
         expect(moved == 0, f"pgbench -M {protocol}: {moved} of 1000 reads reached the server")
         ok(f"pgbench -M {protocol}: 1000 cached reads, none reached the server")
+
+
+def case_protocol_deallocate_with_cache(case):
+    """A protocol-level statement deallocated by an unnamed statement `DEALLOCATE s1` run through
+    Bind/Execute: transaction mode answers that itself, and must go on doing so with the cache on
+    (its Execute is not a cached portal's)."""
+    inst = start_cached(case, TRANSACTION)
+    with connect(inst.port) as conn:
+        pg = conn.pgconn
+        for round_ in range(3):
+            r = pg.prepare(b"s1", b"select 1")
+            expect(r.status == psycopg.pq.ExecStatus.COMMAND_OK, f"round {round_}: prepare failed")
+            r = pg.prepare(b"", b"DEALLOCATE s1")
+            expect(r.status == psycopg.pq.ExecStatus.COMMAND_OK, f"round {round_}: Parse failed")
+            r = pg.exec_prepared(b"", [])
+            expect(r.status == psycopg.pq.ExecStatus.COMMAND_OK and r.command_status == b"DEALLOCATE",
+                   f"round {round_}: Execute of DEALLOCATE gave {r.status} "
+                   f"{r.error_message.decode()}")
+        expect(simple(conn, "select 2") == [("2",)], "the session did not survive")
+    ok("DEALLOCATE of a protocol-level statement through Bind/Execute, cache on")
 
 
 # Each write path: setup SQL, the read whose result it changes, the write, and what the read
@@ -495,6 +518,7 @@ CASES = [
     ("extended_hits_transaction", case_extended_hits_transaction, CASE_TIMEOUT),
     ("extended_hits_session", case_extended_hits_session, CASE_TIMEOUT),
     ("pgbench_hits", case_pgbench_hits, 2 * CASE_TIMEOUT),
+    ("protocol_deallocate_with_cache", case_protocol_deallocate_with_cache, CASE_TIMEOUT),
     ("writes_transaction", case_writes_transaction, 4 * CASE_TIMEOUT),
     ("writes_session", case_writes_session, 4 * CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
