@@ -20,8 +20,12 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
     error_code ec;
     wire::decoded_frame f = co_await client_.read_frame(wire::phase::startup, max, ec);
     if (ec) co_return false;
+    // As PostgreSQL: a packet that cannot be read (bad length, garbage, a
+    // regular message where the startup packet belongs) is only logged, and
+    // the connection closed without a word; the client may not even speak
+    // the protocol.
     if (f.status == wire::decode_status::error) {
-      co_await fail("08P01", "invalid startup packet: " + f.error.message());
+      spdlog::info("{} invalid startup packet: {}", prefix(), f.error.message());
       co_return false;
     }
     wire::startup_packet parsed;
@@ -29,9 +33,23 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
       if (perr == wire::errc::missing_user) {
         co_await fail("28000", "no PostgreSQL user name specified in startup packet");
       } else if (perr == wire::errc::unknown_startup_code) {
-        co_await fail("0A000", "unsupported frontend protocol or request code");
+        const std::uint32_t code = wire::startup_code(f.body);
+        const std::string message = "unsupported frontend protocol " + std::to_string(code >> 16) + "." +
+                                    std::to_string(code & 0xffff) + ": server supports 3.0 to 3.0";
+        if ((code >> 16) < 3) {
+          // In the format the client asked for, as PostgreSQL answers.
+          spdlog::info("{} closing: {}", prefix(), message);
+          std::string out;
+          wire::write_protocol2_error(out, "FATAL:  " + message + "\n");
+          co_await write_to_client(out);
+          client_.close();
+        } else {
+          co_await fail("0A000", message);
+        }
+      } else if (wire::is_special_request_code(wire::startup_code(f.body))) {
+        spdlog::info("{} invalid length of startup packet", prefix());
       } else {
-        co_await fail("08P01", "invalid startup packet: " + perr.message());
+        co_await fail("08P01", "invalid startup packet layout: expected terminator as last byte");
       }
       co_return false;
     }
@@ -74,11 +92,6 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
     user_ = std::string(*startup.get("user"));
     database_ = std::string(startup.get("database").value_or(user_));
     if (database_.empty()) database_ = user_;
-    if ((startup.protocol >> 16) != 3) {
-      co_await fail("0A000", "unsupported frontend protocol " + std::to_string(startup.protocol >> 16) + "." +
-                                 std::to_string(startup.protocol & 0xffff));
-      co_return false;
-    }
     std::vector<std::string_view> unknown_options;
     for (auto [name, value] : startup.parameters)
       if (name.starts_with("_pq_.")) unknown_options.push_back(name);

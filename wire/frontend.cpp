@@ -26,6 +26,12 @@ std::optional<std::string_view> startup_message::get(std::string_view name) cons
   return std::nullopt;
 }
 
+std::uint32_t startup_code(std::string_view body) { return byte_reader(body).uint32(); }
+
+bool is_special_request_code(std::uint32_t code) {
+  return code == k_ssl_request_code || code == k_gssenc_request_code || code == k_cancel_request_code;
+}
+
 std::error_code parse_startup_packet(std::string_view body, startup_packet& out) {
   byte_reader r(body);
   const std::uint32_t code = r.uint32();

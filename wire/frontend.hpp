@@ -38,6 +38,12 @@ struct cancel_request {
 };
 using startup_packet = std::variant<startup_message, ssl_request, gssenc_request, cancel_request>;
 
+// The request code or protocol version a startup-phase body begins with;
+// 0 if the body is shorter than 4 bytes.
+std::uint32_t startup_code(std::string_view body);
+// True for the codes of SSLRequest, GSSENCRequest and CancelRequest.
+bool is_special_request_code(std::uint32_t code);
+
 // Body of a startup-phase frame. Accepts protocol major version 3 with any
 // minor version (the caller answers NegotiateProtocolVersion for minor > 0
 // or for `_pq_.` options).

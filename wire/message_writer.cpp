@@ -88,6 +88,12 @@ void write_authentication(std::string& out, auth_code code, std::string_view dat
 
 }  // namespace
 
+void write_protocol2_error(std::string& out, std::string_view text) {
+  out += 'E';
+  out += text;
+  out += '\0';
+}
+
 void write_authentication_ok(std::string& out) { write_authentication(out, auth_code::ok); }
 
 void write_authentication_cleartext(std::string& out) {

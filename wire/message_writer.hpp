@@ -64,6 +64,11 @@ void write_error(std::string& out, const std::vector<std::pair<char, std::string
 void write_error(std::string& out, std::string_view severity, std::string_view sqlstate,
                  std::string_view message);
 
+// An error in protocol 2.0's format ('E', then the text, NUL-terminated),
+// which PostgreSQL still uses to refuse a client asking for a protocol
+// older than 3.0.
+void write_protocol2_error(std::string& out, std::string_view text);
+
 void write_authentication_ok(std::string& out);
 void write_authentication_cleartext(std::string& out);
 void write_authentication_md5(std::string& out, std::string_view salt4);

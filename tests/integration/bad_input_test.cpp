@@ -2,6 +2,7 @@
 // serving a well-behaved libpq client throughout. pgstash must answer what it
 // refuses with an ErrorResponse (08P01 for framing) or a close, never hang
 // the connection, never crash, and never let memory run away.
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <random>
@@ -151,6 +152,50 @@ TEST_CASE("bad input: malformed startup packets") {
     refusal r = read_refusal(c, seconds(5));
     CHECK(r.closed);
     live.check_healthy("startup packet after login");
+  }
+  live.check_still_serving();
+}
+
+// What a server answers a broken startup packet: the SQLSTATE of its
+// ErrorResponse, "" if it closed without a word, or else all it sent.
+std::string startup_outcome(int port, const std::string& bytes) {
+  raw_conn c(port);
+  c.send(bytes);
+  std::string answer;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(5);
+  while (!c.closed() && std::chrono::steady_clock::now() < deadline) answer += c.read_some(milliseconds(100));
+  if (!c.closed()) return "still open";
+  const bool one_v3_message =
+      answer.size() >= 5 && answer[0] == 'E' && be32(static_cast<std::uint32_t>(answer.size() - 1)) == answer.substr(1, 4);
+  if (one_v3_message) return parse_error_fields(std::string_view(answer).substr(5))['C'];
+  return answer;
+}
+
+TEST_CASE("bad input: startup packets are refused as PostgreSQL refuses them") {
+  live_pgstash live;
+  const int postgres_port = std::stoi(cluster_value("PGSTASH_PG_PORT"));
+  const std::string protocol_3 = be32(196608);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      // node-postgres' connect(); end() sends Terminate before any startup packet.
+      {"terminate before startup", std::string("X\0\0\0\4", 5)},
+      {"http request", "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"},
+      {"length 0", be32(0) + protocol_3},
+      {"length 7", be32(7) + protocol_3},
+      {"huge length", be32(0x7fffffff) + protocol_3 + "user"},
+      {"no user", startup_packet({{"database", "pgstash_test"}})},
+      {"empty user", startup_packet({{"user", ""}})},
+      {"no final terminator",
+       be32(4 + 4 + 35) + protocol_3 + std::string("user\0postgres\0database\0pgstash_test", 35)},
+      {"bytes after the terminator",
+       be32(4 + 4 + 17) + protocol_3 + std::string("user\0postgres\0\0xyz", 17)},
+      {"protocol 2.0", startup_packet({{"user", "postgres"}}, 2u << 16)},
+      {"protocol 4.0", startup_packet({{"user", "postgres"}}, 4u << 16)},
+      {"unknown request code", be32(8) + be32(0x04d21234)},
+  };
+  for (const auto& [what, bytes] : cases) {
+    CAPTURE(what);
+    const std::string expected = startup_outcome(postgres_port, bytes);
+    CHECK(startup_outcome(live.px.port(), bytes) == expected);
   }
   live.check_still_serving();
 }

@@ -80,6 +80,17 @@ TEST_CASE("startup: SSLRequest, GSSENCRequest, CancelRequest") {
   CHECK(std::holds_alternative<cancel_request>(sp));  // failures leave `out` alone
 }
 
+TEST_CASE("startup: the code a startup body begins with") {
+  CHECK(startup_code(startup_body("user\0u\0\0"s)) == k_protocol_3_0);
+  CHECK(startup_code("\x04\xd2\x16\x2e\0\0"sv) == k_cancel_request_code);
+  CHECK(startup_code("\x04\xd2\x16"sv) == 0);
+  CHECK(is_special_request_code(k_ssl_request_code));
+  CHECK(is_special_request_code(k_gssenc_request_code));
+  CHECK(is_special_request_code(k_cancel_request_code));
+  CHECK(!is_special_request_code(k_protocol_3_0));
+  CHECK(!is_special_request_code(80877105));
+}
+
 TEST_CASE("Query") {
   query_message m;
   REQUIRE(!parse_query("select 1\0"sv, m));
