@@ -23,13 +23,30 @@
 namespace pgstash::conf {
 namespace {
 
-enum class key_type { string, integer, boolean, choice };
+enum class key_type { string, integer, boolean, choice, string_list };
 
 // A value from the file, already checked against its row.
 struct setting {
   std::int64_t number = 0;  // integer keys; 0 or 1 for booleans; the index into choices
   std::string text;         // string keys
+  std::vector<std::string> list;  // string_list keys
 };
+
+setting number_setting(std::int64_t number) {
+  setting s;
+  s.number = number;
+  return s;
+}
+setting text_setting(std::string text) {
+  setting s;
+  s.text = std::move(text);
+  return s;
+}
+setting list_setting(std::vector<std::string> list) {
+  setting s;
+  s.list = std::move(list);
+  return s;
+}
 
 // One config key. Rows are built by the *_key factories below, which bind
 // `store` and `load` to one struct member.
@@ -60,7 +77,7 @@ consteval key_row string_key(std::string_view name, bool non_empty, std::string_
           .store = [](config& c, const setting& s) { (c.*Section).*Member = s.text; },
           .load =
               [](const config& c) {
-                return setting{0, (c.*Section).*Member};
+                return text_setting((c.*Section).*Member);
               }};
 }
 
@@ -80,7 +97,19 @@ consteval key_row integer_key(std::string_view name, std::int64_t min, std::int6
                       const setting& s) { (c.*Section).*Member = static_cast<field>(s.number); },
           .load =
               [](const config& c) {
-                return setting{static_cast<std::int64_t>((c.*Section).*Member), {}};
+                return number_setting(static_cast<std::int64_t>((c.*Section).*Member));
+              }};
+}
+
+template <auto Section, auto Member>
+consteval key_row string_list_key(std::string_view name, std::string_view doc) {
+  return {.name = name,
+          .type = key_type::string_list,
+          .doc = doc,
+          .store = [](config& c, const setting& s) { (c.*Section).*Member = s.list; },
+          .load =
+              [](const config& c) {
+                return list_setting((c.*Section).*Member);
               }};
 }
 
@@ -92,7 +121,7 @@ consteval key_row boolean_key(std::string_view name, std::string_view doc) {
           .store = [](config& c, const setting& s) { (c.*Section).*Member = s.number != 0; },
           .load =
               [](const config& c) {
-                return setting{(c.*Section).*Member ? 1 : 0, {}};
+                return number_setting((c.*Section).*Member ? 1 : 0);
               }};
 }
 
@@ -117,10 +146,10 @@ consteval key_row choice_key(std::string_view name, std::span<const std::string_
           .load =
               [](const config& c) {
                 if constexpr (std::is_enum_v<field>) {
-                  return setting{static_cast<std::int64_t>((c.*Section).*Member), {}};
+                  return number_setting(static_cast<std::int64_t>((c.*Section).*Member));
                 } else {
                   auto it = std::ranges::find(Choices, (c.*Section).*Member);
-                  return setting{it - Choices.begin(), {}};
+                  return number_setting(it - Choices.begin());
                 }
               }};
 }
@@ -189,6 +218,12 @@ constexpr std::array k_keys = {
         "PEM certificate; with `listen.tls_key_file`, enables TLS for clients."),
     string_key<&config::listen, &listen_section::tls_key_file>(
         "listen.tls_key_file", false, "PEM private key for `listen.tls_cert_file`."),
+    string_key<&config::listen, &listen_section::unix_socket_dir>(
+        "listen.unix_socket_dir", false,
+        "Directory of a unix socket `.s.PGSQL.<listen.port>` accepting clients too; empty = "
+        "none."),
+    string_key<&config::listen, &listen_section::unix_socket_mode>(
+        "listen.unix_socket_mode", true, "File mode of the unix socket, in octal."),
     choice_key<&config::log, &log_section::level, k_log_levels>("log.level", {},
                                                                 "Least severe level logged."),
     integer_key<&config::pool, &pool_section::cleanup_timeout_ms>(
@@ -238,6 +273,10 @@ constexpr std::array k_keys = {
         "another client gets it; empty = none."),
     integer_key<&config::pool, &pool_section::size>("pool.size", 1, 10000,
                                                     "Server connections per (database, user)."),
+    string_list_key<&config::pool, &pool_section::unpooled_databases>(
+        "pool.unpooled_databases",
+        "Server databases whose connections are never pooled: a client there keeps its own "
+        "server connection, closed when it leaves (so `CREATE DATABASE` can copy a template)."),
     integer_key<&config::process, &process_section::workers>(
         "process.workers", 0, 256, "Threads running client sessions; 0 = one per CPU core."),
     integer_key<&config::server, &server_section::connect_timeout_ms>(
@@ -342,6 +381,11 @@ std::string render(const key_row& row, const setting& s) {
       return s.number ? "true" : "false";
     case key_type::choice:
       return quoted(row.choices[static_cast<std::size_t>(s.number)]);
+    case key_type::string_list: {
+      std::string out;
+      for (const auto& item : s.list) out += (out.empty() ? "" : ", ") + quoted(item);
+      return "[" + out + "]";
+    }
     case key_type::string:
       break;
   }
@@ -465,8 +509,11 @@ class loader {
     const std::string name(row.name);
     const bool want_integer = row.type == key_type::integer;
     const bool want_boolean = row.type == key_type::boolean;
-    if (want_integer ? !node.is_integer()
-                     : want_boolean ? !node.is_boolean() : !node.is_string()) {
+    const bool want_list = row.type == key_type::string_list;
+    if (want_integer   ? !node.is_integer()
+        : want_boolean ? !node.is_boolean()
+        : want_list    ? !node.is_array()
+                       : !node.is_string()) {
       std::string example = default_of(row);
       if (example == "\"\"") example = "\"...\"";
       std::string hint = row.type == key_type::choice
@@ -474,7 +521,10 @@ class loader {
                              : "e.g. " + std::string(key_of(row.name)) + " = " + example;
       report(at,
              name + " must be " +
-                 (want_integer ? "an integer" : want_boolean ? "true or false" : "a string") +
+                 (want_integer   ? "an integer"
+                  : want_boolean ? "true or false"
+                  : want_list    ? "a list of strings"
+                                 : "a string") +
                  ", not " +
                  std::string(type_name(node.type())),
              hint);
@@ -490,24 +540,37 @@ class loader {
                  "the default is " + default_of(row));
           return std::nullopt;
         }
-        return setting{n, {}};
+        return number_setting(n);
       }
       case key_type::boolean:
-        return setting{node.as_boolean()->get() ? 1 : 0, {}};
+        return number_setting(node.as_boolean()->get() ? 1 : 0);
+      case key_type::string_list: {
+        setting out;
+        for (const toml::node& item : *node.as_array()) {
+          const auto* text = item.as_string();
+          if (text == nullptr || text->get().empty()) {
+            report(place_of(item.source()), name + " must hold only non-empty strings",
+                   "e.g. " + std::string(key_of(row.name)) + " = " + default_of(row));
+            return std::nullopt;
+          }
+          out.list.push_back(text->get());
+        }
+        return out;
+      }
       case key_type::string: {
         const std::string& s = node.as_string()->get();
         if (static_cast<std::int64_t>(s.size()) < row.min) {
           report(at, name + " must not be empty", "the default is " + default_of(row));
           return std::nullopt;
         }
-        return setting{0, s};
+        return text_setting(s);
       }
       case key_type::choice:
         break;
     }
     const std::string& s = node.as_string()->get();
     if (auto it = std::ranges::find(row.choices, s); it != row.choices.end()) {
-      return setting{it - row.choices.begin(), {}};
+      return number_setting(it - row.choices.begin());
     }
     if (std::ranges::find(row.unsupported, s) != row.unsupported.end()) {
       report(at, name + " " + quoted(s) + " is not supported yet",
@@ -554,6 +617,11 @@ class loader {
              "set file = \"/path/to/userlist.txt\" under [auth]");
     }
     const auto& l = cfg_.listen;
+    if (!parse_file_mode(l.unix_socket_mode)) {
+      report(set_at_["listen.unix_socket_mode"],
+             "listen.unix_socket_mode " + quoted(l.unix_socket_mode) + " is not an octal file mode",
+             "e.g. unix_socket_mode = \"0777\"");
+    }
     if (!l.tls_cert_file.empty() && l.tls_key_file.empty()) {
       report(set_at_["listen.tls_cert_file"],
              "listen.tls_cert_file is set without listen.tls_key_file",
@@ -580,6 +648,8 @@ std::string type_cell(const key_row& row) {
       return "integer, " + std::to_string(row.min) + " to " + std::to_string(row.max);
     case key_type::boolean:
       return "boolean";
+    case key_type::string_list:
+      return "list of strings";
     case key_type::choice:
       break;
   }
@@ -594,6 +664,16 @@ std::string type_cell(const key_row& row) {
 }
 
 }  // namespace
+
+std::optional<unsigned> parse_file_mode(std::string_view text) {
+  if (text.empty() || text.size() > 4) return std::nullopt;
+  unsigned mode = 0;
+  for (char c : text) {
+    if (c < '0' || c > '7') return std::nullopt;
+    mode = mode * 8 + static_cast<unsigned>(c - '0');
+  }
+  return mode;
+}
 
 std::string format(const diagnostic& d) {
   std::string out = d.file;

@@ -30,6 +30,10 @@ struct listen_section {
   std::uint32_t max_client_conn = 1000;  // clients beyond this get 53300
   std::string tls_cert_file;  // PEM; with tls_key_file enables TLS for clients
   std::string tls_key_file;   // PEM private key for tls_cert_file
+  // A unix socket .s.PGSQL.<port> in this directory accepts clients too,
+  // as PostgreSQL's and PgBouncer's do by default; empty = none.
+  std::string unix_socket_dir = "/tmp";
+  std::string unix_socket_mode = "0777";  // octal, as chmod takes it
 };
 
 struct server_section {
@@ -66,6 +70,10 @@ struct pool_section {
   // Transaction mode: protocol-level prepared statements kept per server
   // connection; the least recently used beyond this are closed.
   std::uint32_t max_prepared_statements = 200;
+  // Server databases whose connections are never kept in the pool: a
+  // client there has its own connection, closed when it leaves. A template
+  // with a connection open cannot be copied by CREATE DATABASE.
+  std::vector<std::string> unpooled_databases = {"template0", "template1"};
 };
 
 struct limits_section {
@@ -132,6 +140,9 @@ struct diagnostic {
   std::string message;
   std::string hint;
 };
+// An octal file mode such as "0777" or "660"; nullopt if it is not one.
+std::optional<unsigned> parse_file_mode(std::string_view text);
+
 // "file:line:column: message (hint)"; ":column" is left out when column is
 // 0, " (hint)" when hint is empty, and ":line:column" when line is 0.
 std::string format(const diagnostic& d);

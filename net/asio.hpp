@@ -11,8 +11,10 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -27,6 +29,8 @@ namespace pgstash {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+// A connection over TCP or a unix socket: clients may come by either.
+using stream_socket = asio::generic::stream_protocol::socket;
 using error_code = boost::system::error_code;
 template <typename T = void>
 using awaitable = asio::awaitable<T>;

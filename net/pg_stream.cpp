@@ -10,7 +10,7 @@
 
 namespace pgstash::net {
 
-pg_stream::pg_stream(tcp::socket socket, std::size_t max_buffer, std::size_t initial_buffer)
+pg_stream::pg_stream(stream_socket socket, std::size_t max_buffer, std::size_t initial_buffer)
     : socket_(std::move(socket)),
       max_buffer_(max_buffer),
       initial_buffer_(std::min(initial_buffer, max_buffer)),
@@ -26,12 +26,12 @@ void pg_stream::shrink() {
 }
 
 awaitable<void> pg_stream::accept_tls(asio::ssl::context& ctx) {
-  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, ctx);
+  tls_ = std::make_unique<asio::ssl::stream<stream_socket&>>(socket_, ctx);
   co_await tls_->async_handshake(asio::ssl::stream_base::server, use_awaitable);
 }
 
 awaitable<void> pg_stream::connect_tls(asio::ssl::context& ctx, const std::string& verify_host) {
-  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, ctx);
+  tls_ = std::make_unique<asio::ssl::stream<stream_socket&>>(socket_, ctx);
   if (!verify_host.empty()) {
     tls_->set_verify_mode(asio::ssl::verify_peer);
     tls_->set_verify_callback(asio::ssl::host_name_verification(verify_host));
@@ -135,10 +135,10 @@ bool pg_stream::has_unexpected_input() {
 void pg_stream::move_to(const asio::any_io_executor& ex) {
   auto& here = asio::query(socket_.get_executor(), asio::execution::context);
   if (&here == &asio::query(ex, asio::execution::context)) return;
-  const tcp::endpoint local = socket_.local_endpoint();
-  const tcp::socket::native_handle_type fd = socket_.release();
+  const auto protocol = socket_.local_endpoint().protocol();
+  const stream_socket::native_handle_type fd = socket_.release();
   try {
-    socket_ = tcp::socket(ex, local.protocol(), fd);
+    socket_ = stream_socket(ex, protocol, fd);
   } catch (...) {
     ::close(fd);
     throw;
@@ -147,7 +147,7 @@ void pg_stream::move_to(const asio::any_io_executor& ex) {
 
 void pg_stream::close() {
   error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.shutdown(stream_socket::shutdown_both, ignored);
   socket_.close(ignored);
 }
 

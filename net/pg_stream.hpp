@@ -1,4 +1,4 @@
-// A PostgreSQL connection's byte stream: a TCP socket that may be upgraded
+// A PostgreSQL connection's byte stream: a socket (TCP or unix) that may be upgraded
 // to TLS in place after an SSLRequest, plus the read buffer that frames are
 // decoded from. Used for both sides: client sessions and server
 // connections.
@@ -27,11 +27,11 @@ class pg_stream {
   // `max_buffer` are only ever streamed, never held. shrink() gives the
   // memory back while the stream is idle, so thousands of idle clients cost
   // little.
-  pg_stream(tcp::socket socket, std::size_t max_buffer, std::size_t initial_buffer);
+  pg_stream(stream_socket socket, std::size_t max_buffer, std::size_t initial_buffer);
   pg_stream(const pg_stream&) = delete;
   pg_stream& operator=(const pg_stream&) = delete;
 
-  tcp::socket& socket() { return socket_; }
+  stream_socket& socket() { return socket_; }
   bool is_tls() const { return tls_ != nullptr; }
 
   // Upgrades to TLS as the server side (after answering 'S') or the client
@@ -80,8 +80,8 @@ class pg_stream {
   void close();
 
  private:
-  tcp::socket socket_;
-  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+  stream_socket socket_;
+  std::unique_ptr<asio::ssl::stream<stream_socket&>> tls_;
   std::size_t max_buffer_;
   std::size_t initial_buffer_;
   std::string buffer_;

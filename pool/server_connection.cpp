@@ -39,7 +39,7 @@ std::string connect_request::signature() const {
 }
 
 
-server_connection::server_connection(tcp::socket socket, const server_limits& limits,
+server_connection::server_connection(stream_socket socket, const server_limits& limits,
                                      std::uint64_t id)
     : idle_since(std::chrono::steady_clock::now()),
       stream_(std::move(socket), limits.buffer_size, limits.buffer_size),
@@ -52,7 +52,7 @@ awaitable<std::unique_ptr<server_connection>> server_connection::connect(
     const conf::server_section& server, asio::ssl::context& tls, const connect_request& request,
     server_limits limits, std::uint64_t id) {
   auto ex = co_await asio::this_coro::executor;
-  std::unique_ptr<server_connection> conn(new server_connection(tcp::socket(ex), limits, id));
+  std::unique_ptr<server_connection> conn(new server_connection(stream_socket(tcp::socket(ex)), limits, id));
   conn->signature_ = request.signature();
   conn->key_ = request.key();
   const std::string where = server.host + ":" + std::to_string(server.port);
@@ -220,13 +220,15 @@ std::optional<wire::parameter_status> server_connection::note_parameter_status(
   return ps;
 }
 
-awaitable<std::optional<std::string>> server_connection::run_internal(std::string_view sql) {
+awaitable<std::optional<std::string>> server_connection::run_internal(
+    std::string_view sql, std::optional<std::string>* first_value) {
   std::string out;
   wire::write_query(out, sql);
   error_code ec;
   co_await stream_.write(out, ec);
   if (ec) throw make_server_error("08006", "server connection lost: " + ec.message());
   std::optional<std::string> first_error;
+  bool row_seen = false;
   for (;;) {
     wire::decoded_frame f = co_await stream_.read_frame(wire::phase::normal, max_message_size_, ec);
     if (ec) throw make_server_error("08006", "server connection lost: " + ec.message());
@@ -240,6 +242,14 @@ awaitable<std::optional<std::string>> server_connection::run_internal(std::strin
                             ? std::string("malformed error")
                             : std::string(fields.get('M').value_or("?"));
         }
+        break;
+      }
+      case wire::backend_tag::data_row: {
+        wire::data_row row;
+        if (first_value && !row_seen && !wire::parse_data_row(f.body, row) && !row.values.empty() &&
+            row.values[0])
+          *first_value = std::string(*row.values[0]);
+        row_seen = true;
         break;
       }
       case wire::backend_tag::parameter_status: {

@@ -115,12 +115,14 @@ class server_connection {
 
   // Runs `sql` as a simple query and reads through ReadyForQuery, keeping
   // parameters() current. Returns the first error's message, or nullopt.
-  // Throws server_error if the connection fails or the server ends up
-  // anywhere but idle.
-  awaitable<std::optional<std::string>> run_internal(std::string_view sql);
+  // If `first_value` is given, it is set to the first column of the first
+  // row (nullopt for none or NULL). Throws server_error if the connection
+  // fails or the server ends up anywhere but idle.
+  awaitable<std::optional<std::string>> run_internal(std::string_view sql,
+                                                     std::optional<std::string>* first_value = nullptr);
 
  private:
-  server_connection(tcp::socket socket, const server_limits& limits, std::uint64_t id);
+  server_connection(stream_socket socket, const server_limits& limits, std::uint64_t id);
   awaitable<void> negotiate_tls(const conf::server_section& server, asio::ssl::context& tls);
   awaitable<void> authenticate(const connect_request& request, std::uint32_t max_message_size);
 

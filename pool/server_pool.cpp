@@ -57,7 +57,8 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
   std::unique_lock lock(mu_);
   for (;;) {
     user_pool& p = pools_[key];
-    if (!p.template_request) p.template_request = request;
+    // min_pool_size opens spares from this; never for an unpooled database.
+    if (!p.template_request && pooled(request.database)) p.template_request = request;
     if (my_turn || p.waiters.empty()) {
       // The most recently used match, preferring one already on this
       // worker's io_context (no move needed).
@@ -165,6 +166,10 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
                    std::to_string(cfg_.pool.size) + " of pool.size are in use");
 }
 
+bool server_pool::pooled(const std::string& database) const {
+  return std::ranges::find(cfg_.pool.unpooled_databases, database) == cfg_.pool.unpooled_databases.end();
+}
+
 void server_pool::release(std::unique_ptr<server_connection> conn, bool reusable) {
   const pool_key key = conn->key();
   const auto now = clock::now();
@@ -172,7 +177,7 @@ void server_pool::release(std::unique_ptr<server_connection> conn, bool reusable
       now - conn->created_at() >= std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
   std::unique_lock lock(mu_);
   user_pool& p = pools_[key];
-  if (reusable && !too_old && p.lists.move(conn->id(), server_list::active, server_list::idle, now)) {
+  if (reusable && !too_old && pooled(key.database) && p.lists.move(conn->id(), server_list::active, server_list::idle, now)) {
     conn->idle_since = now;
     p.idle.push_front(std::move(conn));
     wake_next_locked(key);

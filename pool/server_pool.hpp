@@ -77,6 +77,11 @@ class server_pool {
   awaitable<std::unique_ptr<server_connection>> acquire(const connect_request& request,
                                                         std::uint64_t client_id = 0);
 
+  // False for the databases of pool.unpooled_databases, whose connections
+  // are closed on release rather than kept idle: their clients should keep
+  // one connection for their whole session.
+  bool pooled(const std::string& database) const;
+
   // Gives a leased connection back. REQUIRES: when `reusable`, it is idle
   // (ReadyForQuery 'I' seen, nothing in flight). Otherwise it is closed and
   // its slot freed.

@@ -117,7 +117,9 @@ awaitable<void> client_session::server_pump(std::shared_ptr<client_session> self
       // cancel would stop the next client's query.
       if (nothing_in_flight()) {
         const bool closed = lease_ == lease::closing;
-        release_server(!closed);
+        bool reusable = !closed;
+        if (reusable && client_gone_ && cleanup_.reset_due) reusable = co_await reset_backend();
+        release_server(reusable);
         if (closed && !client_gone_) {
           // The client's server connection failed under it: its session
           // state is lost, so the client goes too, as if the server had
@@ -327,16 +329,31 @@ awaitable<void> client_session::cleanup_step() {
     co_await send_to_server(out);
     co_return;
   }
-  const bool needs_reset = !transaction_mode() || relay_->pinned();
-  if (needs_reset && !cleanup_.reset_sent && !ctx_.cfg.pool.server_reset_query.empty()) {
-    cleanup_.reset_sent = true;
-    relay_->run_internal(out, ctx_.cfg.pool.server_reset_query);
-    co_await send_to_server(out);
-    co_return;
-  }
-  if (cleanup_.reset_sent) relay_->server_was_reset();
+  // A connection that will be closed needs no reset. The pump resets it
+  // before giving it back (reset_backend).
+  cleanup_.reset_due = !own_server_ && (!transaction_mode() || relay_->pinned());
   lease_ = lease::releasing;
   wake_pump();
+}
+
+awaitable<bool> client_session::reset_backend() {
+  // The reset query (DISCARD ALL) drops temporary tables but not the
+  // backend's temporary schema, which a fresh backend lacks and which
+  // changes what the next client sees (current_schema() under search_path
+  // pg_temp, PREPARE TRANSACTION): such a backend is closed, not handed on.
+  const std::string& reset = ctx_.cfg.pool.server_reset_query;
+  try {
+    std::optional<std::string> no_temp_schema;
+    auto error = co_await server_->run_internal("select pg_my_temp_schema() = 0", &no_temp_schema);
+    if (error || no_temp_schema != "t") co_return false;
+    if (reset.empty()) co_return true;
+    if (co_await server_->run_internal(reset)) co_return false;
+  } catch (const pool::server_error& e) {
+    spdlog::info("{} server connection failed while being reset: {}", prefix(), e.what());
+    co_return false;
+  }
+  relay_->server_was_reset();
+  co_return true;
 }
 
 awaitable<void> client_session::flush_to_server() {

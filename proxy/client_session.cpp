@@ -24,15 +24,11 @@ constexpr std::size_t k_initial_client_buffer = 512;
 
 }  // namespace
 
-client_session::client_session(proxy_context& ctx, tcp::socket socket)
+client_session::client_session(proxy_context& ctx, stream_socket socket, std::string peer)
     : ctx_(ctx),
       id_(ctx.next_client_id++),
-      client_(std::move(socket), ctx.cfg.limits.io_buffer_size, k_initial_client_buffer) {
-  error_code ec;
-  auto ep = client_.socket().remote_endpoint(ec);
-  peer_ = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
-  client_.socket().set_option(tcp::no_delay(true), ec);
-}
+      client_(std::move(socket), ctx.cfg.limits.io_buffer_size, k_initial_client_buffer),
+      peer_(std::move(peer)) {}
 
 void client_session::start() { spawn(run(shared_from_this()), "session"); }
 
@@ -89,6 +85,7 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     }
     request_.database = it->second;
   }
+  own_server_ = !ctx_.pool.pooled(request_.database);
   std::vector<std::pair<std::string, std::string>> client_parameters;
   for (auto [name, value] : startup.parameters) {
     if (name == "user" || name == "database" || name.starts_with("_pq_.")) continue;
@@ -372,7 +369,7 @@ std::string client_session::prefix() const {
 }
 
 bool client_session::transaction_mode() const {
-  return ctx_.cfg.pool.mode == conf::pool_mode::transaction;
+  return !own_server_ && ctx_.cfg.pool.mode == conf::pool_mode::transaction;
 }
 
 

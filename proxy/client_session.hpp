@@ -40,8 +40,8 @@ struct proxy_context;
 class client_session : public std::enable_shared_from_this<client_session> {
  public:
   // REQUIRES: `ctx` outlives the session; `socket`'s io_context is run by
-  // one thread.
-  client_session(proxy_context& ctx, tcp::socket socket);
+  // one thread. `peer` names the client in the log.
+  client_session(proxy_context& ctx, stream_socket socket, std::string peer);
   client_session(const client_session&) = delete;
   client_session& operator=(const client_session&) = delete;
 
@@ -108,6 +108,11 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // (CopyFail, Sync, cancel, ROLLBACK, pool.server_reset_query); the next
   // ReadyForQuery runs the next one.
   awaitable<void> cleanup_step();
+  // Brings the backend of a client that left back to what a fresh one
+  // would give the next client: pool.server_reset_query, after checking
+  // that it has no temporary schema. False if it must be closed instead.
+  // REQUIRES: the pump is not reading the server.
+  awaitable<bool> reset_backend();
   awaitable<void> flush_to_server();
   awaitable<void> send_to_server(std::string_view bytes);
 
@@ -129,6 +134,10 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::string user_;
   std::string database_;
   pool::connect_request request_;
+  // The server connection is this client's alone: session semantics
+  // whatever pool.mode, and closed when the client leaves
+  // (pool.unpooled_databases).
+  bool own_server_ = false;
   std::optional<std::pair<std::uint32_t, std::uint32_t>> cancel_key_;
   // Declared before the relay, which uses it to its end.
   std::optional<cache_client> cache_;  // when the result cache is on
@@ -153,7 +162,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   struct {
     bool due = false;  // a ReadyForQuery came: the next step may run
     bool cancel_sent = false;
-    bool reset_sent = false;
+    bool reset_due = false;  // the pump resets the connection before giving it back
   } cleanup_;
   std::string end_sqlstate_;  // why the client pump ended, if pgstash ends it
   std::string end_message_;

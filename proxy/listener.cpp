@@ -1,8 +1,12 @@
 #include "proxy/listener.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <memory>
 
 #include "proxy/client_session.hpp"
@@ -22,15 +26,47 @@ tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std:
   return acceptor;
 }
 
-awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx,
-                               std::vector<asio::io_context*> workers) {
+std::string unix_socket_path(const std::string& dir, std::uint16_t port) {
+  return dir + "/.s.PGSQL." + std::to_string(port);
+}
+
+unix_acceptor bind_unix_listener(asio::io_context& ioc, const std::string& path, unsigned mode) {
+  const asio::local::stream_protocol::endpoint ep(path);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
+    asio::local::stream_protocol::socket probe(ioc);
+    error_code ec;
+    probe.connect(ep, ec);
+    if (!ec) throw std::runtime_error("another server is accepting connections on " + path);
+    ::unlink(path.c_str());
+  }
+  unix_acceptor acceptor(ioc, ep);
+  if (::chmod(path.c_str(), mode) != 0)
+    throw std::runtime_error("cannot set the mode of " + path + ": " + std::strerror(errno));
+  return acceptor;
+}
+
+namespace {
+
+std::string describe_peer(tcp::socket& socket) {
+  error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  return ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+std::string describe_peer(asio::local::stream_protocol::socket&) { return "[local]"; }
+
+template <typename Acceptor>
+awaitable<void> accept_loop(Acceptor& acceptor, proxy_context& ctx,
+                            std::vector<asio::io_context*> workers) {
   auto ex = co_await asio::this_coro::executor;
   std::size_t next = 0;
   while (acceptor.is_open()) {
     error_code ec;
     // A session lives on one worker's io_context, which one thread runs:
     // its two pumps never run at once, with no strand to pass through.
-    tcp::socket socket(workers[next]->get_executor());
+    typename Acceptor::protocol_type::socket socket(workers[next]->get_executor());
     next = (next + 1) % workers.size();
     co_await acceptor.async_accept(socket, on_error(ec));
     if (ec == asio::error::operation_aborted) break;
@@ -41,8 +77,22 @@ awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx,
       co_await pause.async_wait(on_error(ec));
       continue;
     }
-    std::make_shared<client_session>(ctx, std::move(socket))->start();
+    if constexpr (std::is_same_v<Acceptor, tcp::acceptor>) socket.set_option(tcp::no_delay(true), ec);
+    std::string peer = describe_peer(socket);
+    std::make_shared<client_session>(ctx, stream_socket(std::move(socket)), std::move(peer))->start();
   }
+}
+
+}  // namespace
+
+awaitable<void> accept_clients(tcp::acceptor& acceptor, proxy_context& ctx,
+                               std::vector<asio::io_context*> workers) {
+  return accept_loop(acceptor, ctx, std::move(workers));
+}
+
+awaitable<void> accept_clients(unix_acceptor& acceptor, proxy_context& ctx,
+                               std::vector<asio::io_context*> workers) {
+  return accept_loop(acceptor, ctx, std::move(workers));
 }
 
 std::unique_ptr<asio::ssl::context> make_client_tls(const conf::listen_section& listen) {

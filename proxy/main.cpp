@@ -3,6 +3,7 @@
 //   pgstash --check-config FILE    validate FILE and the auth file it names
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -102,9 +104,17 @@ int run(loaded config) {
     }
   }
   tcp::acceptor acceptor = proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port);
-  spdlog::info("pgstash listening on {}:{}, server {}:{}, {} pooling, pool.size {}, {} workers, "
+  std::optional<proxy::unix_acceptor> unix_acceptor;
+  std::string unix_path;
+  if (!cfg.listen.unix_socket_dir.empty()) {
+    unix_path = proxy::unix_socket_path(cfg.listen.unix_socket_dir, cfg.listen.port);
+    unix_acceptor.emplace(proxy::bind_unix_listener(
+        ioc, unix_path, *conf::parse_file_mode(cfg.listen.unix_socket_mode)));
+  }
+  spdlog::info("pgstash listening on {}:{}{}, server {}:{}, {} pooling, pool.size {}, {} workers, "
                "result cache {}",
-               cfg.listen.host, cfg.listen.port, cfg.server.host, cfg.server.port,
+               cfg.listen.host, cfg.listen.port, unix_path.empty() ? "" : " and " + unix_path,
+               cfg.server.host, cfg.server.port,
                cfg.pool.mode == conf::pool_mode::transaction ? "transaction" : "session",
                cfg.pool.size, workers, ctx.cache ? "on at " + cfg.cache.path : std::string("off"));
 
@@ -112,13 +122,16 @@ int run(loaded config) {
   // PostgreSQL rolls back what its clients had open. Exiting at once avoids
   // tearing down sessions that are mid-flight one by one.
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([](const error_code& ec, int signo) {
+  signals.async_wait([unix_path](const error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("signal {}: shutting down", signo);
+    if (!unix_path.empty()) ::unlink(unix_path.c_str());
     spdlog::shutdown();
     std::_Exit(0);
   });
   asio::co_spawn(ioc, proxy::accept_clients(acceptor, ctx, worker_contexts), asio::detached);
+  if (unix_acceptor)
+    asio::co_spawn(ioc, proxy::accept_clients(*unix_acceptor, ctx, worker_contexts), asio::detached);
   asio::co_spawn(ioc, maintain_pools(ctx.pool), asio::detached);
 
   std::vector<std::thread> threads;

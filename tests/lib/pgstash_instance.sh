@@ -138,6 +138,7 @@ EOF
     SECTION_KEYS=()
     set_key listen host '"127.0.0.1"'
     set_key listen port "$port"
+    set_key listen unix_socket_dir '""'  # tests that want the socket give it a directory
     set_key server host '"127.0.0.1"'
     set_key server port "$PGSTASH_PG_PORT"
     set_key auth method '"trust"'

@@ -35,13 +35,13 @@ const std::vector<std::string> k_all_keys = {
     "limits.client_login_timeout_ms", "limits.idle_transaction_timeout_ms",
     "limits.io_buffer_size", "limits.max_message_size",
     "listen.host", "listen.max_client_conn", "listen.port", "listen.tls_cert_file",
-    "listen.tls_key_file",
+    "listen.tls_key_file", "listen.unix_socket_dir", "listen.unix_socket_mode",
     "log.level",
     "pool.cleanup_timeout_ms", "pool.max_db_connections", "pool.max_prepared_statements",
     "pool.min_pool_size", "pool.mode", "pool.query_wait_timeout_ms", "pool.reserve_pool_size",
     "pool.reserve_pool_timeout_ms", "pool.server_check_delay_ms", "pool.server_check_query",
     "pool.server_idle_timeout_ms", "pool.server_lifetime_ms", "pool.server_reset_query",
-    "pool.size",
+    "pool.size", "pool.unpooled_databases",
     "process.workers",
     "server.connect_timeout_ms", "server.host", "server.port", "server.tls", "server.tls_ca_file",
 };
@@ -59,6 +59,9 @@ TEST_CASE("an empty file gives the documented defaults") {
   CHECK(c.listen.max_client_conn == 1000);
   CHECK(c.listen.tls_cert_file.empty());
   CHECK(c.listen.tls_key_file.empty());
+  CHECK(c.listen.unix_socket_dir == "/tmp");
+  CHECK(c.listen.unix_socket_mode == "0777");
+  CHECK(c.pool.unpooled_databases == std::vector<std::string>{"template0", "template1"});
   CHECK(c.server.host == "127.0.0.1");
   CHECK(c.server.port == 5432);
   CHECK(c.server.tls == server_tls::prefer);
@@ -203,7 +206,7 @@ TEST_CASE("unknown keys") {
           "([pool] accepts cleanup_timeout_ms max_db_connections max_prepared_statements "
           "min_pool_size mode query_wait_timeout_ms reserve_pool_size reserve_pool_timeout_ms "
           "server_check_delay_ms server_check_query server_idle_timeout_ms server_lifetime_ms "
-          "server_reset_query size)");
+          "server_reset_query size unpooled_databases)");
   }
   SUBCASE("a key outside any section") {
     CHECK(only_error("port = 6432\n") ==
@@ -214,7 +217,7 @@ TEST_CASE("unknown keys") {
   SUBCASE("a sub-table of a section is an unknown key") {
     CHECK(only_error("[listen.extra]\nx = 1\n") ==
           "t.toml:1:9: unknown key \"listen.extra\" ([listen] accepts host max_client_conn "
-          "port tls_cert_file tls_key_file)");
+          "port tls_cert_file tls_key_file unix_socket_dir unix_socket_mode)");
   }
 }
 
@@ -258,6 +261,38 @@ TEST_CASE("a boolean key takes true and false") {
   REQUIRE(off.cfg);
   CHECK_FALSE(off.cfg->cache.enabled);
   CHECK(reference_markdown().find("| `cache.enabled` | boolean | `false` |") != std::string::npos);
+}
+
+TEST_CASE("a list key takes a list of non-empty strings") {
+  load_result set = load("[pool]\nunpooled_databases = [\"a\", \"b c\"]\n");
+  REQUIRE(set.cfg);
+  CHECK(set.cfg->pool.unpooled_databases == std::vector<std::string>{"a", "b c"});
+  load_result none = load("[pool]\nunpooled_databases = []\n");
+  REQUIRE(none.cfg);
+  CHECK(none.cfg->pool.unpooled_databases.empty());
+  load_result scalar = load("[pool]\nunpooled_databases = \"template1\"\n");
+  REQUIRE(scalar.errors.size() == 1);
+  CHECK(scalar.errors[0].message == "pool.unpooled_databases must be a list of strings, not a string");
+  load_result mixed = load("[pool]\nunpooled_databases = [\"a\", 3]\n");
+  REQUIRE(mixed.errors.size() == 1);
+  CHECK(mixed.errors[0].message == "pool.unpooled_databases must hold only non-empty strings");
+  CHECK(mixed.errors[0].column == 28);
+  CHECK(reference_markdown().find(
+            "| `pool.unpooled_databases` | list of strings | `[\"template0\", \"template1\"]` |") !=
+        std::string::npos);
+}
+
+TEST_CASE("the unix socket's mode is an octal file mode") {
+  CHECK(load("listen.unix_socket_mode = \"0660\"").cfg->listen.unix_socket_mode == "0660");
+  CHECK(parse_file_mode("0660") == 0660u);
+  CHECK(parse_file_mode("777") == 0777u);
+  CHECK(!parse_file_mode("0789"));
+  CHECK(!parse_file_mode("rwx"));
+  CHECK(!parse_file_mode("07777"));
+  load_result bad = load("[listen]\nunix_socket_mode = \"rw\"\n");
+  REQUIRE(bad.errors.size() == 1);
+  CHECK(bad.errors[0].line == 2);
+  CHECK(bad.errors[0].message == "listen.unix_socket_mode \"rw\" is not an octal file mode");
 }
 
 TEST_CASE("ranges: bounds are accepted, one past them is not") {
