@@ -211,6 +211,11 @@ constexpr std::array k_keys = {
     integer_key<&config::listen, &listen_section::max_client_conn>(
         "listen.max_client_conn", 1, 1'000'000,
         "Clients beyond this many are refused with SQLSTATE 53300."),
+    integer_key<&config::listen, &listen_section::max_replication_conn>(
+        "listen.max_replication_conn", 0, 10000,
+        "Replication clients (startup parameter `replication`) beyond this many are refused "
+        "with SQLSTATE 53300; each has its own server connection, outside the pools and "
+        "`listen.max_client_conn`."),
     integer_key<&config::listen, &listen_section::port>("listen.port", 1, 65535,
                                                         "TCP port to accept clients on."),
     string_key<&config::listen, &listen_section::tls_cert_file>(

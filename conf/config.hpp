@@ -28,6 +28,9 @@ struct listen_section {
   std::string host = "127.0.0.1";  // address to accept clients on
   std::uint16_t port = 6432;       // TCP port to accept clients on
   std::uint32_t max_client_conn = 1000;  // clients beyond this get 53300
+  // Replication clients, counted apart from max_client_conn: each has a
+  // server connection of its own, outside the pools.
+  std::uint32_t max_replication_conn = 10;
   std::string tls_cert_file;  // PEM; with tls_key_file enables TLS for clients
   std::string tls_key_file;   // PEM private key for tls_cert_file
   // A unix socket .s.PGSQL.<port> in this directory accepts clients too,

@@ -24,6 +24,16 @@ awaitable<std::unique_ptr<server_connection>> server_pool::connect(const connect
   co_return co_await server_connection::connect(cfg_.server, tls_, request, limits, id);
 }
 
+awaitable<std::unique_ptr<server_connection>> server_pool::connect_dedicated(
+    const connect_request& request) {
+  std::uint64_t id = 0;
+  {
+    std::lock_guard lock(mu_);
+    id = next_id_++;
+  }
+  co_return co_await connect(request, id);
+}
+
 bool server_pool::on_context(server_connection& conn, const asio::execution_context* context) {
   return &asio::query(conn.stream().socket().get_executor(), asio::execution::context) == context;
 }

@@ -82,6 +82,11 @@ class server_pool {
   // one connection for their whole session.
   bool pooled(const std::string& database) const;
 
+  // A connection outside every pool: it takes no slot of pool.size and is
+  // never given back, only closed (destroyed). For replication connections.
+  // Throws server_error.
+  awaitable<std::unique_ptr<server_connection>> connect_dedicated(const connect_request& request);
+
   // Gives a leased connection back. REQUIRES: when `reusable`, it is idle
   // (ReadyForQuery 'I' seen, nothing in flight). Otherwise it is closed and
   // its slot freed.

@@ -299,6 +299,7 @@ awaitable<void> client_session::cancel_on_server(std::shared_ptr<client_session>
   // Until the server has delivered the cancel, the connection is neither
   // given back nor sent cleanup queries: a late cancel would otherwise stop
   // the next client's query, or the ROLLBACK.
+  if (!server_) co_return;  // gone since the cancel request was posted
   ++cancels_in_flight_;
   co_await pool::send_cancel(server_->endpoint(), server_->process_id(), server_->secret_key(),
                              std::chrono::milliseconds(ctx_.cfg.server.connect_timeout_ms));

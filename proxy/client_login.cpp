@@ -89,6 +89,14 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
     wire::startup_packet reparsed;
     wire::parse_startup_packet(packet, reparsed);
     startup = std::get<wire::startup_message>(std::move(reparsed));
+    if (auto value = startup.get("replication")) {
+      auto mode = wire::parse_replication(*value);
+      if (!mode) {
+        co_await fail("22023", "invalid value for parameter \"replication\": \"" + std::string(*value) + "\"");
+        co_return false;
+      }
+      replication_ = *mode != wire::replication_mode::none;
+    }
     user_ = std::string(*startup.get("user"));
     database_ = std::string(startup.get("database").value_or(user_));
     if (database_.empty()) database_ = user_;

@@ -30,6 +30,10 @@ client_session::client_session(proxy_context& ctx, stream_socket socket, std::st
       client_(std::move(socket), ctx.cfg.limits.io_buffer_size, k_initial_client_buffer),
       peer_(std::move(peer)) {}
 
+client_session::~client_session() {
+  if (replication_counted_) --ctx_.replication_clients;
+}
+
 void client_session::start() { spawn(run(shared_from_this()), "session"); }
 
 void client_session::spawn(awaitable<void> task, const char* what) {
@@ -54,6 +58,11 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   // Login and leaving are coroutines of their own so that what they hold
   // (the startup packet, the greeting) is freed while the client is idle.
   if (!co_await log_in(self)) co_return;
+  if (replication_) {
+    co_await relay_replication(self);
+    ctx_.unregister_cancel_key(*cancel_key_);
+    co_return;
+  }
   if (transaction_mode()) release_server(true);
   start_server_pump();
   co_await client_loop();
@@ -68,7 +77,13 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
                                  std::chrono::milliseconds(ctx_.cfg.limits.client_login_timeout_ms),
                                  [this] { client_.close(); });
     if (!co_await negotiate_startup(startup, startup_packet)) co_return false;
-    if (ctx_.clients > ctx_.cfg.listen.max_client_conn) {
+    if (replication_) {
+      replication_counted_ = true;
+      if (++ctx_.replication_clients > ctx_.cfg.listen.max_replication_conn) {
+        co_await fail("53300", "sorry, too many replication clients already");
+        co_return false;
+      }
+    } else if (ctx_.clients - ctx_.replication_clients > ctx_.cfg.listen.max_client_conn) {
       co_await fail("53300", "sorry, too many clients already");
       co_return false;
     }
@@ -85,10 +100,12 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     }
     request_.database = it->second;
   }
-  own_server_ = !ctx_.pool.pooled(request_.database);
+  own_server_ = replication_ || !ctx_.pool.pooled(request_.database);
   std::vector<std::pair<std::string, std::string>> client_parameters;
   for (auto [name, value] : startup.parameters) {
     if (name == "user" || name == "database" || name.starts_with("_pq_.")) continue;
+    // Only a replication connection's server is asked for replication.
+    if (name == "replication" && !replication_) continue;
     client_parameters.emplace_back(name, value);
   }
   // Session mode hands the server exactly the client's startup packet; in
@@ -106,7 +123,14 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
                                              : std::vector<std::pair<std::string, std::string>>{});
   if (!transaction_mode()) request_.parameters = std::move(client_parameters);
   request_.cached_signature = request_.signature();
-  if (!co_await attach_server()) co_return false;
+  // Not a conditional expression: g++ 12 mishandles co_await on one.
+  bool attached = false;
+  if (replication_) {
+    attached = co_await attach_replication_server();
+  } else {
+    attached = co_await attach_server();
+  }
+  if (!attached) co_return false;
 
   // Tell the client what a server would: parameters, its cancel key, ready.
   // In session mode the process id is the real server's; in transaction

@@ -42,6 +42,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // REQUIRES: `ctx` outlives the session; `socket`'s io_context is run by
   // one thread. `peer` names the client in the log.
   client_session(proxy_context& ctx, stream_socket socket, std::string peer);
+  ~client_session();
   client_session(const client_session&) = delete;
   client_session& operator=(const client_session&) = delete;
 
@@ -73,6 +74,14 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Reads client frames and routes each (relay::plan_frame) until the
   // client leaves or its server connection fails.
   awaitable<void> client_loop();
+  // --- Replication clients (replication_relay.cpp).
+  // Connects the client's own server connection, outside the pools.
+  awaitable<bool> attach_replication_server();
+  // Relays bytes both ways, unparsed (replication commands, CopyBoth),
+  // until either side closes; then closes both.
+  awaitable<void> relay_replication(std::shared_ptr<client_session> self);
+  awaitable<void> replication_server_to_client(std::shared_ptr<client_session> self);
+
   // Waits until the server has answered more (or the lease ended).
   awaitable<void> wait_for_answers();
   // Reads the frame at the head of the buffer, larger than the buffer,
@@ -138,6 +147,10 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // whatever pool.mode, and closed when the client leaves
   // (pool.unpooled_databases).
   bool own_server_ = false;
+  // A replication connection (startup parameter "replication"): its own
+  // server connection, relayed as bytes.
+  bool replication_ = false;
+  bool replication_counted_ = false;  // in ctx_.replication_clients
   std::optional<std::pair<std::uint32_t, std::uint32_t>> cancel_key_;
   // Declared before the relay, which uses it to its end.
   std::optional<cache_client> cache_;  // when the result cache is on

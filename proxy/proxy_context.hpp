@@ -56,7 +56,8 @@ struct proxy_context {
     return it == cancel_keys_.end() ? nullptr : it->second.lock();
   }
 
-  std::atomic<std::uint32_t> clients = 0;
+  std::atomic<std::uint32_t> clients = 0;  // replication clients included
+  std::atomic<std::uint32_t> replication_clients = 0;
   std::atomic<std::uint64_t> next_client_id = 1;
 
  private:

@@ -1,5 +1,8 @@
 #include "wire/frontend.hpp"
 
+#include <cctype>
+#include <string>
+
 #include "wire/byte_reader.hpp"
 #include "wire/errc.hpp"
 
@@ -30,6 +33,22 @@ std::uint32_t startup_code(std::string_view body) { return byte_reader(body).uin
 
 bool is_special_request_code(std::uint32_t code) {
   return code == k_ssl_request_code || code == k_gssenc_request_code || code == k_cancel_request_code;
+}
+
+std::optional<replication_mode> parse_replication(std::string_view value) {
+  if (value == "database") return replication_mode::logical;
+  std::string lower(value);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  // As PostgreSQL's parse_bool: any prefix of the words, but "o" alone is
+  // ambiguous between on and off.
+  auto prefix_of = [&](std::string_view word, std::size_t min) {
+    return lower.size() >= min && word.starts_with(lower);
+  };
+  if (prefix_of("true", 1) || prefix_of("yes", 1) || prefix_of("on", 2) || lower == "1")
+    return replication_mode::physical;
+  if (prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || lower == "0")
+    return replication_mode::none;
+  return std::nullopt;
 }
 
 std::error_code parse_startup_packet(std::string_view body, startup_packet& out) {

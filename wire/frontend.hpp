@@ -44,6 +44,13 @@ std::uint32_t startup_code(std::string_view body);
 // True for the codes of SSLRequest, GSSENCRequest and CancelRequest.
 bool is_special_request_code(std::uint32_t code);
 
+// What the startup parameter "replication" asks for.
+enum class replication_mode { none, physical, logical };
+// The parameter's value as PostgreSQL reads it: "database" (logical), or a
+// boolean ("true"/"false", "on"/"off", "yes"/"no", "1"/"0", unambiguous
+// prefixes, any case). nullopt if it is neither.
+std::optional<replication_mode> parse_replication(std::string_view value);
+
 // Body of a startup-phase frame. Accepts protocol major version 3 with any
 // minor version (the caller answers NegotiateProtocolVersion for minor > 0
 // or for `_pq_.` options).

@@ -12,20 +12,34 @@ Run with Debian's /usr/bin/python3 (python3-psycopg); cases as in case_harness.
   temp_schema_session
       a backend that created a temporary schema is not handed to the next client, who gets what a
       fresh backend gives (PostgreSQL keeps the schema after DISCARD ALL).
+  logical_replication_session, logical_replication_transaction
+      pg_recvlogical creates a slot, streams a change made directly on PostgreSQL and drops the
+      slot through pgstash; the walsender connections end with their clients.
+  replication_cancel_and_limits
+      a query on a replication connection is cancelled through pgstash's cancel key; the
+      replication client limit is apart from max_client_conn; a bad replication value is refused
+      as PostgreSQL refuses it.
+  base_backup
+      pg_basebackup (physical replication) through pgstash in transaction mode.
 
 Arguments, if any, name the cases to run (all by default).
 """
 
 import os
+import signal
 import stat
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psycopg
 import psycopg.errors
 
-from case_harness import CASE_TIMEOUT, DB, admin, connect, expect, main, ok
+from psycopg import pq
+
+from case_harness import CASE_TIMEOUT, CLUSTER, DB, admin, connect, expect, main, ok
 
 SESSION = 'pool.mode = "session"'
 TRANSACTION = 'pool.mode = "transaction"'
@@ -112,12 +126,124 @@ def temp_schema_session(case):
     ok("backends without a temporary schema are still reused")
 
 
+def walsenders():
+    with admin() as conn:
+        return conn.execute("select count(*) from pg_stat_activity where backend_type = 'walsender'"
+                            ).fetchone()[0]
+
+
+def eventually(predicate, seconds=5):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def recvlogical(port, slot, *args, **kw):
+    return subprocess.run(["pg_recvlogical", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                           "-d", DB, "--slot", slot, *args], check=True, timeout=20, **kw)
+
+
+def logical_replication(case, mode):
+    inst = case.start(mode, "pool.size = 1")
+    slot = "pgstash_" + ("session" if mode == SESSION else "transaction")
+    table = f"{slot}_changes"
+    with admin(DB) as conn:
+        conn.execute(f"drop table if exists {table}")
+        conn.execute(f"create table {table} (x int)")
+        if conn.execute("select 1 from pg_replication_slots where slot_name = %s", (slot,)).fetchone():
+            conn.execute("select pg_drop_replication_slot(%s)", (slot,))
+    recvlogical(inst.port, slot, "--create-slot", "-P", "test_decoding")
+    ok("pg_recvlogical --create-slot through pgstash")
+    out = os.path.join(case.root, f"{slot}.out")
+    stream = subprocess.Popen(["pg_recvlogical", "-h", "127.0.0.1", "-p", str(inst.port), "-U",
+                               "postgres", "-d", DB, "--slot", slot, "--start", "-f", out, "-F", "0"])
+    try:
+        with admin(DB) as conn:
+            conn.execute(f"insert into {table} values (4242)")
+        expect(eventually(lambda: os.path.exists(out) and "4242" in open(out).read(), 10),
+               "the change made on PostgreSQL never arrived through pgstash")
+        ok("a change streams through pgstash (CopyBoth relayed both ways)")
+        # The pool's one connection is free: replication takes none of pool.size.
+        with connect(inst.port) as conn:
+            expect(conn.execute("select 1").fetchone() == (1,), "a regular client alongside")
+        ok("regular clients are served while the stream runs")
+    finally:
+        stream.send_signal(signal.SIGINT)
+        stream.wait(10)
+    recvlogical(inst.port, slot, "--drop-slot")
+    ok("pg_recvlogical --drop-slot through pgstash")
+    expect(eventually(lambda: walsenders() == 0), "a walsender outlived its client")
+    ok("each replication client's server connection ended with it")
+    with admin(DB) as conn:
+        conn.execute(f"drop table {table}")
+
+
+def replication_cancel_and_limits(case):
+    inst = case.start(TRANSACTION, "listen.max_replication_conn = 1", "listen.max_client_conn = 1")
+    conninfo = f"host=127.0.0.1 port={inst.port} dbname={DB} user=postgres replication=database"
+    walsender = pq.PGconn.connect(conninfo.encode())
+    expect(walsender.status == pq.ConnStatus.OK, walsender.error_message.decode())
+    try:
+        with connect(inst.port) as regular:
+            expect(regular.execute("select 1").fetchone() == (1,), "regular client")
+        ok("a replication client does not count against listen.max_client_conn")
+        second = pq.PGconn.connect(conninfo.encode())
+        expect(second.status == pq.ConnStatus.BAD and "too many replication clients" in
+               second.error_message.decode(), second.error_message.decode())
+        second.finish()
+        ok("replication clients beyond listen.max_replication_conn are refused")
+        # The SQL a logical replication connection accepts, in the simple protocol.
+        walsender.send_query(b"select pg_sleep(30)")
+        threading.Timer(0.5, lambda: walsender.get_cancel().cancel()).start()
+        started = time.monotonic()
+        result = None
+        while True:
+            r = walsender.get_result()
+            if r is None:
+                break
+            result = result or r
+        expect(result is not None and result.error_field(pq.DiagnosticField.SQLSTATE) == b"57014",
+               "the query was not cancelled")
+        expect(time.monotonic() - started < 10, "the cancel took too long")
+        ok("a cancel request reaches the replication connection's server")
+        r = walsender.exec_(b"IDENTIFY_SYSTEM")
+        expect(r.status == pq.ExecStatus.TUPLES_OK, "IDENTIFY_SYSTEM after the cancel")
+        ok("the replication connection goes on after the cancel")
+    finally:
+        walsender.finish()
+    for port in (inst.port, CLUSTER["PGSTASH_PG_PORT"]):
+        bad = pq.PGconn.connect(f"host=127.0.0.1 port={port} dbname={DB} user=postgres "
+                                f"replication=maybe".encode())
+        expect(bad.status == pq.ConnStatus.BAD and
+               'invalid value for parameter "replication"' in bad.error_message.decode(),
+               bad.error_message.decode())
+        bad.finish()
+    ok("an invalid replication value is refused as PostgreSQL refuses it")
+
+
+def base_backup(case):
+    inst = case.start(TRANSACTION, "pool.size = 1")
+    target = os.path.join(case.root, "base_backup")
+    subprocess.run(["pg_basebackup", "-h", "127.0.0.1", "-p", str(inst.port), "-U", "postgres",
+                    "-D", target, "-Ft", "-X", "none", "--no-sync", "--no-manifest"],
+                   check=True, timeout=60)
+    expect(os.path.getsize(os.path.join(target, "base.tar")) > 1_000_000, "a base backup")
+    ok("pg_basebackup through pgstash")
+    expect(eventually(lambda: walsenders() == 0), "a walsender outlived pg_basebackup")
+
+
 CASES = [
     ("unix_socket_session", lambda case: unix_socket(case, SESSION), CASE_TIMEOUT),
     ("unix_socket_transaction", lambda case: unix_socket(case, TRANSACTION), CASE_TIMEOUT),
     ("template_database_session", lambda case: template_database(case, SESSION), CASE_TIMEOUT),
     ("template_database_transaction", lambda case: template_database(case, TRANSACTION), CASE_TIMEOUT),
     ("temp_schema_session", temp_schema_session, CASE_TIMEOUT),
+    ("logical_replication_session", lambda case: logical_replication(case, SESSION), CASE_TIMEOUT),
+    ("logical_replication_transaction", lambda case: logical_replication(case, TRANSACTION),
+     CASE_TIMEOUT),
+    ("replication_cancel_and_limits", replication_cancel_and_limits, CASE_TIMEOUT),
+    ("base_backup", base_backup, 90),
 ]
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // node-postgres (`pg`, installed by scripts/setup into tests/clients/node/node_modules) through
-// pgstash (session pooling): parameterized queries, a named prepared query run twice, an error
+// pgstash (session pooling): connect() and end() at once, parameterized queries, a named prepared query run twice, an error
 // with its SQLSTATE, transactions, COPY in both directions through pg-copy-streams, a password
 // role, several clients at once.
 'use strict';
@@ -46,8 +46,30 @@ async function withClient(port, user, password, fn) {
   }
 }
 
+// What a client that calls connect() and end() at once sees: node-postgres sends its Terminate
+// before the startup packet.
+async function connectThenEnd(port) {
+  const errors = [];
+  const c = new pg.Client({ host: '127.0.0.1', port, database: 'pgstash_test', user: 'postgres' });
+  c.on('error', (e) => errors.push(e.message));
+  let connect = 'pending';
+  c.connect().then(() => { connect = 'connected'; }, (e) => { connect = `rejected: ${e.message}`; });
+  await c.end();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return { connect, errors };
+}
+
+function postgresPort() {
+  const env = fs.readFileSync(path.join(process.env.PGSTASH_TEST_CLUSTER_DIR, 'env'), 'utf8');
+  return Number(/^PGSTASH_PG_PORT=(\d+)$/m.exec(env)[1]);
+}
+
 async function run(port) {
   const table = `node_pg_items_${process.pid}`;
+
+  // PostgreSQL closes a connection whose startup packet it cannot read without a word.
+  assert.deepEqual(await connectThenEnd(port), await connectThenEnd(postgresPort()));
+  ok('connect(); end() at once: the same outcome as against PostgreSQL, no error');
 
   await withClient(port, 'postgres', undefined, async (c) => {
     // --- parameterized query

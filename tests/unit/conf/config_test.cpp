@@ -34,7 +34,7 @@ const std::vector<std::string> k_all_keys = {
     "limits.analysis_cache_entries", "limits.client_idle_timeout_ms",
     "limits.client_login_timeout_ms", "limits.idle_transaction_timeout_ms",
     "limits.io_buffer_size", "limits.max_message_size",
-    "listen.host", "listen.max_client_conn", "listen.port", "listen.tls_cert_file",
+    "listen.host", "listen.max_client_conn", "listen.max_replication_conn", "listen.port", "listen.tls_cert_file",
     "listen.tls_key_file", "listen.unix_socket_dir", "listen.unix_socket_mode",
     "log.level",
     "pool.cleanup_timeout_ms", "pool.max_db_connections", "pool.max_prepared_statements",
@@ -216,7 +216,7 @@ TEST_CASE("unknown keys") {
   }
   SUBCASE("a sub-table of a section is an unknown key") {
     CHECK(only_error("[listen.extra]\nx = 1\n") ==
-          "t.toml:1:9: unknown key \"listen.extra\" ([listen] accepts host max_client_conn "
+          "t.toml:1:9: unknown key \"listen.extra\" ([listen] accepts host max_client_conn max_replication_conn "
           "port tls_cert_file tls_key_file unix_socket_dir unix_socket_mode)");
   }
 }

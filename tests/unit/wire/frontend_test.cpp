@@ -91,6 +91,22 @@ TEST_CASE("startup: the code a startup body begins with") {
   CHECK(!is_special_request_code(80877105));
 }
 
+TEST_CASE("startup: the replication parameter, read as PostgreSQL reads it") {
+  CHECK(parse_replication("database") == replication_mode::logical);
+  for (auto yes : {"true", "t", "TRUE", "yes", "y", "on", "1"}) {
+    CAPTURE(yes);
+    CHECK(parse_replication(yes) == replication_mode::physical);
+  }
+  for (auto no : {"false", "f", "no", "off", "of", "0"}) {
+    CAPTURE(no);
+    CHECK(parse_replication(no) == replication_mode::none);
+  }
+  for (auto bad : {"", "o", "Database", "2", "truth", "database "}) {
+    CAPTURE(bad);
+    CHECK(!parse_replication(bad));
+  }
+}
+
 TEST_CASE("Query") {
   query_message m;
   REQUIRE(!parse_query("select 1\0"sv, m));
