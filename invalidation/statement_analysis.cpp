@@ -660,6 +660,25 @@ analysis analyze(std::string_view sql) {
   return out;
 }
 
+std::string describe_pins(unsigned pins) {
+  static constexpr std::pair<pin_reason, std::string_view> k_names[] = {
+      {pin_listen, "LISTEN"},
+      {pin_advisory_lock, "session advisory lock"},
+      {pin_temp_object, "temporary object"},
+      {pin_hold_cursor, "WITH HOLD cursor"},
+      {pin_session_authorization, "SET SESSION AUTHORIZATION"},
+      {pin_opaque_setting, "a setting change pgstash cannot repeat"},
+      {pin_load, "LOAD"},
+  };
+  std::string out;
+  for (const auto& [bit, name] : k_names) {
+    if ((pins & bit) == 0) continue;
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
 std::string to_sql(const setting_change& c) {
   if (c.what == setting_change::kind::reset_all) return "RESET ALL";
   std::string name;

@@ -80,6 +80,8 @@ enum pin_reason : unsigned {
   pin_opaque_setting = 32,         // a setting change we cannot reproduce
   pin_load = 64,                   // LOAD
 };
+// The reasons in `pins`, for the log: "LISTEN, temporary object".
+std::string describe_pins(unsigned pins);
 
 // The session-level effects of one top-level statement. Default values
 // mean "no effect".

@@ -153,6 +153,14 @@ relay::server_action client_session::on_server_frame(char tag, std::optional<std
   if (tag == tag_of(backend_tag::ready_for_query) && action != relay::server_action::stop) {
     ready_seen_ = true;
     if (client_gone_) cleanup_.due = true;
+    // A pinned client holds a connection of pool.size until it leaves: the
+    // operator should be able to tell who and why.
+    if (const unsigned pins = relay_->pins(); pins != pins_logged_) {
+      if (transaction_mode() && (pins & ~pins_logged_) != 0)
+        spdlog::info("{} pinned to server connection s:{} until it leaves: {}", prefix(), server_->id(),
+                     invalidation::describe_pins(pins & ~pins_logged_));
+      pins_logged_ = pins;
+    }
     if (!relay_->owed()) arm_idle_timer();
   }
   if (tag == tag_of(backend_tag::copy_both_response)) {

@@ -162,6 +162,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   int writes_to_server_ = 0;   // writes in flight
   int cancels_in_flight_ = 0;  // cancel requests the server has not yet delivered
   bool ready_seen_ = false;    // a ReadyForQuery since the pump last looked
+  unsigned pins_logged_ = 0;   // pin reasons already logged
   std::error_code server_protocol_error_;
   std::optional<asio::steady_timer> pump_wake_;  // the pump waits here between leases
   std::optional<asio::steady_timer> pump_done_;  // cancelled when the pump ends

@@ -135,6 +135,7 @@ class relay {
   char transaction_status() const { return tx_status_; }
   bool in_copy() const { return copy_in_; }
   bool pinned() const { return state_ && state_->pinned(); }
+  unsigned pins() const { return state_ ? state_->pins() : 0; }
   bool in_batch() const { return batch_started_; }
   // pool.server_reset_query would make the server forget all this: forget it.
   void server_was_reset();

@@ -1138,6 +1138,11 @@ TEST_CASE("transaction: temp tables, WITH HOLD cursors and SET SESSION AUTHORIZA
   t.exec("create temp table itest_tt(x int)");
   w.exec("declare itest_cur cursor with hold for select g from generate_series(1, 100) g");
   s.exec("set session authorization pgstash_clear");
+  // The operator can tell who holds a connection and why.
+  const std::string log = px.log();
+  CHECK(log.find("until it leaves: temporary object") != std::string::npos);
+  CHECK(log.find("until it leaves: WITH HOLD cursor") != std::string::npos);
+  CHECK(log.find("until it leaves: SET SESSION AUTHORIZATION") != std::string::npos);
   const std::string t_pid = t.exec(k_pid);
   const std::string w_pid = w.exec(k_pid);
   const std::string s_pid = s.exec(k_pid);
