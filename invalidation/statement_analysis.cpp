@@ -181,20 +181,18 @@ std::optional<std::vector<std::string>> split_identifiers(std::string_view raw) 
   }
 }
 
-// value_sql for a raw GUC string, as set_config() would apply it. For list
-// GUCs the result is equivalent, not byte-identical: SHOW may differ in
-// spacing, quoting and case ("A,b" shows as "a, b").
-std::optional<std::string> raw_value_sql(std::string_view name, std::string_view raw) {
-  if (!is_list_quote_guc(name)) return quote_literal(raw);
+// The change set_config(name, raw, false) makes. For list GUCs value_sql
+// is equivalent, not byte-identical: SHOW may differ in spacing, quoting
+// and case ("A,b" shows as "a, b"). nullopt if `raw` is not a valid list.
+std::optional<setting_change> raw_setting(std::string name, std::string_view raw) {
+  if (!is_list_quote_guc(name)) return setting_change{setting_change::kind::set, std::move(name), quote_literal(raw)};
   const auto names = split_identifiers(raw);
   if (!names) return std::nullopt;
-  // SET cannot spell an empty list; '' gives "", a list of one schema named
-  // "" that cannot exist, which resolves the same (pg_dump's opening
-  // set_config('search_path', '', false)).
-  if (names->empty()) return quote_literal("");
+  // SET cannot spell an empty list: it is kept as the value itself.
+  if (names->empty()) return setting_change{setting_change::kind::set, std::move(name), std::string(raw), true};
   std::vector<std::string> parts;
   for (const std::string& n : *names) parts.push_back(quote_literal(n));
-  return join(parts);
+  return setting_change{setting_change::kind::set, std::move(name), join(parts)};
 }
 
 // Settings that live only for the current transaction even when SET
@@ -310,12 +308,12 @@ void on_set_config(const json& call, bool runs_once, statement_effects& fx,
     fx.settings.push_back({setting_change::kind::reset, std::move(guc), {}});
     return;
   }
-  std::optional<std::string> sql = raw_value_sql(guc, value.text);
-  if (!sql) {
+  std::optional<setting_change> change = raw_setting(std::move(guc), value.text);
+  if (!change) {
     fx.pins |= pin_opaque_setting;
     return;
   }
-  fx.settings.push_back({setting_change::kind::set, std::move(guc), std::move(*sql)});
+  fx.settings.push_back(std::move(*change));
 }
 
 void on_func_call(const json& call, bool runs_once, statement_effects& fx, const source_text& src) {
@@ -692,6 +690,9 @@ std::string to_sql(const setting_change& c) {
     start = dot + 1;
   }
   if (c.what == setting_change::kind::reset) return "RESET " + name;
+  if (c.raw)
+    return "SELECT pg_catalog.set_config(" + quote_literal(c.name) + ", " + quote_literal(c.value_sql) +
+           ", false)";
   return "SET " + name + " TO " + c.value_sql;
 }
 

@@ -52,6 +52,11 @@ struct setting_change {
   // "'Europe/Paris'", "-7", "0.5"), so equal values compare equal however
   // they were spelled. Empty for reset and reset_all.
   std::string value_sql;
+  // For `set`: value_sql is instead the value itself, to be applied with
+  // set_config(), for a value SET cannot spell: set_config's empty list
+  // (pg_dump's set_config('search_path', '', false)), which SHOW reports
+  // as '' where the nearest SET gives "".
+  bool raw = false;
 
   bool operator==(const setting_change&) const = default;
 };
@@ -129,8 +134,8 @@ bool may_have_effects(std::string_view sql);
 analysis analyze(std::string_view sql);
 
 // SQL that reproduces `c` on another connection: "SET "name" TO value",
-// "RESET "name"" or "RESET ALL". Name components are always double-quoted,
-// which is exact for any GUC name.
+// a set_config() call for a raw value, "RESET "name"" or "RESET ALL". Name
+// components are always double-quoted, which is exact for any GUC name.
 std::string to_sql(const setting_change& c);
 
 }  // namespace pgstash::invalidation

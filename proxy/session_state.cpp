@@ -9,10 +9,7 @@ namespace pgstash::proxy {
 namespace {
 
 std::string set_statement(const std::string& name, const pool::setting_value& v) {
-  if (v.raw)
-    return "SELECT pg_catalog.set_config(" + invalidation::quote_literal(name) + ", " + invalidation::quote_literal(v.text) +
-           ", false)";
-  return invalidation::to_sql({invalidation::setting_change::kind::set, name, v.text});
+  return invalidation::to_sql({invalidation::setting_change::kind::set, name, v.text, v.raw});
 }
 
 }  // namespace
@@ -137,8 +134,8 @@ void session_state::apply(const invalidation::setting_change& change, pool::serv
   using kind = invalidation::setting_change::kind;
   switch (change.what) {
     case kind::set:
-      settings_[change.name] = {false, change.value_sql};
-      server.settings[change.name] = {false, change.value_sql};
+      settings_[change.name] = {change.raw, change.value_sql};
+      server.settings[change.name] = {change.raw, change.value_sql};
       break;
     case kind::reset:
       // RESET returns to the session's default, which for the client is

@@ -23,6 +23,10 @@ is reported as such. All cases run even when one fails; the test fails if any di
       a server-side statement prepared by one client for a type that a rolled-back savepoint
       created must not be handed to later clients once the type exists again (with another oid).
 
+  empty_search_path
+      pg_dump's set_config('search_path', '', false), carried to another connection, reads back
+      as '' (not "", which is what SET search_path TO '' gives).
+
 Arguments, if any, name the cases to run (all by default).
 """
 
@@ -368,6 +372,20 @@ def case_prepared_type_rolled_back(case):
        "once the type existed")
 
 
+# --- (h) pg_dump's empty search_path, carried to another connection
+
+
+def case_empty_search_path(case):
+    inst = case.start('pool.mode = "transaction"', "pool.size = 1")
+    with connect(inst.port) as a, connect(inst.port) as b:
+        a.execute("select pg_catalog.set_config('search_path', '', false)")
+        # B takes the one connection and puts it back to its own settings; A's comes back after.
+        b.execute("select 1")
+        value = a.execute("select current_setting('search_path')").fetchone()[0]
+        expect(value == "", f"search_path reads back {value!r}, PostgreSQL gives ''")
+    ok("set_config('search_path', '', false) reads back '' on the next connection, as set")
+
+
 CASES = [
     ("large_bind_transaction", case_large_bind_transaction, CASE_TIMEOUT),
     ("large_bind_session", case_large_bind_session, CASE_TIMEOUT),
@@ -379,6 +397,7 @@ CASES = [
     ("bulk_insert_psql", case_bulk_insert_psql, CASE_TIMEOUT),
     ("bulk_insert_psycopg", case_bulk_insert_psycopg, CASE_TIMEOUT),
     ("prepared_type_rolled_back", case_prepared_type_rolled_back, CASE_TIMEOUT),
+    ("empty_search_path", case_empty_search_path, CASE_TIMEOUT),
 ]
 
 
