@@ -19,6 +19,12 @@ pg_stream::pg_stream(stream_socket socket, std::size_t max_buffer, std::size_t i
   if (socket_.is_open()) socket_.non_blocking(true);
 }
 
+bool pg_stream::is_unix_socket() const {
+  error_code ec;
+  const auto local = socket_.local_endpoint(ec);
+  return !ec && local.protocol().family() == AF_UNIX;
+}
+
 void pg_stream::shrink() {
   if (begin_ != end_ || buffer_.size() <= initial_buffer_) return;
   std::string(initial_buffer_, '\0').swap(buffer_);

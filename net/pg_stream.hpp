@@ -33,6 +33,7 @@ class pg_stream {
 
   stream_socket& socket() { return socket_; }
   bool is_tls() const { return tls_ != nullptr; }
+  bool is_unix_socket() const;
 
   // Upgrades to TLS as the server side (after answering 'S') or the client
   // side (after the server answered 'S'). Throws on handshake failure.

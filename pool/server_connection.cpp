@@ -52,7 +52,7 @@ awaitable<std::unique_ptr<server_connection>> server_connection::connect(
     const conf::server_section& server, asio::ssl::context& tls, const connect_request& request,
     server_limits limits, std::uint64_t id) {
   auto ex = co_await asio::this_coro::executor;
-  std::unique_ptr<server_connection> conn(new server_connection(stream_socket(tcp::socket(ex)), limits, id));
+  std::unique_ptr<server_connection> conn(new server_connection(stream_socket(ex), limits, id));
   conn->signature_ = request.signature();
   conn->key_ = request.key();
   const std::string where = server.host + ":" + std::to_string(server.port);

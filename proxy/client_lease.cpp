@@ -163,10 +163,6 @@ relay::server_action client_session::on_server_frame(char tag, std::optional<std
     }
     if (!relay_->owed()) arm_idle_timer();
   }
-  if (tag == tag_of(backend_tag::copy_both_response)) {
-    // Replication streams are never handed to another client.
-    lease_ = lease::closing;
-  }
   if (tag == tag_of(backend_tag::error_response) && body) {
     // The server ends the connection after a FATAL or PANIC: it must not be
     // handed out before its close arrives.
@@ -353,7 +349,9 @@ awaitable<bool> client_session::reset_backend() {
   const std::string& reset = ctx_.cfg.pool.server_reset_query;
   try {
     std::optional<std::string> no_temp_schema;
-    auto error = co_await server_->run_internal("select pg_my_temp_schema() = 0", &no_temp_schema);
+    // Qualified: the client's search_path is still in force.
+    auto error = co_await server_->run_internal(
+        "select pg_catalog.pg_my_temp_schema() operator(pg_catalog.=) 0", &no_temp_schema);
     if (error || no_temp_schema != "t") co_return false;
     if (reset.empty()) co_return true;
     if (co_await server_->run_internal(reset)) co_return false;

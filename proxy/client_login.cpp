@@ -54,7 +54,8 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
       co_return false;
     }
     if (std::holds_alternative<wire::ssl_request>(parsed)) {
-      const bool offer = ctx_.client_tls && !client_.is_tls();
+      // Never on the unix socket, as PostgreSQL and PgBouncer: it is local.
+      const bool offer = ctx_.client_tls && !client_.is_tls() && !client_.is_unix_socket();
       // A client that sent bytes after SSLRequest before our answer could
       // have them read as plaintext after the handshake: refuse it.
       if (offer && !client_.buffered().empty()) {

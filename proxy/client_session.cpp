@@ -30,10 +30,6 @@ client_session::client_session(proxy_context& ctx, stream_socket socket, std::st
       client_(std::move(socket), ctx.cfg.limits.io_buffer_size, k_initial_client_buffer),
       peer_(std::move(peer)) {}
 
-client_session::~client_session() {
-  if (replication_counted_) --ctx_.replication_clients;
-}
-
 void client_session::start() { spawn(run(shared_from_this()), "session"); }
 
 void client_session::spawn(awaitable<void> task, const char* what) {
@@ -53,8 +49,12 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   ++ctx_.clients;
   struct client_count_guard {
     proxy_context& ctx;
-    ~client_count_guard() { --ctx.clients; }
-  } guard{ctx_};
+    const bool& replication_counted;
+    ~client_count_guard() {
+      if (replication_counted) --ctx.replication_clients;
+      --ctx.clients;
+    }
+  } guard{ctx_, replication_counted_};
   // Login and leaving are coroutines of their own so that what they hold
   // (the startup packet, the greeting) is freed while the client is idle.
   if (!co_await log_in(self)) co_return;
@@ -83,7 +83,8 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
         co_await fail("53300", "sorry, too many replication clients already");
         co_return false;
       }
-    } else if (ctx_.clients - ctx_.replication_clients > ctx_.cfg.listen.max_client_conn) {
+    } else if (static_cast<std::int64_t>(ctx_.clients) - ctx_.replication_clients >
+               ctx_.cfg.listen.max_client_conn) {  // signed: the two are read apart
       co_await fail("53300", "sorry, too many clients already");
       co_return false;
     }
@@ -112,7 +113,7 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   // transaction mode servers are shared, so the client's parameters become
   // settings applied to whichever server it gets.
   relay::options options;
-  if (ctx_.cache) {
+  if (ctx_.cache && !replication_) {
     cache_.emplace(*ctx_.cache, cache_identity(client_parameters));
     options.cache = &*cache_;
   }

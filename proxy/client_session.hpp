@@ -42,7 +42,6 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // REQUIRES: `ctx` outlives the session; `socket`'s io_context is run by
   // one thread. `peer` names the client in the log.
   client_session(proxy_context& ctx, stream_socket socket, std::string peer);
-  ~client_session();
   client_session(const client_session&) = delete;
   client_session& operator=(const client_session&) = delete;
 

@@ -38,7 +38,10 @@ unix_acceptor bind_unix_listener(asio::io_context& ioc, const std::string& path,
     asio::local::stream_protocol::socket probe(ioc);
     error_code ec;
     probe.connect(ep, ec);
-    if (!ec) throw std::runtime_error("another server is accepting connections on " + path);
+    // Only a socket nobody listens on is left over; anything else (a live
+    // server, one we may not reach) stays.
+    if (ec != asio::error::connection_refused)
+      throw std::runtime_error(path + " is in use" + (ec ? ": " + ec.message() : std::string()));
     ::unlink(path.c_str());
   }
   unix_acceptor acceptor(ioc, ep);
@@ -77,9 +80,11 @@ awaitable<void> accept_loop(Acceptor& acceptor, proxy_context& ctx,
       co_await pause.async_wait(on_error(ec));
       continue;
     }
-    if constexpr (std::is_same_v<Acceptor, tcp::acceptor>) socket.set_option(tcp::no_delay(true), ec);
+    if constexpr (std::is_same_v<Acceptor, tcp::acceptor>)
+      socket.set_option(tcp::no_delay(true), ec);
     std::string peer = describe_peer(socket);
-    std::make_shared<client_session>(ctx, stream_socket(std::move(socket)), std::move(peer))->start();
+    std::make_shared<client_session>(ctx, stream_socket(std::move(socket)), std::move(peer))
+        ->start();
   }
 }
 

@@ -13,12 +13,11 @@ struct proxy_context;
 
 using unix_acceptor = asio::local::stream_protocol::acceptor;
 
-// Bind now; throw std::system_error (or std::runtime_error) if the address
-// is taken.
+// Bind now; throw std::system_error if the address is taken.
 tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std::uint16_t port);
 // The socket `dir`/.s.PGSQL.<port>, as PostgreSQL names it, with file mode
 // `mode`. A socket file left by a process that is gone is replaced; one
-// that still accepts connections is an error.
+// that still accepts connections is an error (std::runtime_error).
 unix_acceptor bind_unix_listener(asio::io_context& ioc, const std::string& path, unsigned mode);
 // The path of the unix socket for `port` in `dir`.
 std::string unix_socket_path(const std::string& dir, std::uint16_t port);

@@ -61,12 +61,8 @@ awaitable<void> client_session::relay_replication(std::shared_ptr<client_session
     error_code ec;
     co_await pump_done_->async_wait(on_error(ec));
   }
-  // A cancel request still on its way holds the connection until it is out.
-  while (cancels_in_flight_ > 0) {
-    asio::steady_timer wait(client_.socket().get_executor(), std::chrono::milliseconds(10));
-    error_code ec;
-    co_await wait.async_wait(on_error(ec));
-  }
+  // A cancel request still on its way needs nothing from the connection
+  // (cancel_on_server has read its key), and its backend is gone with it.
   server_.reset();
   lease_ = lease::none;
   client_gone_ = true;

@@ -4,8 +4,9 @@
 Run with Debian's /usr/bin/python3 (python3-psycopg); cases as in case_harness.
 
   unix_socket_session, unix_socket_transaction
-      clients connect by the unix socket listen.unix_socket_dir names, with its file mode, and
-      authentication applies there as on TCP.
+      clients connect by the unix socket listen.unix_socket_dir names, with its file mode;
+      authentication (SCRAM, md5) and cancel requests work there as on TCP, and TLS is not
+      offered there, as PostgreSQL does.
   template_database_session, template_database_transaction
       after a client used template1 through pgstash, CREATE DATABASE (which copies template1) works
       at once: pgstash keeps no idle connection there.
@@ -15,17 +16,18 @@ Run with Debian's /usr/bin/python3 (python3-psycopg); cases as in case_harness.
   logical_replication_session, logical_replication_transaction
       pg_recvlogical creates a slot, streams a change made directly on PostgreSQL and drops the
       slot through pgstash; the walsender connections end with their clients.
-  replication_cancel_and_limits
+  replication_cancel_and_limits_session, replication_cancel_and_limits_transaction
       a query on a replication connection is cancelled through pgstash's cancel key; the
       replication client limit is apart from max_client_conn; a bad replication value is refused
       as PostgreSQL refuses it.
-  base_backup
-      pg_basebackup (physical replication) through pgstash in transaction mode.
+  base_backup_session, base_backup_transaction
+      pg_basebackup (physical replication) through pgstash.
 
 Arguments, if any, name the cases to run (all by default).
 """
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -45,25 +47,38 @@ SESSION = 'pool.mode = "session"'
 TRANSACTION = 'pool.mode = "transaction"'
 
 
-def unix_socket(case, mode):
+def unix_socket(case, mode, user, password, method):
     # Short: a unix socket path is limited to 107 bytes.
     sockdir = tempfile.mkdtemp(prefix="pgstash-sock.")
     case.cleanups.append(lambda: os.rmdir(sockdir))
+    ssl = os.path.join(CLUSTER["PGSTASH_PG_TMPDIR"], "ssl")
     inst = case.start(mode, f'listen.unix_socket_dir = "{sockdir}"', 'listen.unix_socket_mode = "0770"',
-                      'auth.method = "scram-sha-256"')
+                      f'auth.method = "{method}"', f'listen.tls_cert_file = "{ssl}/server.crt"',
+                      f'listen.tls_key_file = "{ssl}/server.key"')
     path = os.path.join(sockdir, f".s.PGSQL.{inst.port}")
     st = os.stat(path)
     expect(stat.S_ISSOCK(st.st_mode), f"{path} is a socket")
     expect(stat.S_IMODE(st.st_mode) == 0o770, f"mode {oct(stat.S_IMODE(st.st_mode))}, wanted 0o770")
     ok("the socket is where PostgreSQL would put it, with the configured mode")
-    with psycopg.connect(host=sockdir, port=inst.port, dbname=DB, user="pgstash_scram",
-                         password="scram-secret-1", autocommit=True, connect_timeout=10) as conn:
+    login = dict(port=inst.port, dbname=DB, user=user, autocommit=True, connect_timeout=10)
+    with psycopg.connect(host=sockdir, password=password, **login) as conn:
         expect(conn.execute("select 'over the socket'").fetchone() == ("over the socket",), "query")
         expect(conn.pgconn.host.decode() == sockdir, "libpq used the socket")
-    ok("a client logs in with SCRAM over the unix socket and runs a query")
+        # As PostgreSQL: no TLS on a unix socket (libpq's default sslmode=prefer asked for it).
+        expect(not conn.pgconn.ssl_in_use, "TLS on the unix socket")
+        ok(f"a client logs in with {method} over the unix socket, without TLS, and runs a query")
+        timer = threading.Timer(0.5, conn.cancel)
+        timer.start()
+        try:
+            conn.execute("select pg_sleep(20)")
+            raise AssertionError("pg_sleep was not cancelled")
+        except psycopg.errors.QueryCanceled:
+            pass
+        ok("a cancel request over the unix socket reaches the query")
+    with psycopg.connect(host="127.0.0.1", password=password, sslmode="require", **login) as conn:
+        expect(conn.pgconn.ssl_in_use, "TLS on TCP")
     try:
-        psycopg.connect(host=sockdir, port=inst.port, dbname=DB, user="pgstash_scram",
-                        password="wrong", connect_timeout=10)
+        psycopg.connect(host=sockdir, password="wrong", **login)
         raise AssertionError("a wrong password was accepted over the unix socket")
     except psycopg.OperationalError as e:
         expect("password authentication failed" in str(e), f"unexpected error: {e}")
@@ -179,8 +194,8 @@ def logical_replication(case, mode):
         conn.execute(f"drop table {table}")
 
 
-def replication_cancel_and_limits(case):
-    inst = case.start(TRANSACTION, "listen.max_replication_conn = 1", "listen.max_client_conn = 1")
+def replication_cancel_and_limits(case, mode):
+    inst = case.start(mode, "listen.max_replication_conn = 1", "listen.max_client_conn = 1")
     conninfo = f"host=127.0.0.1 port={inst.port} dbname={DB} user=postgres replication=database"
     walsender = pq.PGconn.connect(conninfo.encode())
     expect(walsender.status == pq.ConnStatus.OK, walsender.error_message.decode())
@@ -222,28 +237,36 @@ def replication_cancel_and_limits(case):
     ok("an invalid replication value is refused as PostgreSQL refuses it")
 
 
-def base_backup(case):
-    inst = case.start(TRANSACTION, "pool.size = 1")
-    target = os.path.join(case.root, "base_backup")
+def base_backup(case, mode):
+    inst = case.start(mode, "pool.size = 1")
+    target = tempfile.mkdtemp(prefix="base_backup.", dir=case.root)
     subprocess.run(["pg_basebackup", "-h", "127.0.0.1", "-p", str(inst.port), "-U", "postgres",
                     "-D", target, "-Ft", "-X", "none", "--no-sync", "--no-manifest"],
                    check=True, timeout=60)
     expect(os.path.getsize(os.path.join(target, "base.tar")) > 1_000_000, "a base backup")
     ok("pg_basebackup through pgstash")
     expect(eventually(lambda: walsenders() == 0), "a walsender outlived pg_basebackup")
+    shutil.rmtree(target)
 
 
 CASES = [
-    ("unix_socket_session", lambda case: unix_socket(case, SESSION), CASE_TIMEOUT),
-    ("unix_socket_transaction", lambda case: unix_socket(case, TRANSACTION), CASE_TIMEOUT),
+    ("unix_socket_session",
+     lambda case: unix_socket(case, SESSION, "pgstash_scram", "scram-secret-1", "scram-sha-256"),
+     CASE_TIMEOUT),
+    ("unix_socket_transaction",
+     lambda case: unix_socket(case, TRANSACTION, "pgstash_md5", "md5-secret-1", "md5"), CASE_TIMEOUT),
     ("template_database_session", lambda case: template_database(case, SESSION), CASE_TIMEOUT),
     ("template_database_transaction", lambda case: template_database(case, TRANSACTION), CASE_TIMEOUT),
     ("temp_schema_session", temp_schema_session, CASE_TIMEOUT),
     ("logical_replication_session", lambda case: logical_replication(case, SESSION), CASE_TIMEOUT),
     ("logical_replication_transaction", lambda case: logical_replication(case, TRANSACTION),
      CASE_TIMEOUT),
-    ("replication_cancel_and_limits", replication_cancel_and_limits, CASE_TIMEOUT),
-    ("base_backup", base_backup, 90),
+    ("replication_cancel_and_limits_session",
+     lambda case: replication_cancel_and_limits(case, SESSION), CASE_TIMEOUT),
+    ("replication_cancel_and_limits_transaction",
+     lambda case: replication_cancel_and_limits(case, TRANSACTION), CASE_TIMEOUT),
+    ("base_backup_session", lambda case: base_backup(case, SESSION), 90),
+    ("base_backup_transaction", lambda case: base_backup(case, TRANSACTION), 90),
 ]
 
 if __name__ == "__main__":
