@@ -1,7 +1,7 @@
 // pgstash's configuration: one TOML file, parsed into plain structs with
 // defaults. Pure (no sockets, no globals); passed down as `const config&`.
 //
-// Every key lives in one declarative table in config.cpp (name, type,
+// Every key lives in one declarative table in config_keys.cpp (name, type,
 // member, range or allowed values, doc), kept alphabetical; defaults are the
 // member initializers below. The README's reference (reference_markdown())
 // and `--check-config` diagnostics come from the same rows.
