@@ -1,0 +1,334 @@
+// The client side of the relay, once a frame is routed: how each message
+// is rewritten for the server (renamed statements, statements prepared
+// again on another connection) or answered in its place.
+#include "proxy/relay.hpp"
+
+#include "invalidation/analysis_cache.hpp"
+#include "wire/backend.hpp"
+#include "wire/errc.hpp"
+#include "wire/frontend.hpp"
+#include "wire/framing.hpp"
+#include "wire/message_writer.hpp"
+#include "wire/tags.hpp"
+
+namespace pgstash::proxy {
+
+namespace {
+
+using wire::backend_tag;
+using wire::frontend_tag;
+
+using wire::tag_of;
+
+// An empty-bodied backend message such as ParseComplete.
+std::string empty_message(backend_tag tag) {
+  std::string out;
+  wire::write_empty(out, tag);
+  return out;
+}
+
+// The name pgstash gives the statement and portal of its own requests
+// inside a client's batch; never one a client's, whose unnamed ones it
+// must not disturb.
+constexpr std::string_view k_internal_name = "pgstash_internal";
+
+}  // namespace
+
+bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
+  switch (p.where) {
+    case route::end:
+    case route::refuse:
+      return false;
+    case route::skip:
+      return true;
+    default:
+      break;
+  }
+  if (opts_.cache && answer_from_cache(tag, frame, p)) {
+    note_batch(tag, p.where);
+    return true;
+  }
+  // A RESET or DISCARD ALL earlier on this same server connection left it
+  // at its own defaults where the client has startup values: restore them
+  // before the client's next transaction.
+  if (server_ && state_ && queue_.empty() && tx_status_ == 'I' && !batch_started_ &&
+      p.where == route::to_server && tag != tag_of(frontend_tag::flush) &&
+      tag != tag_of(frontend_tag::sync) && state_->take_resync()) {
+    const std::string sql = state_->sync_settings_sql(*server_);
+    if (!sql.empty()) {
+      wire::write_query(out_, sql);
+      queue_.push(expected_response::internal(kind::query));
+    }
+  }
+  if (cache_.deferred_parse && p.where == route::to_server) send_deferred_parse_if_needed(tag, frame);
+  switch (static_cast<frontend_tag>(tag)) {
+    case frontend_tag::query:
+      on_query(frame, p);
+      break;
+    case frontend_tag::parse:
+      on_parse(frame, p);
+      break;
+    case frontend_tag::bind:
+      on_bind(frame, p);
+      break;
+    case frontend_tag::describe:
+      on_describe(frame, p);
+      break;
+    case frontend_tag::execute:
+      on_execute(frame, p);
+      break;
+    case frontend_tag::close:
+      on_close(frame, p);
+      break;
+    case frontend_tag::sync:
+      on_sync(frame, p);
+      break;
+    case frontend_tag::flush:
+      if (server_) out_ += frame;
+      break;
+    default:
+      // FunctionCall, COPY messages and anything else.
+      forward_as_is(tag, frame);
+      break;
+  }
+  if (opts_.cache) tell_cache(tag, frame, p);
+  record_replay(tag, frame);
+  note_batch(tag, p.where);
+  return true;
+}
+
+void relay::on_query(std::string_view frame, const plan& p) {
+  if (p.cached) {
+    std::string answer = *p.cached;
+    wire::write_ready_for_query(answer, tx_status_);
+    expect_synthetic(std::move(answer));
+    return;
+  }
+  if (p.where == route::answer_locally) {
+    // Inside an unsynced batch the server holds back its answers until
+    // something flushes them; the client's Query would have.
+    if (batch_started_ && server_) wire::write_flush(out_);
+    const std::string name = *deallocated_protocol_statement(p.analysis);
+    auto undo = restore_statement(name);
+    statements_.erase(name);
+    std::string answer;
+    wire::write_command_complete(answer, "DEALLOCATE");
+    wire::write_ready_for_query(answer, tx_status_);
+    expect_synthetic(std::move(answer));
+    queue_.back().undo = std::move(undo);
+    return;
+  }
+  sync_sql_prepared(p.analysis, false);
+  out_ += frame;
+  expect(kind::query, p.analysis);
+  queue_.back().capture = p.capture;
+}
+
+void relay::on_parse(std::string_view frame, const plan& p) {
+  wire::parse_message parse;
+  if (!opts_.transaction_mode || wire::parse_parse(frame.substr(5), parse)) {
+    forward_as_is(tag_of(frontend_tag::parse), frame);
+    return;
+  }
+  if (parse.statement.empty()) {
+    if (p.where == route::answer_locally) {
+      unnamed_deallocates_ = *deallocated_protocol_statement(p.analysis);
+      expect_synthetic(empty_message(backend_tag::parse_complete));
+      return;
+    }
+    unnamed_deallocates_.reset();
+    unnamed_statement_ = p.analysis;
+    forward_as_is(tag_of(frontend_tag::parse), frame);
+    return;
+  }
+  if (statements_.contains(parse.statement)) {
+    std::string error;
+    wire::write_error(error, "ERROR", "42P05",
+                      "prepared statement \"" + std::string(parse.statement) + "\" already exists");
+    fail_batch(std::move(error));
+    return;
+  }
+  // The client's own Parse always reaches the server (unless a copy as
+  // recent is there already): it must see the tables and types as they
+  // are now.
+  auto undo = restore_statement(std::string(parse.statement));
+  const statement_map::statement& stmt = statements_.define(parse, p.analysis, statement_map::now());
+  if (!ensure_prepared(stmt)) expect_synthetic(empty_message(backend_tag::parse_complete));
+  // The answer is the client's: forwarded, and if the server fails or
+  // skips the Parse, the name means what it meant before.
+  queue_.back().forward = true;
+  queue_.back().server_statement = stmt.server_name;
+  queue_.back().undo = std::move(undo);
+}
+
+void relay::on_bind(std::string_view frame, const plan& p) {
+  wire::bind_message bind;
+  if (!opts_.transaction_mode || wire::parse_bind(frame.substr(5), bind)) {
+    forward_as_is(tag_of(frontend_tag::bind), frame);
+    return;
+  }
+  const std::string portal(bind.portal);
+  if (p.where == route::answer_locally) {
+    deallocating_portals_[portal] = *unnamed_deallocates_;
+    expect_synthetic(empty_message(backend_tag::bind_complete));
+    return;
+  }
+  deallocating_portals_.erase(portal);
+  const statement_map::statement* stmt =
+      bind.statement.empty() ? nullptr : statements_.find(bind.statement);
+  const analysis_ptr analysis =
+      stmt ? stmt->analysis : bind.statement.empty() ? unnamed_statement_ : nullptr;
+  portals_[portal] = analysis;
+  sync_sql_prepared(analysis, true);
+  if (!stmt) {
+    forward_as_is(tag_of(frontend_tag::bind), frame);
+    return;
+  }
+  ensure_prepared(*stmt);
+  // Outside a transaction, with nothing else in flight, this batch can be
+  // replayed if a DDL change makes the server refuse the cached plan.
+  const bool replayable = queue_.empty() && tx_status_ == 'I' && !replay_pending_;
+  const std::size_t at = out_.size();
+  wire::write_bind_renamed(out_, frame, stmt->server_name);
+  expect(kind::bind);
+  queue_.back().client_statement = std::string(bind.statement);
+  if (replayable) {
+    replay_.assign(out_, at, std::string::npos);
+    replay_recording_ = true;
+    queue_.back().replayable = true;
+  }
+}
+
+void relay::on_describe(std::string_view frame, const plan& p) {
+  wire::describe_message d;
+  if (!opts_.transaction_mode || wire::parse_describe(frame.substr(5), d)) {
+    forward_as_is(tag_of(frontend_tag::describe), frame);
+    return;
+  }
+  if (p.where == route::answer_locally) {
+    // DEALLOCATE takes no parameters and returns no rows.
+    std::string answer;
+    if (d.target == 'S') wire::write_no_parameters(answer);
+    wire::write_empty(answer, backend_tag::no_data);
+    expect_synthetic(std::move(answer));
+    return;
+  }
+  const statement_map::statement* stmt =
+      d.target == 'S' && !d.name.empty() ? statements_.find(d.name) : nullptr;
+  if (!stmt) {
+    forward_as_is(tag_of(frontend_tag::describe), frame);
+    return;
+  }
+  ensure_prepared(*stmt);
+  wire::write_describe(out_, 'S', stmt->server_name);
+  expect(kind::describe);
+  queue_.back().client_statement = std::string(d.name);
+}
+
+void relay::on_execute(std::string_view frame, const plan& p) {
+  wire::execute_message e;
+  if (!opts_.transaction_mode || wire::parse_execute(frame.substr(5), e)) {
+    forward_as_is(tag_of(frontend_tag::execute), frame);
+    return;
+  }
+  const std::string portal(e.portal);
+  if (p.where == route::answer_locally) {
+    const std::string name = deallocating_portals_.at(portal);
+    auto undo = restore_statement(name);
+    if (!statements_.erase(name)) {
+      std::string error;
+      wire::write_error(error, "ERROR", "26000", "prepared statement \"" + name + "\" does not exist");
+      fail_batch(std::move(error));
+      return;
+    }
+    std::string answer;
+    wire::write_command_complete(answer, "DEALLOCATE");
+    expect_synthetic(std::move(answer));
+    queue_.back().undo = std::move(undo);
+    return;
+  }
+  auto it = portals_.find(portal);
+  out_ += frame;
+  expect(kind::execute, it == portals_.end() ? nullptr : it->second);
+}
+
+void relay::on_close(std::string_view frame, const plan& p) {
+  wire::close_message c;
+  if (p.where != route::answer_locally || wire::parse_close(frame.substr(5), c)) {
+    forward_as_is(tag_of(frontend_tag::close), frame);
+    return;
+  }
+  std::function<void()> undo;
+  if (c.target == 'S') {
+    undo = restore_statement(std::string(c.name));
+    statements_.erase(c.name);
+  } else {
+    deallocating_portals_.erase(std::string(c.name));
+  }
+  expect_synthetic(empty_message(backend_tag::close_complete));
+  queue_.back().undo = std::move(undo);
+}
+
+void relay::on_sync(std::string_view frame, const plan& p) {
+  if (copy_in_) {
+    out_ += frame;  // ignored by the server in copy-in mode: no answer
+    return;
+  }
+  skipping_ = false;
+  if (p.where == route::answer_locally) {
+    // Nothing of this batch reached a server.
+    std::string ready;
+    wire::write_ready_for_query(ready, tx_status_);
+    expect_synthetic(std::move(ready));
+    return;
+  }
+  forward_as_is(tag_of(frontend_tag::sync), frame);
+}
+
+void relay::fail_batch(std::string error) {
+  // The transaction status is the last one reported: with requests still
+  // owed, a transaction may have begun since.
+  if (server_ && (batch_started_ || tx_status_ != 'I' || queue_.owes_server())) {
+    // Inside a batch or a transaction the server must fail too, so that it
+    // skips the rest of the batch (and aborts the transaction) as
+    // PostgreSQL would: a Parse it refuses, whose error the client gets as
+    // the one PostgreSQL gives. After an earlier error in the batch it is
+    // skipped, as the client's request would be.
+    wire::write_parse(out_, k_internal_name, "pgstash: refused");
+    expect(kind::parse);
+    queue_.back().error_instead = std::move(error);
+    return;
+  }
+  expect_synthetic(std::move(error));
+  skipping_ = true;
+}
+
+void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
+  // In a failed transaction the statement fails anyway, with the error
+  // PostgreSQL gives; pgstash's own would come first.
+  if (!analysis || !state_ || tx_status_ == 'E') return;
+  std::vector<std::string> statements;
+  for (const auto& effects : analysis->statements) {
+    auto more = state_->sync_prepared_statements(effects, *server_);
+    statements.insert(statements.end(), more.begin(), more.end());
+  }
+  if (statements.empty()) return;
+  if (!extended) {
+    std::string sql;
+    for (const auto& statement : statements) sql += statement + ";";
+    wire::write_query(out_, sql);
+    queue_.push(expected_response::internal(kind::query));
+    return;
+  }
+  for (const auto& statement : statements) {
+    wire::write_parse(out_, k_internal_name, statement);
+    wire::write_bind(out_, k_internal_name, k_internal_name);
+    wire::write_execute(out_, k_internal_name);
+    wire::write_close(out_, 'P', k_internal_name);
+    wire::write_close(out_, 'S', k_internal_name);
+    for (kind k : {kind::parse, kind::bind, kind::execute, kind::close, kind::close})
+      queue_.push(expected_response::internal(k));
+  }
+}
+
+}  // namespace pgstash::proxy
