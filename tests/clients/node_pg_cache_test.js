@@ -6,34 +6,11 @@
 'use strict';
 
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { createRequire } = require('node:module');
 
-const nodeRequire = createRequire(path.join(__dirname, 'node', 'package.json'));
+const { nodeRequire, ok, clusterEnv, withPgstash, runSuite } = require('./node_harness');
+
 const pg = nodeRequire('pg');
-
-const sourceDir = process.env.PGSTASH_SOURCE_DIR || path.resolve(__dirname, '..', '..');
-const instance = path.join(sourceDir, 'tests', 'lib', 'pgstash_instance.sh');
 const table = 'node_pg_cache_items';
-
-let checks = 0;
-function ok(msg) {
-  checks += 1;
-  console.log(`ok - ${msg}`);
-}
-
-function clusterEnv() {
-  const env = {};
-  const text = fs.readFileSync(path.join(process.env.PGSTASH_TEST_CLUSTER_DIR, 'env'), 'utf8');
-  for (const line of text.split('\n')) {
-    const at = line.indexOf('=');
-    if (at > 0) env[line.slice(0, at)] = line.slice(at + 1);
-  }
-  return env;
-}
 
 async function withClient(options, fn) {
   const client = new pg.Client({ database: 'pgstash_test', user: 'postgres', ...options });
@@ -82,45 +59,11 @@ async function run(port, direct) {
 }
 
 async function main() {
-  if (!process.env.PGSTASH_TEST_CLUSTER_DIR) {
-    console.error('FAIL: run through ctest (PGSTASH_TEST_CLUSTER_DIR is not set)');
-    return 1;
-  }
   const cluster = clusterEnv();
   const direct = { host: cluster.PGSTASH_PG_SOCKET_DIR, port: Number(cluster.PGSTASH_PG_PORT) };
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pgstash-node-cache-test.'));
-  let rc = 0;
-  try {
-    const out = execFileSync(instance, ['start', work, 'pool.mode = "transaction"',
-      'cache.enabled = true', `cache.path = "${work}/cache"`],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    const [port] = out.trim().split(/\s+/);
-    await run(Number(port), direct);
-  } catch (e) {
-    console.error(e);
-    console.error(`FAIL: ${e.message}`);
-    rc = 1;
-  } finally {
-    try {
-      const env = rc ? { ...process.env, PGSTASH_KEEP_LOG: '1' } : process.env;
-      execFileSync(instance, ['stop', work], { stdio: 'inherit', env });
-    } catch {
-      rc = 1;
-    }
-  }
-  if (rc === 0) {
-    fs.rmSync(work, { recursive: true, force: true });
-    console.log(`node_pg_cache_test: all ${checks} checks passed`);
-  } else {
-    console.error(`node_pg_cache_test: FAILED; files kept in ${work}`);
-  }
-  return rc;
+  return withPgstash('node-cache-test',
+    (work) => ['pool.mode = "transaction"', 'cache.enabled = true', `cache.path = "${work}/cache"`],
+    (port) => run(port, direct));
 }
 
-main().then(
-  (rc) => process.exit(rc),
-  (e) => {
-    console.error(e);
-    process.exit(1);
-  },
-);
+runSuite('node_pg_cache_test', main);

@@ -10,42 +10,26 @@
 'use strict';
 
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { createRequire } = require('node:module');
 const { pipeline } = require('node:stream/promises');
 const { Writable } = require('node:stream');
 
-const nodeRequire = createRequire(path.join(__dirname, 'node', 'package.json'));
+const {
+  nodeRequire, ok, clusterEnv, startPgstash, stopPgstash, runSuite,
+} = require('./node_harness');
+
 const pg = nodeRequire('pg');
 const Cursor = nodeRequire('pg-cursor');
 const QueryStream = nodeRequire('pg-query-stream');
 
-const sourceDir = process.env.PGSTASH_SOURCE_DIR || path.resolve(__dirname, '..', '..');
-const instance = path.join(sourceDir, 'tests', 'lib', 'pgstash_instance.sh');
 const MODES = {
   session: ['pool.mode = "session"', 'pool.size = 10'],
   transaction: ['pool.mode = "transaction"', 'pool.size = 2'],
 };
 const SCENARIO_TIMEOUT_MS = 20000;
 const BIG = 'select g, md5(g::text) as h from generate_series(1, $1::int) g';
-
-let checks = 0;
-function ok(msg) {
-  checks += 1;
-  console.log(`ok - ${msg}`);
-}
-
-function clusterEnv() {
-  const env = {};
-  for (const line of fs.readFileSync(path.join(process.env.PGSTASH_TEST_CLUSTER_DIR, 'env'), 'utf8').split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) env[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return env;
-}
 
 async function withClient(port, fn) {
   const client = new pg.Client({
@@ -204,19 +188,7 @@ async function runAll(port) {
   return out;
 }
 
-async function startPgstash(work, mode) {
-  const out = execFileSync(instance, ['start', work, ...MODES[mode]],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const [port, pid] = out.trim().split(/\s+/);
-  console.log(`# ${mode} pooling: pgstash on 127.0.0.1:${port} (pid ${pid})`);
-  return Number(port);
-}
-
 async function main() {
-  if (!process.env.PGSTASH_TEST_CLUSTER_DIR) {
-    console.error('FAIL: run through ctest (PGSTASH_TEST_CLUSTER_DIR is not set)');
-    return 1;
-  }
   const version = (pkg) => JSON.parse(fs.readFileSync(
     path.join(__dirname, 'node', 'node_modules', pkg, 'package.json'), 'utf8')).version;
   console.log(`node ${process.version}, pg ${version('pg')}, pg-cursor ${version('pg-cursor')}, `
@@ -233,7 +205,7 @@ async function main() {
     const work = path.join(root, mode);
     let failed = false;
     try {
-      const port = await startPgstash(work, mode);
+      const port = startPgstash(work, MODES[mode]);
       for (const [name, fn] of Object.entries(SCENARIOS)) {
         try {
           assert.deepEqual(await withTimeout(fn(port), name), direct[name], `${name} differs from PostgreSQL directly`);
@@ -247,28 +219,16 @@ async function main() {
       console.error(`FAIL: ${mode}: ${e.message}`);
       failed = true;
     } finally {
-      try {
-        const env = failed ? { ...process.env, PGSTASH_KEEP_LOG: '1' } : process.env;
-        execFileSync(instance, ['stop', work], { stdio: 'inherit', env });
-      } catch {
-        failed = true;
-      }
+      failed = !stopPgstash(work, failed) || failed;
     }
     if (failed) rc = 1;
   }
   if (rc === 0) {
     fs.rmSync(root, { recursive: true, force: true });
-    console.log(`node_pg_cursor_test: all ${checks} checks passed`);
   } else {
-    console.error(`node_pg_cursor_test: FAILED; files kept in ${root}`);
+    console.error(`files kept in ${root}`);
   }
   return rc;
 }
 
-main().then(
-  (rc) => process.exit(rc),
-  (e) => {
-    console.error(e);
-    process.exit(1);
-  },
-);
+runSuite('node_pg_cursor_test', main);

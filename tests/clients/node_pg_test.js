@@ -6,27 +6,15 @@
 'use strict';
 
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { createRequire } = require('node:module');
 const { pipeline } = require('node:stream/promises');
 const { Readable, Writable } = require('node:stream');
 
-// Resolve the npm packages from tests/clients/node, wherever the test is started from.
-const nodeRequire = createRequire(path.join(__dirname, 'node', 'package.json'));
+const {
+  nodeRequire, ok, clusterEnv, withPgstash, runSuite,
+} = require('./node_harness');
+
 const pg = nodeRequire('pg');
 const copyStreams = nodeRequire('pg-copy-streams');
-
-const sourceDir = process.env.PGSTASH_SOURCE_DIR || path.resolve(__dirname, '..', '..');
-const instance = path.join(sourceDir, 'tests', 'lib', 'pgstash_instance.sh');
-
-let checks = 0;
-function ok(msg) {
-  checks += 1;
-  console.log(`ok - ${msg}`);
-}
 
 async function withClient(port, user, password, fn) {
   const client = new pg.Client({
@@ -59,16 +47,11 @@ async function connectThenEnd(port) {
   return { connect, errors };
 }
 
-function postgresPort() {
-  const env = fs.readFileSync(path.join(process.env.PGSTASH_TEST_CLUSTER_DIR, 'env'), 'utf8');
-  return Number(/^PGSTASH_PG_PORT=(\d+)$/m.exec(env)[1]);
-}
-
 async function run(port) {
   const table = `node_pg_items_${process.pid}`;
 
   // PostgreSQL closes a connection whose startup packet it cannot read without a word.
-  assert.deepEqual(await connectThenEnd(port), await connectThenEnd(postgresPort()));
+  assert.deepEqual(await connectThenEnd(port), await connectThenEnd(Number(clusterEnv().PGSTASH_PG_PORT)));
   ok('connect(); end() at once: the same outcome as against PostgreSQL, no error');
 
   await withClient(port, 'postgres', undefined, async (c) => {
@@ -159,44 +142,8 @@ async function run(port) {
 }
 
 async function main() {
-  if (!process.env.PGSTASH_TEST_CLUSTER_DIR) {
-    console.error('FAIL: run through ctest (PGSTASH_TEST_CLUSTER_DIR is not set)');
-    return 1;
-  }
   console.log(`node ${process.version}, pg ${nodeRequire('pg/package.json').version}`);
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pgstash-node-test.'));
-  let rc = 0;
-  try {
-    const out = execFileSync(instance, ['start', work], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    const [port, pid] = out.trim().split(/\s+/);
-    console.log(`pgstash listening on 127.0.0.1:${port} (pid ${pid})`);
-    await run(Number(port));
-  } catch (e) {
-    console.error(e);
-    console.error(`FAIL: ${e.message}`);
-    rc = 1;
-  } finally {
-    try {
-      // On failure, show the end of the pgstash log too.
-      const env = rc ? { ...process.env, PGSTASH_KEEP_LOG: '1' } : process.env;
-      execFileSync(instance, ['stop', work], { stdio: 'inherit', env });
-    } catch {
-      rc = 1;
-    }
-  }
-  if (rc === 0) {
-    fs.rmSync(work, { recursive: true, force: true });
-    console.log(`node_pg_test: all ${checks} checks passed`);
-  } else {
-    console.error(`node_pg_test: FAILED; files kept in ${work}`);
-  }
-  return rc;
+  return withPgstash('node-test', () => [], run);
 }
 
-main().then(
-  (rc) => process.exit(rc),
-  (e) => {
-    console.error(e);
-    process.exit(1);
-  },
-);
+runSuite('node_pg_test', main);

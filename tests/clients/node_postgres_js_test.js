@@ -17,38 +17,20 @@ const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { createRequire } = require('node:module');
 
-// Resolve the npm packages from tests/clients/node, wherever the test is started from.
-const nodeRequire = createRequire(path.join(__dirname, 'node', 'package.json'));
+const {
+  nodeRequire, ok, clusterEnv, startPgstash, stopPgstash, runSuite,
+} = require('./node_harness');
+
 const postgres = nodeRequire('postgres');
-
-const sourceDir = process.env.PGSTASH_SOURCE_DIR || path.resolve(__dirname, '..', '..');
-const instance = path.join(sourceDir, 'tests', 'lib', 'pgstash_instance.sh');
 
 const POOL_SIZES = [1, 3];
 const MAXES = [1, 4];
 const ROUNDS = 3;
 const ROUND_TIMEOUT_MS = 30000;
 
-let checks = 0;
-function ok(msg) {
-  checks += 1;
-  console.log(`ok - ${msg}`);
-}
-
 class Failure extends Error {}
 class Timeout extends Failure {}
-
-function clusterEnv() {
-  const env = {};
-  const text = fs.readFileSync(path.join(process.env.PGSTASH_TEST_CLUSTER_DIR, 'env'), 'utf8');
-  for (const line of text.split('\n')) {
-    const at = line.indexOf('=');
-    if (at > 0) env[line.slice(0, at)] = line.slice(at + 1);
-  }
-  return env;
-}
 
 // Statements sent to the cluster directly, so that cleanup does not depend on pgstash.
 function admin(cluster, sql) {
@@ -118,12 +100,7 @@ async function round(port, max, table) {
 
 async function runPool(cluster, poolSize, failures) {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `pgstash-postgres-js-test.pool${poolSize}.`));
-  const out = execFileSync(instance,
-    ['start', work, 'pool.mode = "transaction"', `pool.size = ${poolSize}`],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const [port, pid] = out.trim().split(/\s+/);
-  console.log(`pgstash listening on 127.0.0.1:${port} (pid ${pid}), transaction pooling, `
-    + `pool.size ${poolSize}`);
+  const port = startPgstash(work, ['pool.mode = "transaction"', `pool.size = ${poolSize}`]);
   const table = `node_postgres_js_point_${process.pid}`;
   let failed = false;
   try {
@@ -132,7 +109,7 @@ async function runPool(cluster, poolSize, failures) {
         const label = `pool.size ${poolSize}, max ${max}, round ${i}`;
         admin(cluster, `drop table if exists ${table}`);
         try {
-          await withTimeout(round(Number(port), max, table), ROUND_TIMEOUT_MS, label);
+          await withTimeout(round(port, max, table), ROUND_TIMEOUT_MS, label);
           ok(`${label}: select x after the table was re-created with another type`);
         } catch (e) {
           failed = true;
@@ -151,10 +128,7 @@ async function runPool(cluster, poolSize, failures) {
       failures.push('could not drop the test table');
     }
     // A pgstash that died (or left a sanitizer report) fails the test: stop says so.
-    const env = failed ? { ...process.env, PGSTASH_KEEP_LOG: '1' } : process.env;
-    try {
-      execFileSync(instance, ['stop', work], { stdio: 'inherit', env });
-    } catch {
+    if (!stopPgstash(work, failed)) {
       failures.push(`pool.size ${poolSize}: pgstash reported an error when stopped`);
       failed = true;
     }
@@ -164,10 +138,6 @@ async function runPool(cluster, poolSize, failures) {
 }
 
 async function main() {
-  if (!process.env.PGSTASH_TEST_CLUSTER_DIR) {
-    console.error('FAIL: run through ctest (PGSTASH_TEST_CLUSTER_DIR is not set)');
-    return 1;
-  }
   // The package's exports do not include its package.json.
   const { version } = JSON.parse(fs.readFileSync(
     path.join(path.dirname(nodeRequire.resolve('postgres')), '..', '..', 'package.json'), 'utf8'));
@@ -180,20 +150,8 @@ async function main() {
     console.error(e);
     failures.push(describe(e));
   }
-  if (failures.length === 0) {
-    console.log(`node_postgres_js_test: all ${checks} checks passed`);
-    return 0;
-  }
   for (const f of failures) console.error(`FAIL: ${f}`);
-  console.error('node_postgres_js_test: FAILED');
-  return 1;
+  return failures.length === 0 ? 0 : 1;
 }
 
-// Exit explicitly: a client stuck on an answer that never came must not keep node running.
-main().then(
-  (rc) => process.exit(rc),
-  (e) => {
-    console.error(e);
-    process.exit(1);
-  },
-);
+runSuite('node_postgres_js_test', main);
