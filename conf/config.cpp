@@ -314,6 +314,16 @@ class loader {
              "listen.unix_socket_mode " + quoted(l.unix_socket_mode) + " is not an octal file mode",
              "e.g. unix_socket_mode = \"0777\"");
     }
+    const std::string& slot = cfg_.invalidation.slot;
+    if (slot.size() > 40 || !std::ranges::all_of(slot, [](char c) {
+          return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+        })) {
+      report(set_at_["invalidation.slot"],
+             "invalidation.slot " + quoted(slot) +
+                 " is not a replication slot name prefix (lower-case letters, digits and _, at "
+                 "most 40)",
+             "e.g. slot = \"pgstash_a\"");
+    }
     if (!l.tls_cert_file.empty() && l.tls_key_file.empty()) {
       report(set_at_["listen.tls_cert_file"],
              "listen.tls_cert_file is set without listen.tls_key_file",

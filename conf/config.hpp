@@ -108,6 +108,14 @@ struct cache_section {
   std::uint64_t compress_min_size = 4096;  // bytes; larger entries are zstd-compressed
 };
 
+// Writes that bypass pgstash, followed from PostgreSQL's logical
+// replication stream. Off by default: it holds a walsender and a slot per
+// database and installs an event trigger, which is the operator's call.
+struct invalidation_section {
+  bool replication = false;
+  std::string slot = "pgstash";  // per database: <slot>_<database oid>
+};
+
 struct process_section {
   // Threads running client sessions; 0 = one per CPU core.
   std::uint32_t workers = 0;
@@ -129,6 +137,7 @@ struct config {
   pool_section pool;
   limits_section limits;
   cache_section cache;
+  invalidation_section invalidation;
   process_section process;
   log_section log;
   database_map databases;

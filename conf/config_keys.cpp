@@ -151,6 +151,14 @@ constexpr std::array k_keys = {
         "cache.path", true,
         "Directory of the cache's LMDB files (created; entries of an earlier run are "
         "discarded)."),
+    boolean_key<&config::invalidation, &invalidation_section::replication>(
+        "invalidation.replication",
+        "Follow PostgreSQL's logical replication stream (needs `wal_level = logical` and the "
+        "REPLICATION privilege) so that writes bypassing pgstash invalidate the cache."),
+    string_key<&config::invalidation, &invalidation_section::slot>(
+        "invalidation.slot", true,
+        "Prefix of the temporary replication slot of each database (`<slot>_<database oid>`); "
+        "unique per pgstash instance: lower-case letters, digits and `_`, at most 40."),
     integer_key<&config::limits, &limits_section::analysis_cache_entries>(
         "limits.analysis_cache_entries", 1, 10'000'000,
         "Statement analyses memoized per worker thread."),

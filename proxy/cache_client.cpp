@@ -159,7 +159,8 @@ cache_client::cache_client(result_cache& shared, identity who)
     : shared_(shared),
       who_(std::move(who)),
       startup_settings_(session_state(who_.startup).settings()),
-      database_id_(invalidation::database_id(who_.database)) {}
+      database_id_(invalidation::database_id(who_.database)),
+      stream_(shared_.follow(who_.database, who_.conninfo)) {}
 
 const pool::settings_map& cache_client::settings_or_startup(const pool::settings_map* settings) const {
   return settings ? *settings : startup_settings_;
@@ -262,7 +263,11 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   const cache::key key = key_of(*a, s, statement, bind);
   lookup out;
   std::string response;
-  if (shared_.store().get(key, now_ms(), response)) {
+  // While the stream is down a write elsewhere may be unseen: no hits, but
+  // results are still stored (the reconnection invalidates them all if one
+  // was missed).
+  const bool serving = !stream_ || stream_->serving();
+  if (serving && shared_.store().get(key, now_ms(), response)) {
     shared_.count_hit();
     out.response = std::move(response);
     return out;

@@ -151,6 +151,8 @@ class cache_client {
   identity who_;
   pool::settings_map startup_settings_;
   std::uint64_t database_id_;
+  // Null unless writes that bypass pgstash are followed.
+  std::shared_ptr<const invalidation::stream_status> stream_;
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote
   bool pending_ddl_ = false;
   bool session_changed_ = false;

@@ -94,7 +94,7 @@ int run(loaded config) {
                            proxy::make_server_tls(cfg.server));
   if (cfg.cache.enabled) {
     std::string error;
-    ctx.cache = proxy::result_cache::open(cfg.cache, error);
+    ctx.cache = proxy::result_cache::open(cfg.cache, cfg.invalidation, error);
     // A cache that cannot open never fails a query: pgstash runs without it.
     if (!ctx.cache) spdlog::error("result cache off: {}", error);
     // For the test suite's stale-read checker, to show that it can fail.

@@ -6,7 +6,9 @@ namespace pgstash::proxy {
 
 result_cache::result_cache(const conf::cache_section& cfg) : cfg_(cfg) {}
 
-std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg, std::string& error) {
+std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
+                                                 const conf::invalidation_section& followed,
+                                                 std::string& error) {
   std::unique_ptr<result_cache> shared(new result_cache(cfg));
   cache::store_options options;
   options.path = cfg.path;
@@ -24,7 +26,18 @@ std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
       },
       error);
   if (!shared->store_) return nullptr;
+  if (followed.replication) {
+    invalidation::catalog_service& catalog = shared->catalog_;
+    shared->listener_ = std::make_unique<invalidation::replication_listener>(
+        invalidation::replication_options{followed.slot}, generations,
+        [&catalog](const std::string& database) { catalog.forget(database); });
+  }
   return shared;
+}
+
+std::shared_ptr<const invalidation::stream_status> result_cache::follow(
+    const std::string& database, const std::string& conninfo) {
+  return listener_ ? listener_->follow(database, conninfo) : nullptr;
 }
 
 void result_cache::count_uncacheable(invalidation::uncacheable why) {

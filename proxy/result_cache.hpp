@@ -20,14 +20,18 @@
 #include "invalidation/cache_analysis.hpp"
 #include "invalidation/catalog_service.hpp"
 #include "invalidation/generations.hpp"
+#include "invalidation/replication_listener.hpp"
 
 namespace pgstash::proxy {
 
 class result_cache {
  public:
-  // Opens the store at cfg.path (discarding an earlier run's entries).
-  // Returns null and sets `error` if it cannot.
-  static std::unique_ptr<result_cache> open(const conf::cache_section& cfg, std::string& error);
+  // Opens the store at cfg.path (discarding an earlier run's entries), and
+  // follows the replication stream if `followed.replication`. Returns null
+  // and sets `error` if it cannot.
+  static std::unique_ptr<result_cache> open(const conf::cache_section& cfg,
+                                            const conf::invalidation_section& followed,
+                                            std::string& error);
   result_cache(const result_cache&) = delete;
   result_cache& operator=(const result_cache&) = delete;
 
@@ -35,6 +39,11 @@ class result_cache {
   invalidation::generations& generations() { return generations_; }
   invalidation::catalog_service& catalog() { return catalog_; }
   cache::result_store& store() { return *store_; }
+  // Whether `database`'s results may be served, as its replication stream
+  // stands (started now if it is not yet); null when writes that bypass
+  // pgstash are not followed (the TTL bounds them).
+  std::shared_ptr<const invalidation::stream_status> follow(const std::string& database,
+                                                            const std::string& conninfo);
 
   // Statements served from the cache, sent on to be captured, and passed
   // through uncached (by reason).
@@ -56,6 +65,8 @@ class result_cache {
   std::atomic<std::uint64_t> misses_ = 0;
   static constexpr std::size_t k_reasons = 64;
   std::array<std::atomic<std::uint64_t>, k_reasons> uncacheable_{};
+  // Last: its threads use the generations and the catalog until it is gone.
+  std::unique_ptr<invalidation::replication_listener> listener_;
 };
 
 }  // namespace pgstash::proxy

@@ -2,7 +2,11 @@
 # Throwaway PostgreSQL 15 cluster for tests (the ctest `postgres` fixture).
 #
 #   pg_test_cluster.sh start DIR   create, configure and start a cluster; write DIR/env
+#   pg_test_cluster.sh restart DIR stop it (fast) and start it again on the same port
 #   pg_test_cluster.sh stop DIR    stop it, keep its log as DIR/postgres.log, delete its files
+#
+# PGSTASH_PG_EXTRA_CONF, if set, is appended to postgresql.conf by start (lines such as
+# "wal_level = replica").
 #
 # PostgreSQL refuses to run as root, so the cluster runs as a non-root OS user (`postgres` if it
 # exists, else a system user `pgstash-pg` created here). Its data, sockets and certificates live
@@ -218,6 +222,7 @@ log_line_prefix = '%m [%p] %q%u@%d '
 log_min_messages = warning
 # The result cache's tests count what reaches the server.
 shared_preload_libraries = 'pg_stat_statements'
+${PGSTASH_PG_EXTRA_CONF:-}
 EOF
 
   cat >"$data/pg_hba.conf" <<'EOF'
@@ -308,9 +313,23 @@ EOF
   log "ready in $((SECONDS - t0)) s: 127.0.0.1:$port, socket $sock, pid $pid, env in $dir/env"
 }
 
+do_restart() {
+  local dir=$1 data logfile pid
+  [[ -f $dir/env ]] || die "no cluster in $dir"
+  data=$(env_get "$dir/env" PGSTASH_PG_DATA)
+  logfile=$(env_get "$dir/env" PGSTASH_PG_LOG)
+  OSUSER=$(env_get "$dir/env" PGSTASH_PG_OSUSER)
+  as_pg "$PG_BIN/pg_ctl" -D "$data" -w -t 60 -m fast -l "$logfile" restart >/dev/null ||
+    die "PostgreSQL did not restart"
+  pid=$(head -n 1 "$data/postmaster.pid")
+  sed -i "s/^PGSTASH_PG_PID=.*/PGSTASH_PG_PID=$pid/" "$dir/env"
+  log "restarted: pid $pid"
+}
+
 [[ $# -eq 2 ]] || usage
 case $1 in
   start) do_start "$2" ;;
+  restart) do_restart "$2" ;;
   stop) do_stop "$2" ;;
   *) usage ;;
 esac

@@ -46,9 +46,9 @@ def expect(cond, msg):
         raise Failure(msg)
 
 
-def cluster_env():
+def cluster_env(cluster_dir=None):
     env = {}
-    with open(os.path.join(os.environ["PGSTASH_TEST_CLUSTER_DIR"], "env")) as f:
+    with open(os.path.join(cluster_dir or os.environ["PGSTASH_TEST_CLUSTER_DIR"], "env")) as f:
         for line in f:
             key, sep, value = line.strip().partition("=")
             if sep:
@@ -85,10 +85,11 @@ def pid_alive(pid, work):
 
 
 class Instance:
-    def __init__(self, work, extra):
+    def __init__(self, work, extra, cluster_dir=None):
         self.work = work
+        env = dict(os.environ, PGSTASH_TEST_CLUSTER_DIR=cluster_dir) if cluster_dir else None
         out = subprocess.run([INSTANCE, "start", work, *extra], check=True,
-                             stdout=subprocess.PIPE, text=True).stdout
+                             stdout=subprocess.PIPE, text=True, env=env).stdout
         port, pid = out.split()
         self.port, self.pid = int(port), int(pid)
         self.stopped = False
@@ -115,11 +116,25 @@ class Case:
         self.instances = []
         self.cleanups = []
 
-    def start(self, *extra):
+    def start(self, *extra, cluster_dir=None):
+        """A pgstash in front of the fixture's cluster, or of the one in `cluster_dir`."""
         work = os.path.join(self.root, f"{self.name}-{len(self.instances) + 1}")
-        inst = Instance(work, list(extra))
+        inst = Instance(work, list(extra), cluster_dir)
         self.instances.append(inst)
         return inst
+
+    def private_cluster(self, extra_conf=""):
+        """A PostgreSQL of the case's own (scripts/pg_test_cluster.sh), for what would disturb
+        the shared one (a restart, other server settings); stopped when the case ends. Its
+        directory and its env."""
+        cluster_dir = os.path.join(self.root, f"{self.name}-cluster")
+        script = os.path.join(SOURCE_DIR, "scripts", "pg_test_cluster.sh")
+        env = dict(os.environ, PGSTASH_PG_EXTRA_CONF=extra_conf)
+        self.cleanups.append(lambda: subprocess.run([script, "stop", cluster_dir],
+                                                    stdout=subprocess.DEVNULL, check=True))
+        subprocess.run([script, "start", cluster_dir], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        return cluster_dir, cluster_env(cluster_dir)
 
     def expect_alive(self, inst, when):
         expect(inst.alive(), f"pgstash (pid {inst.pid}) died {when}")

@@ -31,6 +31,7 @@ const std::vector<std::string> k_all_keys = {
     "auth.file", "auth.method",
     "cache.compress_min_size", "cache.default_ttl", "cache.enabled", "cache.max_entry_size",
     "cache.max_size", "cache.path",
+    "invalidation.replication", "invalidation.slot",
     "limits.analysis_cache_entries", "limits.client_idle_timeout_ms",
     "limits.client_login_timeout_ms", "limits.idle_transaction_timeout_ms",
     "limits.io_buffer_size", "limits.max_message_size",
@@ -225,7 +226,7 @@ TEST_CASE("unknown sections") {
   CHECK(only_error("[lisen]\nport = 1\n") ==
         "t.toml:1:2: unknown section [lisen] (did you mean [listen]?)");
   CHECK(only_error("\n[metrics]\n") ==
-        "t.toml:2:2: unknown section [metrics] (sections are [auth] [cache] [databases] [limits] "
+        "t.toml:2:2: unknown section [metrics] (sections are [auth] [cache] [databases] [invalidation] [limits] "
         "[listen] [log] [pool] [process] [server])");
 }
 
@@ -409,7 +410,7 @@ mode = "statement"
         "t.toml:5:1: unknown key \"listen.prot\" (did you mean listen.port?)\n"
         "t.toml:7:10: auth.file is required when auth.method is \"md5\" "
         "(set file = \"/path/to/userlist.txt\" under [auth])\n"
-        "t.toml:8:2: unknown section [bogus] (sections are [auth] [cache] [databases] [limits] "
+        "t.toml:8:2: unknown section [bogus] (sections are [auth] [cache] [databases] [invalidation] [limits] "
         "[listen] [log] [pool] [process] [server])\n"
         "t.toml:10:8: pool.size must be an integer, not a string (e.g. size = 20)\n"
         "t.toml:11:8: pool.mode \"statement\" is not supported yet (supported: \"session\", "

@@ -1,0 +1,352 @@
+#include "invalidation/replication_listener.hpp"
+
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "invalidation/change_stream.hpp"
+
+namespace pgstash::invalidation {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto k_retry_down = 1s;
+constexpr auto k_retry_unavailable = 30s;
+// Well inside wal_sender_timeout (60 s by default), after which the server
+// would end a stream that sent no status.
+constexpr auto k_status_interval = 10s;
+
+// Installed per database: every DDL command's transaction carries a logical
+// message, which pgoutput delivers before its Commit.
+constexpr const char* k_ddl_function =
+    "CREATE OR REPLACE FUNCTION public.pgstash_ddl_message() RETURNS event_trigger "
+    "LANGUAGE plpgsql SET search_path = pg_catalog AS $$ BEGIN "
+    "PERFORM pg_catalog.pg_logical_emit_message(true, 'pgstash.ddl', tg_tag); END $$";
+constexpr const char* k_ddl_trigger =
+    "CREATE EVENT TRIGGER pgstash_ddl ON ddl_command_end "
+    "EXECUTE FUNCTION public.pgstash_ddl_message()";
+
+struct result_deleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using result = std::unique_ptr<PGresult, result_deleter>;
+struct conn_deleter {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+using connection = std::unique_ptr<PGconn, conn_deleter>;
+
+std::string first_line(const char* message) {
+  std::string s = message ? message : "";
+  if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
+  return s;
+}
+
+std::string error_of(PGconn* c, const PGresult* r) {
+  std::string why = r ? first_line(PQresultErrorMessage(r)) : "";
+  if (why.empty()) why = first_line(PQerrorMessage(c));
+  return why.empty() ? "the server closed the connection" : why;
+}
+
+std::int64_t postgres_clock_us() {
+  // PostgreSQL's epoch is 2000-01-01, 946684800 s after the Unix one.
+  const auto since_unix = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  return since_unix.count() - 946'684'800'000'000;
+}
+
+}  // namespace
+
+const char* to_string(stream_state s) {
+  switch (s) {
+    case stream_state::connecting:
+      return "connecting";
+    case stream_state::following:
+      return "following";
+    case stream_state::unavailable:
+      return "unavailable";
+  }
+  return "?";
+}
+
+// One database's stream and the thread that runs it.
+class database_stream {
+ public:
+  database_stream(std::string database, std::string conninfo, const replication_options& options,
+                  generations& generations, const replication_listener::ddl_callback& ddl_seen)
+      : database_(std::move(database)),
+        conninfo_(std::move(conninfo)),
+        options_(options),
+        generations_(generations),
+        ddl_seen_(ddl_seen),
+        status_(std::make_shared<stream_status>()),
+        thread_([this] { run(); }) {}
+
+  ~database_stream() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+      // A command the server is slow to answer (a slot waits for running
+      // transactions) is cancelled rather than waited for.
+      if (cancel_) {
+        char err[256];
+        PQcancel(cancel_, err, sizeof err);
+      }
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+  std::shared_ptr<const stream_status> status() const { return status_; }
+
+ private:
+  // Why a stream ended: the server may be back in a second, or cannot
+  // stream for us until someone changes its configuration.
+  struct ended {
+    bool unavailable;
+    std::string why;
+  };
+
+  void run() {
+    while (!stopping()) {
+      const ended e = stream_once();
+      if (stopping()) break;
+      set_state(e.unavailable ? stream_state::unavailable : stream_state::connecting);
+      if (e.why != last_logged_) {
+        last_logged_ = e.why;
+        if (e.unavailable) {
+          spdlog::warn(
+              "cache invalidation: writes that bypass pgstash in database \"{}\" cannot be "
+              "followed ({}); cached results are served for at most cache.default_ttl",
+              database_, e.why);
+        } else {
+          spdlog::warn(
+              "cache invalidation: replication stream of database \"{}\" is down ({}); no "
+              "cached results are served for it until it is back",
+              database_, e.why);
+        }
+      }
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, e.unavailable ? k_retry_unavailable : k_retry_down,
+                     [this] { return stopping_; });
+    }
+  }
+
+  bool stopping() {
+    std::lock_guard lock(mutex_);
+    return stopping_;
+  }
+
+  void set_state(stream_state s) { status_->state_.store(s, std::memory_order_release); }
+
+  result exec(PGconn* c, const std::string& sql) {
+    return result(PQexec(c, sql.c_str()));
+  }
+
+  ended stream_once() {
+    const char* const keywords[] = {"connect_timeout", "application_name", "dbname",
+                                    "replication", nullptr};
+    const char* const values[] = {"5", "pgstash invalidation", conninfo_.c_str(), "database",
+                                  nullptr};
+    connection conn(PQconnectdbParams(keywords, values, 1));
+    if (PQstatus(conn.get()) != CONNECTION_OK) {
+      // The server refusing a replication connection it would accept as a
+      // normal one is configuration, not an outage.
+      const std::string why = first_line(PQerrorMessage(conn.get()));
+      const char* const normal_keywords[] = {"connect_timeout", "dbname", nullptr};
+      const char* const normal_values[] = {"5", conninfo_.c_str(), nullptr};
+      connection probe(PQconnectdbParams(normal_keywords, normal_values, 1));
+      return {PQstatus(probe.get()) == CONNECTION_OK, why};
+    }
+    PGcancel* cancel = PQgetCancel(conn.get());
+    {
+      std::lock_guard lock(mutex_);
+      cancel_ = cancel;
+      if (stopping_) PQcancel(cancel_, nullptr, 0);
+    }
+    ended e = set_up_and_stream(conn.get());
+    {
+      std::lock_guard lock(mutex_);
+      cancel_ = nullptr;
+    }
+    PQfreeCancel(cancel);
+    return e;
+  }
+
+  std::string identifier(PGconn* c, const std::string& s) {
+    char* q = PQescapeIdentifier(c, s.c_str(), s.size());
+    std::string out = q ? q : "\"\"";
+    PQfreemem(q);
+    return out;
+  }
+
+  // Installs the DDL event trigger when it is missing and we may; says once
+  // when we may not.
+  void ensure_ddl_trigger(PGconn* c) {
+    result r = exec(c, "SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgstash_ddl'");
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) > 0) return;
+    result begin = exec(c, "BEGIN");
+    result function = exec(c, k_ddl_function);
+    result trigger = exec(c, k_ddl_trigger);
+    const bool ok = PQresultStatus(function.get()) == PGRES_COMMAND_OK &&
+                    PQresultStatus(trigger.get()) == PGRES_COMMAND_OK;
+    const std::string why = ok ? "" : error_of(c, trigger.get());
+    result end = exec(c, ok ? "COMMIT" : "ROLLBACK");
+    if (ok) {
+      spdlog::info("cache invalidation: installed event trigger pgstash_ddl in database \"{}\"",
+                   database_);
+    } else if (!ddl_warned_) {
+      ddl_warned_ = true;
+      spdlog::warn(
+          "cache invalidation: could not install event trigger pgstash_ddl in database \"{}\" "
+          "({}); DDL made elsewhere is seen only through cache.default_ttl",
+          database_, why);
+    }
+  }
+
+  ended set_up_and_stream(PGconn* c) {
+    result oid = exec(c, "SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()");
+    if (PQresultStatus(oid.get()) != PGRES_TUPLES_OK || PQntuples(oid.get()) != 1)
+      return {false, error_of(c, oid.get())};
+    ensure_ddl_trigger(c);
+
+    const std::string slot = options_.slot + "_" + PQgetvalue(oid.get(), 0, 0);
+    result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
+                              " TEMPORARY LOGICAL test_decoding NOEXPORT_SNAPSHOT");
+    if (PQresultStatus(made.get()) != PGRES_TUPLES_OK) {
+      const char* state = PQresultErrorField(made.get(), PG_DIAG_SQLSTATE);
+      const std::string code = state ? state : "";
+      // Class 42 (the name is taken by another pgstash with the same
+      // invalidation.slot, no privilege); 55000: wal_level is not logical;
+      // 53400: no free slot. None passes by waiting a second.
+      const bool config = code.starts_with("42") || code == "55000" || code == "53400";
+      return {config, "slot " + slot + ": " + error_of(c, made.get())};
+    }
+    // From here on every commit reaches us; before it, some may not have.
+    bump_database();
+    ddl_seen_(database_);
+
+    result started = exec(c, "START_REPLICATION SLOT " + identifier(c, slot) +
+                                 " LOGICAL 0/0 (\"include-xids\" '0', \"skip-empty-xacts\" '1')");
+    if (PQresultStatus(started.get()) != PGRES_COPY_BOTH) return {false, error_of(c, started.get())};
+    started.reset();
+    set_state(stream_state::following);
+    spdlog::info("cache invalidation: following database \"{}\" (slot {})", database_, slot);
+    last_logged_.clear();
+    return follow(c);
+  }
+
+  void bump_database() {
+    const std::uint64_t id = database_id(database_);
+    generations_.bump({&id, 1});
+  }
+
+  void apply(const committed_changes& commit) {
+    std::vector<std::uint64_t> ids;
+    ids.reserve(commit.relations.size() + 1);
+    for (const auto& name : commit.relations) ids.push_back(relation_id(database_, name));
+    if (commit.ddl) ids.push_back(database_id(database_));
+    generations_.bump(ids);
+    if (commit.ddl) ddl_seen_(database_);
+    if (commit.end_lsn) status_->applied_lsn_.store(commit.end_lsn, std::memory_order_relaxed);
+    status_->commits_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  bool send_status(PGconn* c, std::uint64_t lsn) {
+    const std::string update = standby_status_update(lsn, postgres_clock_us(), false);
+    return PQputCopyData(c, update.data(), static_cast<int>(update.size())) == 1 && PQflush(c) == 0;
+  }
+
+  ended follow(PGconn* c) {
+    change_stream decoder;
+    std::uint64_t confirmable = 0;
+    auto last_status = std::chrono::steady_clock::now();
+    while (!stopping()) {
+      char* buf = nullptr;
+      const int n = PQgetCopyData(c, &buf, 1);
+      if (n > 0) {
+        const auto ev = decoder.feed({buf, static_cast<std::size_t>(n)});
+        PQfreemem(buf);
+        if (ev == change_stream::event::malformed) return {false, "unexpected message in the stream"};
+        if (ev == change_stream::event::committed) {
+          apply(decoder.last_commit());
+          confirmable = std::max(confirmable, decoder.last_commit().end_lsn);
+        } else if (ev == change_stream::event::keepalive) {
+          if (!decoder.in_transaction()) confirmable = std::max(confirmable, decoder.keepalive_end());
+          if (decoder.reply_requested()) {
+            if (!send_status(c, confirmable)) return {false, error_of(c, nullptr)};
+            last_status = std::chrono::steady_clock::now();
+          }
+        }
+        continue;
+      }
+      if (n == -1) {
+        result r(PQgetResult(c));
+        return {false, error_of(c, r.get())};
+      }
+      if (n == -2) return {false, error_of(c, nullptr)};
+      if (std::chrono::steady_clock::now() - last_status >= k_status_interval) {
+        if (!send_status(c, confirmable)) return {false, error_of(c, nullptr)};
+        last_status = std::chrono::steady_clock::now();
+      }
+      pollfd p{PQsocket(c), POLLIN, 0};
+      // Short, so that a stop is noticed soon; data wakes it at once.
+      if (::poll(&p, 1, 100) < 0 && errno != EINTR) return {false, "poll failed"};
+      if (PQconsumeInput(c) == 0) return {false, error_of(c, nullptr)};
+    }
+    return {false, "stopping"};
+  }
+
+  const std::string database_;
+  const std::string conninfo_;
+  const replication_options& options_;
+  generations& generations_;
+  const replication_listener::ddl_callback& ddl_seen_;
+  std::shared_ptr<stream_status> status_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  PGcancel* cancel_ = nullptr;
+  std::string last_logged_;
+  bool ddl_warned_ = false;
+  std::thread thread_;  // last: starts once everything above is built
+};
+
+struct replication_listener::state {
+  replication_options options;
+  generations& gens;
+  ddl_callback ddl_seen;
+  std::mutex mutex;
+  std::map<std::string, std::unique_ptr<database_stream>> streams;
+};
+
+replication_listener::replication_listener(replication_options options, generations& generations,
+                                           ddl_callback ddl_seen)
+    : state_(new state{std::move(options), generations, std::move(ddl_seen), {}, {}}) {}
+
+replication_listener::~replication_listener() {
+  std::lock_guard lock(state_->mutex);
+  state_->streams.clear();
+}
+
+std::shared_ptr<const stream_status> replication_listener::follow(const std::string& database,
+                                                                  const std::string& conninfo) {
+  std::lock_guard lock(state_->mutex);
+  auto& stream = state_->streams[database];
+  if (!stream)
+    stream = std::make_unique<database_stream>(database, conninfo, state_->options, state_->gens,
+                                               state_->ddl_seen);
+  return stream->status();
+}
+
+}  // namespace pgstash::invalidation

@@ -1,0 +1,86 @@
+// Writes that bypass pgstash, followed from PostgreSQL's logical
+// replication stream (DESIGN.md, "Coherence" point 4): one libpq
+// replication connection per database a cached client uses, each on a
+// thread of its own, decoded with the test_decoding plugin (see
+// change_stream.hpp for why not pgoutput), bumping the generations of every
+// relation a committed transaction changed as its COMMIT arrives.
+//
+// Per database, at every (re)connection:
+// - an event trigger `pgstash_ddl` that writes a logical message for every
+//   DDL command is installed if missing and allowed (superuser), so that
+//   DDL made elsewhere reaches the stream too (logical decoding carries no
+//   DDL); without it such DDL is bounded by the cache's TTL and the
+//   catalog's refresh;
+// - a temporary slot `<slot>_<database oid>` is created (dropped by the
+//   server when the connection ends), then every result of the database
+//   is invalidated: anything committed before the slot existed may have
+//   been missed. Only then are hits served again. Creating the slot waits
+//   for the transactions running on the server that have written.
+//
+// A database's stream_status says whether its hits may be served:
+// - following: every commit is applied as it arrives (lag: the stream's);
+// - connecting: not following yet, or it broke and is being re-established
+//   (every second): no hits, so nothing stale is served while it is down;
+// - unavailable: the server cannot stream for us (wal_level is not
+//   logical, no replication privilege, no free slot, a slot name in use):
+//   hits are served, bounded by the cache's TTL, and it is tried again
+//   every 30 s. Logged once per distinct cause.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "invalidation/generations.hpp"
+
+namespace pgstash::invalidation {
+
+struct replication_options {
+  std::string slot;  // prefix of the per-database slot names
+};
+
+enum class stream_state : std::uint8_t { connecting, following, unavailable };
+
+const char* to_string(stream_state s);
+
+class stream_status {
+ public:
+  stream_state state() const { return state_.load(std::memory_order_acquire); }
+  // Hits may be served: the stream follows the server, or cannot and the
+  // TTL bounds what it would have caught.
+  bool serving() const { return state() != stream_state::connecting; }
+  std::uint64_t applied_lsn() const { return applied_lsn_.load(std::memory_order_relaxed); }
+  std::uint64_t commits_applied() const { return commits_.load(std::memory_order_relaxed); }
+
+ private:
+  friend class database_stream;
+  std::atomic<stream_state> state_ = stream_state::connecting;
+  std::atomic<std::uint64_t> applied_lsn_ = 0;
+  std::atomic<std::uint64_t> commits_ = 0;
+};
+
+class replication_listener {
+ public:
+  // `ddl_seen(database)`: DDL was made in the database (the catalog's
+  // answers for it are stale). Called on the stream's thread.
+  using ddl_callback = std::function<void(const std::string& database)>;
+  replication_listener(replication_options options, generations& generations,
+                       ddl_callback ddl_seen);
+  // Stops every stream (their temporary slots go with their connections).
+  ~replication_listener();
+  replication_listener(const replication_listener&) = delete;
+  replication_listener& operator=(const replication_listener&) = delete;
+
+  // The status of `database`'s stream, started on the first call with
+  // `conninfo` (libpq keywords for a normal connection to it).
+  std::shared_ptr<const stream_status> follow(const std::string& database,
+                                              const std::string& conninfo);
+
+ private:
+  struct state;
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace pgstash::invalidation
