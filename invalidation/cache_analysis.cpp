@@ -283,6 +283,8 @@ std::string_view to_string(uncacheable reason) {
       return "sequence";
     case uncacheable::foreign_table:
       return "foreign_table";
+    case uncacheable::unlogged_relation:
+      return "unlogged_relation";
     case uncacheable::in_writing_transaction:
       return "in_writing_transaction";
     case uncacheable::isolation_level:

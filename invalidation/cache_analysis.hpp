@@ -59,6 +59,7 @@ enum class uncacheable : std::uint8_t {
   unknown_relation,
   sequence,
   foreign_table,
+  unlogged_relation,  // its writes are in no replication stream (only when following it)
   in_writing_transaction,
   isolation_level,
   too_large,

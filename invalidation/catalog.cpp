@@ -406,6 +406,7 @@ read_facts catalog::read(std::string_view search_path, std::string_view user,
     names.emplace_back(value(r.get(), row, c_relname));
     if (!flag(r.get(), row, c_reach)) continue;  // an ancestor: invalidates, is not read
     verdict v = verdict::other_kind;
+    if (value(r.get(), row, c_persistence) == "u") out.unlogged = true;
     if (value(r.get(), row, c_persistence) == "t")
       v = verdict::temporary;
     else if (flag(r.get(), row, c_system))

@@ -91,6 +91,9 @@ struct read_facts {
   // catalog, a sequence or a foreign table (also as a partition), the verdict
   // says so. Empty for unknown_relation.
   std::vector<std::string> depends_on;
+  // Some relation read (through views too) is UNLOGGED: it writes no WAL, so
+  // no replication stream carries its changes.
+  bool unlogged = false;
 
   bool operator==(const read_facts&) const = default;
 };

@@ -126,7 +126,9 @@ change_stream::event change_stream::decode(std::uint64_t lsn, std::string_view l
     bool ok = false;
     auto names = relation_names(line.substr(k_table.size()), ok);
     if (!ok) return event::malformed;
-    for (auto& name : names) changed_.push_back(std::move(name));
+    // A statement changing many rows repeats its table line after line.
+    for (auto& name : names)
+      if (changed_.empty() || changed_.back() != name) changed_.push_back(std::move(name));
     return event::nothing;
   }
   if (line.starts_with(k_message)) {

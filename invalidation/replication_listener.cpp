@@ -23,12 +23,17 @@ namespace {
 
 constexpr auto k_retry_down = 1s;
 constexpr auto k_retry_unavailable = 30s;
-// Well inside wal_sender_timeout (60 s by default), after which the server
-// would end a stream that sent no status.
-constexpr auto k_status_interval = 10s;
+constexpr auto k_poll = 100ms;  // how soon a stop is noticed
+constexpr auto k_slow_command = 5s;
+// A status update every interval, each asking for an answer: well inside
+// wal_sender_timeout (60 s by default), after which the server would end a
+// silent stream; and a stream the server has not answered for the
+// deadline is taken for dead (hits stop), however healthy the socket looks.
+constexpr auto k_status_interval = 2s;
+constexpr std::chrono::seconds k_reply_deadline = 6s;
 
 // Installed per database: every DDL command's transaction carries a logical
-// message, which pgoutput delivers before its Commit.
+// message, which the stream delivers with that transaction.
 constexpr const char* k_ddl_function =
     "CREATE OR REPLACE FUNCTION public.pgstash_ddl_message() RETURNS event_trigger "
     "LANGUAGE plpgsql SET search_path = pg_catalog AS $$ BEGIN "
@@ -93,18 +98,17 @@ class database_stream {
         thread_([this] { run(); }) {}
 
   ~database_stream() {
+    stop();
+    thread_.join();
+  }
+
+  // Asks the thread to end; it notices within k_poll.
+  void stop() {
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
-      // A command the server is slow to answer (a slot waits for running
-      // transactions) is cancelled rather than waited for.
-      if (cancel_) {
-        char err[256];
-        PQcancel(cancel_, err, sizeof err);
-      }
     }
     wake_.notify_all();
-    thread_.join();
   }
 
   std::shared_ptr<const stream_status> status() const { return status_; }
@@ -121,20 +125,29 @@ class database_stream {
     while (!stopping()) {
       const ended e = stream_once();
       if (stopping()) break;
-      set_state(e.unavailable ? stream_state::unavailable : stream_state::connecting);
-      if (e.why != last_logged_) {
-        last_logged_ = e.why;
-        if (e.unavailable) {
-          spdlog::warn(
-              "cache invalidation: writes that bypass pgstash in database \"{}\" cannot be "
-              "followed ({}); cached results are served for at most cache.default_ttl",
-              database_, e.why);
-        } else {
-          spdlog::warn(
-              "cache invalidation: replication stream of database \"{}\" is down ({}); no "
-              "cached results are served for it until it is back",
-              database_, e.why);
-        }
+      const bool changed = e.why != last_logged_;
+      last_logged_ = e.why;
+      if (changed && e.unavailable) {
+        spdlog::warn(
+            "cache invalidation: writes that bypass pgstash in database \"{}\" cannot be "
+            "followed ({}); {}",
+            database_, e.why,
+            options_.serve_unfollowed ? "cached results are served for at most cache.default_ttl"
+                                      : "no cached results are served for it, since "
+                                        "cache.default_ttl = 0 would not bound them");
+      } else if (changed) {
+        spdlog::warn(
+            "cache invalidation: replication stream of database \"{}\" is down ({}); no cached "
+            "results are served for it until it is back",
+            database_, e.why);
+      }
+      if (e.unavailable && options_.serve_unfollowed) {
+        // Results cached while it was followed could miss what it would
+        // have caught from now on: from here only the TTL bounds them.
+        bump_database();
+        set_state(stream_state::unavailable);
+      } else {
+        set_state(stream_state::connecting);
       }
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, e.unavailable ? k_retry_unavailable : k_retry_down,
@@ -149,38 +162,64 @@ class database_stream {
 
   void set_state(stream_state s) { status_->state_.store(s, std::memory_order_release); }
 
+  // Waits for `c`'s socket to be readable (or writable), at most k_poll;
+  // false on a poll error.
+  static bool wait_socket(PGconn* c, short events) {
+    pollfd p{PQsocket(c), events, 0};
+    return ::poll(&p, 1, static_cast<int>(k_poll.count())) >= 0 || errno == EINTR;
+  }
+
+  // Runs one command without blocking the thread for good: a stop is
+  // noticed while waiting, and a slow answer (a slot waits for the
+  // transactions that have written) is said once. Null if stopped or failed
+  // to send.
   result exec(PGconn* c, const std::string& sql) {
-    return result(PQexec(c, sql.c_str()));
+    if (!PQsendQuery(c, sql.c_str())) return nullptr;
+    const auto sent = std::chrono::steady_clock::now();
+    bool said = false;
+    while (PQisBusy(c)) {
+      if (stopping() || !wait_socket(c, POLLIN) || !PQconsumeInput(c)) return nullptr;
+      if (!said && std::chrono::steady_clock::now() - sent > k_slow_command) {
+        said = true;
+        spdlog::warn("cache invalidation: database \"{}\": still waiting for `{:.60}` (a slot waits "
+                     "for the transactions open on the server that have written)",
+                     database_, sql);
+      }
+    }
+    result last(PQgetResult(c));
+    // A command has one result; read to the end so the connection is ready
+    // again (a COPY BOTH result ends the loop: it is the stream).
+    while (last && PQresultStatus(last.get()) != PGRES_COPY_BOTH) {
+      result more(PQgetResult(c));
+      if (!more) break;
+      last = std::move(more);
+    }
+    return last;
   }
 
   ended stream_once() {
-    const char* const keywords[] = {"connect_timeout", "application_name", "dbname",
-                                    "replication", nullptr};
-    const char* const values[] = {"5", "pgstash invalidation", conninfo_.c_str(), "database",
-                                  nullptr};
+    // Keepalives and a user timeout: a peer that vanished without a word
+    // is noticed by the kernel too, not only by our reply deadline.
+    const char* const keywords[] = {"connect_timeout",  "application_name", "keepalives",
+                                    "keepalives_idle",  "keepalives_interval",
+                                    "keepalives_count", "tcp_user_timeout", "dbname",
+                                    "replication",      nullptr};
+    const char* const values[] = {"5", "pgstash invalidation", "1", "5", "2", "3", "10000",
+                                  conninfo_.c_str(), "database", nullptr};
     connection conn(PQconnectdbParams(keywords, values, 1));
     if (PQstatus(conn.get()) != CONNECTION_OK) {
       // The server refusing a replication connection it would accept as a
-      // normal one is configuration, not an outage.
+      // normal one is configuration (pg_hba.conf, the REPLICATION
+      // attribute), not an outage.
       const std::string why = first_line(PQerrorMessage(conn.get()));
       const char* const normal_keywords[] = {"connect_timeout", "dbname", nullptr};
       const char* const normal_values[] = {"5", conninfo_.c_str(), nullptr};
       connection probe(PQconnectdbParams(normal_keywords, normal_values, 1));
-      return {PQstatus(probe.get()) == CONNECTION_OK, why};
+      const bool refused = PQstatus(probe.get()) == CONNECTION_OK &&
+                           why.find("max_wal_senders") == std::string::npos;
+      return {refused, why};
     }
-    PGcancel* cancel = PQgetCancel(conn.get());
-    {
-      std::lock_guard lock(mutex_);
-      cancel_ = cancel;
-      if (stopping_) PQcancel(cancel_, nullptr, 0);
-    }
-    ended e = set_up_and_stream(conn.get());
-    {
-      std::lock_guard lock(mutex_);
-      cancel_ = nullptr;
-    }
-    PQfreeCancel(cancel);
-    return e;
+    return set_up_and_stream(conn.get());
   }
 
   std::string identifier(PGconn* c, const std::string& s) {
@@ -190,19 +229,26 @@ class database_stream {
     return out;
   }
 
-  // Installs the DDL event trigger when it is missing and we may; says once
-  // when we may not.
+  // Installs the DDL event trigger when it is missing or not enabled ALWAYS
+  // (sessions with session_replication_role = replica skip the others), if
+  // we may; says once when we may not.
   void ensure_ddl_trigger(PGconn* c) {
-    result r = exec(c, "SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgstash_ddl'");
-    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) > 0) return;
-    result begin = exec(c, "BEGIN");
-    result function = exec(c, k_ddl_function);
-    result trigger = exec(c, k_ddl_trigger);
-    const bool ok = PQresultStatus(function.get()) == PGRES_COMMAND_OK &&
-                    PQresultStatus(trigger.get()) == PGRES_COMMAND_OK;
-    const std::string why = ok ? "" : error_of(c, trigger.get());
-    result end = exec(c, ok ? "COMMIT" : "ROLLBACK");
-    if (ok) {
+    result r = exec(c, "SELECT 1 FROM pg_catalog.pg_event_trigger "
+                       "WHERE evtname = 'pgstash_ddl' AND evtenabled = 'A'");
+    if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) > 0) return;
+    const char* const steps[] = {
+        "BEGIN", k_ddl_function, "DROP EVENT TRIGGER IF EXISTS pgstash_ddl", k_ddl_trigger,
+        "ALTER EVENT TRIGGER pgstash_ddl ENABLE ALWAYS"};
+    std::string why;
+    for (const char* step : steps) {
+      result done = exec(c, step);
+      if (!done || PQresultStatus(done.get()) != PGRES_COMMAND_OK) {
+        why = error_of(c, done.get());
+        break;
+      }
+    }
+    result end = exec(c, why.empty() ? "COMMIT" : "ROLLBACK");
+    if (why.empty()) {
       spdlog::info("cache invalidation: installed event trigger pgstash_ddl in database \"{}\"",
                    database_);
     } else if (!ddl_warned_) {
@@ -216,30 +262,33 @@ class database_stream {
 
   ended set_up_and_stream(PGconn* c) {
     result oid = exec(c, "SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()");
-    if (PQresultStatus(oid.get()) != PGRES_TUPLES_OK || PQntuples(oid.get()) != 1)
+    if (!oid || PQresultStatus(oid.get()) != PGRES_TUPLES_OK || PQntuples(oid.get()) != 1)
       return {false, error_of(c, oid.get())};
     ensure_ddl_trigger(c);
 
     const std::string slot = options_.slot + "_" + PQgetvalue(oid.get(), 0, 0);
     result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
                               " TEMPORARY LOGICAL test_decoding NOEXPORT_SNAPSHOT");
-    if (PQresultStatus(made.get()) != PGRES_TUPLES_OK) {
-      const char* state = PQresultErrorField(made.get(), PG_DIAG_SQLSTATE);
+    if (!made || PQresultStatus(made.get()) != PGRES_TUPLES_OK) {
+      const char* state = made ? PQresultErrorField(made.get(), PG_DIAG_SQLSTATE) : nullptr;
       const std::string code = state ? state : "";
-      // Class 42 (the name is taken by another pgstash with the same
-      // invalidation.slot, no privilege); 55000: wal_level is not logical;
-      // 53400: no free slot. None passes by waiting a second.
-      const bool config = code.starts_with("42") || code == "55000" || code == "53400";
+      // No privilege, or wal_level below logical: nothing a retry in a
+      // second changes. Anything else (the name still held by our own
+      // previous connection, or by another pgstash with the same
+      // invalidation.slot; no free slot) is waited out without hits.
+      const bool config = code == "42501" || code == "55000";
       return {config, "slot " + slot + ": " + error_of(c, made.get())};
     }
     // From here on every commit reaches us; before it, some may not have.
-    bump_database();
     ddl_seen_(database_);
+    bump_database();
 
     result started = exec(c, "START_REPLICATION SLOT " + identifier(c, slot) +
                                  " LOGICAL 0/0 (\"include-xids\" '0', \"skip-empty-xacts\" '1')");
-    if (PQresultStatus(started.get()) != PGRES_COPY_BOTH) return {false, error_of(c, started.get())};
+    if (!started || PQresultStatus(started.get()) != PGRES_COPY_BOTH)
+      return {false, error_of(c, started.get())};
     started.reset();
+    if (PQsetnonblocking(c, 1) != 0) return {false, error_of(c, nullptr)};
     set_state(stream_state::following);
     spdlog::info("cache invalidation: following database \"{}\" (slot {})", database_, slot);
     last_logged_.clear();
@@ -252,29 +301,36 @@ class database_stream {
   }
 
   void apply(const committed_changes& commit) {
+    // The catalog's answers go before the bump, as for DDL through pgstash.
+    if (commit.ddl) ddl_seen_(database_);
     std::vector<std::uint64_t> ids;
     ids.reserve(commit.relations.size() + 1);
     for (const auto& name : commit.relations) ids.push_back(relation_id(database_, name));
     if (commit.ddl) ids.push_back(database_id(database_));
     generations_.bump(ids);
-    if (commit.ddl) ddl_seen_(database_);
     if (commit.end_lsn) status_->applied_lsn_.store(commit.end_lsn, std::memory_order_relaxed);
     status_->commits_.fetch_add(1, std::memory_order_relaxed);
   }
 
+  // Queues a status update confirming `lsn`, asking the server to answer
+  // (its keepalive proves the connection alive). Nonblocking: a peer that
+  // stops reading leaves it queued, and the reply deadline ends the stream.
   bool send_status(PGconn* c, std::uint64_t lsn) {
-    const std::string update = standby_status_update(lsn, postgres_clock_us(), false);
-    return PQputCopyData(c, update.data(), static_cast<int>(update.size())) == 1 && PQflush(c) == 0;
+    const std::string update = standby_status_update(lsn, postgres_clock_us(), true);
+    return PQputCopyData(c, update.data(), static_cast<int>(update.size())) == 1 &&
+           PQflush(c) >= 0;
   }
 
   ended follow(PGconn* c) {
     change_stream decoder;
     std::uint64_t confirmable = 0;
-    auto last_status = std::chrono::steady_clock::now();
+    auto now = std::chrono::steady_clock::now();
+    auto last_status = now, last_heard = now;
     while (!stopping()) {
       char* buf = nullptr;
       const int n = PQgetCopyData(c, &buf, 1);
       if (n > 0) {
+        last_heard = std::chrono::steady_clock::now();
         const auto ev = decoder.feed({buf, static_cast<std::size_t>(n)});
         PQfreemem(buf);
         if (ev == change_stream::event::malformed) return {false, "unexpected message in the stream"};
@@ -295,13 +351,16 @@ class database_stream {
         return {false, error_of(c, r.get())};
       }
       if (n == -2) return {false, error_of(c, nullptr)};
-      if (std::chrono::steady_clock::now() - last_status >= k_status_interval) {
+      now = std::chrono::steady_clock::now();
+      if (now - last_heard > k_reply_deadline)
+        return {false, "no message from the server for " +
+                           std::to_string(k_reply_deadline.count()) + " s"};
+      if (now - last_status >= k_status_interval) {
         if (!send_status(c, confirmable)) return {false, error_of(c, nullptr)};
-        last_status = std::chrono::steady_clock::now();
+        last_status = now;
       }
-      pollfd p{PQsocket(c), POLLIN, 0};
-      // Short, so that a stop is noticed soon; data wakes it at once.
-      if (::poll(&p, 1, 100) < 0 && errno != EINTR) return {false, "poll failed"};
+      const bool unsent = PQflush(c) == 1;
+      if (!wait_socket(c, unsent ? POLLIN | POLLOUT : POLLIN)) return {false, "poll failed"};
       if (PQconsumeInput(c) == 0) return {false, error_of(c, nullptr)};
     }
     return {false, "stopping"};
@@ -316,7 +375,6 @@ class database_stream {
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
-  PGcancel* cancel_ = nullptr;
   std::string last_logged_;
   bool ddl_warned_ = false;
   std::thread thread_;  // last: starts once everything above is built
@@ -336,6 +394,8 @@ replication_listener::replication_listener(replication_options options, generati
 
 replication_listener::~replication_listener() {
   std::lock_guard lock(state_->mutex);
+  // All asked first, so that they end together.
+  for (auto& [database, stream] : state_->streams) stream->stop();
   state_->streams.clear();
 }
 

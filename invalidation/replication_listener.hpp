@@ -20,11 +20,15 @@
 // A database's stream_status says whether its hits may be served:
 // - following: every commit is applied as it arrives (lag: the stream's);
 // - connecting: not following yet, or it broke and is being re-established
-//   (every second): no hits, so nothing stale is served while it is down;
+//   (every second): no hits, so nothing stale is served while it is down.
+//   Also a slot name still held (by our own previous connection, or by
+//   another pgstash with the same prefix) and no free slot. A stream the
+//   server has not answered for 6 s is taken for broken;
 // - unavailable: the server cannot stream for us (wal_level is not
-//   logical, no replication privilege, no free slot, a slot name in use):
-//   hits are served, bounded by the cache's TTL, and it is tried again
-//   every 30 s. Logged once per distinct cause.
+//   logical, no replication privilege): every result of the database is
+//   invalidated, then hits are served, bounded by the cache's TTL, and it
+//   is tried again every 30 s. Without a TTL (`serve_unfollowed` false)
+//   the state stays connecting instead. Logged once per distinct cause.
 #pragma once
 
 #include <atomic>
@@ -39,6 +43,9 @@ namespace pgstash::invalidation {
 
 struct replication_options {
   std::string slot;  // prefix of the per-database slot names
+  // Where the stream cannot run, serve hits anyway (the cache's TTL bounds
+  // them); false when nothing would bound them.
+  bool serve_unfollowed = true;
 };
 
 enum class stream_state : std::uint8_t { connecting, following, unavailable };

@@ -224,9 +224,10 @@ std::optional<uncacheable> cache_client::dependencies(const invalidation::cache_
     auto facts = catalog.try_read(who_.database, who_.conninfo, path, who_.user, relation);
     if (!facts) return uncacheable::unknown_relation;
     if (auto why = reason_of(facts->what)) return why;
+    // Written elsewhere, it would never be invalidated.
+    if (stream_ && facts->unlogged) return uncacheable::unlogged_relation;
     for (const auto& name : facts->depends_on) ids.push_back(invalidation::relation_id(who_.database, name));
   }
-  ids.push_back(database_id_);
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   return std::nullopt;
@@ -251,6 +252,11 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
                                         const pool::settings_map* settings) {
   const auto a = analyzed(sql);
   const pool::settings_map& s = settings_or_startup(settings);
+  // The database's generation first, before the catalog's answers are
+  // read: DDL bumps it after dropping those answers, so a result whose
+  // relations came from answers older than the DDL is never stored.
+  std::vector<cache::dependency> deps;
+  shared_.generations().capture({&database_id_, 1}, deps);
   std::vector<std::uint64_t> ids;
   std::optional<uncacheable> why =
       a->reason != uncacheable::none ? a->reason : dependencies(*a, s, ids);
@@ -273,7 +279,6 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
     return out;
   }
   shared_.count_miss();
-  std::vector<cache::dependency> deps;
   // Before the query is sent: a write committed after this makes the
   // result unstorable (or, once stored, unservable).
   shared_.generations().capture(ids, deps);
@@ -363,6 +368,9 @@ void cache_client::wrote(const write_set& writes) {
 
 void cache_client::transaction_committed(const write_set* also) {
   if (also) wrote(*also);
+  // Answers older than the DDL go before the bump: a reader whose capture
+  // follows the bump must not read them.
+  if (pending_ddl_) shared_.catalog().forget(who_.database);
   if (pending_writes_.empty()) return;
   std::sort(pending_writes_.begin(), pending_writes_.end());
   pending_writes_.erase(std::unique(pending_writes_.begin(), pending_writes_.end()),

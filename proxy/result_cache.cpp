@@ -29,7 +29,7 @@ std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
   if (followed.replication) {
     invalidation::catalog_service& catalog = shared->catalog_;
     shared->listener_ = std::make_unique<invalidation::replication_listener>(
-        invalidation::replication_options{followed.slot}, generations,
+        invalidation::replication_options{followed.slot, cfg.default_ttl > 0}, generations,
         [&catalog](const std::string& database) { catalog.forget(database); });
   }
   return shared;

@@ -14,13 +14,16 @@ replication stream (invalidation.replication = true), seen from psycopg through 
       reads reach the server every time; once it is back, hits resume.
   stream_killed
       the replication connection terminated by the server: it comes back on its own, and a write
-      made meanwhile is seen.
+      made while it was gone (in no stream: the reconnection must invalidate the database) is
+      seen by the first read after.
   server_restarted
       PostgreSQL restarted (a private cluster): a write made right after the restart is seen by
       the first read through pgstash.
+  unlogged_not_cached
+      an UNLOGGED table's writes are in no stream: its reads are never answered from the cache.
   no_replication_privilege, wal_level_replica
-      the stream cannot run: one clear log line, and the cache still serves (bounded by
-      cache.default_ttl).
+      the stream cannot run: one clear log line; the cache still serves, bounded by
+      cache.default_ttl, and serves nothing when default_ttl = 0 would not bound it.
 
 Arguments, if any, name the cases to run (all by default).
 """
@@ -32,7 +35,7 @@ import time
 
 import psycopg
 
-from case_harness import CASE_TIMEOUT, SOURCE_DIR, Failure, admin, connect, expect, main, ok
+from case_harness import CASE_TIMEOUT, SOURCE_DIR, admin, connect, expect, main, ok
 
 DB = "pgstash_follow"
 TRANSACTION = ['pool.mode = "transaction"', "pool.size = 4"]
@@ -41,13 +44,48 @@ SESSION = ['pool.mode = "session"', "pool.size = 8"]
 SEEN_WITHIN = 5.0
 
 
-def start_following(case, mode, *extra, cluster_dir=None, follow=True):
+def start_following(case, mode, cluster_dir=None, follow=True, ttl=0, user="postgres"):
+    """A pgstash with the cache on; its stream of DB starts with the first client there (this
+    function's, as `user`: the stream logs in as the first client)."""
     path = os.path.join(case.root, f"{case.name}-cache-{len(case.instances) + 1}")
-    lines = [*mode, "cache.enabled = true", f'cache.path = "{path}"', "cache.default_ttl = 0",
+    lines = [*mode, "cache.enabled = true", f'cache.path = "{path}"', f"cache.default_ttl = {ttl}",
              f'invalidation.slot = "t_{case.name[:30]}"']
     if follow:
         lines.append("invalidation.replication = true")
-    return case.start(*lines, *extra, cluster_dir=cluster_dir)
+    inst = case.start(*lines, cluster_dir=cluster_dir)
+    first_read(inst.port, "select 1", user=user)
+    return inst
+
+
+def log_of(inst):
+    with open(os.path.join(inst.work, "pgstash.log")) as f:
+        return f.read()
+
+
+def wait_for_log(inst, text, count=1, limit=20.0):
+    """Waits until pgstash's log says `text` `count` times (the stream's state changes are
+    logged): the state a case needs before it goes on."""
+    deadline = time.monotonic() + limit
+    while log_of(inst).count(text) < count:
+        expect(time.monotonic() < deadline,
+               f"pgstash's log did not say {text!r} {count} time(s) within {limit} s: "
+               f"{log_of(inst)[-800:]}")
+        time.sleep(0.02)
+
+
+FOLLOWING = "cache invalidation: following database"
+
+
+def first_read(port, sql, limit=20.0, user="postgres"):
+    """The rows of `sql` from a new connection, retried while pgstash cannot reach the server."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with connect(port, dbname=DB, user=user) as conn:
+                return read(conn, sql)
+        except psycopg.Error:
+            expect(time.monotonic() < deadline, f"pgstash did not answer {sql!r} within {limit} s")
+            time.sleep(0.1)
 
 
 def ensure_database():
@@ -108,16 +146,9 @@ def seen_within(conn, sql, expected, limit=SEEN_WITHIN):
         time.sleep(0.005)
 
 
-def wait_for_walsender(slot_prefix, present=True, limit=10.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        rows = server("select count(*) from pg_replication_slots "
-                      f"where slot_name like '{slot_prefix}%' and active", dbname="postgres")
-        if (rows[0][0] > 0) == present:
-            return
-        time.sleep(0.05)
-    raise Failure(f"the replication stream (slot {slot_prefix}*) is "
-                  f"{'not back' if present else 'still there'} after {limit} s")
+def kill_stream(case):
+    server("select pg_terminate_backend(active_pid) from pg_replication_slots "
+           f"where slot_name like 't\\_{case.name[:30]}%'", dbname="postgres")
 
 
 def direct_writes(case, mode):
@@ -138,6 +169,7 @@ def direct_writes(case, mode):
         create view {p}_view as select v from {p}_base where id = 1;
     """)
     inst = start_following(case, mode)
+    wait_for_log(inst, FOLLOWING)
     lags = {}
     with connect(inst.port, dbname=DB) as conn:
         steps = [
@@ -198,8 +230,8 @@ def case_no_hits_while_down(case):
     t = f"fw_{case.name}"
     server(f"drop table if exists {t}; create table {t} (id int primary key, v text);"
            f"insert into {t} values (1, 'one')")
-    slot = f"t_{case.name[:30]}"
     inst = start_following(case, TRANSACTION)
+    wait_for_log(inst, FOLLOWING)
     sql = f"select v from {t} where id = 1"
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, sql, t, [("one",)])
@@ -208,10 +240,8 @@ def case_no_hits_while_down(case):
         holder.autocommit = False
         try:
             holder.execute(f"insert into {t} values (99, 'held')")
-            server("select pg_terminate_backend(active_pid) from pg_replication_slots "
-                   f"where slot_name like '{slot}%'", dbname="postgres")
-            wait_for_walsender(slot, present=False)
-            time.sleep(0.3)
+            kill_stream(case)
+            wait_for_log(inst, "is down")
             before = server_calls(t)
             for _ in range(5):
                 expect(read(conn, sql) == [("one",)], "a read while the stream is down was wrong")
@@ -221,33 +251,34 @@ def case_no_hits_while_down(case):
         finally:
             holder.rollback()
             holder.close()
-        wait_for_walsender(slot)
+        wait_for_log(inst, FOLLOWING, 2)
         cached(conn, sql, t, [("one",)])
         ok("once the stream is back, reads are answered from the cache again")
 
 
 def case_stream_killed(case):
+    """What is committed between the stream's end and the new slot is in no stream: the
+    reconnection must invalidate the database. No read touches the entry meanwhile."""
     ensure_database()
     t = f"fw_{case.name}"
     server(f"drop table if exists {t}; create table {t} (id int primary key, v text);"
            f"insert into {t} values (1, 'one')")
-    slot = f"t_{case.name[:30]}"
     inst = start_following(case, TRANSACTION)
+    wait_for_log(inst, FOLLOWING)
     sql = f"select v from {t} where id = 1"
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, sql, t, [("one",)])
-        wait_for_walsender(slot)
-        server("select pg_terminate_backend(active_pid) from pg_replication_slots "
-               f"where slot_name like '{slot}%'", dbname="postgres")
+        kill_stream(case)
         server(f"update {t} set v = 'uno' where id = 1")
-        seen_within(conn, sql, [("uno",)])
-        wait_for_walsender(slot)
+        wait_for_log(inst, FOLLOWING, 2)
+        rows = read(conn, sql)
+        expect(rows == [("uno",)], f"the first read after the stream came back returned {rows}")
         cached(conn, sql, t, [("uno",)])
         server(f"update {t} set v = 'eins' where id = 1")
         seen_within(conn, sql, [("eins",)])
-    expect("is down" in open(os.path.join(inst.work, "pgstash.log")).read(),
-           "the stream's outage was not logged")
-    ok("a terminated stream comes back on its own; writes made meanwhile and after are seen")
+    expect("is down" in log_of(inst), "the stream's outage was not logged")
+    ok("a terminated stream comes back on its own; a write made while it was gone and one made "
+       "after are seen")
 
 
 def case_server_restarted(case):
@@ -257,34 +288,62 @@ def case_server_restarted(case):
     server(f"create table {t} (id int primary key, v text); insert into {t} values (1, 'one')",
            cluster=cluster)
     inst = start_following(case, TRANSACTION, cluster_dir=cluster_dir)
+    wait_for_log(inst, FOLLOWING)
     sql = f"select v from {t} where id = 1"
     with connect(inst.port, dbname=DB) as conn:
-        for _ in range(8):
-            expect(read(conn, sql) == [("one",)], "warm-up read was wrong")
-            time.sleep(0.05)
+        cached(conn, sql, t, [("one",)], cluster)
     subprocess.run([os.path.join(SOURCE_DIR, "scripts", "pg_test_cluster.sh"), "restart",
                     cluster_dir], check=True, stdout=subprocess.DEVNULL)
     server(f"update {t} set v = 'uno' where id = 1", cluster=cluster)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with connect(inst.port, dbname=DB) as conn:
-                rows = read(conn, sql)
-            break
-        except psycopg.Error:
-            # The pool's connections died with the server; a new one may take a moment.
-            expect(time.monotonic() < deadline, "pgstash did not serve again after the restart")
-            time.sleep(0.1)
+    wait_for_log(inst, FOLLOWING, 2)
+    rows = first_read(inst.port, sql)
     expect(rows == [("uno",)], f"the first read after a restart and a direct write returned {rows}")
     ok("after a PostgreSQL restart, a direct write is seen by the first read")
 
 
-def unavailable(inst, conn, sql, t, expected, cause, cluster=None):
-    cached(conn, sql, t, expected, cluster)
-    log = open(os.path.join(inst.work, "pgstash.log")).read()
-    expect("cannot be followed" in log and cause in log,
-           f"no log line saying why the stream cannot run ({cause!r}): {log[-800:]}")
-    ok(f"without the stream ({cause}) the cache serves, bounded by its TTL, and says why")
+def case_unlogged_not_cached(case):
+    ensure_database()
+    t = f"fw_{case.name}"
+    server(f"drop table if exists {t}; create unlogged table {t} (id int primary key, v text);"
+           f"insert into {t} values (1, 'one')")
+    inst = start_following(case, TRANSACTION)
+    wait_for_log(inst, FOLLOWING)
+    sql = f"select v from {t} where id = 1"
+    with connect(inst.port, dbname=DB) as conn:
+        for _ in range(6):
+            read(conn, sql)
+            time.sleep(0.05)
+        before = server_calls(t)
+        for _ in range(5):
+            expect(read(conn, sql) == [("one",)], "a read was wrong")
+        moved = server_calls(t) - before
+        expect(moved == 5, f"{5 - moved} of 5 reads of an UNLOGGED table were cache hits")
+    ok("an UNLOGGED table is not cached while the stream is followed")
+
+
+def unavailable(case, user, cause, cluster_dir=None, cluster=None):
+    """The stream cannot run: with a TTL the cache serves (bounded by it) and the log says why;
+    without one (default_ttl = 0) nothing would bound a hit, and none is served."""
+    t = f"fw_{case.name}"
+    sql = f"select v from {t} where id = 1"
+    for ttl in [60, 0]:
+        inst = start_following(case, TRANSACTION, cluster_dir=cluster_dir, ttl=ttl, user=user)
+        wait_for_log(inst, "cannot be followed")
+        expect(cause in log_of(inst), f"the log does not say why ({cause!r}): {log_of(inst)[-800:]}")
+        with connect(inst.port, dbname=DB, user=user) as conn:
+            if ttl:
+                cached(conn, sql, t, [("one",)], cluster)
+                ok(f"without the stream ({cause}) the cache serves, bounded by its TTL, and says why")
+                continue
+            for _ in range(6):
+                read(conn, sql)
+                time.sleep(0.05)
+            before = server_calls(t, cluster)
+            for _ in range(5):
+                expect(read(conn, sql) == [("one",)], "a read was wrong")
+            moved = server_calls(t, cluster) - before
+            expect(moved == 5, f"with default_ttl = 0 and no stream, {5 - moved} of 5 reads were hits")
+            ok(f"without the stream ({cause}) and without a TTL, nothing is served from the cache")
 
 
 def case_no_replication_privilege(case):
@@ -294,22 +353,15 @@ def case_no_replication_privilege(case):
            "create role follow_norepl login noreplication; end if; end $$", dbname="postgres")
     server(f"drop table if exists {t}; create table {t} (id int primary key, v text);"
            f"insert into {t} values (1, 'one'); grant select on {t} to follow_norepl")
-    inst = start_following(case, TRANSACTION)
-    sql = f"select v from {t} where id = 1"
-    with connect(inst.port, dbname=DB, user="follow_norepl") as conn:
-        unavailable(inst, conn, sql, t, [("one",)], "replication role")
+    unavailable(case, "follow_norepl", "replication role")
 
 
 def case_wal_level_replica(case):
     cluster_dir, cluster = case.private_cluster("wal_level = replica")
-    t = "fw_replica"
     server(f"create database {DB}", dbname="postgres", cluster=cluster)
-    server(f"create table {t} (id int primary key, v text); insert into {t} values (1, 'one')",
-           cluster=cluster)
-    inst = start_following(case, TRANSACTION, cluster_dir=cluster_dir)
-    sql = f"select v from {t} where id = 1"
-    with connect(inst.port, dbname=DB) as conn:
-        unavailable(inst, conn, sql, t, [("one",)], "wal_level", cluster)
+    server(f"create table fw_{case.name} (id int primary key, v text);"
+           f"insert into fw_{case.name} values (1, 'one')", cluster=cluster)
+    unavailable(case, "postgres", "wal_level", cluster_dir, cluster)
 
 
 CASES = [
@@ -319,6 +371,7 @@ CASES = [
     ("no_hits_while_down", case_no_hits_while_down, 60),
     ("stream_killed", case_stream_killed, 60),
     ("server_restarted", case_server_restarted, 90),
+    ("unlogged_not_cached", case_unlogged_not_cached, CASE_TIMEOUT),
     ("no_replication_privilege", case_no_replication_privilege, CASE_TIMEOUT),
     ("wal_level_replica", case_wal_level_replica, 60),
 ]
