@@ -81,14 +81,18 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
     // A copy: the client may close the statement before the replay.
     if (replay) replay_statement_ = *statements_.find(head.client_statement);
   }
+  // The server skips everything up to the next Sync; if the client has not
+  // sent it yet, what it sends until then gets no answer either.
+  const bool synced =
+      queue_.skip_to_sync([this](const expected_response& e) { forget_unprepared(e); });
+  if (!synced) skipping_ = true;
+  // A replay holds back the failed batch's ReadyForQuery: without the
+  // batch's Sync there is none to hold, and the error goes to the client.
+  replay = replay && synced;
   if (!replay) {
     error_in_cycle_ = true;
     replay_.clear();
   }
-  // The server skips everything up to the next Sync; if the client has not
-  // sent it yet, what it sends until then gets no answer either.
-  if (!queue_.skip_to_sync([this](const expected_response& e) { forget_unprepared(e); }))
-    skipping_ = true;
   if (replay) {
     replay_pending_ = true;
     queue_.front().forward = false;  // the failed batch's ReadyForQuery
