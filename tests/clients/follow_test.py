@@ -120,17 +120,31 @@ def read(conn, sql):
     return [tuple(r) for r in conn.execute(sql, prepare=False).fetchall()]
 
 
-def cached(conn, sql, fragment, expected, cluster=None):
-    """Warms `sql` and shows it is answered by pgstash: the server's count stays put."""
-    for _ in range(6):
-        read(conn, sql)
-        time.sleep(0.05)
+def server_reads(conn, sql, fragment, expected, cluster=None, warm=True):
+    """Reads `sql` through pgstash 5 times (after a warm-up, unless `warm` is false), each
+    expected to return `expected`; how many of them reached the server."""
+    if warm:
+        for _ in range(6):
+            read(conn, sql)
+            time.sleep(0.05)
     before = server_calls(fragment, cluster)
     for _ in range(5):
         rows = read(conn, sql)
         expect(rows == expected, f"{sql!r} returned {rows}, expected {expected}")
-    moved = server_calls(fragment, cluster) - before
+    return server_calls(fragment, cluster) - before
+
+
+def cached(conn, sql, fragment, expected, cluster=None):
+    """Warms `sql` and shows it is answered by pgstash: the server's count stays put."""
+    moved = server_reads(conn, sql, fragment, expected, cluster)
     expect(moved == 0, f"{sql!r} reached the server {moved} times of 5 while warm")
+
+
+def one_row_table(t, kind="table", cluster=None):
+    """A table `t` (id, v) holding (1, 'one'); the query that reads it."""
+    server(f"drop table if exists {t}; create {kind} {t} (id int primary key, v text);"
+           f"insert into {t} values (1, 'one')", cluster=cluster)
+    return f"select v from {t} where id = 1"
 
 
 def seen_within(conn, sql, expected, limit=SEEN_WITHIN):
@@ -212,10 +226,8 @@ def case_direct_writes_session(case):
 def case_direct_write_unseen_without_stream(case):
     ensure_database()
     t = f"fw_{case.name}"
-    server(f"drop table if exists {t}; create table {t} (id int primary key, v text);"
-           f"insert into {t} values (1, 'one')")
+    sql = one_row_table(t)
     inst = start_following(case, TRANSACTION, follow=False)
-    sql = f"select v from {t} where id = 1"
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, sql, t, [("one",)])
         server(f"update {t} set v = 'uno' where id = 1")
@@ -228,11 +240,9 @@ def case_direct_write_unseen_without_stream(case):
 def case_no_hits_while_down(case):
     ensure_database()
     t = f"fw_{case.name}"
-    server(f"drop table if exists {t}; create table {t} (id int primary key, v text);"
-           f"insert into {t} values (1, 'one')")
+    sql = one_row_table(t)
     inst = start_following(case, TRANSACTION)
     wait_for_log(inst, FOLLOWING)
-    sql = f"select v from {t} where id = 1"
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, sql, t, [("one",)])
         # A transaction that has written holds up the creation of a new slot until it ends.
@@ -242,10 +252,7 @@ def case_no_hits_while_down(case):
             holder.execute(f"insert into {t} values (99, 'held')")
             kill_stream(case)
             wait_for_log(inst, "is down")
-            before = server_calls(t)
-            for _ in range(5):
-                expect(read(conn, sql) == [("one",)], "a read while the stream is down was wrong")
-            moved = server_calls(t) - before
+            moved = server_reads(conn, sql, t, [("one",)], warm=False)
             expect(moved == 5, f"while the stream was down {5 - moved} of 5 reads were hits")
             ok("while the stream is down, every read goes to the server")
         finally:
@@ -261,11 +268,9 @@ def case_stream_killed(case):
     reconnection must invalidate the database. No read touches the entry meanwhile."""
     ensure_database()
     t = f"fw_{case.name}"
-    server(f"drop table if exists {t}; create table {t} (id int primary key, v text);"
-           f"insert into {t} values (1, 'one')")
+    sql = one_row_table(t)
     inst = start_following(case, TRANSACTION)
     wait_for_log(inst, FOLLOWING)
-    sql = f"select v from {t} where id = 1"
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, sql, t, [("one",)])
         kill_stream(case)
@@ -285,11 +290,9 @@ def case_server_restarted(case):
     cluster_dir, cluster = case.private_cluster()
     t = "fw_restart"
     server(f"create database {DB}", dbname="postgres", cluster=cluster)
-    server(f"create table {t} (id int primary key, v text); insert into {t} values (1, 'one')",
-           cluster=cluster)
+    sql = one_row_table(t, cluster=cluster)
     inst = start_following(case, TRANSACTION, cluster_dir=cluster_dir)
     wait_for_log(inst, FOLLOWING)
-    sql = f"select v from {t} where id = 1"
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, sql, t, [("one",)], cluster)
     subprocess.run([os.path.join(SOURCE_DIR, "scripts", "pg_test_cluster.sh"), "restart",
@@ -304,19 +307,11 @@ def case_server_restarted(case):
 def case_unlogged_not_cached(case):
     ensure_database()
     t = f"fw_{case.name}"
-    server(f"drop table if exists {t}; create unlogged table {t} (id int primary key, v text);"
-           f"insert into {t} values (1, 'one')")
+    sql = one_row_table(t, "unlogged table")
     inst = start_following(case, TRANSACTION)
     wait_for_log(inst, FOLLOWING)
-    sql = f"select v from {t} where id = 1"
     with connect(inst.port, dbname=DB) as conn:
-        for _ in range(6):
-            read(conn, sql)
-            time.sleep(0.05)
-        before = server_calls(t)
-        for _ in range(5):
-            expect(read(conn, sql) == [("one",)], "a read was wrong")
-        moved = server_calls(t) - before
+        moved = server_reads(conn, sql, t, [("one",)])
         expect(moved == 5, f"{5 - moved} of 5 reads of an UNLOGGED table were cache hits")
     ok("an UNLOGGED table is not cached while the stream is followed")
 
@@ -335,13 +330,7 @@ def unavailable(case, user, cause, cluster_dir=None, cluster=None):
                 cached(conn, sql, t, [("one",)], cluster)
                 ok(f"without the stream ({cause}) the cache serves, bounded by its TTL, and says why")
                 continue
-            for _ in range(6):
-                read(conn, sql)
-                time.sleep(0.05)
-            before = server_calls(t, cluster)
-            for _ in range(5):
-                expect(read(conn, sql) == [("one",)], "a read was wrong")
-            moved = server_calls(t, cluster) - before
+            moved = server_reads(conn, sql, t, [("one",)], cluster)
             expect(moved == 5, f"with default_ttl = 0 and no stream, {5 - moved} of 5 reads were hits")
             ok(f"without the stream ({cause}) and without a TTL, nothing is served from the cache")
 
@@ -351,16 +340,15 @@ def case_no_replication_privilege(case):
     t = f"fw_{case.name}"
     server("do $$ begin if not exists (select from pg_roles where rolname = 'follow_norepl') then "
            "create role follow_norepl login noreplication; end if; end $$", dbname="postgres")
-    server(f"drop table if exists {t}; create table {t} (id int primary key, v text);"
-           f"insert into {t} values (1, 'one'); grant select on {t} to follow_norepl")
+    one_row_table(t)
+    server(f"grant select on {t} to follow_norepl")
     unavailable(case, "follow_norepl", "replication role")
 
 
 def case_wal_level_replica(case):
     cluster_dir, cluster = case.private_cluster("wal_level = replica")
     server(f"create database {DB}", dbname="postgres", cluster=cluster)
-    server(f"create table fw_{case.name} (id int primary key, v text);"
-           f"insert into fw_{case.name} values (1, 'one')", cluster=cluster)
+    one_row_table(f"fw_{case.name}", cluster=cluster)
     unavailable(case, "postgres", "wal_level", cluster_dir, cluster)
 
 
