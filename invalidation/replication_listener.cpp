@@ -72,18 +72,6 @@ std::int64_t postgres_clock_us() {
 
 }  // namespace
 
-const char* to_string(stream_state s) {
-  switch (s) {
-    case stream_state::connecting:
-      return "connecting";
-    case stream_state::following:
-      return "following";
-    case stream_state::unavailable:
-      return "unavailable";
-  }
-  return "?";
-}
-
 // One database's stream and the thread that runs it.
 class database_stream {
  public:
@@ -308,8 +296,6 @@ class database_stream {
     for (const auto& name : commit.relations) ids.push_back(relation_id(database_, name));
     if (commit.ddl) ids.push_back(database_id(database_));
     generations_.bump(ids);
-    if (commit.end_lsn) status_->applied_lsn_.store(commit.end_lsn, std::memory_order_relaxed);
-    status_->commits_.fetch_add(1, std::memory_order_relaxed);
   }
 
   // Queues a status update confirming `lsn`, asking the server to answer

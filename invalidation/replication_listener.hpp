@@ -50,22 +50,16 @@ struct replication_options {
 
 enum class stream_state : std::uint8_t { connecting, following, unavailable };
 
-const char* to_string(stream_state s);
-
 class stream_status {
  public:
   stream_state state() const { return state_.load(std::memory_order_acquire); }
   // Hits may be served: the stream follows the server, or cannot and the
   // TTL bounds what it would have caught.
   bool serving() const { return state() != stream_state::connecting; }
-  std::uint64_t applied_lsn() const { return applied_lsn_.load(std::memory_order_relaxed); }
-  std::uint64_t commits_applied() const { return commits_.load(std::memory_order_relaxed); }
 
  private:
   friend class database_stream;
   std::atomic<stream_state> state_ = stream_state::connecting;
-  std::atomic<std::uint64_t> applied_lsn_ = 0;
-  std::atomic<std::uint64_t> commits_ = 0;
 };
 
 class replication_listener {
