@@ -131,6 +131,12 @@ store_stats result_store::stats() const {
   out.invalidations = load(s.invalidations);
   out.rejected = load(s.rejected);
   out.failures = load(s.failures);
+  MDB_envinfo info{};
+  MDB_stat stat{};
+  if (mdb_env_info(s.env.handle(), &info) == 0 && mdb_env_stat(s.env.handle(), &stat) == 0) {
+    out.map_size = info.me_mapsize;
+    out.map_used = (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * stat.ms_psize;
+  }
   return out;
 }
 

@@ -62,6 +62,8 @@ struct store_stats {
   std::uint64_t invalidations = 0;  // stale entries removed, and those erase_all() removed
   std::uint64_t rejected = 0;       // puts not stored: too large, stale at write, or queue full
   std::uint64_t failures = 0;       // LMDB errors: map full, I/O
+  std::uint64_t map_size = 0;       // the LMDB map's size
+  std::uint64_t map_used = 0;       // bytes of it in use (pages up to the last used)
 };
 
 // Tells whether an entry's dependencies are all still current (the proxy

@@ -62,18 +62,20 @@ bool is_near(std::size_t distance, std::string_view written) {
   return distance <= std::max<std::size_t>(2, written.size() / 3);
 }
 
-// The known key most likely meant by `key` written under `section` (empty
-// for top level), or "" if none is close. A right key in the wrong section
-// costs one edit, so `tls` under [listen] suggests server.tls.
-std::string_view nearest_key(std::string_view section, std::string_view key) {
-  std::string_view best;
+// The known keys most likely meant by `key` written under `section` (empty
+// for top level), as "a" or "a or b" when equally close, or "" if none is
+// close. A right key in the wrong section costs one edit, so `tls` under
+// [listen] suggests server.tls.
+std::string nearest_key(std::string_view section, std::string_view key) {
+  std::string best;
   std::size_t best_distance = std::numeric_limits<std::size_t>::max();
   for (const auto& row : all_keys()) {
     std::size_t distance =
         edit_distance(key, key_of(row.name)) + (section_of(row.name) == section ? 0 : 1);
+    if (distance == best_distance) best += " or " + std::string(row.name);
     if (distance < best_distance) best = row.name, best_distance = distance;
   }
-  return is_near(best_distance, key) ? best : std::string_view{};
+  return is_near(best_distance, key) ? best : std::string{};
 }
 
 std::string_view nearest_of(std::span<const std::string_view> names, std::string_view written) {
@@ -170,7 +172,7 @@ class loader {
     auto near = nearest_key("", name);
     report(place_of(key.source()), "unknown key " + quoted(name),
            near.empty() ? "keys belong in a section such as [listen]"
-                        : "did you mean " + std::string(near) + "?");
+                        : "did you mean " + near + "?");
   }
 
   void read_key(std::string_view section, const toml::key& key, const toml::node& node) {
@@ -180,7 +182,7 @@ class loader {
       auto near = nearest_key(section, key.str());
       std::string hint;
       if (!near.empty()) {
-        hint = "did you mean " + std::string(near) + "?";
+        hint = "did you mean " + near + "?";
       } else {
         hint = "[" + std::string(section) + "] accepts";
         for (const auto& r : all_keys()) {
@@ -324,6 +326,10 @@ class loader {
                  "most 40)",
              "e.g. slot = \"pgstash_a\"");
     }
+    if (cfg_.admin.port != 0 && cfg_.admin.port == l.port) {
+      report(set_at_["admin.port"], "admin.port is listen.port (" + std::to_string(l.port) + ")",
+             "give the admin port a port of its own, e.g. port = 6433");
+    }
     if (!l.tls_cert_file.empty() && l.tls_key_file.empty()) {
       report(set_at_["listen.tls_cert_file"],
              "listen.tls_cert_file is set without listen.tls_key_file",
@@ -401,6 +407,18 @@ std::string reference_markdown() {
       "| `databases.<name>` | string | none | Server database that client database `<name>` "
       "maps to. With no [databases] entries every name passes through unchanged; otherwise "
       "names not listed are refused with SQLSTATE 3D000. |\n";
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> current_settings(const config& cfg) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& row : all_keys()) {
+    const setting value = row.load(cfg);
+    const bool hidden = row.secret && !value.text.empty();
+    out.emplace_back(std::string(row.name), hidden ? quoted("********") : render(row, value));
+  }
+  for (const auto& [client, server] : cfg.databases)
+    out.emplace_back("databases." + quoted(client), quoted(server));
   return out;
 }
 

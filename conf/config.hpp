@@ -116,6 +116,17 @@ struct invalidation_section {
   std::string slot = "pgstash";  // per database: <slot>_<database oid>
 };
 
+// The admin port: HTTP (health, readiness, Prometheus metrics, a JSON API)
+// on its own address. Off unless a port is set; every request but /health
+// must carry the token (PGSTASH_ADMIN_TOKEN in the environment stands in
+// for an empty `token`).
+struct admin_section {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;  // 0 = no admin port
+  std::string token;
+  std::uint32_t max_connections = 16;  // admin HTTP connections at once
+};
+
 struct process_section {
   // Threads running client sessions; 0 = one per CPU core.
   std::uint32_t workers = 0;
@@ -131,6 +142,7 @@ struct log_section {
 using database_map = std::map<std::string, std::string>;
 
 struct config {
+  admin_section admin;
   listen_section listen;
   server_section server;
   auth_section auth;
@@ -177,6 +189,10 @@ load_result load_string(const std::string& text, const std::string& name);
 // row per key plus [databases]; rendered from the same rows the parser
 // uses, so the README's reference cannot drift from the code.
 std::string reference_markdown();
+
+// Every key with its value in `cfg`, written as in the file, in key order;
+// secrets (admin.token) read "********" when set. For the admin port.
+std::vector<std::pair<std::string, std::string>> current_settings(const config& cfg);
 
 namespace detail {
 // Reads the whole of `path` into `out`. On failure returns a diagnostic

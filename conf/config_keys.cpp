@@ -31,11 +31,13 @@ template <auto Section, auto Member>
 using member_type = std::remove_cvref_t<decltype(std::declval<config&>().*Section.*Member)>;
 
 template <auto Section, auto Member>
-consteval key_row string_key(std::string_view name, bool non_empty, std::string_view doc) {
+consteval key_row string_key(std::string_view name, bool non_empty, std::string_view doc,
+                             bool secret = false) {
   return {.name = name,
           .type = key_type::string,
           .doc = doc,
           .min = non_empty ? 1 : 0,
+          .secret = secret,
           .store = [](config& c, const setting& s) { (c.*Section).*Member = s.text; },
           .load =
               [](const config& c) {
@@ -126,6 +128,20 @@ constexpr std::array<std::string_view, 4> k_server_tls = {"disable", "prefer", "
 constexpr std::int64_t k_max_timeout_ms = 86'400'000;  // one day
 
 constexpr std::array k_keys = {
+    string_key<&config::admin, &admin_section::host>("admin.host", true,
+                                                     "Address of the admin HTTP port."),
+    integer_key<&config::admin, &admin_section::max_connections>(
+        "admin.max_connections", 1, 1000,
+        "Admin HTTP connections open at once; more wait to be accepted."),
+    integer_key<&config::admin, &admin_section::port>(
+        "admin.port", 0, 65535,
+        "TCP port of the admin HTTP API (health, readiness, metrics, JSON); 0 = none."),
+    string_key<&config::admin, &admin_section::token>(
+        "admin.token", false,
+        "Bearer token every admin request but `/health` must carry; when empty, the "
+        "`PGSTASH_ADMIN_TOKEN` environment variable is used, and one of the two is required "
+        "with `admin.port`.",
+        true),
     string_key<&config::auth, &auth_section::file>(
         "auth.file", false,
         "Userlist file (`\"user\" \"secret\"` per line); required unless `auth.method` is "

@@ -40,6 +40,8 @@ struct key_row {
   std::span<const std::string_view> choices = {};
   // choice: spellings that are documented but refused for now.
   std::span<const std::string_view> unsupported = {};
+  // Its value is never shown (current_settings()).
+  bool secret = false;
   void (*store)(config&, const setting&) = nullptr;
   setting (*load)(const config&) = nullptr;
 };

@@ -317,11 +317,13 @@ class database_stream {
       const int n = PQgetCopyData(c, &buf, 1);
       if (n > 0) {
         last_heard = std::chrono::steady_clock::now();
+        status_->last_heard_.store(last_heard.time_since_epoch().count(), std::memory_order_relaxed);
         const auto ev = decoder.feed({buf, static_cast<std::size_t>(n)});
         PQfreemem(buf);
         if (ev == change_stream::event::malformed) return {false, "unexpected message in the stream"};
         if (ev == change_stream::event::committed) {
           apply(decoder.last_commit());
+          status_->commits_.fetch_add(1, std::memory_order_relaxed);
           confirmable = std::max(confirmable, decoder.last_commit().end_lsn);
         } else if (ev == change_stream::event::keepalive) {
           if (!decoder.in_transaction()) confirmable = std::max(confirmable, decoder.keepalive_end());
@@ -370,7 +372,7 @@ struct replication_listener::state {
   replication_options options;
   generations& gens;
   ddl_callback ddl_seen;
-  std::mutex mutex;
+  mutable std::mutex mutex;
   std::map<std::string, std::unique_ptr<database_stream>> streams;
 };
 
@@ -393,6 +395,14 @@ std::shared_ptr<const stream_status> replication_listener::follow(const std::str
     stream = std::make_unique<database_stream>(database, conninfo, state_->options, state_->gens,
                                                state_->ddl_seen);
   return stream->status();
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<const stream_status>>>
+replication_listener::streams() const {
+  std::lock_guard lock(state_->mutex);
+  std::vector<std::pair<std::string, std::shared_ptr<const stream_status>>> out;
+  for (const auto& [database, stream] : state_->streams) out.emplace_back(database, stream->status());
+  return out;
 }
 
 }  // namespace pgstash::invalidation

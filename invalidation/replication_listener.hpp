@@ -32,10 +32,14 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "invalidation/generations.hpp"
 
@@ -49,6 +53,10 @@ struct replication_options {
 };
 
 enum class stream_state : std::uint8_t { connecting, following, unavailable };
+constexpr std::string_view to_string(stream_state s) {
+  constexpr std::string_view names[] = {"connecting", "following", "unavailable"};
+  return names[static_cast<std::size_t>(s)];
+}
 
 class stream_status {
  public:
@@ -56,10 +64,21 @@ class stream_status {
   // Hits may be served: the stream follows the server, or cannot and the
   // TTL bounds what it would have caught.
   bool serving() const { return state() != stream_state::connecting; }
+  // When the server was last heard from on the stream (a change or a
+  // keepalive, which it sends at least every 2 s when asked); the epoch
+  // before the first.
+  std::chrono::steady_clock::time_point last_heard() const {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_heard_.load(std::memory_order_relaxed)));
+  }
+  // Committed transactions applied (their relations invalidated).
+  std::uint64_t commits_applied() const { return commits_.load(std::memory_order_relaxed); }
 
  private:
   friend class database_stream;
   std::atomic<stream_state> state_ = stream_state::connecting;
+  std::atomic<std::chrono::steady_clock::rep> last_heard_ = 0;
+  std::atomic<std::uint64_t> commits_ = 0;
 };
 
 class replication_listener {
@@ -78,6 +97,8 @@ class replication_listener {
   // `conninfo` (libpq keywords for a normal connection to it).
   std::shared_ptr<const stream_status> follow(const std::string& database,
                                               const std::string& conninfo);
+  // Every database followed so far, with its stream's status.
+  std::vector<std::pair<std::string, std::shared_ptr<const stream_status>>> streams() const;
 
  private:
   struct state;

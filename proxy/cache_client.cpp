@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "invalidation/text_memo.hpp"
+#include "proxy/entry_label.hpp"
 #include "proxy/session_state.hpp"
 #include "wire/tags.hpp"
 
@@ -133,12 +134,6 @@ bool binds_current_time(const wire::bind_message& bind) {
 
 }  // namespace
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 void result_capture::add(char tag, std::optional<std::string_view> body) {
   if (spoiled_) return;
   // A second RowDescription (a portal described twice) would be sent
@@ -211,7 +206,8 @@ cache::key cache_client::key_of(const invalidation::cache_analysis& a,
 
 std::optional<uncacheable> cache_client::dependencies(const invalidation::cache_analysis& a,
                                                       const pool::settings_map& settings,
-                                                      std::vector<std::uint64_t>& ids) {
+                                                      std::vector<std::uint64_t>& ids,
+                                                      std::vector<std::string>* names) {
   invalidation::catalog_service& catalog = shared_.catalog();
   const std::string path = search_path(settings);
   for (const auto& function : a.functions) {
@@ -227,6 +223,11 @@ std::optional<uncacheable> cache_client::dependencies(const invalidation::cache_
     // Written elsewhere, it would never be invalidated.
     if (stream_ && facts->unlogged) return uncacheable::unlogged_relation;
     for (const auto& name : facts->depends_on) ids.push_back(invalidation::relation_id(who_.database, name));
+    if (names) names->insert(names->end(), facts->depends_on.begin(), facts->depends_on.end());
+  }
+  if (names) {
+    std::sort(names->begin(), names->end());
+    names->erase(std::unique(names->begin(), names->end()), names->end());
   }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
@@ -273,18 +274,22 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   // results are still stored (the reconnection invalidates them all if one
   // was missed).
   const bool serving = !stream_ || stream_->serving();
-  if (serving && shared_.store().get(key, now_ms(), response)) {
+  if (serving && shared_.store().get(key, result_cache::now_ms(), response)) {
     shared_.count_hit();
     out.response = std::move(response);
     return out;
   }
   shared_.count_miss();
+  // For the admin listing; asked again rather than on every hit.
+  entry_label label{who_.database, {}, std::string(sql.substr(0, k_statement_bytes))};
+  std::vector<std::uint64_t> unused;
+  dependencies(*a, s, unused, &label.tables);
   // Before the query is sent: a write committed after this makes the
   // result unstorable (or, once stored, unservable).
   shared_.generations().capture(ids, deps);
   out.capture = std::make_shared<result_capture>(key, std::move(deps),
                                                  shared_.config().max_entry_size,
-                                                 std::string(sql.substr(0, 200)), bind != nullptr);
+                                                 encode(label), bind != nullptr);
   return out;
 }
 
@@ -391,7 +396,7 @@ void cache_client::store(const result_capture& capture) {
   if (!capture.complete()) return;
   if (!shared_.generations().still_current(capture.deps_)) return;
   const std::int64_t ttl_ms = static_cast<std::int64_t>(shared_.config().default_ttl) * 1000;
-  shared_.store().put(capture.key_, capture.bytes_, capture.deps_, now_ms(), ttl_ms, capture.label_);
+  shared_.store().put(capture.key_, capture.bytes_, capture.deps_, result_cache::now_ms(), ttl_ms, capture.label_);
 }
 
 }  // namespace pgstash::proxy

@@ -129,10 +129,12 @@ class cache_client {
   result_cache& shared() { return shared_; }
 
  private:
-  // The reads `a` depends on, or the reason it cannot be cached.
+  // The reads `a` depends on, or the reason it cannot be cached; their
+  // bare names too if `names` is not null.
   std::optional<invalidation::uncacheable> dependencies(const invalidation::cache_analysis& a,
                                                         const pool::settings_map& settings,
-                                                        std::vector<std::uint64_t>& ids);
+                                                        std::vector<std::uint64_t>& ids,
+                                                        std::vector<std::string>* names = nullptr);
   // True if `a` calls a function that may write (a volatile one of the
   // user's, or one the catalog does not know yet); notes what it means for
   // the session (session_followed()).

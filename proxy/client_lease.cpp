@@ -24,12 +24,16 @@ using wire::tag_of;
 
 awaitable<bool> client_session::attach_server() {
   std::string refusal;
+  record_->set_state(client_state::waiting);
+  const auto asked = std::chrono::steady_clock::now();
   try {
     server_ = co_await ctx_.pool.acquire(request_, id_);
   } catch (const pool::server_error& e) {
     spdlog::info("{} no server connection: {}", prefix(), e.what());
     refusal = e.error_response();
   }
+  traffic_->waited(std::chrono::steady_clock::now() - asked);
+  record_->set_state(server_ ? client_state::active : client_state::idle, server_ ? server_->id() : 0);
   if (!server_) {
     co_await write_to_client(refusal);
     client_.close();
@@ -79,6 +83,7 @@ void client_session::release_server(bool reusable) {
   ctx_.pool.release(std::move(server_), reusable);
   server_.reset();
   lease_ = lease::none;
+  record_->set_state(client_state::idle);
   if (waiting_for_answers_) answers_arrived_->cancel();
 }
 
@@ -152,6 +157,8 @@ relay::server_action client_session::on_server_frame(char tag, std::optional<std
   const relay::server_action action = relay_->on_server_frame(tag, body);
   if (tag == tag_of(backend_tag::ready_for_query) && action != relay::server_action::stop) {
     ready_seen_ = true;
+    if (action == relay::server_action::forward && !client_gone_ && body && body->size() == 1)
+      count_ready((*body)[0]);
     if (client_gone_) cleanup_.due = true;
     // A pinned client holds a connection of pool.size until it leaves: the
     // operator should be able to tell who and why.
@@ -223,6 +230,7 @@ awaitable<void> client_session::relay_server() {
       if (!async_message) {
         // Responses pgstash made up for earlier requests go out first.
         relay_->take_synthetic(synthetic);
+        count_synthetic(synthetic);
         if (!synthetic.empty()) {
           co_await write_to_client(in.substr(flushed, pos - flushed));
           co_await write_to_client(synthetic);
@@ -256,6 +264,7 @@ awaitable<void> client_session::relay_server() {
     }
     co_await write_to_client(in.substr(flushed, pos - flushed));
     relay_->take_synthetic(synthetic);
+    count_synthetic(synthetic);
     if (!synthetic.empty()) co_await write_to_client(synthetic);
     from.consume(pos);
     if (waiting_for_answers_) answers_arrived_->cancel();

@@ -13,6 +13,7 @@
 #include "wire/framing.hpp"
 #include "wire/message_writer.hpp"
 #include "wire/random.hpp"
+#include "wire/tags.hpp"
 
 namespace pgstash::proxy {
 
@@ -28,7 +29,8 @@ client_session::client_session(proxy_context& ctx, stream_socket socket, std::st
     : ctx_(ctx),
       id_(ctx.next_client_id++),
       client_(std::move(socket), ctx.cfg.limits.io_buffer_size, k_initial_client_buffer),
-      peer_(std::move(peer)) {}
+      peer_(std::move(peer)),
+      record_(std::make_shared<client_record>(id_, peer_)) {}
 
 void client_session::start() { spawn(run(shared_from_this()), "session"); }
 
@@ -47,14 +49,17 @@ void client_session::spawn(awaitable<void> task, const char* what) {
 
 awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   ++ctx_.clients;
+  ctx_.registry.add(record_);
   struct client_count_guard {
     proxy_context& ctx;
     const bool& replication_counted;
+    std::uint64_t id;
     ~client_count_guard() {
+      ctx.registry.remove(id);
       if (replication_counted) --ctx.replication_clients;
       --ctx.clients;
     }
-  } guard{ctx_, replication_counted_};
+  } guard{ctx_, replication_counted_, id_};
   // Login and leaving are coroutines of their own so that what they hold
   // (the startup packet, the greeting) is freed while the client is idle.
   if (!co_await log_in(self)) co_return;
@@ -102,6 +107,12 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     request_.database = it->second;
   }
   own_server_ = replication_ || !ctx_.pool.pooled(request_.database);
+  std::string application_name;
+  for (auto [name, value] : startup.parameters)
+    if (name == "application_name") application_name = value;
+  record_->logged_in(request_.database, user_, std::move(application_name), client_.is_tls(),
+                     replication_);
+  traffic_ = ctx_.traffic.pool(request_.database, user_);
   std::vector<std::pair<std::string, std::string>> client_parameters;
   for (auto [name, value] : startup.parameters) {
     if (name == "user" || name == "database" || name.starts_with("_pq_.")) continue;
@@ -220,6 +231,7 @@ awaitable<void> client_session::client_loop() {
         keep_lease();
       }
       idle_timer_.reset();
+      if (!request_started_) request_started_ = std::chrono::steady_clock::now();
       if (!relay_->on_client_frame(tag, frame, plan)) stop = true;
       pos += size;
       if (relay_->to_server().size() >= client_.capacity()) co_await flush_to_server();
@@ -230,6 +242,7 @@ awaitable<void> client_session::client_loop() {
       // Answers pgstash made up, once everything before them is answered.
       std::string synthetic;
       relay_->take_synthetic(synthetic);
+      count_synthetic(synthetic);
       if (!synthetic.empty()) co_await write_to_client(synthetic);
       if (lease_ == lease::active && relay_->idle() && !stop && !hold_large && !wait) {
         // Attached for nothing the server had to answer: give it back.
@@ -259,6 +272,7 @@ awaitable<void> client_session::client_loop() {
         keep_lease();
       }
       idle_timer_.reset();
+      if (!request_started_) request_started_ = std::chrono::steady_clock::now();
       const bool go_on = relay_->on_client_frame(large[0], large, plan);
       std::string().swap(large);
       co_await flush_to_server();
@@ -273,7 +287,8 @@ awaitable<void> client_session::client_loop() {
     // pump starts it again when the last answer arrives.
     if (!relay_->owed()) arm_idle_timer();
     error_code ec;
-    co_await client_.read_more(ec);
+    const std::size_t n = co_await client_.read_more(ec);
+    traffic_->received(n);
     idle_timer_.reset();
     if (!idle_sqlstate_.empty()) {
       end_sqlstate_ = idle_sqlstate_;
@@ -318,7 +333,8 @@ awaitable<bool> client_session::read_whole_frame(std::string& frame, std::uint32
     if (frame.size() == size) break;
     client_.compact();
     error_code ec;
-    co_await client_.read_more(ec);
+    const std::size_t n = co_await client_.read_more(ec);
+    traffic_->received(n);
     if (ec) co_return false;
   }
   co_return true;
@@ -352,10 +368,29 @@ awaitable<void> client_session::leave() {
 
 awaitable<void> client_session::write_to_client(std::string_view bytes) {
   if (client_gone_) co_return;
+  if (traffic_) traffic_->sent(bytes.size());
   error_code ec;
   co_await client_.write(bytes, ec);
   // A client that cannot be written to is gone; its read side notices.
   if (ec) client_.close();
+}
+
+void client_session::count_ready(char status) {
+  const auto now = std::chrono::steady_clock::now();
+  traffic_->answered(request_started_ ? now - *request_started_ : std::chrono::steady_clock::duration::zero(), status == 'I');
+  request_started_.reset();
+  // Pipelined requests: the next one's answer is timed from here.
+  if (relay_->owed()) request_started_ = now;
+}
+
+void client_session::count_synthetic(std::string_view frames) {
+  while (!frames.empty()) {
+    const wire::decoded_frame h = wire::decode_header(frames, wire::phase::normal, frames.size());
+    if (h.status != wire::decode_status::message || h.header.frame_size() > frames.size()) return;
+    if (h.header.tag == wire::tag_of(wire::backend_tag::ready_for_query) && h.header.frame_size() == 6)
+      count_ready(frames[5]);
+    frames.remove_prefix(h.header.frame_size());
+  }
 }
 
 awaitable<void> client_session::fail(std::string_view sqlstate, std::string_view message) {

@@ -30,7 +30,9 @@
 #include "net/deadline.hpp"
 #include "net/pg_stream.hpp"
 #include "pool/server_connection.hpp"
+#include "proxy/client_registry.hpp"
 #include "proxy/relay.hpp"
+#include "proxy/traffic_stats.hpp"
 #include "wire/frontend.hpp"
 
 namespace pgstash::proxy {
@@ -125,6 +127,10 @@ class client_session : public std::enable_shared_from_this<client_session> {
   awaitable<void> send_to_server(std::string_view bytes);
 
   awaitable<void> write_to_client(std::string_view bytes);
+  // A ReadyForQuery with `status` reached the client: one request answered.
+  void count_ready(char status);
+  // Counts the ReadyForQuery messages among frames pgstash made up.
+  void count_synthetic(std::string_view frames);
   awaitable<void> fail(std::string_view sqlstate, std::string_view message);
   bool transaction_mode() const;
   // Starts the idle clock (limits.client_idle_timeout_ms or, inside a
@@ -139,6 +145,12 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::uint64_t id_;
   net::pg_stream client_;
   std::string peer_;
+  // What the admin port shows of this client, and its pool's counters
+  // (from login on).
+  std::shared_ptr<client_record> record_;
+  std::shared_ptr<pool_traffic> traffic_;
+  // When the request being answered began; unset while nothing is asked.
+  std::optional<std::chrono::steady_clock::time_point> request_started_;
   std::string user_;
   std::string database_;
   pool::connect_request request_;

@@ -1,6 +1,4 @@
-// pgstash: a PostgreSQL wire-protocol proxy.
-//   pgstash --config FILE          run
-//   pgstash --check-config FILE    validate FILE and the auth file it names
+// pgstash: a PostgreSQL wire-protocol proxy. See k_help for the options.
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -12,6 +10,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +18,8 @@
 #include "conf/config.hpp"
 #include "conf/userlist.hpp"
 #include "net/asio.hpp"
+#include "proxy/admin_api.hpp"
+#include "proxy/admin_server.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/proxy_context.hpp"
 
@@ -26,7 +27,23 @@ namespace {
 
 constexpr const char* k_usage =
     "usage: pgstash --config FILE\n"
-    "       pgstash --check-config FILE\n";
+    "       pgstash --check-config FILE\n"
+    "       pgstash --version | --help\n";
+
+constexpr const char* k_help =
+    "pgstash: a PostgreSQL connection pooler and result cache. Clients connect to it as to\n"
+    "PostgreSQL; it pools their server connections and answers repeated reads from a cache\n"
+    "that writes invalidate.\n"
+    "\n"
+    "  --config FILE        run with the TOML config FILE (the README lists every key)\n"
+    "  --check-config FILE  check FILE and the auth file it names, print every problem\n"
+    "                       with its line, and exit: 0 if valid, 1 if not\n"
+    "  --version            print the version and exit\n"
+    "  --help               print this and exit\n"
+    "\n"
+    "Environment: PGSTASH_ADMIN_TOKEN is the admin port's token when admin.token is empty.\n"
+    "Signals: SIGINT and SIGTERM stop at once (open transactions are rolled back by\n"
+    "PostgreSQL).\n";
 
 struct loaded {
   pgstash::conf::config cfg;
@@ -104,6 +121,19 @@ int run(loaded config) {
     }
   }
   tcp::acceptor acceptor = proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port);
+  std::optional<tcp::acceptor> admin_acceptor;
+  std::optional<proxy::admin_api> admin;
+  if (cfg.admin.port != 0) {
+    std::string token = cfg.admin.token;
+    if (const char* from_env = std::getenv("PGSTASH_ADMIN_TOKEN"); token.empty() && from_env)
+      token = from_env;
+    if (token.empty())
+      throw std::runtime_error(
+          "admin.port is set but there is no admin token: set admin.token or PGSTASH_ADMIN_TOKEN");
+    admin_acceptor.emplace(proxy::bind_listener(ioc, cfg.admin.host, cfg.admin.port));
+    admin.emplace(ctx, std::move(token));
+    spdlog::info("admin API on http://{}:{}/", cfg.admin.host, cfg.admin.port);
+  }
   std::optional<proxy::unix_acceptor> unix_acceptor;
   std::string unix_path;
   if (!cfg.listen.unix_socket_dir.empty()) {
@@ -133,6 +163,9 @@ int run(loaded config) {
   if (unix_acceptor)
     asio::co_spawn(ioc, proxy::accept_clients(*unix_acceptor, ctx, worker_contexts), asio::detached);
   asio::co_spawn(ioc, maintain_pools(ctx.pool), asio::detached);
+  if (admin_acceptor)
+    asio::co_spawn(ioc, proxy::serve_admin(*admin_acceptor, *admin, cfg.admin.max_connections),
+                   asio::detached);
 
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < workers; ++i) threads.emplace_back([&contexts, i] { contexts[i]->run(); });
@@ -144,6 +177,14 @@ int run(loaded config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+    std::cout << "pgstash " << PGSTASH_VERSION << "\n";
+    return 0;
+  }
+  if (argc == 2 && std::strcmp(argv[1], "--help") == 0) {
+    std::cout << k_usage << "\n" << k_help;
+    return 0;
+  }
   if (argc != 3 || (std::strcmp(argv[1], "--config") != 0 && std::strcmp(argv[1], "--check-config") != 0)) {
     std::cerr << k_usage;
     return 2;

@@ -1,5 +1,6 @@
 // What every client session shares: the configuration, the auth file, the
-// server pool, TLS contexts, the cancel-key registry and the client count.
+// server pool, TLS contexts, the cancel-key registry, the clients and
+// their counters.
 // Lives as long as the listener; sessions hold a reference. Sessions run on
 // several threads: the mutable parts here are guarded or atomic.
 #pragma once
@@ -15,7 +16,9 @@
 #include "conf/userlist.hpp"
 #include "net/asio.hpp"
 #include "pool/server_pool.hpp"
+#include "proxy/client_registry.hpp"
 #include "proxy/result_cache.hpp"
+#include "proxy/traffic_stats.hpp"
 
 namespace pgstash::proxy {
 
@@ -55,6 +58,10 @@ struct proxy_context {
     auto it = cancel_keys_.find(key);
     return it == cancel_keys_.end() ? nullptr : it->second.lock();
   }
+
+  // Every client, and every pool's traffic, for the admin port.
+  client_registry registry;
+  traffic_stats traffic;
 
   std::atomic<std::uint32_t> clients = 0;  // replication clients included
   std::atomic<std::uint32_t> replication_clients = 0;

@@ -48,6 +48,7 @@ awaitable<bool> client_session::attach_replication_server() {
   // Active for its whole life: a forwarded cancel request then only goes
   // to the server (cancel_on_server), with no pump to wake.
   lease_ = lease::active;
+  record_->set_state(client_state::active, server_->id());
   co_return true;
 }
 

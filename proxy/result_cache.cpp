@@ -2,9 +2,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+
 namespace pgstash::proxy {
 
 result_cache::result_cache(const conf::cache_section& cfg) : cfg_(cfg) {}
+
+std::int64_t result_cache::now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
                                                  const conf::invalidation_section& followed,
@@ -38,6 +46,28 @@ std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
 std::shared_ptr<const invalidation::stream_status> result_cache::follow(
     const std::string& database, const std::string& conninfo) {
   return listener_ ? listener_->follow(database, conninfo) : nullptr;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<const invalidation::stream_status>>>
+result_cache::streams() const {
+  if (!listener_) return {};
+  return listener_->streams();
+}
+
+void result_cache::invalidate_table(const std::string& database, std::string_view table) {
+  const std::uint64_t id = invalidation::relation_id(database, table);
+  generations_.bump({&id, 1});
+}
+
+void result_cache::invalidate_database(const std::string& database) {
+  const std::uint64_t id = invalidation::database_id(database);
+  generations_.bump({&id, 1});
+}
+
+void result_cache::invalidate_all(const std::vector<std::string>& databases) {
+  // The bumps make every result unservable now; erasing frees the space.
+  for (const auto& database : databases) invalidate_database(database);
+  store_->erase_all();
 }
 
 void result_cache::count_uncacheable(invalidation::uncacheable why) {

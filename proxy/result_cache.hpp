@@ -14,6 +14,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "cache/result_store.hpp"
 #include "conf/config.hpp"
@@ -36,6 +39,8 @@ class result_cache {
   result_cache& operator=(const result_cache&) = delete;
 
   const conf::cache_section& config() const { return cfg_; }
+  // The clock of entries' creation and expiry: Unix time in ms.
+  static std::int64_t now_ms();
   invalidation::generations& generations() { return generations_; }
   invalidation::catalog_service& catalog() { return catalog_; }
   cache::result_store& store() { return *store_; }
@@ -44,6 +49,18 @@ class result_cache {
   // pgstash are not followed (the TTL bounds them).
   std::shared_ptr<const invalidation::stream_status> follow(const std::string& database,
                                                             const std::string& conninfo);
+
+  // Every database whose stream runs, with its status (none when writes
+  // that bypass pgstash are not followed).
+  std::vector<std::pair<std::string, std::shared_ptr<const invalidation::stream_status>>> streams()
+      const;
+
+  // The operator's invalidations (admin port): every result read from
+  // `table` (a bare name) in `database`; every result of `database`.
+  void invalidate_table(const std::string& database, std::string_view table);
+  void invalidate_database(const std::string& database);
+  // Every result, and the store emptied.
+  void invalidate_all(const std::vector<std::string>& databases);
 
   // Statements served from the cache, sent on to be captured, and passed
   // through uncached (by reason).

@@ -85,9 +85,11 @@ def pid_alive(pid, work):
 
 
 class Instance:
-    def __init__(self, work, extra, cluster_dir=None):
+    def __init__(self, work, extra, cluster_dir=None, env=None):
         self.work = work
-        env = dict(os.environ, PGSTASH_TEST_CLUSTER_DIR=cluster_dir) if cluster_dir else None
+        env = dict(os.environ, **(env or {}))
+        if cluster_dir:
+            env["PGSTASH_TEST_CLUSTER_DIR"] = cluster_dir
         out = subprocess.run([INSTANCE, "start", work, *extra], check=True,
                              stdout=subprocess.PIPE, text=True, env=env).stdout
         port, pid = out.split()
@@ -116,10 +118,11 @@ class Case:
         self.instances = []
         self.cleanups = []
 
-    def start(self, *extra, cluster_dir=None):
-        """A pgstash in front of the fixture's cluster, or of the one in `cluster_dir`."""
+    def start(self, *extra, cluster_dir=None, env=None):
+        """A pgstash in front of the fixture's cluster, or of the one in `cluster_dir`; `env`
+        adds to its environment."""
         work = os.path.join(self.root, f"{self.name}-{len(self.instances) + 1}")
-        inst = Instance(work, list(extra), cluster_dir)
+        inst = Instance(work, list(extra), cluster_dir, env)
         self.instances.append(inst)
         return inst
 

@@ -17,7 +17,7 @@ for f in errc framing frontend backend message_writer auth random; do sources+=(
 case $target in
   decoder) ;;
   relay)
-    for f in relay relay_frames relay_answers relay_cache response_queue statement_map session_state cache_client \
+    for f in relay relay_frames relay_answers relay_cache response_queue statement_map session_state cache_client entry_label \
       result_cache; do sources+=("$src/proxy/$f.cpp"); done
     # The relay's cache side links the cache and its analysis, though the fuzzer runs it without.
     sources+=("$src"/invalidation/*.cpp "$src"/cache/*.cpp "$src/pool/server_state.cpp")

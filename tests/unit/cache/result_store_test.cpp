@@ -34,6 +34,9 @@ TEST_CASE("store: a small response round-trips byte for byte") {
   CHECK(s.misses == 0);
   CHECK(s.failures == 0);
   CHECK(s.bytes > response.size());  // metadata counts too
+  CHECK(s.map_size > 0);
+  CHECK(s.map_used > 0);
+  CHECK(s.map_used <= s.map_size);
 
   const auto entries = f.store->list(10);
   REQUIRE(entries.size() == 1);

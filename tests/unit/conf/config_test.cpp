@@ -28,6 +28,7 @@ std::string only_error(const std::string& text) {
 // Every key, as the README documents it.
 // clang-format off
 const std::vector<std::string> k_all_keys = {
+    "admin.host", "admin.max_connections", "admin.port", "admin.token",
     "auth.file", "auth.method",
     "cache.compress_min_size", "cache.default_ttl", "cache.enabled", "cache.max_entry_size",
     "cache.max_size", "cache.path",
@@ -83,6 +84,10 @@ TEST_CASE("an empty file gives the documented defaults") {
   CHECK(c.limits.client_login_timeout_ms == 60000);
   CHECK(c.log.level == "info");
   CHECK(c.databases.empty());
+  CHECK(c.admin.port == 0);
+  CHECK(c.admin.host == "127.0.0.1");
+  CHECK(c.admin.token.empty());
+  CHECK(c.admin.max_connections == 16);
 }
 
 TEST_CASE("comments and empty sections leave the defaults") {
@@ -211,7 +216,7 @@ TEST_CASE("unknown keys") {
   }
   SUBCASE("a key outside any section") {
     CHECK(only_error("port = 6432\n") ==
-          "t.toml:1:1: unknown key \"port\" (did you mean listen.port?)");
+          "t.toml:1:1: unknown key \"port\" (did you mean admin.port or listen.port or server.port?)");
     CHECK(only_error("colour = 1\n") ==
           "t.toml:1:1: unknown key \"colour\" (keys belong in a section such as [listen])");
   }
@@ -226,7 +231,7 @@ TEST_CASE("unknown sections") {
   CHECK(only_error("[lisen]\nport = 1\n") ==
         "t.toml:1:2: unknown section [lisen] (did you mean [listen]?)");
   CHECK(only_error("\n[metrics]\n") ==
-        "t.toml:2:2: unknown section [metrics] (sections are [auth] [cache] [databases] [invalidation] [limits] "
+        "t.toml:2:2: unknown section [metrics] (sections are [admin] [auth] [cache] [databases] [invalidation] [limits] "
         "[listen] [log] [pool] [process] [server])");
 }
 
@@ -387,6 +392,35 @@ TEST_CASE("client TLS needs both the certificate and the key") {
   CHECK(load("[listen]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n").errors.empty());
 }
 
+TEST_CASE("the admin port must not be the client port") {
+  CHECK(only_error("[admin]\nport = 6432\n") ==
+        "t.toml:2:8: admin.port is listen.port (6432) "
+        "(give the admin port a port of its own, e.g. port = 6433)");
+  CHECK(load("[admin]\nport = 6433\n").errors.empty());
+}
+
+TEST_CASE("current_settings lists every key's value, the token masked") {
+  load_result r = load("[admin]\nport = 6433\ntoken = \"s3cret-token\"\n"
+                       "[pool]\nsize = 7\n[databases]\napp = \"app_db\"\n");
+  REQUIRE(r.cfg.has_value());
+  const auto settings = current_settings(*r.cfg);
+  REQUIRE(settings.size() == k_all_keys.size() + 1);
+  for (std::size_t i = 0; i < k_all_keys.size(); ++i) CHECK(settings[i].first == k_all_keys[i]);
+  auto value = [&](const std::string& name) {
+    auto it = std::ranges::find(settings, name, &std::pair<std::string, std::string>::first);
+    REQUIRE(it != settings.end());
+    return it->second;
+  };
+  CHECK(value("admin.port") == "6433");
+  CHECK(value("admin.token") == "\"********\"");
+  CHECK(value("pool.size") == "7");
+  CHECK(value("pool.mode") == "\"transaction\"");
+  CHECK(value("databases.\"app\"") == "\"app_db\"");
+  for (const auto& [name, text] : settings) CHECK(text.find("s3cret") == std::string::npos);
+  // An unset token is shown as unset, not as a mask.
+  CHECK(current_settings(config{})[3].second == "\"\"");
+}
+
 TEST_CASE("every problem is reported, in file order") {
   load_result r = load(R"([server]
 port = 0
@@ -410,7 +444,7 @@ mode = "statement"
         "t.toml:5:1: unknown key \"listen.prot\" (did you mean listen.port?)\n"
         "t.toml:7:10: auth.file is required when auth.method is \"md5\" "
         "(set file = \"/path/to/userlist.txt\" under [auth])\n"
-        "t.toml:8:2: unknown section [bogus] (sections are [auth] [cache] [databases] [invalidation] [limits] "
+        "t.toml:8:2: unknown section [bogus] (sections are [admin] [auth] [cache] [databases] [invalidation] [limits] "
         "[listen] [log] [pool] [process] [server])\n"
         "t.toml:10:8: pool.size must be an integer, not a string (e.g. size = 20)\n"
         "t.toml:11:8: pool.mode \"statement\" is not supported yet (supported: \"session\", "

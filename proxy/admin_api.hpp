@@ -1,0 +1,72 @@
+// The admin port's answers, apart from HTTP (proxy/admin_server does the
+// transport): each request to a status, a content type and a body.
+//
+//   GET  /health               the process is up (no token needed)
+//   GET  /ready                PostgreSQL answers, and each replication
+//                              stream follows its database (when on); 503
+//                              with the failing checks otherwise
+//   GET  /metrics              Prometheus text
+//   GET  /api/pools            per (database, user): clients and server
+//                              connections by state, wait queue
+//   GET  /api/clients          every client connection
+//   GET  /api/servers          every server connection
+//   GET  /api/stats            per pool: requests, transactions, bytes, waits
+//   GET  /api/config           every setting, the token masked
+//   GET  /api/cache            counters, uncacheable reasons, streams, tables
+//   GET  /api/cache/entries    ?limit=&offset=, most hit first
+//   POST /api/cache/invalidate {"database": d, "table": t} | {"database": d}
+//                              | {"all": true}
+//
+// Every path but /health needs `Authorization: Bearer <token>` (401).
+//
+// Runs on the io_context of the admin listener; reads the shared state
+// through its thread-safe accessors.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "net/asio.hpp"
+
+namespace pgstash::proxy {
+
+struct proxy_context;
+
+struct admin_request {
+  std::string_view method;  // "GET", "POST", ...
+  std::string_view target;  // path and query string
+  std::string_view authorization;
+  std::string_view body;
+};
+
+struct admin_response {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+class admin_api {
+ public:
+  // REQUIRES: `ctx` outlives the api. `token` is not empty.
+  admin_api(proxy_context& ctx, std::string token);
+
+  awaitable<admin_response> handle(const admin_request& request);
+
+ private:
+  bool authorized(std::string_view authorization) const;
+  awaitable<admin_response> ready();
+  admin_response metrics() const;
+  admin_response pools() const;
+  admin_response clients() const;
+  admin_response servers() const;
+  admin_response stats() const;
+  admin_response config() const;
+  admin_response cache() const;
+  admin_response cache_entries(std::string_view query) const;
+  admin_response invalidate(std::string_view body);
+
+  proxy_context& ctx_;
+  const std::string token_;
+};
+
+}  // namespace pgstash::proxy

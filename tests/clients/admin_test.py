@@ -1,0 +1,402 @@
+#!/usr/bin/python3
+"""The admin port (admin.port): its HTTP API against a live pgstash, with psycopg clients making
+the traffic it reports.
+
+  token
+      /health answers without a token; every other endpoint answers 401 (with WWW-Authenticate)
+      without one or with a wrong one, and 200 with the right one, from admin.token or from
+      PGSTASH_ADMIN_TOKEN; pgstash refuses to start with an admin port and no token.
+  metrics
+      /metrics passes `promtool check metrics`, and its counters move with traffic: requests,
+      transactions, bytes, cache hits and misses, uncacheable reasons, the latency histogram.
+  pools_clients_servers
+      two clients in transaction mode, one inside a transaction: /api/clients shows it active on
+      the server connection /api/servers lists with the backend pid the client sees; /api/pools
+      counts cl_active, cl_idle and sv_active as PgBouncer names them; the client that leaves is
+      gone from the list.
+  cache_and_invalidation
+      /api/cache shows hits, the table's entries and hits; POST /api/cache/invalidate by table,
+      by database and for everything each makes the next read go to the server; bad bodies get
+      400.
+  entries_paged
+      /api/cache/entries lists entries most hit first, paged by limit and offset.
+  config_masked
+      /api/config shows every setting with its value, the token masked.
+  ready
+      /ready is 200 while PostgreSQL answers and 503 (naming the server check) once it is
+      stopped; with the replication stream on, it reports the stream's state.
+  bad_requests
+      a body over 64 KiB gets 413, garbage gets 400, connections over admin.max_connections get
+      503, unknown paths 404 and wrong methods 405; pgstash keeps serving clients throughout.
+
+Arguments, if any, name the cases to run (all by default).
+"""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import psycopg
+
+from cache_test import server_calls, setup, simple, warm
+from case_harness import CASE_TIMEOUT, SOURCE_DIR, connect, expect, main, ok
+
+TOKEN = "test-admin-token-0123456789"
+TRANSACTION = ['pool.mode = "transaction"', "pool.size = 4"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Admin:
+    """An HTTP client of one pgstash's admin port."""
+
+    def __init__(self, port, token=TOKEN):
+        self.port = port
+        self.token = token
+
+    def request(self, method, path, body=None, token=True, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {self.token if token is True else token}"
+        conn.request(method, path, body=body, headers=h)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, dict(resp.getheaders()), data
+
+    def get(self, path, **kw):
+        status, _, data = self.request("GET", path, **kw)
+        expect(status == 200, f"GET {path}: {status} {data[:300]!r}")
+        return json.loads(data) if not path.startswith("/metrics") else data.decode()
+
+    def post(self, path, body):
+        return self.request("POST", path, body=json.dumps(body) if not isinstance(body, str)
+                            else body)
+
+
+def start_admin(case, *extra):
+    """A pgstash in transaction mode with its admin port on a free port and TOKEN."""
+    port = free_port()
+    inst = case.start(*TRANSACTION, f"admin.port = {port}", f'admin.token = "{TOKEN}"', *extra)
+    return inst, Admin(port)
+
+
+def metric(text, name, **labels):
+    """The value of sample `name` with exactly `labels` in Prometheus text."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    line_start = f"{name}{{{want}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line[len(line_start):])
+    raise AssertionError(f"no sample {line_start.strip()} in /metrics")
+
+
+# --- cases
+
+
+def case_token(case):
+    inst, admin = start_admin(case)
+    status, _, body = admin.request("GET", "/health", token=False)
+    expect(status == 200 and json.loads(body)["status"] == "ok", f"/health: {status} {body!r}")
+    for path in ["/ready", "/metrics", "/api/pools", "/api/clients", "/api/servers", "/api/stats",
+                 "/api/config", "/api/cache", "/api/cache/entries"]:
+        for token in [False, "wrong-token", TOKEN[:-1]]:
+            status, headers, _ = admin.request("GET", path, token=token)
+            expect(status == 401, f"GET {path} with token {token!r}: {status}, expected 401")
+            expect(headers.get("WWW-Authenticate") == "Bearer", f"401 without WWW-Authenticate")
+        status, _, body = admin.request("GET", path)
+        expect(status == 200, f"GET {path} with the token: {status} {body[:200]!r}")
+    status, _, _ = admin.request("POST", "/api/cache/invalidate", body='{"all": true}', token=False)
+    expect(status == 401, f"POST invalidate without a token: {status}")
+    ok("every endpoint but /health needs the bearer token")
+
+    port = free_port()
+    from_env = case.start(*TRANSACTION, f"admin.port = {port}",
+                          env={"PGSTASH_ADMIN_TOKEN": "from-the-environment"})
+    env_admin = Admin(port, "from-the-environment")
+    expect(env_admin.request("GET", "/api/pools")[0] == 200, "token from PGSTASH_ADMIN_TOKEN refused")
+    expect(env_admin.request("GET", "/api/pools", token=TOKEN)[0] == 401, "another token accepted")
+    ok("the token can come from PGSTASH_ADMIN_TOKEN")
+    from_env.stop(show_log=False)
+
+    try:
+        case.start(*TRANSACTION, f"admin.port = {free_port()}", env={"PGSTASH_ADMIN_TOKEN": ""})
+        raise AssertionError("pgstash started with an admin port and no token")
+    except subprocess.CalledProcessError:
+        case.instances.pop()
+    ok("no token, no start")
+
+
+def case_metrics(case):
+    inst, admin = start_admin(case, "cache.enabled = true",
+                              f'cache.path = "{os.path.join(case.root, "metrics-cache")}"')
+    table = "admin_metrics"
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
+          f"insert into {table} values (1, 'one')")
+    sql = f"select v from {table} where id = 1"
+    with connect(inst.port) as conn:
+        warm(conn, sql)
+        before = admin.get("/metrics")
+        for _ in range(20):
+            simple(conn, sql)
+        simple(conn, "select now()")
+        with conn.transaction():
+            conn.execute("select 1")
+            conn.execute("select 2")
+    after = admin.get("/metrics")
+    check = subprocess.run(["promtool", "check", "metrics"], input=after, text=True,
+                           capture_output=True)
+    expect(check.returncode == 0, f"promtool check metrics failed: {check.stdout}{check.stderr}")
+    ok("promtool check metrics passes")
+
+    pool = {"database": "pgstash_test", "user": "postgres"}
+
+    def moved(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    # 20 hits + now() + BEGIN, two selects, COMMIT (psycopg's transaction block).
+    expect(moved("pgstash_requests_total", **pool) == 25,
+           f"requests moved {moved('pgstash_requests_total', **pool)}, expected 25")
+    expect(moved("pgstash_transactions_total", **pool) == 22,
+           f"transactions moved {moved('pgstash_transactions_total', **pool)}, expected 22")
+    expect(moved("pgstash_request_duration_seconds_count", **pool) == 25, "histogram count")
+    expect(moved("pgstash_client_received_bytes_total", **pool) > 20 * len(sql), "bytes received")
+    expect(moved("pgstash_client_sent_bytes_total", **pool) > 20 * 30, "bytes sent")
+    expect(moved("pgstash_cache_hits_total") == 20, f"hits moved {moved('pgstash_cache_hits_total')}")
+    expect(moved("pgstash_cache_uncacheable_total", reason="time_function") == 1,
+           "now() not counted as time_function")
+    expect(metric(after, "pgstash_cache_entries") >= 1, "no cache entry")
+    expect(metric(after, "pgstash_cache_lmdb_map_used_bytes") > 0, "LMDB map use")
+    expect(metric(after, "pgstash_server_connections", **pool, state="idle") >= 1,
+           "no idle server connection")
+    ok("requests, transactions, bytes, latency, cache hits and reasons move with traffic")
+
+
+def case_pools_clients_servers(case):
+    inst, admin = start_admin(case)
+    busy = connect(inst.port, autocommit=False)
+    busy_pid = busy.execute("select pg_backend_pid()").fetchone()[0]  # opens a transaction
+    idle = connect(inst.port)
+    idle.execute("select 1")
+    clients = admin.get("/api/clients")["clients"]
+    expect(len(clients) == 2, f"/api/clients lists {len(clients)} clients, expected 2")
+    states = sorted(c["state"] for c in clients)
+    expect(states == ["active", "idle"], f"client states {states}")
+    active = next(c for c in clients if c["state"] == "active")
+    expect(active["application_name"] == "admin_test" and active["database"] == "pgstash_test"
+           and active["user"] == "postgres" and active["addr"].startswith("127.0.0.1:"),
+           f"active client: {active}")
+    servers = admin.get("/api/servers")["servers"]
+    held = [s for s in servers if s["id"] == active["server_id"]]
+    expect(len(held) == 1, f"the active client's server_id {active['server_id']} not in {servers}")
+    expect(held[0]["pid"] == busy_pid and held[0]["state"] == "active"
+           and held[0]["client_id"] == active["id"],
+           f"server {held[0]} does not match backend pid {busy_pid}")
+    ok("/api/clients and /api/servers agree with the backend the client is on")
+    pools = admin.get("/api/pools")["pools"]
+    expect(len(pools) == 1, f"pools: {pools}")
+    p = pools[0]
+    expect(p["cl_active"] == 1 and p["cl_idle"] == 1 and p["cl_waiting"] == 0 and
+           p["sv_active"] == 1 and p["pool_mode"] == "transaction" and p["pool_size"] == 4,
+           f"pool row {p}")
+    ok("/api/pools counts clients and servers by state")
+    busy.rollback()
+    busy.close()
+    deadline = time.monotonic() + 5
+    while len(admin.get("/api/clients")["clients"]) != 1:
+        expect(time.monotonic() < deadline, "a client that left is still listed")
+        time.sleep(0.05)
+    idle.close()
+    stats = admin.get("/api/stats")["stats"]
+    expect(stats and stats[0]["total_query_count"] >= 3, f"stats {stats}")
+    ok("a client that leaves is gone from the list")
+
+
+def cached_instance(case):
+    path = os.path.join(case.root, f"{case.name}-cache")
+    return start_admin(case, "cache.enabled = true", f'cache.path = "{path}"')
+
+
+def case_cache_and_invalidation(case):
+    inst, admin = cached_instance(case)
+    table = "admin_invalidate"
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
+          f"insert into {table} values (1, 'one')")
+    sql = f"select v from {table} where id = 1"
+    with connect(inst.port) as conn:
+        warm(conn, sql)
+        for _ in range(5):
+            simple(conn, sql)
+        cache = admin.get("/api/cache")
+        rows = [t for t in cache["tables"] if t["table"] == table]
+        expect(rows and rows[0]["entries"] == 1 and rows[0]["hits"] >= 5
+               and rows[0]["database"] == "pgstash_test", f"table rows {cache['tables']}")
+        expect(cache["hits"] >= 5 and 0 < cache["hit_rate"] <= 1, f"cache {cache}")
+        ok("/api/cache shows the table's entry and its hits")
+
+        def next_read_reaches_server(body, what):
+            status, _, answer = admin.post("/api/cache/invalidate", body)
+            expect(status == 200, f"invalidate {body}: {status} {answer!r}")
+            before = server_calls(table)
+            expect(simple(conn, sql) == [("one",)], "wrong rows")
+            expect(server_calls(table) - before == 1, f"after invalidating {what}, the read "
+                   "did not reach the server")
+            warm(conn, sql)
+            before = server_calls(table)
+            simple(conn, sql)
+            expect(server_calls(table) == before, f"after invalidating {what}, not cached again")
+            ok(f"invalidating {what} sends the next read to the server")
+
+        next_read_reaches_server({"database": "pgstash_test", "table": f"public.{table}"}, "the table")
+        next_read_reaches_server({"database": "pgstash_test"}, "the database")
+        next_read_reaches_server({"all": True}, "everything")
+        for bad in ["not json", "[1]", {"table": table}, {"database": ""}]:
+            status, _, _ = admin.post("/api/cache/invalidate", bad)
+            expect(status == 400, f"invalidate {bad!r}: {status}, expected 400")
+        ok("bad invalidation bodies get 400")
+
+
+def case_entries_paged(case):
+    inst, admin = cached_instance(case)
+    table = "admin_entries"
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
+          f"insert into {table} select g, 'v' || g from generate_series(1, 3) g")
+    with connect(inst.port) as conn:
+        for i in (1, 2, 3):
+            warm(conn, f"select v from {table} where id = {i}")
+        for _ in range(10):
+            simple(conn, f"select v from {table} where id = 2")
+    first = admin.get("/api/cache/entries?limit=2")
+    expect(first["total"] == 3 and len(first["entries"]) == 2, f"first page {first}")
+    top = first["entries"][0]
+    expect(top["statement"] == f"select v from {table} where id = 2" and top["tables"] == [table]
+           and top["hits"] >= 10 and top["size"] > 0 and top["ttl_seconds_left"] > 0,
+           f"most hit entry {top}")
+    second = admin.get("/api/cache/entries?limit=2&offset=2")
+    expect(len(second["entries"]) == 1, f"second page {second}")
+    keys = {e["key"] for e in first["entries"] + second["entries"]}
+    expect(len(keys) == 3, "pages overlap")
+    for bad in ["limit=0", "limit=1001", "limit=x", "offset=-1"]:
+        status, _, _ = admin.request("GET", f"/api/cache/entries?{bad}")
+        expect(status == 400, f"entries?{bad}: {status}")
+    ok("entries are listed most hit first, paged")
+
+
+def case_config_masked(case):
+    inst, admin = start_admin(case, "pool.size = 7")
+    status, _, body = admin.request("GET", "/api/config")
+    expect(status == 200 and TOKEN.encode() not in body, "the token shows in /api/config")
+    settings = json.loads(body)["settings"]
+    expect(settings["admin.token"] == "********", f"token shown as {settings['admin.token']!r}")
+    expect(settings["pool.size"] == 7 and settings["pool.mode"] == "transaction"
+           and settings["cache.enabled"] is False, "settings values")
+    expect(len(settings) >= 50, f"only {len(settings)} settings")
+    ok("/api/config lists the settings, the token masked")
+
+
+def case_ready(case):
+    cluster_dir, cluster = case.private_cluster()
+    port = free_port()
+    case.start(*TRANSACTION, f"admin.port = {port}", f'admin.token = "{TOKEN}"',
+               cluster_dir=cluster_dir)
+    admin = Admin(port)
+    ready = admin.get("/ready")
+    expect(ready["ready"] is True and ready["checks"]["server"]["ok"] is True, f"/ready {ready}")
+    ok("/ready is 200 while PostgreSQL answers")
+    subprocess.run([os.path.join(SOURCE_DIR, "scripts", "pg_test_cluster.sh"), "stop", cluster_dir],
+                   check=True, stdout=subprocess.DEVNULL)
+    status, _, body = admin.request("GET", "/ready")
+    answer = json.loads(body)
+    expect(status == 503 and answer["ready"] is False and answer["checks"]["server"]["ok"] is False
+           and "connect" in answer["checks"]["server"]["error"], f"/ready: {status} {answer}")
+    ok("/ready is 503 once PostgreSQL is gone, naming the check")
+
+
+def case_ready_with_stream(case):
+    port = free_port()
+    path = os.path.join(case.root, f"{case.name}-cache")
+    inst = case.start(*TRANSACTION, f"admin.port = {port}", f'admin.token = "{TOKEN}"',
+                      "cache.enabled = true", f'cache.path = "{path}"',
+                      "invalidation.replication = true", 'invalidation.slot = "t_admin_ready"')
+    admin = Admin(port)
+    with connect(inst.port) as conn:
+        conn.execute("select 1")
+    deadline = time.monotonic() + 20
+    while True:
+        status, _, body = admin.request("GET", "/ready")
+        answer = json.loads(body)
+        stream = answer["checks"].get("replication", {}).get("pgstash_test")
+        if status == 200 and stream and stream["state"] == "following":
+            break
+        expect(time.monotonic() < deadline, f"/ready never reported the stream following: {answer}")
+        time.sleep(0.1)
+    metrics = admin.get("/metrics")
+    expect(metric(metrics, "pgstash_replication_stream_state", database="pgstash_test",
+                  state="following") == 1, "stream state metric")
+    expect(metric(metrics, "pgstash_replication_last_message_age_seconds",
+                  database="pgstash_test") < 10, "stream last message age")
+    ok("/ready and /metrics report the replication stream following")
+
+
+def case_bad_requests(case):
+    inst, admin = start_admin(case, "admin.max_connections = 2")
+    status, _, _ = admin.post("/api/cache/invalidate", "x" * (65 * 1024))
+    expect(status == 413, f"a 65 KiB body: {status}, expected 413")
+    with socket.create_connection(("127.0.0.1", admin.port)) as s:
+        s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = s.recv(100)
+    expect(answer.startswith(b"HTTP/1.1 400"), f"garbage got {answer!r}")
+    expect(admin.request("GET", "/nope")[0] == 404, "unknown path not 404")
+    expect(admin.request("DELETE", "/api/pools")[0] == 405, "wrong method not 405")
+    expect(admin.request("GET", "/api/cache/invalidate")[0] == 405, "GET invalidate not 405")
+    held = [socket.create_connection(("127.0.0.1", admin.port)) for _ in range(2)]
+    time.sleep(0.2)
+    status, _, _ = admin.request("GET", "/health", token=False)
+    expect(status == 503, f"a third connection with max_connections = 2: {status}, expected 503")
+    for s in held:
+        s.close()
+    deadline = time.monotonic() + 5
+    while admin.request("GET", "/health", token=False)[0] != 200:
+        expect(time.monotonic() < deadline, "admin port did not recover after connections closed")
+        time.sleep(0.05)
+    with connect(inst.port) as conn:
+        expect(conn.execute("select 41 + 1").fetchone()[0] == 42, "clients not served")
+    case.expect_alive(inst, "after bad admin requests")
+    ok("bad requests get 400/404/405/413, extra connections 503; clients unaffected")
+
+
+def case_version_and_help(case):
+    binary = os.environ["PGSTASH_BIN"]
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    expect(version.stdout.startswith("pgstash "), f"--version: {version.stdout!r}")
+    helptext = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
+    for option in ["--config", "--check-config", "--version", "--help", "PGSTASH_ADMIN_TOKEN"]:
+        expect(option in helptext, f"--help does not explain {option}")
+    ok("--version and --help")
+
+
+CASES = [
+    ("token", case_token, CASE_TIMEOUT),
+    ("metrics", case_metrics, CASE_TIMEOUT),
+    ("pools_clients_servers", case_pools_clients_servers, CASE_TIMEOUT),
+    ("cache_and_invalidation", case_cache_and_invalidation, CASE_TIMEOUT),
+    ("entries_paged", case_entries_paged, CASE_TIMEOUT),
+    ("config_masked", case_config_masked, CASE_TIMEOUT),
+    ("ready", case_ready, 60),
+    ("ready_with_stream", case_ready_with_stream, 60),
+    ("bad_requests", case_bad_requests, CASE_TIMEOUT),
+    ("version_and_help", case_version_and_help, CASE_TIMEOUT),
+]
+
+
+if __name__ == "__main__":
+    sys.exit(main("admin_test", CASES))
