@@ -132,7 +132,7 @@ constexpr std::array k_keys = {
                                                      "Address of the admin HTTP port."),
     integer_key<&config::admin, &admin_section::max_connections>(
         "admin.max_connections", 1, 1000,
-        "Admin HTTP connections open at once; more wait to be accepted."),
+        "Admin HTTP connections open at once; more are answered 503."),
     integer_key<&config::admin, &admin_section::port>(
         "admin.port", 0, 65535,
         "TCP port of the admin HTTP API (health, readiness, metrics, JSON); 0 = none."),

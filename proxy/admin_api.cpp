@@ -5,7 +5,6 @@
 
 #include <openssl/crypto.h>
 
-#include <boost/asio/connect.hpp>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -28,16 +27,25 @@ constexpr std::chrono::milliseconds k_probe_timeout{2000};
 awaitable<std::string> probe_server(const std::string& host, std::uint16_t port) {
   auto ex = co_await asio::this_coro::executor;
   tcp::socket socket(ex);
-  net::deadline give_up(ex, k_probe_timeout, [&socket] {
+  tcp::resolver resolver(ex);
+  net::deadline give_up(ex, k_probe_timeout, [&socket, &resolver] {
+    resolver.cancel();
     error_code ignored;
     socket.close(ignored);
   });
   error_code ec;
-  tcp::resolver resolver(ex);
   auto endpoints = co_await resolver.async_resolve(host, std::to_string(port), on_error(ec));
-  if (ec) co_return "cannot resolve " + host + ": " + ec.message();
-  co_await asio::async_connect(socket, endpoints, on_error(ec));
-  if (ec) co_return "cannot connect to " + host + ":" + std::to_string(port) + ": " + ec.message();
+  if (ec || give_up.expired()) co_return "cannot resolve " + host + ": " + ec.message();
+  // One endpoint at a time: a socket the deadline closed is not reopened.
+  ec = asio::error::host_not_found;
+  for (const auto& endpoint : endpoints) {
+    if (give_up.expired()) break;
+    error_code ignored;
+    socket.close(ignored);
+    co_await socket.async_connect(endpoint, on_error(ec));
+    if (!ec) break;
+  }
+  if (ec || give_up.expired()) co_return "cannot connect to " + host + ":" + std::to_string(port) + ": " + ec.message();
   static constexpr unsigned char k_ssl_request[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
   co_await asio::async_write(socket, asio::buffer(k_ssl_request), on_error(ec));
   char answer = 0;

@@ -152,7 +152,8 @@ admin_response admin_api::invalidate(std::string_view body) {
     if (it == request.end() || !it->is_string() || it->get<std::string>().empty()) return std::nullopt;
     return it->get<std::string>();
   };
-  if (request.value("all", false)) {
+  if (const auto all = request.find("all"); all != request.end()) {
+    if (!all->is_boolean() || !all->get<bool>()) return admin_error(400, "\"all\" must be true");
     std::set<std::string> databases;
     for (const auto& [name, totals] : ctx_.traffic.totals()) databases.insert(name.first);
     ctx_.cache->invalidate_all({databases.begin(), databases.end()});

@@ -22,7 +22,10 @@ std::string utc_time(std::chrono::system_clock::time_point t) {
 }  // namespace
 
 admin_response json_response(const json& j, unsigned status) {
-  return {status, "application/json", j.dump(2) + "\n"};
+  // Names and statements are the clients' bytes: invalid UTF-8 is replaced,
+  // not thrown on.
+  return {status, "application/json",
+          j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"};
 }
 
 admin_response admin_error(unsigned status, std::string_view message) {

@@ -43,8 +43,34 @@ awaitable<void> write_response(tcp::socket& socket, http::response<http::string_
   co_await http::async_write(socket, res, on_error(ec));
 }
 
+// Holds one of the admin.max_connections slots until destroyed, however
+// the connection ends.
+class connection_slot {
+ public:
+  explicit connection_slot(std::shared_ptr<std::uint32_t> open) : open_(std::move(open)) { ++*open_; }
+  ~connection_slot() { --*open_; }
+  connection_slot(const connection_slot&) = delete;
+  connection_slot& operator=(const connection_slot&) = delete;
+
+ private:
+  std::shared_ptr<std::uint32_t> open_;
+};
+
+// The API's answer; a 500 naming the failure if it threw, so that one bad
+// request never takes the admin port down.
+awaitable<admin_response> answer(admin_api& api, const admin_request& request) {
+  std::string failure;
+  try {
+    co_return co_await api.handle(request);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  spdlog::error("admin {} {} failed: {}", request.method, request.target, failure);
+  co_return admin_response{500, "text/plain", "internal error: " + failure + "\n"};
+}
+
 awaitable<void> serve_connection(tcp::socket socket, admin_api& api,
-                                 std::shared_ptr<std::uint32_t> open) {
+                                 std::shared_ptr<connection_slot> slot) {
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
@@ -72,14 +98,14 @@ awaitable<void> serve_connection(tcp::socket socket, admin_api& api,
     auto view = [](beast::string_view v) { return std::string_view(v.data(), v.size()); };
     const admin_request request{view(req.method_string()), view(req.target()),
                                 view(req[http::field::authorization]), req.body()};
-    const admin_response answer = co_await api.handle(request);
-    auto res = make_response(answer, req.version(), req.keep_alive());
+    const admin_response response = co_await answer(api, request);
+    auto res = make_response(response, req.version(), req.keep_alive());
     co_await write_response(socket, res, ec);
     if (ec || !res.keep_alive()) break;
   }
   error_code ignored;
   socket.shutdown(tcp::socket::shutdown_send, ignored);
-  --*open;
+  (void)slot;  // released as the coroutine ends, whichever way
 }
 
 }  // namespace
@@ -92,7 +118,13 @@ awaitable<void> serve_admin(tcp::acceptor& acceptor, admin_api& api, std::uint32
     error_code ec;
     tcp::socket socket = co_await acceptor.async_accept(on_error(ec));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) continue;
+    if (ec) {
+      // Typically out of file descriptors: back off instead of spinning.
+      spdlog::warn("admin accept failed: {}", ec.message());
+      asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
+      co_await pause.async_wait(on_error(ec));
+      continue;
+    }
     if (*open >= max_connections) {
       auto res = make_response({503, "text/plain", "too many admin connections\n"}, 11, false);
       asio::co_spawn(
@@ -104,8 +136,8 @@ awaitable<void> serve_admin(tcp::acceptor& acceptor, admin_api& api, std::uint32
           asio::detached);
       continue;
     }
-    ++*open;
-    asio::co_spawn(acceptor.get_executor(), serve_connection(std::move(socket), api, open),
+    asio::co_spawn(acceptor.get_executor(),
+                   serve_connection(std::move(socket), api, std::make_shared<connection_slot>(open)),
                    [](std::exception_ptr e) {
                      if (!e) return;
                      try {

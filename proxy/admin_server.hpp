@@ -1,7 +1,8 @@
 // The admin port's HTTP/1.1 transport (Boost.Beast): accepts connections
 // on admin.host:admin.port and answers each request with admin_api.
 // Requests are bounded (8 KiB of headers, 64 KiB of body, 10 s to arrive);
-// connections beyond admin.max_connections get 503 and are closed.
+// connections beyond admin.max_connections get 503 and are closed; a
+// request the API fails on gets 500.
 #pragma once
 
 #include <cstdint>

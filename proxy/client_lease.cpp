@@ -32,7 +32,12 @@ awaitable<bool> client_session::attach_server() {
     spdlog::info("{} no server connection: {}", prefix(), e.what());
     refusal = e.error_response();
   }
-  traffic_->waited(std::chrono::steady_clock::now() - asked);
+  const auto waited = std::chrono::steady_clock::now() - asked;
+  if (traffic_) {
+    traffic_->waited(waited);
+  } else {
+    login_wait_ = waited;  // counted once the login succeeds
+  }
   record_->set_state(server_ ? client_state::active : client_state::idle, server_ ? server_->id() : 0);
   if (!server_) {
     co_await write_to_client(refusal);

@@ -112,7 +112,6 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     if (name == "application_name") application_name = value;
   record_->logged_in(request_.database, user_, std::move(application_name), client_.is_tls(),
                      replication_);
-  traffic_ = ctx_.traffic.pool(request_.database, user_);
   std::vector<std::pair<std::string, std::string>> client_parameters;
   for (auto [name, value] : startup.parameters) {
     if (name == "user" || name == "database" || name.starts_with("_pq_.")) continue;
@@ -143,6 +142,10 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     attached = co_await attach_server();
   }
   if (!attached) co_return false;
+  // Counted from here: a pool whose database does not exist never gets
+  // counters (clients could otherwise make up series without end).
+  traffic_ = ctx_.traffic.pool(request_.database, user_);
+  traffic_->waited(login_wait_);
 
   // Tell the client what a server would: parameters, its cancel key, ready.
   // In session mode the process id is the real server's; in transaction
@@ -210,6 +213,7 @@ awaitable<void> client_session::client_loop() {
         }
         // Frames pgstash need not read stream through by length.
         dropping = !relay_->on_streamed(tag, in.substr(pos));
+        if (!request_started_) request_started_ = std::chrono::steady_clock::now();
         if (!dropping) {
           if (!server_ && !co_await attach_server()) co_return;
           keep_lease();
@@ -384,6 +388,7 @@ void client_session::count_ready(char status) {
 }
 
 void client_session::count_synthetic(std::string_view frames) {
+  if (client_gone_) return;
   while (!frames.empty()) {
     const wire::decoded_frame h = wire::decode_header(frames, wire::phase::normal, frames.size());
     if (h.status != wire::decode_status::message || h.header.frame_size() > frames.size()) return;

@@ -149,6 +149,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // (from login on).
   std::shared_ptr<client_record> record_;
   std::shared_ptr<pool_traffic> traffic_;
+  std::chrono::steady_clock::duration login_wait_{};  // the login's wait for a server
   // When the request being answered began; unset while nothing is asked.
   std::optional<std::chrono::steady_clock::time_point> request_started_;
   std::string user_;

@@ -1,5 +1,7 @@
 #include "proxy/entry_label.hpp"
 
+#include <algorithm>
+
 namespace pgstash::proxy {
 
 // Lines: database, tables separated by spaces, statement. Names cannot hold
@@ -9,7 +11,11 @@ std::string encode(const entry_label& label) {
   std::string out = label.database + "\n";
   for (std::size_t i = 0; i < label.tables.size(); ++i) out += (i ? " " : "") + label.tables[i];
   out += "\n";
-  out += std::string_view(label.statement).substr(0, k_statement_bytes);
+  std::size_t cut = std::min(label.statement.size(), k_statement_bytes);
+  // Not inside a UTF-8 character: back to the start of the one cut.
+  if (cut < label.statement.size())
+    while (cut > 0 && (static_cast<unsigned char>(label.statement[cut]) & 0xc0) == 0x80) --cut;
+  out.append(label.statement, 0, cut);
   return out;
 }
 

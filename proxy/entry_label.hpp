@@ -15,7 +15,7 @@ namespace pgstash::proxy {
 struct entry_label {
   std::string database;
   std::vector<std::string> tables;
-  std::string statement;  // at most k_statement_bytes of it
+  std::string statement;  // at most k_statement_bytes of it, cut between characters
 };
 
 inline constexpr std::size_t k_statement_bytes = 200;

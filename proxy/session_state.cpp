@@ -12,6 +12,18 @@ std::string set_statement(const std::string& name, const pool::setting_value& v)
   return invalidation::to_sql({invalidation::setting_change::kind::set, name, v.text, v.raw});
 }
 
+// PostgreSQL (15) keeps only printable ASCII of a startup packet's
+// application_name, each other byte turned into '?'. Done here too, as the
+// server would: replayed in SQL, other bytes may not even be valid UTF-8.
+std::string clean_application_name(std::string_view value) {
+  std::string out(value);
+  for (char& c : out) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 32 || byte > 126) c = '?';
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> parse_startup_options(std::string_view options) {
@@ -60,7 +72,8 @@ session_state::session_state(const std::vector<std::pair<std::string, std::strin
     if (name == "options") {
       for (auto& [n, v] : parse_startup_options(value)) startup_[n] = {true, v};
     } else {
-      startup_[invalidation::ascii_lower(name)] = {true, value};
+      const std::string key = invalidation::ascii_lower(name);
+      startup_[key] = {true, key == "application_name" ? clean_application_name(value) : value};
     }
   }
   settings_ = startup_;

@@ -21,6 +21,15 @@ TEST_CASE("an entry label keeps the start of a long statement and a statement's 
   CHECK(back.tables == std::vector<std::string>{"t"});
 }
 
+TEST_CASE("an entry label cuts a long statement between UTF-8 characters") {
+  // "é" is two bytes: 199 ASCII bytes put one across the 200-byte cut.
+  std::string sql(199, 'a');
+  sql.append("\xc3\xa9");
+  sql.append("bbb");
+  const entry_label back = decode_entry_label(encode({"db", {"t"}, sql}));
+  CHECK(back.statement == std::string(199, 'a'));
+}
+
 TEST_CASE("a label encode() did not write is all statement") {
   CHECK(decode_entry_label("select 1").statement == "select 1");
   CHECK(decode_entry_label("select 1").database.empty());

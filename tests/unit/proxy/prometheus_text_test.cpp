@@ -33,6 +33,12 @@ TEST_CASE("label values and help text are escaped") {
         "m{database=\"a\\\"b\\\\c\\nd\"} 0\n");
 }
 
+TEST_CASE("a label value that is not UTF-8 gets U+FFFD, valid characters stay") {
+  prometheus_text t;
+  t.sample("m", {{"database", "caf\xc3\xa9 \xff\xc3 \xed\xa0\x80"}}, 1.0);
+  CHECK(t.text() == "m{database=\"caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"} 1\n");
+}
+
 TEST_CASE("numbers are written exactly, and the special values as the format spells them") {
   prometheus_text t;
   t.sample("a", {}, 0.000125);
@@ -45,11 +51,11 @@ TEST_CASE("numbers are written exactly, and the special values as the format spe
 
 TEST_CASE("a histogram's buckets are cumulative and end at +Inf") {
   prometheus_text t;
-  const std::array<double, 3> bounds = {0.001, 0.01, 0.1};
+  const std::array<double, 3> bounds = {0.0001, 0.01, 0.1};
   const std::array<std::uint64_t, 4> counts = {5, 0, 2, 1};
   t.histogram("lat_seconds", {{"database", "x"}}, bounds, counts, 0.5);
   CHECK(t.text() ==
-        "lat_seconds_bucket{database=\"x\",le=\"0.001\"} 5\n"
+        "lat_seconds_bucket{database=\"x\",le=\"0.0001\"} 5\n"
         "lat_seconds_bucket{database=\"x\",le=\"0.01\"} 5\n"
         "lat_seconds_bucket{database=\"x\",le=\"0.1\"} 7\n"
         "lat_seconds_bucket{database=\"x\",le=\"+Inf\"} 8\n"

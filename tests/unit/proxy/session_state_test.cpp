@@ -36,6 +36,13 @@ TEST_CASE("startup parameters become the client's settings, applied with set_con
   CHECK(state.sync_settings_sql(server).empty());
 }
 
+TEST_CASE("a startup application_name keeps printable ASCII only, as PostgreSQL keeps it") {
+  session_state state(parameters{{"application_name", "caf\xe9 \x01ok"}});
+  pool::server_state server(10);
+  CHECK(state.sync_settings_sql(server) ==
+        "SELECT pg_catalog.set_config('application_name', 'caf? ?ok', false)");
+}
+
 TEST_CASE("a server left with another client's settings is reset where this client has none") {
   session_state a(parameters{});
   session_state b(parameters{});
