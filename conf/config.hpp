@@ -125,6 +125,8 @@ struct admin_section {
   std::uint16_t port = 0;  // 0 = no admin port
   std::string token;
   std::uint32_t max_connections = 16;  // admin HTTP connections at once
+  // Users who may log in to the admin console (database "pgstash").
+  std::vector<std::string> users;
 };
 
 struct process_section {

@@ -142,6 +142,10 @@ constexpr std::array k_keys = {
         "`PGSTASH_ADMIN_TOKEN` environment variable is used, and one of the two is required "
         "with `admin.port`.",
         true),
+    string_list_key<&config::admin, &admin_section::users>(
+        "admin.users",
+        "Users who may log in to the admin console, database `pgstash` on the client port "
+        "(authenticated as any client); empty = no console."),
     string_key<&config::auth, &auth_section::file>(
         "auth.file", false,
         "Userlist file (`\"user\" \"secret\"` per line); required unless `auth.method` is "

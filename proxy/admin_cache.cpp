@@ -1,15 +1,13 @@
 // The admin API's views of the result cache (counters, streams, tables,
-// entries) and the operator's invalidations.
+// entries) and the operator's invalidations, as JSON.
 #include <algorithm>
 #include <charconv>
 #include <chrono>
-#include <map>
 #include <nlohmann/json.hpp>
-#include <set>
 
 #include "proxy/admin_api.hpp"
 #include "proxy/admin_json.hpp"
-#include "proxy/entry_label.hpp"
+#include "proxy/cache_admin.hpp"
 #include "proxy/proxy_context.hpp"
 
 namespace pgstash::proxy {
@@ -18,8 +16,6 @@ namespace {
 
 using nlohmann::json;
 
-// Entries read for a listing: bounds the work one request does.
-constexpr std::size_t k_listing_limit = 100000;
 constexpr std::size_t k_default_page = 50;
 constexpr std::size_t k_max_page = 1000;
 
@@ -40,12 +36,6 @@ std::optional<std::size_t> count_param(std::string_view query, std::string_view 
   return fallback;
 }
 
-std::string hex_key(const cache::key& k) {
-  char out[33];
-  std::snprintf(out, sizeof out, "%016llx%016llx", static_cast<unsigned long long>(k.high),
-                static_cast<unsigned long long>(k.low));
-  return out;
-}
 
 }  // namespace
 
@@ -70,23 +60,10 @@ admin_response admin_api::cache() const {
                                                   : json(seconds(now - heard))},
                        {"commits_applied", status->commits_applied()}});
   }
-  struct table_totals {
-    std::uint64_t entries = 0, bytes = 0, hits = 0;
-  };
-  std::map<std::pair<std::string, std::string>, table_totals> tables;
-  for (const auto& e : c.store().list(k_listing_limit)) {
-    const entry_label label = decode_entry_label(e.label);
-    for (const auto& table : label.tables) {
-      table_totals& t = tables[{label.database, table}];
-      ++t.entries;
-      t.bytes += e.size;
-      t.hits += e.hits;
-    }
-  }
   json table_rows = json::array();
-  for (const auto& [name, t] : tables) {
-    table_rows.push_back({{"database", name.first},
-                          {"table", name.second},
+  for (const auto& t : cache_tables(c)) {
+    table_rows.push_back({{"database", t.database},
+                          {"table", t.table},
                           {"entries", t.entries},
                           {"bytes", t.bytes},
                           {"hits", t.hits}});
@@ -117,19 +94,15 @@ admin_response admin_api::cache_entries(std::string_view query) const {
   if (!limit || !offset || *limit == 0 || *limit > k_max_page)
     return admin_error(400, "limit must be 1 to 1000 and offset a count");
   if (!ctx_.cache) return json_response({{"total", 0}, {"entries", json::array()}});
-  auto entries = ctx_.cache->store().list(k_listing_limit);
-  std::ranges::sort(entries, [](const auto& a, const auto& b) {
-    return a.hits != b.hits ? a.hits > b.hits : a.created_ms > b.created_ms;
-  });
+  const auto entries = proxy::cache_entries(*ctx_.cache);
   const std::int64_t now = result_cache::now_ms();
   json rows = json::array();
   for (std::size_t i = *offset; i < entries.size() && i < *offset + *limit; ++i) {
     const auto& e = entries[i];
-    entry_label label = decode_entry_label(e.label);
-    rows.push_back({{"key", hex_key(e.k)},
-                    {"database", label.database},
-                    {"tables", label.tables},
-                    {"statement", label.statement},
+    rows.push_back({{"key", hex_key(e.key)},
+                    {"database", e.label.database},
+                    {"tables", e.label.tables},
+                    {"statement", e.label.statement},
                     {"age_seconds", static_cast<double>(now - e.created_ms) / 1000.0},
                     {"ttl_seconds_left", e.expires_ms ? json(static_cast<double>(std::max<std::int64_t>(
                                                                  0, e.expires_ms - now)) /
@@ -144,8 +117,8 @@ admin_response admin_api::cache_entries(std::string_view query) const {
 admin_response admin_api::invalidate(std::string_view body) {
   const json request = json::parse(body, nullptr, false);
   if (request.is_discarded() || !request.is_object())
-    return admin_error(400, "the body must be a JSON object: {\"database\": d, \"table\": t}, "
-                            "{\"database\": d} or {\"all\": true}");
+    return admin_error(400, "the body must be a JSON object: {\"table\": t} (in every database, or "
+                            "with \"database\": d), {\"database\": d} or {\"all\": true}");
   if (!ctx_.cache) return admin_error(409, "the result cache is off");
   auto text = [&](const char* key) -> std::optional<std::string> {
     auto it = request.find(key);
@@ -154,21 +127,21 @@ admin_response admin_api::invalidate(std::string_view body) {
   };
   if (const auto all = request.find("all"); all != request.end()) {
     if (!all->is_boolean() || !all->get<bool>()) return admin_error(400, "\"all\" must be true");
-    std::set<std::string> databases;
-    for (const auto& [name, totals] : ctx_.traffic.totals()) databases.insert(name.first);
-    ctx_.cache->invalidate_all({databases.begin(), databases.end()});
+    invalidate_everything(ctx_);
     return json_response({{"invalidated", "all"}});
   }
   const auto database = text("database");
-  if (!database) return admin_error(400, "name the database (\"database\"), or send {\"all\": true}");
   if (const auto table = text("table")) {
     // The generations know relations by bare name: a schema is dropped,
     // which only ever invalidates more.
     std::string_view bare = *table;
     if (const auto dot = bare.rfind('.'); dot != std::string_view::npos) bare.remove_prefix(dot + 1);
-    ctx_.cache->invalidate_table(*database, bare);
-    return json_response({{"invalidated", {{"database", *database}, {"table", bare}}}});
+    invalidate_table(ctx_, database, bare);
+    json what = {{"table", bare}};
+    what["database"] = database ? json(*database) : json("every database");
+    return json_response({{"invalidated", what}});
   }
+  if (!database) return admin_error(400, "name a \"table\", a \"database\", or send {\"all\": true}");
   ctx_.cache->invalidate_database(*database);
   return json_response({{"invalidated", {{"database", *database}}}});
 }

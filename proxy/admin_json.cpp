@@ -9,17 +9,24 @@ using nlohmann::json;
 
 namespace {
 
-// RFC 3339, UTC, to the second.
-std::string utc_time(std::chrono::system_clock::time_point t) {
+constexpr const char* k_rfc3339 = "%Y-%m-%dT%H:%M:%SZ";
+
+}  // namespace
+
+std::string utc_time(std::chrono::system_clock::time_point t, const char* format) {
   const std::time_t seconds_since_epoch = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};
   gmtime_r(&seconds_since_epoch, &tm);
-  char out[32];
-  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char out[64];
+  std::strftime(out, sizeof out, format, &tm);
   return out;
 }
 
-}  // namespace
+std::chrono::system_clock::time_point wall_time(std::chrono::steady_clock::time_point t) {
+  const auto ago = std::chrono::steady_clock::now() - t;
+  return std::chrono::system_clock::now() -
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(ago);
+}
 
 admin_response json_response(const json& j, unsigned status) {
   // Names and statements are the clients' bytes: invalid UTF-8 is replaced,
@@ -43,9 +50,11 @@ json pool_json(const pool_row& row, const conf::config& cfg) {
       std::chrono::duration_cast<std::chrono::microseconds>(s.max_wait).count();
   return {{"database", row.key.database},
           {"user", row.key.user},
-          {"cl_active", row.client_count(client_state::active)},
+          // PgBouncer's cl_active: logged in and not waiting, with or
+          // without a server connection; cl_linked: with one.
+          {"cl_active", row.client_count(client_state::active) + row.client_count(client_state::idle)},
           {"cl_waiting", row.client_count(client_state::waiting)},
-          {"cl_idle", row.client_count(client_state::idle)},
+          {"cl_linked", row.client_count(client_state::active)},
           {"sv_active", s.count(server_list::active)},
           {"sv_idle", s.count(server_list::idle) - s.check_due},
           {"sv_used", s.check_due},
@@ -66,9 +75,9 @@ json client_json(const client_info& c, std::chrono::steady_clock::time_point now
             {"application_name", c.application_name},
             {"state", to_string(c.state)},
             {"state_seconds", seconds(now - c.state_since)},
-            {"connect_time", utc_time(c.connected)},
+            {"connect_time", utc_time(c.connected, k_rfc3339)},
             {"tls", c.tls},
-            {"replication", c.replication}};
+            {"kind", to_string(c.kind)}};
   j["server_id"] = c.server_id ? json(c.server_id) : json(nullptr);
   return j;
 }

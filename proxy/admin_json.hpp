@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <string>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -26,7 +27,11 @@ nlohmann::json server_json(const pool::pool_key& key, const pool::server_record&
                            std::chrono::steady_clock::time_point now);
 nlohmann::json stats_json(const traffic_stats::pool_name& name, const traffic_totals& t);
 
-// Seconds as a JSON number with microsecond precision.
+// Seconds as a number with microsecond precision.
 double seconds(std::chrono::steady_clock::duration d);
+// `t` in UTC, to the second, as strftime `format` writes it.
+std::string utc_time(std::chrono::system_clock::time_point t, const char* format);
+// A steady-clock instant on the wall clock.
+std::chrono::system_clock::time_point wall_time(std::chrono::steady_clock::time_point t);
 
 }  // namespace pgstash::proxy

@@ -9,6 +9,11 @@ std::string_view to_string(client_state s) {
   return k_names[static_cast<std::size_t>(s)];
 }
 
+std::string_view to_string(client_kind k) {
+  static constexpr std::string_view k_names[] = {"session", "replication", "console"};
+  return k_names[static_cast<std::size_t>(k)];
+}
+
 client_record::client_record(std::uint64_t id, std::string peer) : id_(id) {
   info_.id = id;
   info_.peer = std::move(peer);
@@ -17,13 +22,13 @@ client_record::client_record(std::uint64_t id, std::string peer) : id_(id) {
 }
 
 void client_record::logged_in(std::string database, std::string user,
-                              std::string application_name, bool tls, bool replication) {
+                              std::string application_name, bool tls, client_kind kind) {
   std::lock_guard lock(mu_);
   info_.database = std::move(database);
   info_.user = std::move(user);
   info_.application_name = std::move(application_name);
   info_.tls = tls;
-  info_.replication = replication;
+  info_.kind = kind;
 }
 
 void client_record::set_state(client_state state, std::uint64_t server_id) {

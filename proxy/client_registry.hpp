@@ -28,13 +28,18 @@ namespace pgstash::proxy {
 enum class client_state : std::uint8_t { login, idle, waiting, active };
 std::string_view to_string(client_state s);
 
+// What a client came for: pooled sessions, a replication connection (its
+// own server connection), or the admin console (none at all).
+enum class client_kind : std::uint8_t { session, replication, console };
+std::string_view to_string(client_kind k);
+
 // One client as it was when read.
 struct client_info {
   std::uint64_t id = 0;
   std::string peer;  // address:port, or "unix"
   std::string database, user, application_name;  // empty until logged in
   bool tls = false;
-  bool replication = false;
+  client_kind kind = client_kind::session;
   client_state state = client_state::login;
   std::chrono::system_clock::time_point connected;
   std::chrono::steady_clock::time_point state_since;
@@ -48,7 +53,7 @@ class client_record {
 
   // Logged in as `user` on `database`.
   void logged_in(std::string database, std::string user, std::string application_name, bool tls,
-                 bool replication);
+                 client_kind kind);
   // Now in `state`; `server_id` is the connection it holds (0 when none).
   void set_state(client_state state, std::uint64_t server_id = 0);
   client_info read() const;

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "net/deadline.hpp"
+#include "proxy/console_command.hpp"
 #include "proxy/proxy_context.hpp"
 #include "wire/framing.hpp"
 #include "wire/message_writer.hpp"
@@ -63,6 +64,10 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   // Login and leaving are coroutines of their own so that what they hold
   // (the startup packet, the greeting) is freed while the client is idle.
   if (!co_await log_in(self)) co_return;
+  if (console_) {
+    co_await serve_console();
+    co_return;
+  }
   if (replication_) {
     co_await relay_replication(self);
     ctx_.unregister_cancel_key(*cancel_key_);
@@ -95,6 +100,7 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     }
     if (!co_await authenticate(request_.credentials)) co_return false;
   }
+  if (database_ == k_console_database && !replication_) co_return co_await console_login();
 
   request_.user = user_;
   request_.database = database_;
@@ -111,7 +117,7 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   for (auto [name, value] : startup.parameters)
     if (name == "application_name") application_name = value;
   record_->logged_in(request_.database, user_, std::move(application_name), client_.is_tls(),
-                     replication_);
+                     replication_ ? client_kind::replication : client_kind::session);
   std::vector<std::pair<std::string, std::string>> client_parameters;
   for (auto [name, value] : startup.parameters) {
     if (name == "user" || name == "database" || name.starts_with("_pq_.")) continue;

@@ -75,6 +75,11 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Reads client frames and routes each (relay::plan_frame) until the
   // client leaves or its server connection fails.
   awaitable<void> client_loop();
+  // --- The admin console (console_session.cpp).
+  // Admits a user of admin.users and greets it. False if the session ends.
+  awaitable<bool> console_login();
+  // Answers simple queries with admin_console until the client leaves.
+  awaitable<void> serve_console();
   // --- Replication clients (replication_relay.cpp).
   // Connects the client's own server connection, outside the pools.
   awaitable<bool> attach_replication_server();
@@ -163,6 +168,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // server connection, relayed as bytes.
   bool replication_ = false;
   bool replication_counted_ = false;  // in ctx_.replication_clients
+  bool console_ = false;  // logged in to the admin console: no server at all
   std::optional<std::pair<std::uint32_t, std::uint32_t>> cancel_key_;
   // Declared before the relay, which uses it to its end.
   std::optional<cache_client> cache_;  // when the result cache is on

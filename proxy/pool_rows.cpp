@@ -13,7 +13,7 @@ std::vector<pool_row> pool_rows(const pool::pool_snapshot& snapshot,
     row.servers = view;
   }
   for (const auto& c : clients) {
-    if (c.state == client_state::login || c.replication) continue;
+    if (c.state == client_state::login || c.kind != client_kind::session) continue;
     const pool::pool_key key{c.database, c.user};
     pool_row& row = rows[key];
     row.key = key;

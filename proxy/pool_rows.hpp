@@ -24,7 +24,8 @@ struct pool_row {
   std::uint32_t client_count(client_state s) const { return clients[static_cast<std::size_t>(s)]; }
 };
 
-// By key. Replication clients are left out: they hold no pooled connection.
+// By key. Replication and console clients are left out: they hold no
+// pooled connection.
 std::vector<pool_row> pool_rows(const pool::pool_snapshot& snapshot,
                                 const std::vector<client_info>& clients);
 

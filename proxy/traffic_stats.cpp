@@ -50,6 +50,14 @@ std::shared_ptr<pool_traffic> traffic_stats::pool(const std::string& database,
   return p;
 }
 
+std::vector<std::string> traffic_stats::databases() const {
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [name, p] : pools_)
+    if (out.empty() || out.back() != name.first) out.push_back(name.first);
+  return out;
+}
+
 std::vector<std::pair<traffic_stats::pool_name, traffic_totals>> traffic_stats::totals() const {
   std::vector<std::pair<pool_name, std::shared_ptr<pool_traffic>>> pools;
   {

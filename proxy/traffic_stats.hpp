@@ -64,6 +64,8 @@ class traffic_stats {
   std::shared_ptr<pool_traffic> pool(const std::string& database, const std::string& user);
   // Every pool's totals so far, by name.
   std::vector<std::pair<pool_name, traffic_totals>> totals() const;
+  // Every database a client has used, in order.
+  std::vector<std::string> databases() const;
 
  private:
   mutable std::mutex mu_;

@@ -318,6 +318,32 @@ void write_command_complete(std::string& out, std::string_view tag) {
   w.finish();
 }
 
+void write_row_description(std::string& out, const std::vector<column_description>& columns) {
+  message_writer w(out);
+  w.begin(backend_tag::row_description);
+  w.put_int16(static_cast<std::int16_t>(columns.size()));
+  for (const auto& c : columns) {
+    w.put_cstr(c.name);
+    w.put_uint32(0);  // no table
+    w.put_int16(0);   // no column of one
+    w.put_uint32(c.type_oid);
+    w.put_int16(c.type_size);
+    w.put_int32(-1);  // no type modifier
+    w.put_int16(0);   // text format
+  }
+  w.finish();
+}
+
+void write_data_row(std::string& out, const std::vector<std::optional<std::string>>& values) {
+  message_writer w(out);
+  w.begin(backend_tag::data_row);
+  w.put_int16(static_cast<std::int16_t>(values.size()));
+  for (const auto& v : values) {
+    w.put_counted(v ? std::optional<std::string_view>(*v) : std::nullopt);
+  }
+  w.finish();
+}
+
 void write_empty(std::string& out, backend_tag tag) {
   message_writer w(out);
   w.begin(tag);

@@ -114,6 +114,15 @@ void write_copy_fail(std::string& out, std::string_view reason);
 
 // Backend messages pgstash answers in the server's place.
 void write_command_complete(std::string& out, std::string_view tag);
+// A result column pgstash describes itself: text format, no table.
+struct column_description {
+  std::string_view name;  // REQUIRES: no NUL
+  std::uint32_t type_oid;
+  std::int16_t type_size;  // pg_type.typlen: -1 for varlena types
+};
+void write_row_description(std::string& out, const std::vector<column_description>& columns);
+// A DataRow of text values; nullopt is NULL.
+void write_data_row(std::string& out, const std::vector<std::optional<std::string>>& values);
 // A message with no body: ParseComplete, BindComplete, CloseComplete, NoData.
 void write_empty(std::string& out, backend_tag tag);
 // ParameterDescription with no parameters.

@@ -25,6 +25,14 @@ the traffic it reports.
   ready
       /ready is 200 while PostgreSQL answers and 503 (naming the server check) once it is
       stopped; with the replication stream on, it reports the stream's state.
+  console
+      psql on database `pgstash` as a user of admin.users: SHOW POOLS, CLIENTS, SERVERS, STATS,
+      CONFIG, VERSION, CACHE, CACHE TABLES and CACHE ENTRIES answer with PgBouncer's column names
+      and the same facts the HTTP API gives; INVALIDATE TABLE and INVALIDATE ALL send the next
+      read to the server; an unknown command is an error that leaves the session usable.
+  console_refused
+      a user not in admin.users, and any user when it is empty, gets 28000; the extended
+      protocol gets 0A000.
   bad_requests
       a body over 64 KiB gets 413, garbage gets 400, connections over admin.max_connections get
       503, unknown paths 404 and wrong methods 405; pgstash keeps serving clients throughout.
@@ -44,7 +52,7 @@ import time
 import psycopg
 
 from cache_test import server_calls, setup, simple, warm
-from case_harness import CASE_TIMEOUT, SOURCE_DIR, connect, expect, main, ok
+from case_harness import CASE_TIMEOUT, CLUSTER, SOURCE_DIR, connect, expect, main, ok
 
 TOKEN = "test-admin-token-0123456789"
 TRANSACTION = ['pool.mode = "transaction"', "pool.size = 4"]
@@ -219,12 +227,12 @@ def case_pools_clients_servers(case):
     ok("/api/clients and /api/servers agree with the backend the client is on")
     pools = eventually("one pool with one active and one idle client",
                        lambda: admin.get("/api/pools")["pools"],
-                       lambda ps: len(ps) == 1 and ps[0]["cl_active"] == 1
-                       and ps[0]["cl_idle"] == 1 and ps[0]["sv_active"] == 1)
+                       lambda ps: len(ps) == 1 and ps[0]["cl_active"] == 2
+                       and ps[0]["cl_linked"] == 1 and ps[0]["sv_active"] == 1)
     p = pools[0]
     expect(p["cl_waiting"] == 0 and p["pool_mode"] == "transaction" and p["pool_size"] == 4,
            f"pool row {p}")
-    ok("/api/pools counts clients and servers by state")
+    ok("/api/pools counts clients and servers by state, cl_active as PgBouncer counts it")
     busy.rollback()
     busy.close()
     eventually("the client that left gone from /api/clients",
@@ -284,9 +292,10 @@ def case_cache_and_invalidation(case):
             ok(f"invalidating {what} sends the next read to the server")
 
         next_read_reaches_server({"database": "pgstash_test", "table": f"public.{table}"}, "the table")
+        next_read_reaches_server({"table": table}, "the table in every database")
         next_read_reaches_server({"database": "pgstash_test"}, "the database")
         next_read_reaches_server({"all": True}, "everything")
-        for bad in ["not json", "[1]", {"table": table}, {"database": ""}]:
+        for bad in ["not json", "[1]", {}, {"database": ""}, {"all": 1}, {"all": False}]:
             status, _, _ = admin.post("/api/cache/invalidate", bad)
             expect(status == 400, f"invalidate {bad!r}: {status}, expected 400")
         ok("bad invalidation bodies get 400")
@@ -390,6 +399,132 @@ def raw(port, data):
         return answer
 
 
+def console(port, *commands, user="postgres"):
+    """Runs `commands` in one psql session on the console; (exit status, [(header, rows)] per
+    result, stderr)."""
+    args = [os.path.join(CLUSTER["PGSTASH_PG_BIN"], "psql"), "-X", "-A", "-F", "|", "-P",
+            "footer=off", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "pgstash"]
+    for c in commands:
+        args += ["-c", c]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=20,
+                          env=dict(os.environ, PGCONNECT_TIMEOUT="10"))
+    results = []
+    lines = done.stdout.splitlines()
+    i = 0
+    while i < len(lines):
+        header = lines[i].split("|")
+        rows = []
+        i += 1
+        while i < len(lines) and lines[i] != "":
+            rows.append(dict(zip(header, lines[i].split("|"))))
+            i += 1
+        results.append((header, rows))
+        i += 1
+    return done.returncode, results, done.stderr
+
+
+def one_result(port, command):
+    status, results, stderr = console(port, command)
+    expect(status == 0 and len(results) == 1, f"{command}: {status} {results} {stderr}")
+    return results[0]
+
+
+PGBOUNCER_POOLS = ["database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle",
+                   "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode"]
+
+
+def case_console(case):
+    path = os.path.join(case.root, f"{case.name}-cache")
+    inst, admin = start_admin(case, 'admin.users = ["postgres"]', "cache.enabled = true",
+                              f'cache.path = "{path}"')
+    table = "admin_console"
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
+          f"insert into {table} values (1, 'one')")
+    sql = f"select v from {table} where id = 1"
+    busy = connect(inst.port, autocommit=False)
+    busy_pid = busy.execute("select pg_backend_pid()").fetchone()[0]
+    header, pools = eventually("SHOW POOLS with the busy client's pool",
+                               lambda: one_result(inst.port, "SHOW POOLS;"),
+                               lambda r: len(r[1]) == 1 and r[1][0]["sv_active"] == "1")
+    expect(header == PGBOUNCER_POOLS, f"SHOW POOLS columns {header}")
+    expect(pools[0]["database"] == "pgstash_test" and pools[0]["cl_active"] == "1"
+           and pools[0]["pool_mode"] == "transaction", f"SHOW POOLS {pools}")
+    ok("SHOW POOLS has PgBouncer's columns and the busy pool")
+    header, clients = one_result(inst.port, "show clients")
+    expect(["type", "user", "database", "state", "addr", "port", "link", "remote_pid",
+            "application_name"] == [h for h in header if h in {"type", "user", "database", "state",
+                                                               "addr", "port", "link", "remote_pid",
+                                                               "application_name"}],
+           f"SHOW CLIENTS columns {header}")
+    linked = [c for c in clients if c["link"]]
+    expect(len(clients) == 1 and len(linked) == 1 and linked[0]["remote_pid"] == str(busy_pid)
+           and linked[0]["state"] == "active" and linked[0]["application_name"] == "admin_test",
+           f"SHOW CLIENTS {clients} (busy pid {busy_pid})")
+    _, servers = one_result(inst.port, "SHOW SERVERS")
+    expect(len(servers) == 1 and servers[0]["remote_pid"] == str(busy_pid)
+           and servers[0]["link"] == linked[0]["ptr"] and servers[0]["ptr"] == linked[0]["link"]
+           and servers[0]["state"] == "active", f"SHOW SERVERS {servers}")
+    ok("SHOW CLIENTS and SHOW SERVERS link the busy client to its backend")
+    busy.rollback()
+    busy.close()
+    with connect(inst.port) as conn:
+        warm(conn, sql)
+        for _ in range(3):
+            simple(conn, sql)
+        _, stats = one_result(inst.port, "SHOW STATS")
+        expect(len(stats) == 1 and int(stats[0]["total_query_count"]) >= 9
+               and int(stats[0]["total_xact_count"]) >= 8, f"SHOW STATS {stats}")
+        _, config = one_result(inst.port, "SHOW CONFIG")
+        settings = {r["key"]: r for r in config}
+        expect(settings["admin.token"]["value"] == '"********"' and settings["pool.size"]["value"]
+               == "4" and settings["pool.size"]["default"] == "20", "SHOW CONFIG")
+        _, version = one_result(inst.port, "SHOW VERSION")
+        expect(version[0]["version"].startswith("pgstash "), f"SHOW VERSION {version}")
+        _, cache = one_result(inst.port, "SHOW CACHE")
+        expect(int(cache[0]["hits"]) >= 3 and int(cache[0]["entries"]) >= 1, f"SHOW CACHE {cache}")
+        _, tables = one_result(inst.port, "SHOW CACHE TABLES")
+        expect(any(t["table"] == table and int(t["hits"]) >= 3 for t in tables),
+               f"SHOW CACHE TABLES {tables}")
+        _, entries = one_result(inst.port, "SHOW CACHE ENTRIES")
+        expect(any(e["statement"] == sql and e["tables"] == table for e in entries),
+               f"SHOW CACHE ENTRIES {entries}")
+        ok("SHOW STATS, CONFIG, VERSION, CACHE, CACHE TABLES and CACHE ENTRIES")
+        for command, what in [(f"INVALIDATE TABLE public.{table}", "a table"),
+                              ("invalidate all;", "everything")]:
+            status, _, stderr = console(inst.port, command)
+            expect(status == 0, f"{command}: {stderr}")
+            before = server_calls(table)
+            simple(conn, sql)
+            expect(server_calls(table) - before == 1, f"after {command} the read did not reach "
+                   "the server")
+            warm(conn, sql)
+            ok(f"INVALIDATE {what} sends the next read to the server")
+    status, results, stderr = console(inst.port, "SELECT 1", "SHOW VERSION")
+    expect(status == 0 and "unknown command" in stderr and len(results) == 1
+           and results[0][0] == ["version"], f"unknown command: {status} {results} {stderr!r}")
+    ok("an unknown command is an error; the session goes on")
+    case.expect_alive(inst, "after the console")
+
+
+def case_console_refused(case):
+    inst, _ = start_admin(case, 'admin.users = ["someone_else"]')
+    status, _, stderr = console(inst.port, "SHOW POOLS")
+    expect(status != 0 and "may not use the admin console" in stderr, f"not listed: {stderr!r}")
+    plain, _ = start_admin(case)
+    status, _, stderr = console(plain.port, "SHOW POOLS")
+    expect(status != 0 and "may not use the admin console" in stderr, f"no admin.users: {stderr!r}")
+    ok("users not in admin.users are refused")
+    listed, _ = start_admin(case, 'admin.users = ["postgres"]')
+    try:
+        with psycopg.connect(host="127.0.0.1", port=listed.port, dbname="pgstash", user="postgres",
+                             autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SHOW POOLS", prepare=True)
+        raise AssertionError("the extended protocol was answered")
+    except psycopg.Error as e:
+        expect(e.sqlstate == "0A000" or "simple queries only" in str(e), f"extended protocol: {e!r}")
+    ok("the extended protocol gets 0A000")
+
+
 def case_bad_requests(case):
     inst, admin = start_admin(case, "admin.max_connections = 2")
     big = (f"POST /api/cache/invalidate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
@@ -437,6 +572,8 @@ CASES = [
     ("config_masked", case_config_masked, CASE_TIMEOUT),
     ("ready", case_ready, 60),
     ("ready_with_stream", case_ready_with_stream, 60),
+    ("console", case_console, 60),
+    ("console_refused", case_console_refused, CASE_TIMEOUT),
     ("bad_requests", case_bad_requests, CASE_TIMEOUT),
     ("version_and_help", case_version_and_help, CASE_TIMEOUT),
 ]

@@ -28,7 +28,7 @@ std::string only_error(const std::string& text) {
 // Every key, as the README documents it.
 // clang-format off
 const std::vector<std::string> k_all_keys = {
-    "admin.host", "admin.max_connections", "admin.port", "admin.token",
+    "admin.host", "admin.max_connections", "admin.port", "admin.token", "admin.users",
     "auth.file", "auth.method",
     "cache.compress_min_size", "cache.default_ttl", "cache.enabled", "cache.max_entry_size",
     "cache.max_size", "cache.path",

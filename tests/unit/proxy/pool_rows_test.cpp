@@ -8,12 +8,12 @@ using namespace pgstash::proxy;
 namespace {
 
 client_info client(std::string database, std::string user, client_state state,
-                   bool replication = false) {
+                   client_kind kind = client_kind::session) {
   client_info c;
   c.database = std::move(database);
   c.user = std::move(user);
   c.state = state;
-  c.replication = replication;
+  c.kind = kind;
   return c;
 }
 
@@ -32,7 +32,8 @@ TEST_CASE("pool rows put each pool's clients beside its server connections") {
       client("app", "web", client_state::active), client("app", "web", client_state::waiting),
       client("app", "web", client_state::idle),   client("app", "web", client_state::idle),
       client("", "", client_state::login),        client("reports", "bi", client_state::idle),
-      client("app", "web", client_state::active, true)};
+      client("app", "web", client_state::active, client_kind::replication),
+      client("pgstash", "web", client_state::idle, client_kind::console)};
 
   const auto rows = pool_rows(snapshot, clients);
   REQUIRE(rows.size() == 2);

@@ -192,5 +192,16 @@ TEST_CASE("answers pgstash gives in the server's place") {
   CHECK(out == "t\0\0\0\6\0\0"s);
 }
 
+TEST_CASE("a result set pgstash describes and sends itself") {
+  std::string out;
+  write_row_description(out, {{"db", 25, -1}, {"n", 20, 8}});
+  CHECK(out == "T\0\0\0\x2f\0\2"
+               "db\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0"
+               "n\0\0\0\0\0\0\0\0\0\0\x14\0\x08\xff\xff\xff\xff\0\0"s);
+  out.clear();
+  write_data_row(out, {std::string("app"), std::nullopt});
+  CHECK(out == "D\0\0\0\x11\0\2\0\0\0\3app\xff\xff\xff\xff"s);
+}
+
 }  // namespace
 }  // namespace pgstash::wire

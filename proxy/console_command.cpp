@@ -1,0 +1,109 @@
+#include "proxy/console_command.hpp"
+
+#include <array>
+#include <cctype>
+#include <utility>
+#include <vector>
+
+namespace pgstash::proxy {
+
+namespace {
+
+// Words split at blanks and semicolons, except inside double quotes.
+std::vector<std::string_view> words_of(std::string_view sql) {
+  const auto separator = [](char c) { return std::isspace(static_cast<unsigned char>(c)) || c == ';'; };
+  std::vector<std::string_view> words;
+  std::size_t i = 0;
+  while (i < sql.size()) {
+    while (i < sql.size() && separator(sql[i])) ++i;
+    const std::size_t start = i;
+    bool quoted = false;
+    while (i < sql.size() && (quoted || !separator(sql[i]))) {
+      if (sql[i] == '"') quoted = !quoted;
+      ++i;
+    }
+    if (i > start) words.push_back(sql.substr(start, i - start));
+  }
+  return words;
+}
+
+bool is(std::string_view word, std::string_view keyword) {
+  if (word.size() != keyword.size()) return false;
+  for (std::size_t i = 0; i < word.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(word[i])) != keyword[i]) return false;
+  return true;
+}
+
+// A name as typed: "Quoted" keeps its case (and "" stands for "), a bare
+// one is folded to lower case, as PostgreSQL folds identifiers.
+std::string identifier(std::string_view word) {
+  if (word.size() >= 2 && word.front() == '"' && word.back() == '"') {
+    std::string out;
+    for (std::size_t i = 1; i + 1 < word.size(); ++i) {
+      out += word[i];
+      if (word[i] == '"' && word[i + 1] == '"') ++i;
+    }
+    return out;
+  }
+  std::string out(word);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+console_command invalid(std::string why) {
+  return {console_verb::invalid, {}, std::move(why)};
+}
+
+}  // namespace
+
+std::string_view console_help() {
+  return "SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION | HELP\n"
+         "SHOW CACHE | SHOW CACHE ENTRIES | SHOW CACHE TABLES\n"
+         "INVALIDATE TABLE [schema.]name | INVALIDATE DATABASE name | INVALIDATE ALL";
+}
+
+console_command parse_console_command(std::string_view sql) {
+  const std::vector<std::string_view> w = words_of(sql);
+  if (w.empty()) return {console_verb::empty, {}, {}};
+  if (is(w[0], "show") && w.size() == 2) {
+    static constexpr std::array<std::pair<std::string_view, console_verb>, 7> k_shows = {{
+        {"pools", console_verb::show_pools},
+        {"clients", console_verb::show_clients},
+        {"servers", console_verb::show_servers},
+        {"stats", console_verb::show_stats},
+        {"config", console_verb::show_config},
+        {"version", console_verb::show_version},
+        {"help", console_verb::show_help},
+    }};
+    for (const auto& [keyword, verb] : k_shows)
+      if (is(w[1], keyword)) return {verb, {}, {}};
+    if (is(w[1], "cache")) return {console_verb::show_cache, {}, {}};
+  }
+  if (is(w[0], "show") && w.size() == 3 && is(w[1], "cache")) {
+    if (is(w[2], "entries")) return {console_verb::show_cache_entries, {}, {}};
+    if (is(w[2], "tables")) return {console_verb::show_cache_tables, {}, {}};
+  }
+  if (is(w[0], "invalidate")) {
+    if (w.size() == 2 && is(w[1], "all")) return {console_verb::invalidate_all, {}, {}};
+    if (w.size() == 3 && is(w[1], "database"))
+      return {console_verb::invalidate_database, identifier(w[2]), {}};
+    if (w.size() == 3 && is(w[1], "table")) {
+      // The generations know a relation by its bare name: the schema, if
+      // given, is dropped (which only ever invalidates more).
+      std::string_view name = w[2];
+      bool quoted = false;
+      std::size_t last_dot = std::string_view::npos;
+      for (std::size_t i = 0; i < name.size(); ++i) {
+        if (name[i] == '"') quoted = !quoted;
+        if (name[i] == '.' && !quoted) last_dot = i;
+      }
+      if (last_dot != std::string_view::npos) name.remove_prefix(last_dot + 1);
+      if (name.empty() || quoted) return invalid("INVALIDATE TABLE needs a table name");
+      return {console_verb::invalidate_table, identifier(name), {}};
+    }
+    return invalid("INVALIDATE takes TABLE name, DATABASE name or ALL");
+  }
+  return invalid("unknown command; the console takes:\n" + std::string(console_help()));
+}
+
+}  // namespace pgstash::proxy

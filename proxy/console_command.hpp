@@ -1,0 +1,51 @@
+// The statements of the admin console, PgBouncer's style: a client logs in
+// to the database `pgstash` as one of admin.users and types commands in
+// psql. Keywords are case-insensitive; a trailing semicolon is optional.
+//
+//   SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION | HELP
+//   SHOW CACHE | SHOW CACHE ENTRIES | SHOW CACHE TABLES
+//   INVALIDATE TABLE [schema.]name    in every database pgstash has seen
+//   INVALIDATE DATABASE name
+//   INVALIDATE ALL
+//
+// Pure.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace pgstash::proxy {
+
+inline constexpr std::string_view k_console_database = "pgstash";
+
+enum class console_verb : std::uint8_t {
+  empty,  // nothing but blanks and semicolons
+  show_pools,
+  show_clients,
+  show_servers,
+  show_stats,
+  show_config,
+  show_version,
+  show_help,
+  show_cache,
+  show_cache_entries,
+  show_cache_tables,
+  invalidate_table,
+  invalidate_database,
+  invalidate_all,
+  invalid,  // `error` says why
+};
+
+struct console_command {
+  console_verb verb = console_verb::invalid;
+  std::string name;   // the table (bare) or database named
+  std::string error;  // for invalid
+};
+
+console_command parse_console_command(std::string_view sql);
+
+// One line per command, for SHOW HELP and the error of an unknown one.
+std::string_view console_help();
+
+}  // namespace pgstash::proxy
