@@ -144,8 +144,8 @@ constexpr std::array k_keys = {
         true),
     string_list_key<&config::admin, &admin_section::users>(
         "admin.users",
-        "Users who may log in to the admin console, database `pgstash` on the client port "
-        "(authenticated as any client); empty = no console."),
+        "Users who may log in to the admin console, database `pgstash` on the client port, "
+        "with their auth file password (asked for even under `trust`); empty = nobody."),
     string_key<&config::auth, &auth_section::file>(
         "auth.file", false,
         "Userlist file (`\"user\" \"secret\"` per line); required unless `auth.method` is "

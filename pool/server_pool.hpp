@@ -97,6 +97,10 @@ class server_pool {
   void maintain(const asio::any_io_executor& ex);
 
   pool_stats stats(const pool_key& key) const;
+  // True if a connection idle since `idle_since` is to be checked with
+  // pool.server_check_query before reuse (PgBouncer's "used").
+  bool check_due(std::chrono::steady_clock::time_point idle_since,
+                 std::chrono::steady_clock::time_point now) const;
   // Every pool's lists and wait queue, all as of one instant.
   pool_snapshot snapshot() const;
 
@@ -131,9 +135,6 @@ class server_pool {
   static bool on_context(server_connection& conn, const asio::execution_context* context);
   awaitable<std::unique_ptr<server_connection>> connect(const connect_request& request,
                                                         std::uint64_t id);
-  // True if a connection idle since `idle_since` is to be checked with
-  // pool.server_check_query before reuse.
-  bool check_due(clock::time_point idle_since, clock::time_point now) const;
   // True if `conn` is fit to hand out: not closed by the server while idle,
   // and passing pool.server_check_query.
   awaitable<bool> still_good(server_connection& conn);

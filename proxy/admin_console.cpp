@@ -12,6 +12,7 @@
 #include "proxy/console_command.hpp"
 #include "proxy/pool_rows.hpp"
 #include "proxy/proxy_context.hpp"
+#include "proxy/utf8.hpp"
 #include "wire/message_writer.hpp"
 
 namespace pgstash::proxy {
@@ -40,7 +41,12 @@ class table {
                                                        static_cast<std::int16_t>(c.integer ? 8 : -1)});
     wire::write_row_description(out_, described);
   }
-  void row(const std::vector<cell>& values) { wire::write_data_row(out_, values); }
+  // Names and statements are the clients' bytes; psql was told UTF8.
+  void row(std::vector<cell> values) {
+    for (auto& v : values)
+      if (v) v = valid_utf8(*v);
+    wire::write_data_row(out_, values);
+  }
   void finish() { wire::write_command_complete(out_, "SHOW"); }
 
  private:
@@ -80,10 +86,7 @@ void show_pools(proxy_context& ctx, std::string& out) {
 void show_clients(proxy_context& ctx, std::string& out) {
   table t(out, {{"type"}, {"user"}, {"database"}, {"state"}, {"addr"}, {"port", true},
                 {"connect_time"}, {"request_time"}, {"wait", true}, {"wait_us", true},
-                {"ptr"}, {"link"}, {"remote_pid", true}, {"tls"}, {"application_name"}});
-  std::map<std::uint64_t, std::uint32_t> pids;  // server id -> backend pid
-  for (const auto& view : ctx.pool.snapshot().pools)
-    for (const auto& s : view.servers) pids[s.id] = s.details.process_id;
+                {"ptr"}, {"link"}, {"tls"}, {"application_name"}});
   const auto now = clock::now();
   for (const client_info& c : ctx.registry.list()) {
     if (c.kind == client_kind::console) continue;
@@ -92,14 +95,13 @@ void show_clients(proxy_context& ctx, std::string& out) {
                                                          : "active";
     const auto waited = c.state == client_state::waiting ? now - c.state_since : clock::duration{};
     const auto [addr, port] = address(c.peer);
-    const auto pid = pids.find(c.server_id);
     t.row({text("C"), c.user, c.database, text(state), addr, port,
            utc_time(c.connected, k_pgbouncer_time), utc_time(wall_time(c.state_since), k_pgbouncer_time),
            num(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(waited).count())),
            num(static_cast<std::uint64_t>(
                std::chrono::duration_cast<std::chrono::microseconds>(waited).count() % 1000000)),
            "c:" + std::to_string(c.id), c.server_id ? cell("s:" + std::to_string(c.server_id)) : cell(),
-           num(pid == pids.end() ? 0 : pid->second), text(c.tls ? "TLS" : ""), c.application_name});
+           text(c.tls ? "TLS" : ""), c.application_name});
   }
   t.finish();
 }
@@ -128,10 +130,8 @@ void show_servers(proxy_context& ctx, std::string& out) {
   const pool::pool_snapshot snapshot = ctx.pool.snapshot();
   for (const auto& view : snapshot.pools) {
     for (const auto& s : view.servers) {
-      const bool check_due = s.list == pool::server_list::idle &&
-                             ctx.cfg.pool.server_check_delay_ms > 0 &&
-                             snapshot.taken_at - s.since >=
-                                 std::chrono::milliseconds(ctx.cfg.pool.server_check_delay_ms);
+      const bool check_due =
+          s.list == pool::server_list::idle && ctx.pool.check_due(s.since, snapshot.taken_at);
       t.row({text("S"), view.key.user, view.key.database, text(server_state(s, check_due)),
              ctx.cfg.server.host, num(ctx.cfg.server.port),
              utc_time(wall_time(s.opened), k_pgbouncer_time),
@@ -229,9 +229,12 @@ void one_column(std::string& out, const char* name, std::string_view lines) {
   t.finish();
 }
 
-std::string error(std::string_view sqlstate, std::string_view message) {
+std::string error(std::string_view sqlstate, std::string_view message, std::string_view hint = {}) {
+  std::vector<std::pair<char, std::string>> fields = {
+      {'S', "ERROR"}, {'V', "ERROR"}, {'C', std::string(sqlstate)}, {'M', std::string(message)}};
+  if (!hint.empty()) fields.emplace_back('H', std::string(hint));
   std::string out;
-  wire::write_error(out, "ERROR", sqlstate, message);
+  wire::write_error(out, fields);
   return out;
 }
 
@@ -293,7 +296,7 @@ std::string console_answer(proxy_context& ctx, std::string_view sql) {
       wire::write_command_complete(out, "INVALIDATE");
       break;
     case console_verb::invalid:
-      return error("42601", command.error);
+      return error("42601", command.error, "the console takes: " + std::string(console_help()));
   }
   return out;
 }

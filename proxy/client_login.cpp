@@ -129,8 +129,8 @@ awaitable<std::optional<std::string>> client_session::ask_for_password(std::stri
   co_return std::string(f.body);
 }
 
-awaitable<bool> client_session::authenticate(pool::server_credentials& credentials) {
-  const auto method = ctx_.cfg.auth.method;
+awaitable<bool> client_session::authenticate(pool::server_credentials& credentials,
+                                             conf::auth_method method) {
   auto entry = ctx_.users.find(user_);
   const std::string failed = "password authentication failed for user \"" + user_ + "\"";
   std::optional<std::string> secret;

@@ -98,9 +98,14 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
       co_await fail("53300", "sorry, too many clients already");
       co_return false;
     }
-    if (!co_await authenticate(request_.credentials)) co_return false;
+    // The console is pgstash's own: no PostgreSQL login stands behind it, so
+    // a password is asked for it even where clients are trusted.
+    const bool console = database_ == k_console_database && !replication_;
+    auto method = ctx_.cfg.auth.method;
+    if (console && method == conf::auth_method::trust) method = conf::auth_method::scram_sha_256;
+    if (!co_await authenticate(request_.credentials, method)) co_return false;
+    if (console) co_return co_await console_login();
   }
-  if (database_ == k_console_database && !replication_) co_return co_await console_login();
 
   request_.user = user_;
   request_.database = database_;

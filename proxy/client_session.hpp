@@ -68,7 +68,8 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Returns false if the session ends there.
   awaitable<bool> log_in(const std::shared_ptr<client_session>& self);
   awaitable<bool> negotiate_startup(wire::startup_message& startup, std::string& packet);
-  awaitable<bool> authenticate(pool::server_credentials& credentials);
+  // Proves the client is who it says by `method`, against the auth file.
+  awaitable<bool> authenticate(pool::server_credentials& credentials, conf::auth_method method);
   // Sends an authentication request and returns the body of the client's
   // password message ('p'), or nullopt if the session must end.
   awaitable<std::optional<std::string>> ask_for_password(std::string_view request);

@@ -85,8 +85,12 @@ console_command parse_console_command(std::string_view sql) {
   }
   if (is(w[0], "invalidate")) {
     if (w.size() == 2 && is(w[1], "all")) return {console_verb::invalidate_all, {}, {}};
-    if (w.size() == 3 && is(w[1], "database"))
-      return {console_verb::invalidate_database, identifier(w[2]), {}};
+    if (w.size() == 3 && is(w[1], "database")) {
+      std::string name = identifier(w[2]);
+      if (name.empty() || w[2] == "\"" || (w[2].front() == '"') != (w[2].back() == '"'))
+        return invalid("INVALIDATE DATABASE needs a database name");
+      return {console_verb::invalidate_database, std::move(name), {}};
+    }
     if (w.size() == 3 && is(w[1], "table")) {
       // The generations know a relation by its bare name: the schema, if
       // given, is dropped (which only ever invalidates more).
@@ -103,7 +107,7 @@ console_command parse_console_command(std::string_view sql) {
     }
     return invalid("INVALIDATE takes TABLE name, DATABASE name or ALL");
   }
-  return invalid("unknown command; the console takes:\n" + std::string(console_help()));
+  return invalid("unknown admin console command");
 }
 
 }  // namespace pgstash::proxy

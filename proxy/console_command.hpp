@@ -45,7 +45,7 @@ struct console_command {
 
 console_command parse_console_command(std::string_view sql);
 
-// One line per command, for SHOW HELP and the error of an unknown one.
+// One line per kind of command, for SHOW HELP and the hint of an error.
 std::string_view console_help();
 
 }  // namespace pgstash::proxy

@@ -4,7 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
+#include <optional>
 
+#include "net/deadline.hpp"
 #include "proxy/admin_console.hpp"
 #include "proxy/client_session.hpp"
 #include "proxy/console_command.hpp"
@@ -45,11 +48,19 @@ awaitable<bool> client_session::console_login() {
 }
 
 awaitable<void> client_session::serve_console() {
+  const std::uint32_t idle_limit = ctx_.cfg.limits.client_idle_timeout_ms;
   for (;;) {
     client_.compact();
     error_code ec;
-    const wire::decoded_frame f =
-        co_await client_.read_frame(wire::phase::normal, ctx_.cfg.limits.max_message_size, ec);
+    wire::decoded_frame f;
+    {
+      // limits.client_idle_timeout_ms holds here too.
+      std::optional<net::deadline> idle;
+      if (idle_limit > 0)
+        idle.emplace(client_.socket().get_executor(), std::chrono::milliseconds(idle_limit),
+                     [this] { client_.close(); });
+      f = co_await client_.read_frame(wire::phase::normal, ctx_.cfg.limits.max_message_size, ec);
+    }
     if (ec) break;
     if (f.status == wire::decode_status::error) {
       co_await fail("08P01", "invalid message from client: " + f.error.message());
