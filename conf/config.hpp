@@ -136,6 +136,9 @@ struct process_section {
 
 struct log_section {
   std::string level = "info";  // trace | debug | info | warn | error | off
+  std::string format = "text";  // text | json (one JSON object per line)
+  // Requests slower than this are logged with their statement; 0 = none.
+  std::uint32_t slow_query_ms = 0;
 };
 
 // [databases]: client-visible name -> server database name. Empty means

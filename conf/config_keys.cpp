@@ -121,6 +121,7 @@ consteval key_row choice_key(std::string_view name, std::span<const std::string_
 constexpr std::array<std::string_view, 3> k_auth_methods = {"trust", "md5", "scram-sha-256"};
 constexpr std::array<std::string_view, 6> k_log_levels = {"trace", "debug", "info",
                                                           "warn",  "error", "off"};
+constexpr std::array<std::string_view, 2> k_log_formats = {"text", "json"};
 constexpr std::array<std::string_view, 2> k_pool_modes = {"session", "transaction"};
 constexpr std::array<std::string_view, 1> k_pool_modes_later = {"statement"};
 constexpr std::array<std::string_view, 4> k_server_tls = {"disable", "prefer", "require",
@@ -219,8 +220,16 @@ constexpr std::array k_keys = {
         "none."),
     string_key<&config::listen, &listen_section::unix_socket_mode>(
         "listen.unix_socket_mode", true, "File mode of the unix socket, in octal."),
+    choice_key<&config::log, &log_section::format, k_log_formats>(
+        "log.format", {},
+        "`text` lines, or `json`: one JSON object per line (`time`, `level`, then `msg` or an "
+        "event's fields)."),
     choice_key<&config::log, &log_section::level, k_log_levels>("log.level", {},
                                                                 "Least severe level logged."),
+    integer_key<&config::log, &log_section::slow_query_ms>(
+        "log.slow_query_ms", 0, k_max_timeout_ms,
+        "A request answered this many ms or more after it began is logged (`slow_query`) with "
+        "its statement's first 200 bytes, never its parameter values; 0 = none."),
     integer_key<&config::pool, &pool_section::cleanup_timeout_ms>(
         "pool.cleanup_timeout_ms", 1, k_max_timeout_ms,
         "After its client leaves, a server connection must be clean and idle again within "

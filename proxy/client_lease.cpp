@@ -29,7 +29,8 @@ awaitable<bool> client_session::attach_server() {
   try {
     server_ = co_await ctx_.pool.acquire(request_, id_);
   } catch (const pool::server_error& e) {
-    spdlog::info("{} no server connection: {}", prefix(), e.what());
+    log_client_event(spdlog::level::info, "error",
+                     {{"message", std::string("no server connection: ") + e.what()}});
     refusal = e.error_response();
   }
   const auto waited = std::chrono::steady_clock::now() - asked;

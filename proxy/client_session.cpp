@@ -64,19 +64,59 @@ awaitable<void> client_session::run(std::shared_ptr<client_session> self) {
   // Login and leaving are coroutines of their own so that what they hold
   // (the startup packet, the greeting) is freed while the client is idle.
   if (!co_await log_in(self)) co_return;
+  log_client_event(spdlog::level::info, "login",
+                   {{"kind", std::string(to_string(record_->read().kind))},
+                    {"tls", client_.is_tls() ? "true" : "false", true}});
   if (console_) {
     co_await serve_console();
-    co_return;
-  }
-  if (replication_) {
+  } else if (replication_) {
     co_await relay_replication(self);
     ctx_.unregister_cancel_key(*cancel_key_);
-    co_return;
+  } else {
+    if (transaction_mode()) release_server(true);
+    start_server_pump();
+    co_await client_loop();
+    co_await leave();
   }
-  if (transaction_mode()) release_server(true);
-  start_server_pump();
-  co_await client_loop();
-  co_await leave();
+  const auto connected = std::chrono::system_clock::now() - record_->read().connected;
+  log_client_event(spdlog::level::info, "logout",
+                   {{"duration_ms",
+                     std::to_string(
+                         std::chrono::duration_cast<std::chrono::milliseconds>(connected).count()),
+                     true}});
+}
+
+void client_session::log_client_event(spdlog::level::level_enum level, std::string_view event,
+                                      std::initializer_list<log_field> extra) {
+  if (!spdlog::should_log(level)) return;
+  std::vector<log_field> fields = {{"session", "c:" + std::to_string(id_)},
+                                   {"client", peer_},
+                                   {"database", database_},
+                                   {"user", user_}};
+  fields.insert(fields.end(), extra.begin(), extra.end());
+  log_event(level, event, fields);
+}
+
+void client_session::begin_request(char tag, std::string_view frame) {
+  if (request_started_) return;
+  request_started_ = std::chrono::steady_clock::now();
+  if (ctx_.cfg.log.slow_query_ms == 0) return;
+  // What the slow-query line shows: the statement's text, never a Bind's
+  // parameter values.
+  request_text_.clear();
+  const std::string_view body = frame.size() >= 5 ? frame.substr(5) : std::string_view{};
+  wire::query_message query;
+  wire::parse_message parse;
+  wire::bind_message bind;
+  if (tag == wire::tag_of(wire::frontend_tag::query) && !wire::parse_query(body, query)) {
+    request_text_ = query.sql.substr(0, k_logged_statement_bytes);
+  } else if (tag == wire::tag_of(wire::frontend_tag::parse) && !wire::parse_parse(body, parse)) {
+    request_text_ = parse.query.substr(0, k_logged_statement_bytes);
+  } else if (tag == wire::tag_of(wire::frontend_tag::bind) && !wire::parse_bind(body, bind)) {
+    request_text_ = "(prepared statement \"" + std::string(bind.statement) + "\")";
+  } else {
+    request_text_ = std::string("(message '") + tag + "')";
+  }
 }
 
 awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& self) {
@@ -173,7 +213,6 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   wire::write_backend_key_data(hello, cancel_key_->first, cancel_key_->second);
   wire::write_ready_for_query(hello, 'I');
   co_await write_to_client(hello);
-  if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("{} logged in", prefix());
   co_return true;
 }
 
@@ -224,7 +263,7 @@ awaitable<void> client_session::client_loop() {
         }
         // Frames pgstash need not read stream through by length.
         dropping = !relay_->on_streamed(tag, in.substr(pos));
-        if (!request_started_) request_started_ = std::chrono::steady_clock::now();
+        begin_request(tag, {});
         if (!dropping) {
           if (!server_ && !co_await attach_server()) co_return;
           keep_lease();
@@ -246,7 +285,7 @@ awaitable<void> client_session::client_loop() {
         keep_lease();
       }
       idle_timer_.reset();
-      if (!request_started_) request_started_ = std::chrono::steady_clock::now();
+      begin_request(tag, frame);
       if (!relay_->on_client_frame(tag, frame, plan)) stop = true;
       pos += size;
       if (relay_->to_server().size() >= client_.capacity()) co_await flush_to_server();
@@ -287,7 +326,7 @@ awaitable<void> client_session::client_loop() {
         keep_lease();
       }
       idle_timer_.reset();
-      if (!request_started_) request_started_ = std::chrono::steady_clock::now();
+      begin_request(large[0], large);
       const bool go_on = relay_->on_client_frame(large[0], large, plan);
       std::string().swap(large);
       co_await flush_to_server();
@@ -392,7 +431,15 @@ awaitable<void> client_session::write_to_client(std::string_view bytes) {
 
 void client_session::count_ready(char status) {
   const auto now = std::chrono::steady_clock::now();
-  traffic_->answered(request_started_ ? now - *request_started_ : std::chrono::steady_clock::duration::zero(), status == 'I');
+  const auto latency =
+      request_started_ ? now - *request_started_ : std::chrono::steady_clock::duration::zero();
+  traffic_->answered(latency, status == 'I');
+  const std::uint32_t slow_ms = ctx_.cfg.log.slow_query_ms;
+  if (slow_ms > 0 && latency >= std::chrono::milliseconds(slow_ms)) {
+    const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(latency).count() / 1000.0;
+    log_client_event(spdlog::level::info, "slow_query",
+                     {{"duration_ms", fmt::format("{:.1f}", ms), true}, {"statement", request_text_}});
+  }
   request_started_.reset();
   // Pipelined requests: the next one's answer is timed from here.
   if (relay_->owed()) request_started_ = now;
@@ -410,7 +457,8 @@ void client_session::count_synthetic(std::string_view frames) {
 }
 
 awaitable<void> client_session::fail(std::string_view sqlstate, std::string_view message) {
-  spdlog::info("{} closing: {} {}", prefix(), sqlstate, message);
+  log_client_event(spdlog::level::info, "error",
+                   {{"sqlstate", std::string(sqlstate)}, {"message", std::string(message)}});
   std::string out;
   wire::write_error(out, {{'S', "FATAL"},
                           {'V', "FATAL"},

@@ -31,6 +31,7 @@
 #include "net/pg_stream.hpp"
 #include "pool/server_connection.hpp"
 #include "proxy/client_registry.hpp"
+#include "proxy/event_log.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/traffic_stats.hpp"
 #include "wire/frontend.hpp"
@@ -133,6 +134,13 @@ class client_session : public std::enable_shared_from_this<client_session> {
   awaitable<void> send_to_server(std::string_view bytes);
 
   awaitable<void> write_to_client(std::string_view bytes);
+  // One event line (proxy/event_log) naming this client: session, client
+  // address, database, user, then `extra`.
+  void log_client_event(spdlog::level::level_enum level, std::string_view event,
+                        std::initializer_list<log_field> extra = {});
+  // A client frame `tag` begins a request if none is under way: its clock
+  // starts, and with log.slow_query_ms its statement text is kept.
+  void begin_request(char tag, std::string_view frame);
   // A ReadyForQuery with `status` reached the client: one request answered.
   void count_ready(char status);
   // Counts the ReadyForQuery messages among frames pgstash made up.
@@ -158,6 +166,8 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::chrono::steady_clock::duration login_wait_{};  // the login's wait for a server
   // When the request being answered began; unset while nothing is asked.
   std::optional<std::chrono::steady_clock::time_point> request_started_;
+  std::string request_text_;  // its statement, for the slow-query log
+  static constexpr std::size_t k_logged_statement_bytes = 200;
   std::string user_;
   std::string database_;
   pool::connect_request request_;

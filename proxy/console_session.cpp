@@ -43,7 +43,6 @@ awaitable<bool> client_session::console_login() {
   wire::write_backend_key_data(hello, wire::random_uint32() & 0x7fffffff, wire::random_uint32());
   wire::write_ready_for_query(hello, 'I');
   co_await write_to_client(hello);
-  spdlog::info("{} logged in to the admin console", prefix());
   co_return true;
 }
 

@@ -20,6 +20,7 @@
 #include "net/asio.hpp"
 #include "proxy/admin_api.hpp"
 #include "proxy/admin_server.hpp"
+#include "proxy/event_log.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/proxy_context.hpp"
 
@@ -90,8 +91,7 @@ pgstash::awaitable<void> maintain_pools(pgstash::pool::server_pool& pool) {
 int run(loaded config) {
   using namespace pgstash;
   const conf::config& cfg = config.cfg;
-  spdlog::set_level(spdlog::level::from_str(cfg.log.level));
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  proxy::configure_logging(cfg.log);
   raise_open_file_limit();
 
   const unsigned workers =

@@ -38,7 +38,7 @@ const std::vector<std::string> k_all_keys = {
     "limits.io_buffer_size", "limits.max_message_size",
     "listen.host", "listen.max_client_conn", "listen.max_replication_conn", "listen.port", "listen.tls_cert_file",
     "listen.tls_key_file", "listen.unix_socket_dir", "listen.unix_socket_mode",
-    "log.level",
+    "log.format", "log.level", "log.slow_query_ms",
     "pool.cleanup_timeout_ms", "pool.max_db_connections", "pool.max_prepared_statements",
     "pool.min_pool_size", "pool.mode", "pool.query_wait_timeout_ms", "pool.reserve_pool_size",
     "pool.reserve_pool_timeout_ms", "pool.server_check_delay_ms", "pool.server_check_query",
