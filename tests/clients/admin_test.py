@@ -124,6 +124,13 @@ def metric(text, name, **labels):
     raise AssertionError(f"no sample {line_start.strip()} in /metrics")
 
 
+def one_row_table(table):
+    """A table (id, v) holding (1, 'one'), made on PostgreSQL directly; the query that reads it."""
+    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
+          f"insert into {table} values (1, 'one')")
+    return f"select v from {table} where id = 1"
+
+
 def served_from_cache(conn, sql, table):
     """Reads `sql` until a read no longer reaches the server (the catalog look-up and the store
     are asynchronous)."""
@@ -177,9 +184,7 @@ def case_metrics(case):
     inst, admin = start_admin(case, "cache.enabled = true",
                               f'cache.path = "{os.path.join(case.root, "metrics-cache")}"')
     table = "admin_metrics"
-    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
-          f"insert into {table} values (1, 'one')")
-    sql = f"select v from {table} where id = 1"
+    sql = one_row_table(table)
     with connect(inst.port) as conn:
         served_from_cache(conn, sql, table)
         before = admin.get("/metrics")
@@ -277,9 +282,7 @@ def cached_instance(case):
 def case_cache_and_invalidation(case):
     inst, admin = cached_instance(case)
     table = "admin_invalidate"
-    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
-          f"insert into {table} values (1, 'one')")
-    sql = f"select v from {table} where id = 1"
+    sql = one_row_table(table)
     with connect(inst.port) as conn:
         served_from_cache(conn, sql, table)
         for _ in range(5):
@@ -453,9 +456,7 @@ def case_console(case):
     inst, admin = start_admin(case, 'admin.users = ["postgres"]', "cache.enabled = true",
                               f'cache.path = "{path}"')
     table = "admin_console"
-    setup(f"drop table if exists {table}; create table {table} (id int primary key, v text);"
-          f"insert into {table} values (1, 'one')")
-    sql = f"select v from {table} where id = 1"
+    sql = one_row_table(table)
     busy = connect(inst.port, autocommit=False)
     busy_pid = busy.execute("select pg_backend_pid()").fetchone()[0]
     header, pools = eventually("SHOW POOLS with the busy client's pool",
