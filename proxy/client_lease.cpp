@@ -23,6 +23,7 @@ using wire::tag_of;
 }  // namespace
 
 awaitable<bool> client_session::attach_server() {
+  if (server_lost_) co_return false;
   std::string refusal;
   record_->set_state(client_state::waiting);
   const auto asked = std::chrono::steady_clock::now();
@@ -135,6 +136,7 @@ awaitable<void> client_session::server_pump(std::shared_ptr<client_session> self
           // The client's server connection failed under it: its session
           // state is lost, so the client goes too, as if the server had
           // closed.
+          server_lost_ = true;
           if (server_protocol_error_) {
             co_await fail("08P01", "invalid message from server: " + server_protocol_error_.message());
           } else {

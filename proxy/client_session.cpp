@@ -307,12 +307,12 @@ awaitable<void> client_session::client_loop() {
     if (stop || lease_ == lease::closing) co_return;
 
     if (wait) {
-      co_await wait_for_answers();
+      if (!co_await wait_for_answers()) co_return;
       continue;
     }
 
     if (hold_large) {
-      co_await wait_for_answers();
+      if (!co_await wait_for_answers()) co_return;
       std::string large;
       if (!co_await read_whole_frame(large, max)) co_return;
       const relay::plan plan = relay_->plan_frame(large[0], large);
@@ -363,7 +363,7 @@ awaitable<void> client_session::client_loop() {
   }
 }
 
-awaitable<void> client_session::wait_for_answers() {
+awaitable<bool> client_session::wait_for_answers() {
   if (!answers_arrived_) answers_arrived_.emplace(client_.socket().get_executor());
   waiting_for_answers_ = true;
   while (relay_->must_wait() && server_ && lease_ != lease::closing) {
@@ -372,6 +372,7 @@ awaitable<void> client_session::wait_for_answers() {
     co_await answers_arrived_->async_wait(on_error(ec));
   }
   waiting_for_answers_ = false;
+  co_return !relay_->must_wait();
 }
 
 awaitable<bool> client_session::read_whole_frame(std::string& frame, std::uint32_t max) {

@@ -90,8 +90,10 @@ class client_session : public std::enable_shared_from_this<client_session> {
   awaitable<void> relay_replication(std::shared_ptr<client_session> self);
   awaitable<void> replication_server_to_client(std::shared_ptr<client_session> self);
 
-  // Waits until the server has answered more (or the lease ended).
-  awaitable<void> wait_for_answers();
+  // Waits until relay::must_wait() is false. Returns false if the lease
+  // ended first: the answers will never come (the server connection was
+  // lost), so the client cannot go on.
+  awaitable<bool> wait_for_answers();
   // Reads the frame at the head of the buffer, larger than the buffer,
   // whole into `frame`. Returns false if the client is gone.
   awaitable<bool> read_whole_frame(std::string& frame, std::uint32_t max);
@@ -193,6 +195,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   bool ready_seen_ = false;    // a ReadyForQuery since the pump last looked
   unsigned pins_logged_ = 0;   // pin reasons already logged
   std::error_code server_protocol_error_;
+  // The server connection failed under the client: its session is over, and
+  // nothing it sent after is run on another connection.
+  bool server_lost_ = false;
   std::optional<asio::steady_timer> pump_wake_;  // the pump waits here between leases
   std::optional<asio::steady_timer> pump_done_;  // cancelled when the pump ends
   // Cancelled by the pump whenever it has handled server frames, for a

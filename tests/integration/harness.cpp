@@ -471,7 +471,23 @@ std::string frame(char tag, std::string_view body) {
          std::string(body);
 }
 
-std::string query_frame(std::string_view sql) { return frame('Q', std::string(sql) + '\0'); }
+std::string be16(std::uint16_t v) {
+  return std::string{static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
+}
+std::string cstr(std::string_view s) { return std::string(s) + '\0'; }
+
+std::string query_frame(std::string_view sql) { return frame('Q', cstr(sql)); }
+std::string parse_msg(std::string_view name, std::string_view sql) {
+  return frame('P', cstr(name) + cstr(sql) + be16(0));
+}
+std::string bind_msg(std::string_view portal, std::string_view statement) {
+  return frame('B', cstr(portal) + cstr(statement) + be16(0) + be16(0) + be16(0));
+}
+std::string execute_msg(std::string_view portal) { return frame('E', cstr(portal) + be32(0)); }
+std::string close_msg(char what, std::string_view name) {
+  return frame('C', std::string(1, what) + cstr(name));
+}
+std::string sync_msg() { return frame('S', ""); }
 
 raw_conn::raw_conn(int port, milliseconds timeout) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -206,8 +206,16 @@ std::string be32(std::uint32_t v);
 std::string startup_packet(const std::vector<std::pair<std::string, std::string>>& params,
                            std::uint32_t protocol = 196608);
 std::string ssl_request();
+std::string be16(std::uint16_t v);
+std::string cstr(std::string_view s);  // with its terminating NUL
 std::string frame(char tag, std::string_view body);
 std::string query_frame(std::string_view sql);
+// Extended-protocol messages: no parameter types, formats or values.
+std::string parse_msg(std::string_view name, std::string_view sql);
+std::string bind_msg(std::string_view portal, std::string_view statement);
+std::string execute_msg(std::string_view portal = {});
+std::string close_msg(char what, std::string_view name);
+std::string sync_msg();
 
 // A plain TCP connection to 127.0.0.1:port, for sending arbitrary bytes.
 class raw_conn {

@@ -25,9 +25,6 @@ std::string random_bytes(std::mt19937& rng, std::size_t n) {
   return s;
 }
 
-std::string cstr(std::string_view s) { return std::string(s) + '\0'; }
-std::string be16(std::uint16_t v) { return {static_cast<char>(v >> 8), static_cast<char>(v & 0xff)}; }
-
 // One hostile burst on a fresh, logged-in connection.
 void hostile_burst(int port, std::mt19937& rng) {
   raw_conn c(port);

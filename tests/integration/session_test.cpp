@@ -321,10 +321,6 @@ TEST_CASE("session: a client that never finishes logging in is dropped") {
   CHECK(c.exec("select 1") == "1");
 }
 
-std::string be16(std::uint16_t v) {
-  return std::string{static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
-}
-
 // Waits until backend `pid` sits idle in the pool (its last query was the reset query).
 bool pooled_idle(pg_conn& direct, int pid) {
   return eventually(
@@ -581,6 +577,60 @@ TEST_CASE("session: a server backend terminated under a connected client frees i
   pg_conn b(px.conninfo(), seconds(10));
   CHECK(b.exec("select 1") == "1");
   CHECK(b.backend_pid() != a_pid);
+}
+
+TEST_CASE("session: a server connection lost while a batch waits for an earlier batch's answers") {
+  // The Parse of s2 must wait until the Parse of s1 is answered (it may fail, and the second
+  // batch's names are taken as they will be then). The answer never comes: the server
+  // connection is terminated during the query before. The waiting client must go, not spin its
+  // worker thread, which serves every other client too (one worker here).
+  // The result cache keeps track of the statements' texts, which an error may undo.
+  temp_dir cache;
+  pgstash_instance px({"pool.size = 2", "process.workers = 1", "cache.enabled = true",
+                       "cache.path = " + toml_string(cache.path() + "/lmdb")});
+  const std::string tag = "itest_lost_wait_" + unique_suffix();
+  pg_conn direct(direct_conninfo());
+  raw_conn a(px.port());
+  a.login("postgres", "pgstash_test");
+  REQUIRE(a.send(query_frame("select pg_sleep(30) /* " + tag + " */") + parse_msg("s1", "select 1") +
+                 sync_msg() + parse_msg("s2", "select 2") + sync_msg()));
+  const std::string sleeper = "select pid from pg_stat_activity where query like '%" + tag +
+                              "%' and pid <> pg_backend_pid() and state = 'active'";
+  REQUIRE(eventually([&] { return !direct.exec(sleeper).empty(); }, seconds(5)));
+  CHECK(direct.exec("select pg_terminate_backend(pid) from (" + sleeper + ") s") == "t");
+  CHECK(a.wait_closed(seconds(10)));
+  pg_conn b(px.conninfo(), seconds(10));
+  CHECK(b.exec("select 'still serving'", seconds(10)) == "still serving");
+}
+
+TEST_CASE("both pool modes: what a client sent after its server connection was lost is not run on another") {
+  // The Query waits for the answers to the batch before it (its unnamed Parse may fail), and
+  // is still buffered when the server connection is terminated under that batch. The client's
+  // session is over: its INSERT must not run on a fresh connection behind its back.
+  std::string mode;
+  SUBCASE("session pooling") { mode = "session"; }
+  SUBCASE("transaction pooling") { mode = "transaction"; }
+  CAPTURE(mode);
+  temp_dir cache;
+  pgstash_instance px({"pool.mode = " + toml_string(mode), "pool.size = 2", "cache.enabled = true",
+                       "cache.path = " + toml_string(cache.path() + "/lmdb")});
+  const std::string tag = "itest_lost_after_" + unique_suffix();
+  pg_conn direct(direct_conninfo());
+  direct.exec("create table " + tag + "(x int)");
+  raw_conn a(px.port());
+  a.login("postgres", "pgstash_test");
+  REQUIRE(a.send(parse_msg("", "select pg_sleep(30) /* " + tag + " */") + bind_msg("", "") +
+                 execute_msg() + sync_msg() + query_frame("insert into " + tag + " values (1)")));
+  const std::string sleeper = "select pid from pg_stat_activity where query like '%" + tag +
+                              "%' and pid <> pg_backend_pid() and state = 'active'";
+  REQUIRE(eventually([&] { return !direct.exec(sleeper).empty(); }, seconds(5)));
+  CHECK(direct.exec("select pg_terminate_backend(pid) from (" + sleeper + ") s") == "t");
+  CHECK(a.wait_closed(seconds(10)));
+  pg_conn b(px.conninfo(), seconds(10));
+  CHECK(b.exec("select 'still serving'") == "still serving");
+  // Run, it would be within milliseconds.
+  CHECK_FALSE(eventually([&] { return direct.exec("select count(*) from " + tag) != "0"; }, seconds(1)));
+  direct.exec("drop table " + tag);
 }
 
 TEST_CASE("session: a client vanishing in the middle of sending a message") {

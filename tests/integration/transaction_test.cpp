@@ -191,22 +191,6 @@ const std::string k_pid = "select pg_backend_pid()";
 
 // ---------------------------------------------------------------- raw frames
 
-std::string be16(std::uint16_t v) {
-  return std::string{static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
-}
-std::string cstr(std::string_view s) { return std::string(s) + '\0'; }
-std::string parse_msg(std::string_view name, std::string_view sql) {
-  return frame('P', cstr(name) + cstr(sql) + be16(0));
-}
-std::string bind_msg(std::string_view portal, std::string_view statement) {
-  return frame('B', cstr(portal) + cstr(statement) + be16(0) + be16(0) + be16(0));
-}
-std::string execute_msg(std::string_view portal = {}) { return frame('E', cstr(portal) + be32(0)); }
-std::string close_msg(char what, std::string_view name) {
-  return frame('C', std::string(1, what) + cstr(name));
-}
-std::string sync_msg() { return frame('S', ""); }
-
 // Every message through the next ReadyForQuery (errors included); throws on
 // a timeout or a close.
 std::vector<raw_message> read_cycle(raw_conn& c, milliseconds timeout = k_default_timeout) {
