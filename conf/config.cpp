@@ -198,12 +198,31 @@ class loader {
   }
 
   // The setting `node` holds for `row`, or nullopt after reporting why not.
+  std::optional<setting> in_range(const key_row& row, std::int64_t n, place at) {
+    if (n >= row.min && n <= row.max) return number_setting(n);
+    report(at,
+           std::string(row.name) + " must be between " + std::to_string(row.min) + " and " +
+               std::to_string(row.max) + ", not " + std::to_string(n),
+           "the default is " + default_of(row));
+    return std::nullopt;
+  }
+
   std::optional<setting> parse_value(const key_row& row, const toml::node& node) {
     const place at = place_of(node.source());
     const std::string name(row.name);
     const bool want_integer = row.type == key_type::integer;
     const bool want_boolean = row.type == key_type::boolean;
     const bool want_list = row.type == key_type::string_list;
+    if (want_integer && row.unit != key_unit::none && node.is_string()) {
+      std::string problem;
+      const auto n = parse_quantity(node.as_string()->get(), row.unit, problem);
+      if (!n) {
+        report(at, name + ": " + problem,
+               "e.g. " + std::string(key_of(row.name)) + " = " + example_quantity(row));
+        return std::nullopt;
+      }
+      return in_range(row, *n, at);
+    }
     if (want_integer   ? !node.is_integer()
         : want_boolean ? !node.is_boolean()
         : want_list    ? !node.is_array()
@@ -225,17 +244,8 @@ class loader {
       return std::nullopt;
     }
     switch (row.type) {
-      case key_type::integer: {
-        std::int64_t n = node.as_integer()->get();
-        if (n < row.min || n > row.max) {
-          report(at,
-                 name + " must be between " + std::to_string(row.min) + " and " +
-                     std::to_string(row.max) + ", not " + std::to_string(n),
-                 "the default is " + default_of(row));
-          return std::nullopt;
-        }
-        return number_setting(n);
-      }
+      case key_type::integer:
+        return in_range(row, node.as_integer()->get(), at);
       case key_type::boolean:
         return number_setting(node.as_boolean()->get() ? 1 : 0);
       case key_type::string_list: {
@@ -397,17 +407,22 @@ load_result load_file(const std::string& path) {
 
 std::string reference_markdown() {
   std::string out =
-      "| key | type | default | description |\n"
-      "|---|---|---|---|\n";
+      "| key | type | default | on reload | description |\n"
+      "|---|---|---|---|---|\n";
   for (const auto& row : all_keys()) {
     out += "| `" + std::string(row.name) + "` | " + type_cell(row) + " | `" + default_of(row) +
-           "` | " + std::string(row.doc) + " |\n";
+           "` | " + (row.live ? "applied" : "restart") + " | " + std::string(row.doc) + " |\n";
   }
   out +=
-      "| `databases.<name>` | string | none | Server database that client database `<name>` "
-      "maps to. With no [databases] entries every name passes through unchanged; otherwise "
-      "names not listed are refused with SQLSTATE 3D000. |\n";
+      "| `databases.<name>` | string | none | restart | Server database that client database "
+      "`<name>` maps to. With no [databases] entries every name passes through unchanged; "
+      "otherwise names not listed are refused with SQLSTATE 3D000. |\n";
   return out;
+}
+
+bool applies_on_reload(std::string_view key) {
+  const key_row* row = find_key(key);
+  return row != nullptr && row->live;
 }
 
 std::vector<std::pair<std::string, std::string>> current_settings(const config& cfg) {

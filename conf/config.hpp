@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace pgstash::conf {
@@ -198,6 +199,10 @@ std::string reference_markdown();
 // Every key with its value in `cfg`, written as in the file, in key order;
 // secrets (admin.token) read "********" when set. For the admin port.
 std::vector<std::pair<std::string, std::string>> current_settings(const config& cfg);
+
+// True if a reload applies `key` ("section.key") to the running process;
+// false if a change needs a restart (and for unknown keys).
+bool applies_on_reload(std::string_view key);
 
 namespace detail {
 // Reads the whole of `path` into `out`. On failure returns a diagnostic

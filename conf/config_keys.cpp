@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -57,6 +58,7 @@ consteval key_row integer_key(std::string_view name, std::int64_t min, std::int6
           .doc = doc,
           .min = min,
           .max = max,
+          .unit = name.ends_with("_ms") ? key_unit::milliseconds : key_unit::none,
           .store = [](config& c,
                       const setting& s) { (c.*Section).*Member = static_cast<field>(s.number); },
           .load =
@@ -118,6 +120,16 @@ consteval key_row choice_key(std::string_view name, std::span<const std::string_
               }};
 }
 
+consteval key_row live(key_row row) {
+  row.live = true;
+  return row;
+}
+consteval key_row counting(key_unit unit, key_row row) {
+  if (row.type != key_type::integer) throw "only integer keys have a unit";
+  row.unit = unit;
+  return row;
+}
+
 constexpr std::array<std::string_view, 3> k_auth_methods = {"trust", "md5", "scram-sha-256"};
 constexpr std::array<std::string_view, 6> k_log_levels = {"trace", "debug", "info",
                                                           "warn",  "error", "off"};
@@ -143,31 +155,36 @@ constexpr std::array k_keys = {
         "`PGSTASH_ADMIN_TOKEN` environment variable is used, and one of the two is required "
         "with `admin.port`.",
         true),
-    string_list_key<&config::admin, &admin_section::users>(
+    live(string_list_key<&config::admin, &admin_section::users>(
         "admin.users",
         "Users who may log in to the admin console, database `pgstash` on the client port, "
-        "with their auth file password (asked for even under `trust`); empty = nobody."),
+        "with their auth file password (asked for even under `trust`); empty = nobody.")),
     string_key<&config::auth, &auth_section::file>(
         "auth.file", false,
         "Userlist file (`\"user\" \"secret\"` per line); required unless `auth.method` is "
         "`trust`."),
     choice_key<&config::auth, &auth_section::method, k_auth_methods>(
         "auth.method", {}, "How clients prove who they are."),
-    integer_key<&config::cache, &cache_section::compress_min_size>(
-        "cache.compress_min_size", 64, 1'073'741'824,
-        "Cached responses at least this many bytes are stored zstd-compressed."),
-    integer_key<&config::cache, &cache_section::default_ttl>(
-        "cache.default_ttl", 0, 31'536'000,
-        "Seconds a cached result may be served at most; 0 = until invalidated. Bounds how "
-        "long a write that bypasses pgstash can go unseen."),
+    counting(key_unit::bytes,
+             integer_key<&config::cache, &cache_section::compress_min_size>(
+                 "cache.compress_min_size", 64, 1'073'741'824,
+                 "Cached responses at least this many bytes are stored zstd-compressed.")),
+    counting(key_unit::seconds,
+             integer_key<&config::cache, &cache_section::default_ttl>(
+                 "cache.default_ttl", 0, 31'536'000,
+                 "Seconds a cached result may be served at most; 0 = until invalidated. Bounds how "
+                 "long a write that bypasses pgstash can go unseen.")),
     boolean_key<&config::cache, &cache_section::enabled>(
         "cache.enabled", "Answer repeated cacheable SELECTs from the result cache."),
-    integer_key<&config::cache, &cache_section::max_entry_size>(
-        "cache.max_entry_size", 1024, 1'073'741'824,
-        "A response larger than this many bytes is never cached (it streams through)."),
-    integer_key<&config::cache, &cache_section::max_size>(
-        "cache.max_size", 1'048'576, 1'099'511'627'776,
-        "Bytes of cached responses kept; least recently used entries are evicted beyond it."),
+    counting(key_unit::bytes,
+             integer_key<&config::cache, &cache_section::max_entry_size>(
+                 "cache.max_entry_size", 1024, 1'073'741'824,
+                 "A response larger than this many bytes is never cached (it streams through).")),
+    counting(
+        key_unit::bytes,
+        integer_key<&config::cache, &cache_section::max_size>(
+            "cache.max_size", 1'048'576, 1'099'511'627'776,
+            "Bytes of cached responses kept; least recently used entries are evicted beyond it.")),
     string_key<&config::cache, &cache_section::path>(
         "cache.path", true,
         "Directory of the cache's LMDB files (created; entries of an earlier run are "
@@ -183,25 +200,27 @@ constexpr std::array k_keys = {
     integer_key<&config::limits, &limits_section::analysis_cache_entries>(
         "limits.analysis_cache_entries", 1, 10'000'000,
         "Statement analyses memoized per worker thread."),
-    integer_key<&config::limits, &limits_section::client_idle_timeout_ms>(
+    live(integer_key<&config::limits, &limits_section::client_idle_timeout_ms>(
         "limits.client_idle_timeout_ms", 0, k_max_timeout_ms,
-        "A client silent this many ms is disconnected; 0 = never."),
-    integer_key<&config::limits, &limits_section::client_login_timeout_ms>(
+        "A client silent this many ms is disconnected; 0 = never.")),
+    live(integer_key<&config::limits, &limits_section::client_login_timeout_ms>(
         "limits.client_login_timeout_ms", 1, k_max_timeout_ms,
-        "A client must finish startup and authentication within this many ms."),
-    integer_key<&config::limits, &limits_section::idle_transaction_timeout_ms>(
+        "A client must finish startup and authentication within this many ms.")),
+    live(integer_key<&config::limits, &limits_section::idle_transaction_timeout_ms>(
         "limits.idle_transaction_timeout_ms", 0, k_max_timeout_ms,
-        "A client silent this many ms inside a transaction is disconnected; 0 = never."),
-    integer_key<&config::limits, &limits_section::io_buffer_size>(
-        "limits.io_buffer_size", 4096, 16'777'216, "Bytes buffered per direction of a session."),
-    integer_key<&config::limits, &limits_section::max_message_size>(
-        "limits.max_message_size", 1024, 1'073'741'824,
-        "Largest protocol message accepted from a client or server, in bytes."),
+        "A client silent this many ms inside a transaction is disconnected; 0 = never.")),
+    counting(key_unit::bytes, integer_key<&config::limits, &limits_section::io_buffer_size>(
+                                  "limits.io_buffer_size", 4096, 16'777'216,
+                                  "Bytes buffered per direction of a session.")),
+    counting(key_unit::bytes,
+             integer_key<&config::limits, &limits_section::max_message_size>(
+                 "limits.max_message_size", 1024, 1'073'741'824,
+                 "Largest protocol message accepted from a client or server, in bytes.")),
     string_key<&config::listen, &listen_section::host>("listen.host", true,
                                                        "Address to accept clients on."),
-    integer_key<&config::listen, &listen_section::max_client_conn>(
+    live(integer_key<&config::listen, &listen_section::max_client_conn>(
         "listen.max_client_conn", 1, 1'000'000,
-        "Clients beyond this many are refused with SQLSTATE 53300."),
+        "Clients beyond this many are refused with SQLSTATE 53300.")),
     integer_key<&config::listen, &listen_section::max_replication_conn>(
         "listen.max_replication_conn", 0, 10000,
         "Replication clients (startup parameter `replication`) beyond this many are refused "
@@ -224,69 +243,69 @@ constexpr std::array k_keys = {
         "log.format", {},
         "`text` lines, or `json`: one JSON object per line (`time`, `level`, then `msg` or an "
         "event's fields)."),
-    choice_key<&config::log, &log_section::level, k_log_levels>("log.level", {},
-                                                                "Least severe level logged."),
-    integer_key<&config::log, &log_section::slow_query_ms>(
+    live(choice_key<&config::log, &log_section::level, k_log_levels>("log.level", {},
+                                                                     "Least severe level logged.")),
+    live(integer_key<&config::log, &log_section::slow_query_ms>(
         "log.slow_query_ms", 0, k_max_timeout_ms,
         "A request answered this many ms or more after it began is logged (`slow_query`) with "
-        "its statement's first 200 bytes, never its parameter values; 0 = none."),
-    integer_key<&config::pool, &pool_section::cleanup_timeout_ms>(
+        "its statement's first 200 bytes, never its parameter values; 0 = none.")),
+    live(integer_key<&config::pool, &pool_section::cleanup_timeout_ms>(
         "pool.cleanup_timeout_ms", 1, k_max_timeout_ms,
         "After its client leaves, a server connection must be clean and idle again within "
-        "this many ms (cancel, ROLLBACK, reset) or it is closed."),
-    integer_key<&config::pool, &pool_section::max_db_connections>(
+        "this many ms (cancel, ROLLBACK, reset) or it is closed.")),
+    live(integer_key<&config::pool, &pool_section::max_db_connections>(
         "pool.max_db_connections", 0, 100000,
-        "Server connections per database, all users together; 0 = no limit."),
+        "Server connections per database, all users together; 0 = no limit.")),
     integer_key<&config::pool, &pool_section::max_prepared_statements>(
         "pool.max_prepared_statements", 1, 100000,
         "Transaction mode: prepared statements kept per server connection (least recently "
         "used are closed)."),
-    integer_key<&config::pool, &pool_section::min_pool_size>(
+    live(integer_key<&config::pool, &pool_section::min_pool_size>(
         "pool.min_pool_size", 0, 10000,
-        "Server connections kept open per (database, user) once that pool was used."),
+        "Server connections kept open per (database, user) once that pool was used.")),
     choice_key<&config::pool, &pool_section::mode, k_pool_modes>(
         "pool.mode", k_pool_modes_later,
         "`transaction`: a client holds a server connection only during a transaction; "
         "`session`: for its whole session."),
-    integer_key<&config::pool, &pool_section::query_wait_timeout_ms>(
+    live(integer_key<&config::pool, &pool_section::query_wait_timeout_ms>(
         "pool.query_wait_timeout_ms", 1, k_max_timeout_ms,
-        "A client waits this many ms for a server connection, then gets an error (53300)."),
-    integer_key<&config::pool, &pool_section::reserve_pool_size>(
+        "A client waits this many ms for a server connection, then gets an error (53300).")),
+    live(integer_key<&config::pool, &pool_section::reserve_pool_size>(
         "pool.reserve_pool_size", 0, 10000,
         "Extra server connections per (database, user) for clients that waited "
-        "`pool.reserve_pool_timeout_ms`."),
-    integer_key<&config::pool, &pool_section::reserve_pool_timeout_ms>(
+        "`pool.reserve_pool_timeout_ms`.")),
+    live(integer_key<&config::pool, &pool_section::reserve_pool_timeout_ms>(
         "pool.reserve_pool_timeout_ms", 1, k_max_timeout_ms,
-        "How long a client waits before the reserve pool may serve it."),
-    integer_key<&config::pool, &pool_section::server_check_delay_ms>(
+        "How long a client waits before the reserve pool may serve it.")),
+    live(integer_key<&config::pool, &pool_section::server_check_delay_ms>(
         "pool.server_check_delay_ms", 0, k_max_timeout_ms,
-        "Idle time after which a connection is checked before reuse."),
-    string_key<&config::pool, &pool_section::server_check_query>(
+        "Idle time after which a connection is checked before reuse.")),
+    live(string_key<&config::pool, &pool_section::server_check_query>(
         "pool.server_check_query", false,
         "Run on a connection idle longer than `pool.server_check_delay_ms` before reuse; "
-        "empty = no check."),
-    integer_key<&config::pool, &pool_section::server_idle_timeout_ms>(
+        "empty = no check.")),
+    live(integer_key<&config::pool, &pool_section::server_idle_timeout_ms>(
         "pool.server_idle_timeout_ms", 1, k_max_timeout_ms,
-        "Server connections idle in the pool longer than this are closed."),
-    integer_key<&config::pool, &pool_section::server_lifetime_ms>(
+        "Server connections idle in the pool longer than this are closed.")),
+    live(integer_key<&config::pool, &pool_section::server_lifetime_ms>(
         "pool.server_lifetime_ms", 1, k_max_timeout_ms,
-        "Server connections older than this are closed when released."),
-    string_key<&config::pool, &pool_section::server_reset_query>(
+        "Server connections older than this are closed when released.")),
+    live(string_key<&config::pool, &pool_section::server_reset_query>(
         "pool.server_reset_query", false,
         "Session mode (and pinned transaction-mode clients): run on a server connection before "
-        "another client gets it; empty = none."),
-    integer_key<&config::pool, &pool_section::size>("pool.size", 1, 10000,
-                                                    "Server connections per (database, user)."),
+        "another client gets it; empty = none.")),
+    live(integer_key<&config::pool, &pool_section::size>(
+        "pool.size", 1, 10000, "Server connections per (database, user).")),
     string_list_key<&config::pool, &pool_section::unpooled_databases>(
         "pool.unpooled_databases",
         "Server databases whose connections are never pooled: a client there keeps its own "
         "server connection, closed when it leaves (so `CREATE DATABASE` can copy a template)."),
     integer_key<&config::process, &process_section::workers>(
         "process.workers", 0, 256, "Threads running client sessions; 0 = one per CPU core."),
-    integer_key<&config::server, &server_section::connect_timeout_ms>(
+    live(integer_key<&config::server, &server_section::connect_timeout_ms>(
         "server.connect_timeout_ms", 1, k_max_timeout_ms,
         "Limit in ms for TCP connect, TLS and authentication to PostgreSQL, and for delivering a "
-        "cancel request."),
+        "cancel request.")),
     string_key<&config::server, &server_section::host>("server.host", true,
                                                        "PostgreSQL host (IP address or name)."),
     integer_key<&config::server, &server_section::port>("server.port", 1, 65535,
@@ -310,6 +329,69 @@ const key_row* find_key(std::string_view name) {
 
 std::string_view section_of(std::string_view name) { return name.substr(0, name.find('.')); }
 std::string_view key_of(std::string_view name) { return name.substr(name.find('.') + 1); }
+
+namespace {
+
+struct unit_factor {
+  std::string_view name;
+  std::int64_t milliseconds_or_bytes;
+};
+constexpr std::array<unit_factor, 5> k_duration_units = {
+    {{"ms", 1}, {"s", 1000}, {"min", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}}};
+constexpr std::array<unit_factor, 5> k_size_units = {
+    {{"B", 1}, {"KiB", 1ll << 10}, {"MiB", 1ll << 20}, {"GiB", 1ll << 30}, {"TiB", 1ll << 40}}};
+
+}  // namespace
+
+std::string_view unit_names(key_unit unit) {
+  return unit == key_unit::bytes ? "B, KiB, MiB, GiB, TiB" : "ms, s, min, h, d";
+}
+
+std::optional<std::int64_t> parse_quantity(std::string_view text, key_unit unit,
+                                           std::string& problem) {
+  const auto trim = [](std::string_view s) {
+    while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+    while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+    return s;
+  };
+  text = trim(text);
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  const std::string_view suffix = trim(text.substr(digits));
+  if (digits == 0 || suffix.empty() || suffix.front() == '.' || unit == key_unit::none) {
+    problem = "expected a whole number and a unit (" + std::string(unit_names(unit)) + ")";
+    return std::nullopt;
+  }
+  std::int64_t number = 0;
+  for (char c : text.substr(0, digits)) {
+    if (number > (std::numeric_limits<std::int64_t>::max() - 9) / 10) {
+      problem = "too large";
+      return std::nullopt;
+    }
+    number = number * 10 + (c - '0');
+  }
+  const std::span<const unit_factor> units =
+      unit == key_unit::bytes ? std::span<const unit_factor>(k_size_units) : k_duration_units;
+  const auto it = std::ranges::find(units, suffix, &unit_factor::name);
+  if (it == units.end()) {
+    problem =
+        "unknown unit \"" + std::string(suffix) + "\" (use " + std::string(unit_names(unit)) + ")";
+    return std::nullopt;
+  }
+  if (number > std::numeric_limits<std::int64_t>::max() / it->milliseconds_or_bytes) {
+    problem = "too large";
+    return std::nullopt;
+  }
+  const std::int64_t scaled = number * it->milliseconds_or_bytes;
+  if (unit == key_unit::seconds) {
+    if (scaled % 1000 != 0) {
+      problem = "not a whole number of seconds";
+      return std::nullopt;
+    }
+    return scaled / 1000;
+  }
+  return scaled;
+}
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
@@ -340,12 +422,38 @@ std::string render(const key_row& row, const setting& s) {
 
 std::string default_of(const key_row& row) { return render(row, row.load(config{})); }
 
+std::string example_quantity(const key_row& row) {
+  switch (row.unit) {
+    case key_unit::milliseconds:
+      return "\"30s\"";
+    case key_unit::seconds:
+      return "\"10min\"";
+    case key_unit::bytes:
+      return "\"512MiB\"";
+    case key_unit::none:
+      break;
+  }
+  return default_of(row);
+}
+
 std::string type_cell(const key_row& row) {
   switch (row.type) {
     case key_type::string:
       return "string";
-    case key_type::integer:
-      return "integer, " + std::to_string(row.min) + " to " + std::to_string(row.max);
+    case key_type::integer: {
+      const std::string range = std::to_string(row.min) + " to " + std::to_string(row.max);
+      switch (row.unit) {
+        case key_unit::none:
+          return "integer, " + range;
+        case key_unit::milliseconds:
+          return "integer ms, " + range + ", or a duration (`" + example_quantity(row) + "`)";
+        case key_unit::seconds:
+          return "integer seconds, " + range + ", or a duration (`" + example_quantity(row) + "`)";
+        case key_unit::bytes:
+          return "integer bytes, " + range + ", or a size (`" + example_quantity(row) + "`)";
+      }
+      return range;
+    }
     case key_type::boolean:
       return "boolean";
     case key_type::string_list:

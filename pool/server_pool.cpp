@@ -14,14 +14,16 @@ std::vector<std::unique_ptr<server_connection>> just(std::unique_ptr<server_conn
 
 }  // namespace
 
-server_pool::server_pool(const conf::config& cfg, asio::ssl::context& tls)
+server_pool::server_pool(const conf::live<conf::config>& cfg, asio::ssl::context& tls)
     : cfg_(cfg), tls_(tls) {}
 
 awaitable<std::unique_ptr<server_connection>> server_pool::connect(const connect_request& request,
                                                                    std::uint64_t id) {
-  server_limits limits{cfg_.limits.io_buffer_size, cfg_.limits.max_message_size,
-                       cfg_.pool.max_prepared_statements};
-  co_return co_await server_connection::connect(cfg_.server, tls_, request, limits, id);
+  // Held until connected: the connection reads the server section meanwhile.
+  const auto config = cfg_.get();
+  server_limits limits{config->limits.io_buffer_size, config->limits.max_message_size,
+                       config->pool.max_prepared_statements};
+  co_return co_await server_connection::connect(config->server, tls_, request, limits, id);
 }
 
 awaitable<std::unique_ptr<server_connection>> server_pool::connect_dedicated(
@@ -39,14 +41,16 @@ bool server_pool::on_context(server_connection& conn, const asio::execution_cont
 }
 
 bool server_pool::check_due(clock::time_point idle_since, clock::time_point now) const {
-  return !cfg_.pool.server_check_query.empty() &&
-         now - idle_since >= std::chrono::milliseconds(cfg_.pool.server_check_delay_ms);
+  const auto config = cfg_.get();
+  return !config->pool.server_check_query.empty() &&
+         now - idle_since >= std::chrono::milliseconds(config->pool.server_check_delay_ms);
 }
 
 awaitable<bool> server_pool::still_good(server_connection& conn) {
   if (conn.stream().has_unexpected_input()) co_return false;
   try {
-    co_return !(co_await conn.run_internal(cfg_.pool.server_check_query));
+    const std::string check = cfg_->pool.server_check_query;
+    co_return !(co_await conn.run_internal(check));
   } catch (const server_error&) {
     co_return false;
   }
@@ -60,8 +64,8 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
   const std::string signature =
       request.cached_signature.empty() ? request.signature() : request.cached_signature;
   const auto started = clock::now();
-  const auto give_up_at = started + std::chrono::milliseconds(cfg_.pool.query_wait_timeout_ms);
-  const auto reserve_at = started + std::chrono::milliseconds(cfg_.pool.reserve_pool_timeout_ms);
+  const auto give_up_at = started + std::chrono::milliseconds(cfg_->pool.query_wait_timeout_ms);
+  const auto reserve_at = started + std::chrono::milliseconds(cfg_->pool.reserve_pool_timeout_ms);
   bool my_turn = false;  // woken from the queue: go before clients that queued later
 
   std::unique_lock lock(mu_);
@@ -111,8 +115,10 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
         my_turn = true;
         continue;
       }
-      const bool reserve_allowed = cfg_.pool.reserve_pool_size > 0 && clock::now() >= reserve_at;
-      const std::uint32_t limit = cfg_.pool.size + (reserve_allowed ? cfg_.pool.reserve_pool_size : 0);
+      const auto config = cfg_.get();
+      const bool reserve_allowed = config->pool.reserve_pool_size > 0 && clock::now() >= reserve_at;
+      const std::uint32_t limit =
+          config->pool.size + (reserve_allowed ? config->pool.reserve_pool_size : 0);
       if (p.lists.size() >= limit && !p.idle.empty()) {
         // Full, but an idle connection opened for other parameters can make room.
         auto stale = std::move(p.idle.back());
@@ -152,7 +158,7 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
     const auto now = clock::now();
     if (now >= give_up_at) break;
     auto w = std::make_shared<waiter>(ex, started);
-    const bool reserve_pending = cfg_.pool.reserve_pool_size > 0 && now < reserve_at;
+    const bool reserve_pending = cfg_->pool.reserve_pool_size > 0 && now < reserve_at;
     w->wake.expires_at(reserve_pending ? std::min(reserve_at, give_up_at) : give_up_at);
     p.waiters.push_back(w);
     lock.unlock();
@@ -172,22 +178,32 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
   throw make_server_error(
       "53300", "pgstash: no server connection for database \"" + request.database + "\" user \"" +
                    request.user + "\" within pool.query_wait_timeout_ms (" +
-                   std::to_string(cfg_.pool.query_wait_timeout_ms) + " ms); all " +
-                   std::to_string(cfg_.pool.size) + " of pool.size are in use");
+                   std::to_string(cfg_->pool.query_wait_timeout_ms) + " ms); all " +
+                   std::to_string(cfg_->pool.size) + " of pool.size are in use");
 }
 
 bool server_pool::pooled(const std::string& database) const {
-  return std::ranges::find(cfg_.pool.unpooled_databases, database) == cfg_.pool.unpooled_databases.end();
+  const auto config = cfg_.get();
+  return std::ranges::find(config->pool.unpooled_databases, database) ==
+         config->pool.unpooled_databases.end();
+}
+
+std::size_t server_pool::bound(const conf::config& config) {
+  return std::size_t{config.pool.size} + config.pool.reserve_pool_size;
 }
 
 void server_pool::release(std::unique_ptr<server_connection> conn, bool reusable) {
   const pool_key key = conn->key();
   const auto now = clock::now();
+  const auto config = cfg_.get();
   const bool too_old =
-      now - conn->created_at() >= std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
+      now - conn->created_at() >= std::chrono::milliseconds(config->pool.server_lifetime_ms);
   std::unique_lock lock(mu_);
   user_pool& p = pools_[key];
-  if (reusable && !too_old && pooled(key.database) && p.lists.move(conn->id(), server_list::active, server_list::idle, now)) {
+  // More open than the pool may hold: a reload made pool.size smaller.
+  const bool surplus = p.lists.size() > bound(*config);
+  if (reusable && !too_old && !surplus && pooled(key.database) &&
+      p.lists.move(conn->id(), server_list::active, server_list::idle, now)) {
     conn->idle_since = now;
     p.idle.push_front(std::move(conn));
     wake_next_locked(key);
@@ -227,12 +243,12 @@ void server_pool::close(std::unique_lock<std::mutex>& lock,
 }
 
 bool server_pool::database_has_room_locked(const std::string& database) const {
-  if (cfg_.pool.max_db_connections == 0) return true;
+  if (cfg_->pool.max_db_connections == 0) return true;
   std::size_t open = 0;
   for (auto it = pools_.lower_bound(pool_key{database, {}});
        it != pools_.end() && it->first.database == database; ++it)
     open += it->second.lists.size();
-  return open < cfg_.pool.max_db_connections;
+  return open < cfg_->pool.max_db_connections;
 }
 
 void server_pool::wake_next_locked(const pool_key& key) {
@@ -245,24 +261,42 @@ void server_pool::wake_next_locked(const pool_key& key) {
     asio::post(w->executor, [w] { w->wake.cancel(); });
   };
   wake_first(pools_[key]);
-  if (cfg_.pool.max_db_connections == 0) return;
+  if (cfg_->pool.max_db_connections == 0) return;
   for (auto& [other, p] : pools_)
     if (other.database == key.database && !(other == key)) wake_first(p);
+}
+
+void server_pool::reconfigured() {
+  std::lock_guard lock(mu_);
+  const std::size_t limit = bound(*cfg_.get());
+  for (auto& [key, p] : pools_) {
+    // A larger pool.size makes room for clients already waiting.
+    for (std::size_t open = p.lists.size(); open < limit && !p.waiters.empty(); ++open)
+      wake_next_locked(key);
+  }
 }
 
 void server_pool::maintain(const asio::any_io_executor& ex) {
   std::unique_lock lock(mu_);
   const auto now = clock::now();
+  const auto config = cfg_.get();
   std::vector<std::unique_ptr<server_connection>> expired;
   for (auto& [key, p] : pools_) {
+    // Least recently used first, down to a pool.size a reload made smaller.
+    std::size_t open = p.lists.size();
+    while (open > bound(*config) && !p.idle.empty()) {
+      expired.push_back(std::move(p.idle.back()));
+      p.idle.pop_back();
+      --open;
+    }
     for (auto it = p.idle.begin(); it != p.idle.end();) {
       // Closed by the server while idle (terminated, restarted): drop it so
       // min_pool_size is restored now rather than at the next lease.
       const bool dead = (*it)->stream().has_unexpected_input();
       const bool idle_too_long =
-          now - (*it)->idle_since >= std::chrono::milliseconds(cfg_.pool.server_idle_timeout_ms);
+          now - (*it)->idle_since >= std::chrono::milliseconds(config->pool.server_idle_timeout_ms);
       const bool too_old =
-          now - (*it)->created_at() >= std::chrono::milliseconds(cfg_.pool.server_lifetime_ms);
+          now - (*it)->created_at() >= std::chrono::milliseconds(config->pool.server_lifetime_ms);
       if (dead || idle_too_long || too_old) {
         expired.push_back(std::move(*it));
         it = p.idle.erase(it);
@@ -275,7 +309,7 @@ void server_pool::maintain(const asio::any_io_executor& ex) {
 
   std::vector<std::pair<connect_request, std::uint64_t>> to_open;
   for (auto& [key, p] : pools_) {
-    while (p.template_request && p.lists.size() < cfg_.pool.min_pool_size &&
+    while (p.template_request && p.lists.size() < config->pool.min_pool_size &&
            database_has_room_locked(key.database)) {
       const std::uint64_t id = next_id_++;
       p.lists.add(id, now);

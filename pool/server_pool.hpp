@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "conf/config.hpp"
+#include "conf/live.hpp"
 #include "net/asio.hpp"
 #include "pool/connection_lists.hpp"
 #include "pool/server_connection.hpp"
@@ -66,8 +67,9 @@ struct pool_snapshot {
 
 class server_pool {
  public:
-  // `cfg` and `tls` must outlive the pool.
-  server_pool(const conf::config& cfg, asio::ssl::context& tls);
+  // `cfg` and `tls` must outlive the pool. A reload's new limits apply from
+  // the next acquire, release or maintain(); after one, call reconfigured().
+  server_pool(const conf::live<conf::config>& cfg, asio::ssl::context& tls);
   server_pool(const server_pool&) = delete;
   server_pool& operator=(const server_pool&) = delete;
 
@@ -91,6 +93,11 @@ class server_pool {
   // (ReadyForQuery 'I' seen, nothing in flight). Otherwise it is closed and
   // its slot freed.
   void release(std::unique_ptr<server_connection> conn, bool reusable);
+
+  // After a reload: wakes waiting clients a larger pool.size has room for.
+  // (Connections beyond a smaller one are closed as they are released or
+  // found idle by maintain().)
+  void reconfigured();
 
   // Closes idle connections past their idle timeout or lifetime, and opens
   // connections on `ex` up to pool.min_pool_size for pools used before.
@@ -132,6 +139,8 @@ class server_pool {
   // is set, of the other pools of that database. REQUIRES: mu_ held.
   void wake_next_locked(const pool_key& key);
   bool database_has_room_locked(const std::string& database) const;
+  // Connections a pool may hold open: pool.size plus the reserve.
+  static std::size_t bound(const conf::config& config);
   static bool on_context(server_connection& conn, const asio::execution_context* context);
   awaitable<std::unique_ptr<server_connection>> connect(const connect_request& request,
                                                         std::uint64_t id);
@@ -140,7 +149,7 @@ class server_pool {
   awaitable<bool> still_good(server_connection& conn);
   awaitable<void> open_spare(connect_request request, std::uint64_t id);
 
-  const conf::config& cfg_;
+  const conf::live<conf::config>& cfg_;
   asio::ssl::context& tls_;
   mutable std::mutex mu_;
   std::map<pool_key, user_pool> pools_;

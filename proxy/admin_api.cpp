@@ -10,6 +10,7 @@
 
 #include "net/deadline.hpp"
 #include "proxy/admin_json.hpp"
+#include "proxy/config_reload.hpp"
 #include "proxy/pool_rows.hpp"
 #include "proxy/proxy_context.hpp"
 
@@ -82,6 +83,9 @@ awaitable<admin_response> admin_api::handle(const admin_request& request) {
   if (path == "/api/cache/invalidate") {
     co_return request.method == "POST" ? invalidate(request.body) : admin_error(405, "use POST");
   }
+  if (path == "/api/reload") {
+    co_return request.method == "POST" ? reload() : admin_error(405, "use POST");
+  }
   if (!get) {
     co_return admin_error(405, "use GET");
   }
@@ -100,7 +104,8 @@ awaitable<admin_response> admin_api::handle(const admin_request& request) {
 awaitable<admin_response> admin_api::ready() {
   json checks = json::object();
   bool ready = true;
-  const std::string problem = co_await probe_server(ctx_.cfg.server.host, ctx_.cfg.server.port);
+  const auto config = ctx_.cfg.get();  // held while the probe runs
+  const std::string problem = co_await probe_server(config->server.host, config->server.port);
   checks["server"] = problem.empty() ? json{{"ok", true}} : json{{"ok", false}, {"error", problem}};
   ready = ready && problem.empty();
   if (ctx_.cache) {
@@ -120,7 +125,7 @@ admin_response admin_api::pools() const {
   const pool::pool_snapshot snapshot = ctx_.pool.snapshot();
   json out = json::array();
   for (const pool_row& row : pool_rows(snapshot, ctx_.registry.list())) {
-    out.push_back(pool_json(row, ctx_.cfg));
+    out.push_back(pool_json(row, *ctx_.cfg.get()));
   }
   return json_response({{"pools", out}});
 }
@@ -149,13 +154,34 @@ admin_response admin_api::stats() const {
 
 admin_response admin_api::config() const {
   json out = json::object();
-  for (const auto& [name, text] : conf::current_settings(ctx_.cfg)) {
+  for (const auto& [name, text] : conf::current_settings(*ctx_.cfg.get())) {
     // Values are written as in the file; TOML's scalars and lists of
     // strings read as JSON too. Anything else stays text.
     json value = json::parse(text, nullptr, false);
     out[name] = value.is_discarded() ? json(text) : value;
   }
   return json_response({{"settings", out}});
+}
+
+admin_response admin_api::reload() {
+  const reload_outcome outcome = reload_config(ctx_);
+  auto changes = [](const std::vector<conf::setting_change>& list) {
+    json out = json::array();
+    for (const auto& c : list) out.push_back({{"key", c.key}, {"from", c.from}, {"to", c.to}});
+    return out;
+  };
+  json errors = json::array();
+  for (const auto& d : outcome.errors)
+    errors.push_back({{"file", d.file},
+                      {"line", d.line},
+                      {"column", d.column},
+                      {"message", d.message},
+                      {"hint", d.hint}});
+  return json_response({{"reloaded", outcome.ok()},
+                        {"errors", errors},
+                        {"applied", changes(outcome.applied)},
+                        {"restart_required", changes(outcome.need_restart)}},
+                       outcome.ok() ? 200 : 422);
 }
 
 }  // namespace pgstash::proxy

@@ -16,6 +16,9 @@
 //   GET  /api/cache/entries    ?limit=&offset=, most hit first
 //   POST /api/cache/invalidate {"database": d, "table": t} | {"database": d}
 //                              | {"all": true}
+//   POST /api/reload           reads the config file again (as SIGHUP):
+//                              what was applied, what needs a restart; 422
+//                              with the file's problems, nothing changed
 //
 // Every path but /health needs `Authorization: Bearer <token>` (401).
 //
@@ -64,6 +67,7 @@ class admin_api {
   admin_response cache() const;
   admin_response cache_entries(std::string_view query) const;
   admin_response invalidate(std::string_view body);
+  admin_response reload();
 
   proxy_context& ctx_;
   const std::string token_;

@@ -9,6 +9,7 @@
 #include "conf/config.hpp"
 #include "proxy/admin_json.hpp"
 #include "proxy/cache_admin.hpp"
+#include "proxy/config_reload.hpp"
 #include "proxy/console_command.hpp"
 #include "proxy/pool_rows.hpp"
 #include "proxy/proxy_context.hpp"
@@ -67,7 +68,7 @@ void show_pools(proxy_context& ctx, std::string& out) {
   table t(out, {{"database"}, {"user"}, {"cl_active", true}, {"cl_waiting", true},
                 {"sv_active", true}, {"sv_idle", true}, {"sv_used", true}, {"sv_tested", true},
                 {"sv_login", true}, {"maxwait", true}, {"maxwait_us", true}, {"pool_mode"}});
-  const char* mode = ctx.cfg.pool.mode == conf::pool_mode::transaction ? "transaction" : "session";
+  const char* mode = ctx.cfg->pool.mode == conf::pool_mode::transaction ? "transaction" : "session";
   for (const pool_row& r : pool_rows(ctx.pool.snapshot(), ctx.registry.list())) {
     using pool::server_list;
     const auto wait_us = std::chrono::duration_cast<std::chrono::microseconds>(r.servers.max_wait).count();
@@ -133,7 +134,7 @@ void show_servers(proxy_context& ctx, std::string& out) {
       const bool check_due =
           s.list == pool::server_list::idle && ctx.pool.check_due(s.since, snapshot.taken_at);
       t.row({text("S"), view.key.user, view.key.database, text(server_state(s, check_due)),
-             ctx.cfg.server.host, num(ctx.cfg.server.port),
+             ctx.cfg->server.host, num(ctx.cfg->server.port),
              utc_time(wall_time(s.opened), k_pgbouncer_time),
              utc_time(wall_time(s.since), k_pgbouncer_time), "s:" + std::to_string(s.id),
              s.details.client_id ? cell("c:" + std::to_string(s.details.client_id)) : cell(),
@@ -172,10 +173,10 @@ void show_config(proxy_context& ctx, std::string& out) {
   table t(out, {{"key"}, {"value"}, {"default"}, {"changeable"}});
   const auto defaults = conf::current_settings(conf::config{});
   std::map<std::string, std::string> default_of(defaults.begin(), defaults.end());
-  for (const auto& [key, value] : conf::current_settings(ctx.cfg)) {
+  for (const auto& [key, value] : conf::current_settings(*ctx.cfg.get())) {
     auto d = default_of.find(key);
-    // Nothing is changed at run time yet: a change needs a restart.
-    t.row({key, value, d == default_of.end() ? cell() : cell(d->second), text("no")});
+    t.row({key, value, d == default_of.end() ? cell() : cell(d->second),
+           text(conf::applies_on_reload(key) ? "yes" : "no")});
   }
   t.finish();
 }
@@ -238,6 +239,28 @@ std::string error(std::string_view sqlstate, std::string_view message, std::stri
   return out;
 }
 
+// A notice per change, as PgBouncer's RELOAD is silent but an operator
+// should see what a restart is still needed for.
+std::string reload(proxy_context& ctx) {
+  const reload_outcome outcome = reload_config(ctx);
+  if (!outcome.ok()) {
+    std::string problems;
+    for (const auto& d : outcome.errors)
+      problems += (problems.empty() ? "" : "; ") + conf::format(d);
+    return error("F0000", "reload refused, the running config is kept: " + problems);
+  }
+  std::string out;
+  auto notice = [&out](const std::string& text) {
+    wire::write_error(out, {{'S', "NOTICE"}, {'V', "NOTICE"}, {'C', "00000"}, {'M', text}}, true);
+  };
+  for (const auto& c : outcome.applied)
+    notice("applied " + c.key + " = " + c.to + " (was " + c.from + ")");
+  for (const auto& c : outcome.need_restart)
+    notice(c.key + " = " + c.to + " is in force only after a restart (running " + c.from + ")");
+  wire::write_command_complete(out, "RELOAD");
+  return out;
+}
+
 }  // namespace
 
 std::string console_answer(proxy_context& ctx, std::string_view sql) {
@@ -295,6 +318,8 @@ std::string console_answer(proxy_context& ctx, std::string_view sql) {
       invalidate_everything(ctx);
       wire::write_command_complete(out, "INVALIDATE");
       break;
+    case console_verb::reload:
+      return reload(ctx);
     case console_verb::invalid:
       return error("42601", command.error, "the console takes: " + std::string(console_help()));
   }

@@ -158,7 +158,7 @@ admin_response admin_api::metrics() const {
              "Client connections open, those logging in and replication clients included.");
   out.sample("pgstash_client_connections", {}, std::uint64_t{ctx_.clients.load()});
   out.family("pgstash_max_client_connections", kind::gauge, "listen.max_client_conn.");
-  out.sample("pgstash_max_client_connections", {}, std::uint64_t{ctx_.cfg.listen.max_client_conn});
+  out.sample("pgstash_max_client_connections", {}, std::uint64_t{ctx_.cfg->listen.max_client_conn});
   pool_metrics(out, pool_rows(ctx_.pool.snapshot(), ctx_.registry.list()));
   traffic_metrics(out, ctx_.traffic);
   if (ctx_.cache) cache_metrics(out, *ctx_.cache);

@@ -15,7 +15,7 @@ namespace pgstash::proxy {
 
 awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup,
                                                   std::string& packet) {
-  const std::uint32_t max = ctx_.cfg.limits.max_message_size;
+  const std::uint32_t max = ctx_.cfg->limits.max_message_size;
   for (;;) {
     error_code ec;
     wire::decoded_frame f = co_await client_.read_frame(wire::phase::startup, max, ec);
@@ -119,7 +119,7 @@ awaitable<std::optional<std::string>> client_session::ask_for_password(std::stri
   co_await client_.write(request, ec);
   if (ec) co_return std::nullopt;
   wire::decoded_frame f =
-      co_await client_.read_frame(wire::phase::normal, ctx_.cfg.limits.max_message_size, ec);
+      co_await client_.read_frame(wire::phase::normal, ctx_.cfg->limits.max_message_size, ec);
   if (ec) co_return std::nullopt;
   if (f.status == wire::decode_status::error ||
       f.header.tag != static_cast<char>(wire::frontend_tag::password_message)) {
@@ -131,10 +131,11 @@ awaitable<std::optional<std::string>> client_session::ask_for_password(std::stri
 
 awaitable<bool> client_session::authenticate(pool::server_credentials& credentials,
                                              conf::auth_method method) {
-  auto entry = ctx_.users.find(user_);
+  const auto users = ctx_.users.get();
+  auto entry = users->find(user_);
   const std::string failed = "password authentication failed for user \"" + user_ + "\"";
   std::optional<std::string> secret;
-  if (entry != ctx_.users.end()) secret = entry->second;
+  if (entry != users->end()) secret = entry->second;
   const bool secret_is_scram = secret && secret->starts_with("SCRAM-SHA-256$");
   const bool secret_is_md5 =
       secret && secret->size() == 35 && secret->starts_with("md5");

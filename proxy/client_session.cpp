@@ -29,7 +29,7 @@ constexpr std::size_t k_initial_client_buffer = 512;
 client_session::client_session(proxy_context& ctx, stream_socket socket, std::string peer)
     : ctx_(ctx),
       id_(ctx.next_client_id++),
-      client_(std::move(socket), ctx.cfg.limits.io_buffer_size, k_initial_client_buffer),
+      client_(std::move(socket), ctx.cfg->limits.io_buffer_size, k_initial_client_buffer),
       peer_(std::move(peer)),
       record_(std::make_shared<client_record>(id_, peer_)) {}
 
@@ -100,7 +100,7 @@ void client_session::log_client_event(spdlog::level::level_enum level, std::stri
 void client_session::begin_request(char tag, std::string_view frame) {
   if (request_started_) return;
   request_started_ = std::chrono::steady_clock::now();
-  if (ctx_.cfg.log.slow_query_ms == 0) return;
+  if (ctx_.cfg->log.slow_query_ms == 0) return;
   // What the slow-query line shows: the statement's text, never a Bind's
   // parameter values.
   request_text_.clear();
@@ -124,24 +124,24 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   std::string startup_packet;  // keeps the views in `startup` alive
   {
     net::deadline login_timeout(client_.socket().get_executor(),
-                                 std::chrono::milliseconds(ctx_.cfg.limits.client_login_timeout_ms),
-                                 [this] { client_.close(); });
+                                std::chrono::milliseconds(ctx_.cfg->limits.client_login_timeout_ms),
+                                [this] { client_.close(); });
     if (!co_await negotiate_startup(startup, startup_packet)) co_return false;
     if (replication_) {
       replication_counted_ = true;
-      if (++ctx_.replication_clients > ctx_.cfg.listen.max_replication_conn) {
+      if (++ctx_.replication_clients > ctx_.cfg->listen.max_replication_conn) {
         co_await fail("53300", "sorry, too many replication clients already");
         co_return false;
       }
     } else if (static_cast<std::int64_t>(ctx_.clients) - ctx_.replication_clients >
-               ctx_.cfg.listen.max_client_conn) {  // signed: the two are read apart
+               ctx_.cfg->listen.max_client_conn) {  // signed: the two are read apart
       co_await fail("53300", "sorry, too many clients already");
       co_return false;
     }
     // The console is pgstash's own: no PostgreSQL login stands behind it, so
     // a password is asked for it even where clients are trusted.
     const bool console = database_ == k_console_database && !replication_;
-    auto method = ctx_.cfg.auth.method;
+    auto method = ctx_.cfg->auth.method;
     if (console && method == conf::auth_method::trust) method = conf::auth_method::scram_sha_256;
     if (!co_await authenticate(request_.credentials, method)) co_return false;
     if (console) co_return co_await console_login();
@@ -149,9 +149,9 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
 
   request_.user = user_;
   request_.database = database_;
-  if (!ctx_.cfg.databases.empty()) {
-    auto it = ctx_.cfg.databases.find(database_);
-    if (it == ctx_.cfg.databases.end()) {
+  if (!ctx_.cfg->databases.empty()) {
+    auto it = ctx_.cfg->databases.find(database_);
+    if (it == ctx_.cfg->databases.end()) {
       co_await fail("3D000", "database \"" + database_ + "\" does not exist");
       co_return false;
     }
@@ -179,8 +179,8 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     options.cache = &*cache_;
   }
   options.transaction_mode = transaction_mode();
-  options.replay_limit = ctx_.cfg.limits.io_buffer_size;
-  options.analysis_cache_entries = ctx_.cfg.limits.analysis_cache_entries;
+  options.replay_limit = ctx_.cfg->limits.io_buffer_size;
+  options.analysis_cache_entries = ctx_.cfg->limits.analysis_cache_entries;
   relay_.emplace(options, transaction_mode() ? client_parameters
                                              : std::vector<std::pair<std::string, std::string>>{});
   if (!transaction_mode()) request_.parameters = std::move(client_parameters);
@@ -217,7 +217,7 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
 }
 
 awaitable<void> client_session::client_loop() {
-  const std::uint32_t max = ctx_.cfg.limits.max_message_size;
+  const std::uint32_t max = ctx_.cfg->limits.max_message_size;
   std::uint64_t streaming = 0;  // bytes of a frame passing through without being held
   bool dropping = false;        // ...and skipped, being part of a failed batch
   for (;;) {
@@ -402,7 +402,7 @@ awaitable<void> client_session::leave() {
   idle_timer_.reset();
   {
     net::deadline give_up(client_.socket().get_executor(),
-                          std::chrono::milliseconds(ctx_.cfg.pool.cleanup_timeout_ms), [this] {
+                          std::chrono::milliseconds(ctx_.cfg->pool.cleanup_timeout_ms), [this] {
                             spdlog::warn("{} server connection did not come back clean in time: closing it",
                                          prefix());
                             lease_ = lease::closing;
@@ -435,7 +435,7 @@ void client_session::count_ready(char status) {
   const auto latency =
       request_started_ ? now - *request_started_ : std::chrono::steady_clock::duration::zero();
   traffic_->answered(latency, status == 'I');
-  const std::uint32_t slow_ms = ctx_.cfg.log.slow_query_ms;
+  const std::uint32_t slow_ms = ctx_.cfg->log.slow_query_ms;
   if (slow_ms > 0 && latency >= std::chrono::milliseconds(slow_ms)) {
     const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(latency).count() / 1000.0;
     log_client_event(spdlog::level::info, "slow_query",
@@ -473,10 +473,10 @@ awaitable<void> client_session::fail(std::string_view sqlstate, std::string_view
 void client_session::arm_idle_timer() {
   // Idle clients are bounded by limits.client_idle_timeout_ms, idle
   // transactions by limits.idle_transaction_timeout_ms.
-  std::uint32_t limit = ctx_.cfg.limits.client_idle_timeout_ms;
+  std::uint32_t limit = ctx_.cfg->limits.client_idle_timeout_ms;
   const char* sqlstate = "57P05";
-  if (relay_->transaction_status() != 'I' && ctx_.cfg.limits.idle_transaction_timeout_ms > 0) {
-    limit = ctx_.cfg.limits.idle_transaction_timeout_ms;
+  if (relay_->transaction_status() != 'I' && ctx_.cfg->limits.idle_transaction_timeout_ms > 0) {
+    limit = ctx_.cfg->limits.idle_transaction_timeout_ms;
     sqlstate = "25P03";
   }
   if (limit == 0 || client_gone_) return;
@@ -494,7 +494,7 @@ std::string client_session::prefix() const {
 }
 
 bool client_session::transaction_mode() const {
-  return !own_server_ && ctx_.cfg.pool.mode == conf::pool_mode::transaction;
+  return !own_server_ && ctx_.cfg->pool.mode == conf::pool_mode::transaction;
 }
 
 
@@ -514,7 +514,8 @@ std::string conninfo_value(std::string_view v) {
 
 cache_client::identity client_session::cache_identity(
     const std::vector<std::pair<std::string, std::string>>& startup) const {
-  const conf::server_section& server = ctx_.cfg.server;
+  const auto config = ctx_.cfg.get();
+  const conf::server_section& server = config->server;
   // The catalog connection logs in as the client, with the password
   // pgstash knows for it; without one (a SCRAM verifier, an md5 hash) only
   // a server that trusts pgstash answers, and otherwise nothing is cached.

@@ -59,7 +59,8 @@ console_command invalid(std::string why) {
 std::string_view console_help() {
   return "SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION | HELP\n"
          "SHOW CACHE | SHOW CACHE ENTRIES | SHOW CACHE TABLES\n"
-         "INVALIDATE TABLE [schema.]name | INVALIDATE DATABASE name | INVALIDATE ALL";
+         "INVALIDATE TABLE [schema.]name | INVALIDATE DATABASE name | INVALIDATE ALL\n"
+         "RELOAD";
 }
 
 console_command parse_console_command(std::string_view sql) {
@@ -83,6 +84,7 @@ console_command parse_console_command(std::string_view sql) {
     if (is(w[2], "entries")) return {console_verb::show_cache_entries, {}, {}};
     if (is(w[2], "tables")) return {console_verb::show_cache_tables, {}, {}};
   }
+  if (is(w[0], "reload") && w.size() == 1) return {console_verb::reload, {}, {}};
   if (is(w[0], "invalidate")) {
     if (w.size() == 2 && is(w[1], "all")) return {console_verb::invalidate_all, {}, {}};
     if (w.size() == 3 && is(w[1], "database")) {

@@ -7,6 +7,7 @@
 //   INVALIDATE TABLE [schema.]name    in every database pgstash has seen
 //   INVALIDATE DATABASE name
 //   INVALIDATE ALL
+//   RELOAD                            reads the config file again (as SIGHUP)
 //
 // Pure.
 #pragma once
@@ -34,6 +35,7 @@ enum class console_verb : std::uint8_t {
   invalidate_table,
   invalidate_database,
   invalidate_all,
+  reload,
   invalid,  // `error` says why
 };
 

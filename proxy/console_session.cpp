@@ -20,7 +20,8 @@
 namespace pgstash::proxy {
 
 awaitable<bool> client_session::console_login() {
-  const auto& users = ctx_.cfg.admin.users;
+  const auto config = ctx_.cfg.get();
+  const auto& users = config->admin.users;
   if (std::ranges::find(users, user_) == users.end()) {
     co_await fail("28000", "user \"" + user_ + "\" may not use the admin console (admin.users)");
     co_return false;
@@ -47,7 +48,7 @@ awaitable<bool> client_session::console_login() {
 }
 
 awaitable<void> client_session::serve_console() {
-  const std::uint32_t idle_limit = ctx_.cfg.limits.client_idle_timeout_ms;
+  const std::uint32_t idle_limit = ctx_.cfg->limits.client_idle_timeout_ms;
   for (;;) {
     client_.compact();
     error_code ec;
@@ -58,7 +59,7 @@ awaitable<void> client_session::serve_console() {
       if (idle_limit > 0)
         idle.emplace(client_.socket().get_executor(), std::chrono::milliseconds(idle_limit),
                      [this] { client_.close(); });
-      f = co_await client_.read_frame(wire::phase::normal, ctx_.cfg.limits.max_message_size, ec);
+      f = co_await client_.read_frame(wire::phase::normal, ctx_.cfg->limits.max_message_size, ec);
     }
     if (ec) break;
     if (f.status == wire::decode_status::error) {

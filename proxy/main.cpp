@@ -20,6 +20,7 @@
 #include "net/asio.hpp"
 #include "proxy/admin_api.hpp"
 #include "proxy/admin_server.hpp"
+#include "proxy/config_reload.hpp"
 #include "proxy/event_log.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/proxy_context.hpp"
@@ -43,8 +44,10 @@ constexpr const char* k_help =
     "  --help               print this and exit\n"
     "\n"
     "Environment: PGSTASH_ADMIN_TOKEN is the admin port's token when admin.token is empty.\n"
-    "Signals: SIGINT and SIGTERM stop at once (open transactions are rolled back by\n"
-    "PostgreSQL).\n";
+    "Signals: SIGHUP reloads FILE (and the auth file): the keys the README marks \"applied\"\n"
+    "take effect without dropping a client, other changes are logged as needing a restart,\n"
+    "and a file with problems changes nothing. SIGINT and SIGTERM stop at once (open\n"
+    "transactions are rolled back by PostgreSQL).\n";
 
 struct loaded {
   pgstash::conf::config cfg;
@@ -88,9 +91,20 @@ pgstash::awaitable<void> maintain_pools(pgstash::pool::server_pool& pool) {
   }
 }
 
-int run(loaded config) {
+// Reloads the config on each SIGHUP.
+pgstash::awaitable<void> reload_on_sighup(pgstash::asio::signal_set& hangup,
+                                          pgstash::proxy::proxy_context& ctx) {
+  for (;;) {
+    co_await hangup.async_wait(pgstash::use_awaitable);
+    spdlog::info("signal {}: reloading {}", SIGHUP, ctx.config_path);
+    pgstash::proxy::reload_config(ctx);
+  }
+}
+
+int run(loaded config, const std::string& config_path) {
   using namespace pgstash;
-  const conf::config& cfg = config.cfg;
+  // What takes effect only at start: a reload never changes these.
+  const conf::config cfg = config.cfg;
   proxy::configure_logging(cfg.log);
   raise_open_file_limit();
 
@@ -109,6 +123,7 @@ int run(loaded config) {
   asio::io_context& ioc = *contexts.front();
   proxy::proxy_context ctx(cfg, std::move(config.users), proxy::make_client_tls(cfg.listen),
                            proxy::make_server_tls(cfg.server));
+  ctx.config_path = config_path;
   if (cfg.cache.enabled) {
     std::string error;
     ctx.cache = proxy::result_cache::open(cfg.cache, cfg.invalidation, error);
@@ -152,6 +167,7 @@ int run(loaded config) {
   // PostgreSQL rolls back what its clients had open. Exiting at once avoids
   // tearing down sessions that are mid-flight one by one.
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  asio::signal_set hangup(ioc, SIGHUP);
   signals.async_wait([unix_path](const error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("signal {}: shutting down", signo);
@@ -163,6 +179,7 @@ int run(loaded config) {
   if (unix_acceptor)
     asio::co_spawn(ioc, proxy::accept_clients(*unix_acceptor, ctx, worker_contexts), asio::detached);
   asio::co_spawn(ioc, maintain_pools(ctx.pool), asio::detached);
+  asio::co_spawn(ioc, reload_on_sighup(hangup, ctx), asio::detached);
   if (admin_acceptor)
     asio::co_spawn(ioc, proxy::serve_admin(*admin_acceptor, *admin, cfg.admin.max_connections),
                    asio::detached);
@@ -196,7 +213,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    return run(std::move(*config));
+    return run(std::move(*config), argv[2]);
   } catch (const std::exception& e) {
     std::cerr << "pgstash: " << e.what() << "\n";
     return 1;

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "conf/config.hpp"
+#include "conf/live.hpp"
 #include "conf/userlist.hpp"
 #include "net/asio.hpp"
 #include "pool/server_pool.hpp"
@@ -25,17 +26,19 @@ namespace pgstash::proxy {
 class client_session;
 
 struct proxy_context {
-  proxy_context(const conf::config& config, conf::userlist userlist,
+  proxy_context(conf::config config, conf::userlist userlist,
                 std::unique_ptr<asio::ssl::context> client_tls,
                 std::unique_ptr<asio::ssl::context> server_tls)
-      : cfg(config),
+      : cfg(std::move(config)),
         users(std::move(userlist)),
         client_tls(std::move(client_tls)),
         server_tls(std::move(server_tls)),
         pool(cfg, *this->server_tls) {}
 
-  const conf::config& cfg;
-  const conf::userlist users;
+  // Both replaced by a reload (proxy/config_reload) of config_path.
+  conf::live<conf::config> cfg;
+  conf::live<conf::userlist> users;
+  std::string config_path;  // set before the first client
   // Null when listen.tls_cert_file is unset: SSLRequest is answered 'N'.
   std::unique_ptr<asio::ssl::context> client_tls;
   std::unique_ptr<asio::ssl::context> server_tls;

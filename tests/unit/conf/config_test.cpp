@@ -533,7 +533,8 @@ TEST_CASE("load_file") {
 
 TEST_CASE("reference_markdown documents every key from the table") {
   const std::string md = reference_markdown();
-  CHECK(md.rfind("| key | type | default | description |\n|---|---|---|---|\n", 0) == 0);
+  CHECK(md.rfind("| key | type | default | on reload | description |\n|---|---|---|---|---|\n",
+                 0) == 0);
   for (const auto& key : k_all_keys) {
     CAPTURE(key);
     CHECK(md.find("| `" + key + "` |") != std::string::npos);
@@ -541,8 +542,13 @@ TEST_CASE("reference_markdown documents every key from the table") {
   CHECK(md.find("| `databases.<name>` |") != std::string::npos);
   // One header, one rule, one row per key, one for [databases].
   CHECK(std::count(md.begin(), md.end(), '\n') == static_cast<long>(k_all_keys.size()) + 3);
-  CHECK(md.find("| `listen.port` | integer, 1 to 65535 | `6432` |") != std::string::npos);
-  CHECK(md.find("| `pool.server_reset_query` | string | `\"DISCARD ALL\"` |") != std::string::npos);
+  CHECK(md.find("| `listen.port` | integer, 1 to 65535 | `6432` | restart |") != std::string::npos);
+  CHECK(md.find("| `pool.server_reset_query` | string | `\"DISCARD ALL\"` | applied |") !=
+        std::string::npos);
+  CHECK(md.find("| `pool.query_wait_timeout_ms` | integer ms, 1 to 86400000, or a duration "
+                "(`\"30s\"`) | `120000` | applied |") != std::string::npos);
+  CHECK(md.find("| `cache.max_size` | integer bytes, 1048576 to 1099511627776, or a size "
+                "(`\"512MiB\"`) | `268435456` | restart |") != std::string::npos);
   CHECK(
       md.find("| `server.tls` | `disable`, `prefer`, `require`, `verify-full` | `\"prefer\"` |") !=
       std::string::npos);
