@@ -464,7 +464,7 @@ write_facts catalog::write(std::string_view search_path, std::string_view user,
 function_verdict catalog::function(std::string_view search_path, std::string_view user,
                                    const object_name& function) {
   // Some session's temporary function: which one, we cannot know.
-  if (is_own_temp_schema(function.schema)) return function_verdict::volatile_or_stable;
+  if (is_own_temp_schema(function.schema)) return function_verdict::may_write;
   std::vector<std::string> schemas;
   std::string role;
   if (!function.schema.empty()) {
@@ -477,10 +477,13 @@ function_verdict catalog::function(std::string_view search_path, std::string_vie
   }
   const auto r = exec(k_function_overloads, {function.name, array_literal(schemas), role});
   if (!r || PQntuples(r.get()) == 0) return function_verdict::unknown;
-  for (int row = 0; row < PQntuples(r.get()); ++row)
+  function_verdict out = function_verdict::cacheable;
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    if (value(r.get(), row, 0) == "v") return function_verdict::may_write;
     if (!overload_cacheable(value(r.get(), row, 0), value(r.get(), row, 1), value(r.get(), row, 2)))
-      return function_verdict::volatile_or_stable;
-  return function_verdict::cacheable;
+      out = function_verdict::stable;
+  }
+  return out;
 }
 
 }  // namespace pgstash::invalidation

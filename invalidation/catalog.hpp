@@ -121,9 +121,12 @@ struct write_facts {
 // Volatility of every function visible by that name: all overloads in all the
 // schemas the name could resolve to.
 enum class function_verdict : std::uint8_t {
-  cacheable,           // every overload IMMUTABLE, or STABLE, in pg_catalog and allow-listed
-  volatile_or_stable,  // some overload is not; or the name is qualified with pg_temp
-  unknown,             // no such function, or the look-up failed
+  cacheable,  // every overload IMMUTABLE, or STABLE, in pg_catalog and allow-listed
+  // Not cacheable, but no overload is VOLATILE: it writes nothing, since
+  // PostgreSQL refuses data changes in a non-volatile function (now()).
+  stable,
+  may_write,  // some overload is VOLATILE; or the name is qualified with pg_temp
+  unknown,    // no such function, or the look-up failed
 };
 
 // The elements of a search_path value (e.g. "\"$user\", public"), in order,

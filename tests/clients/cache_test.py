@@ -13,6 +13,9 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
       every write path invalidates what it makes stale: the next read returns the new data.
   rollback_keeps_entry
       a rolled-back write leaves the cached result valid (still served, still right).
+  stable_call_keeps_entries
+      calls of STABLE functions (now(), current_setting()) write nothing: the cached result is
+      still served, to that session and to others.
   commit_visible_to_others
       a second client reads a committed write the moment COMMIT returns.
   not_cached
@@ -335,6 +338,24 @@ def case_rollback_keeps_entry(case):
     ok("ROLLBACK leaves the cached result valid")
 
 
+def case_stable_call_keeps_entries(case):
+    table = "cache_stable_call"
+    setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (1)")
+    inst = start_cached(case, TRANSACTION)
+    sql = f"select v from {table}"
+    with connect(inst.port) as conn:
+        stable_calls = "select now(), current_setting('application_name')"
+        # Until the catalog has judged a function, a call counts as a possible write; once.
+        simple(conn, stable_calls)
+        warm(conn, sql)
+        for _ in range(3):
+            simple(conn, stable_calls)
+        expect_served(conn, sql, table, [("1",)])
+    with connect(inst.port) as other:
+        expect_served(other, sql, table, [("1",)])
+    ok("calls of STABLE functions (now()) keep the cached results, and the session's hits")
+
+
 def case_commit_visible_to_others(case):
     table = "cache_commit"
     setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (0)")
@@ -522,6 +543,7 @@ CASES = [
     ("writes_transaction", case_writes_transaction, 4 * CASE_TIMEOUT),
     ("writes_session", case_writes_session, 4 * CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
+    ("stable_call_keeps_entries", case_stable_call_keeps_entries, CASE_TIMEOUT),
     ("commit_visible_to_others", case_commit_visible_to_others, CASE_TIMEOUT),
     ("not_cached", case_not_cached, 2 * CASE_TIMEOUT),
     ("row_level_security", case_row_level_security, 2 * CASE_TIMEOUT),

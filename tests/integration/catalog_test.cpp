@@ -160,9 +160,10 @@ std::ostream& operator<<(std::ostream& os, const write_facts& w) {
 }
 std::ostream& operator<<(std::ostream& os, verdict v) { return os << to_text(v); }
 std::ostream& operator<<(std::ostream& os, function_verdict v) {
-  return os << (v == function_verdict::cacheable            ? "cacheable"
-                : v == function_verdict::volatile_or_stable ? "volatile_or_stable"
-                                                            : "unknown");
+  return os << (v == function_verdict::cacheable   ? "cacheable"
+                : v == function_verdict::stable    ? "stable"
+                : v == function_verdict::may_write ? "may_write"
+                                                   : "unknown");
 }
 }  // namespace pgstash::invalidation
 
@@ -495,22 +496,20 @@ TEST_CASE("function verdicts") {
   const std::string path = "public, " + s.name;
   CHECK(cat.function(path, "postgres", bare("abs")) == function_verdict::cacheable);
   CHECK(cat.function(path, "postgres", {"pg_catalog", "abs"}) == function_verdict::cacheable);
-  CHECK(cat.function(path, "postgres", bare("now")) == function_verdict::volatile_or_stable);
-  CHECK(cat.function(path, "postgres", bare("random")) == function_verdict::volatile_or_stable);
+  CHECK(cat.function(path, "postgres", bare("now")) == function_verdict::stable);
+  CHECK(cat.function(path, "postgres", bare("random")) == function_verdict::may_write);
   CHECK(cat.function(path, "postgres", bare("twice")) == function_verdict::cacheable);
   CHECK(cat.function("public", "postgres", bare("twice")) == function_verdict::unknown);
   CHECK(cat.function("public", "postgres", s.qualified("twice")) == function_verdict::cacheable);
-  CHECK(cat.function(path, "postgres", bare("roll")) == function_verdict::volatile_or_stable);
-  CHECK(cat.function(path, "postgres", bare("pick")) == function_verdict::volatile_or_stable);
-  CHECK(cat.function(path, "postgres", bare("stable_one")) == function_verdict::volatile_or_stable);
+  CHECK(cat.function(path, "postgres", bare("roll")) == function_verdict::may_write);
+  CHECK(cat.function(path, "postgres", bare("pick")) == function_verdict::may_write);
+  CHECK(cat.function(path, "postgres", bare("stable_one")) == function_verdict::stable);
   CHECK(cat.function(path, "postgres", bare("no_such_function_" + s.name)) ==
         function_verdict::unknown);
   CHECK(cat.function("public", "postgres", bare("current_setting")) == function_verdict::cacheable);
   CHECK(cat.function("public", "postgres", bare("current_user")) == function_verdict::cacheable);
-  CHECK(cat.function(path, "postgres", bare("current_setting")) ==
-        function_verdict::volatile_or_stable);
-  CHECK(cat.function("public", "postgres", {"pg_temp", "twice"}) ==
-        function_verdict::volatile_or_stable);
+  CHECK(cat.function(path, "postgres", bare("current_setting")) == function_verdict::stable);
+  CHECK(cat.function("public", "postgres", {"pg_temp", "twice"}) == function_verdict::may_write);
 }
 
 TEST_CASE("a view calling a function that is not cacheable is not cacheable") {
@@ -613,9 +612,9 @@ TEST_CASE("catalog_service keeps at most max_entries answers") {
     svc.drain();
   }
   CHECK(svc.try_function("pgstash_test", info, "public", "postgres", bare("random")) ==
-        function_verdict::volatile_or_stable);
+        function_verdict::may_write);
   CHECK(svc.try_function("pgstash_test", info, "public", "postgres", bare("now")) ==
-        function_verdict::volatile_or_stable);
+        function_verdict::stable);
   CHECK_FALSE(svc.try_function("pgstash_test", info, "public", "postgres", bare("abs")));
   svc.drain();
 }
