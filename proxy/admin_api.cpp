@@ -74,6 +74,11 @@ awaitable<admin_response> admin_api::handle(const admin_request& request) {
   const std::string_view query =
       path.size() < request.target.size() ? request.target.substr(path.size() + 1) : "";
   const bool get = request.method == "GET";
+  if (path == "/") {
+    // The page holds no data: its script asks for it with the token.
+    co_return get ? admin_response{200, "text/html; charset=utf-8", std::string(dashboard_page())}
+                  : admin_error(405, "use GET");
+  }
   if (path == "/health") {
     co_return get ? json_response({{"status", "ok"}}) : admin_error(405, "use GET");
   }
@@ -98,6 +103,7 @@ awaitable<admin_response> admin_api::handle(const admin_request& request) {
   if (path == "/api/config") co_return config();
   if (path == "/api/cache") co_return cache();
   if (path == "/api/cache/entries") co_return cache_entries(query);
+  if (path == "/api/slow") co_return slow();
   co_return admin_error(404, "no such endpoint");
 }
 
@@ -182,6 +188,17 @@ admin_response admin_api::reload() {
                         {"applied", changes(outcome.applied)},
                         {"restart_required", changes(outcome.need_restart)}},
                        outcome.ok() ? 200 : 422);
+}
+
+admin_response admin_api::slow() const {
+  json out = json::array();
+  for (const slow_request& r : ctx_.slow.newest_first())
+    out.push_back({{"at", utc_time(r.at, "%Y-%m-%dT%H:%M:%SZ")},
+                   {"database", r.database},
+                   {"user", r.user},
+                   {"duration_ms", r.duration_ms},
+                   {"statement", r.statement}});
+  return json_response({{"threshold_ms", ctx_.cfg->log.slow_query_ms}, {"slow", out}});
 }
 
 }  // namespace pgstash::proxy

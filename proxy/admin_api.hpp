@@ -1,6 +1,8 @@
 // The admin port's answers, apart from HTTP (proxy/admin_server does the
 // transport): each request to a status, a content type and a body.
 //
+//   GET  /                     the dashboard page (no token needed: it holds
+//                              no data, its script fetches the API with one)
 //   GET  /health               the process is up (no token needed)
 //   GET  /ready                PostgreSQL answers, and each replication
 //                              stream follows its database (when on); 503
@@ -14,6 +16,7 @@
 //   GET  /api/config           every setting, the token masked
 //   GET  /api/cache            counters, uncacheable reasons, streams, tables
 //   GET  /api/cache/entries    ?limit=&offset=, most hit first
+//   GET  /api/slow             the last 100 slow requests (log.slow_query_ms)
 //   POST /api/cache/invalidate {"database": d, "table": t} | {"database": d}
 //                              | {"all": true}
 //   POST /api/reload           reads the config file again (as SIGHUP):
@@ -48,6 +51,9 @@ struct admin_response {
   std::string body;
 };
 
+// The dashboard's HTML (proxy/dashboard.html, built in).
+std::string_view dashboard_page();
+
 class admin_api {
  public:
   // REQUIRES: `ctx` outlives the api. `token` is not empty.
@@ -68,6 +74,7 @@ class admin_api {
   admin_response cache_entries(std::string_view query) const;
   admin_response invalidate(std::string_view body);
   admin_response reload();
+  admin_response slow() const;
 
   proxy_context& ctx_;
   const std::string token_;

@@ -440,6 +440,7 @@ void client_session::count_ready(char status) {
     const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(latency).count() / 1000.0;
     log_client_event(spdlog::level::info, "slow_query",
                      {{"duration_ms", fmt::format("{:.1f}", ms), true}, {"statement", request_text_}});
+    ctx_.slow.add({std::chrono::system_clock::now(), database_, user_, ms, request_text_});
   }
   request_started_.reset();
   // Pipelined requests: the next one's answer is timed from here.

@@ -19,6 +19,7 @@
 #include "pool/server_pool.hpp"
 #include "proxy/client_registry.hpp"
 #include "proxy/result_cache.hpp"
+#include "proxy/slow_requests.hpp"
 #include "proxy/traffic_stats.hpp"
 
 namespace pgstash::proxy {
@@ -65,6 +66,7 @@ struct proxy_context {
   // Every client, and every pool's traffic, for the admin port.
   client_registry registry;
   traffic_stats traffic;
+  slow_requests slow{100};
 
   std::atomic<std::uint32_t> clients = 0;  // replication clients included
   std::atomic<std::uint32_t> replication_clients = 0;
