@@ -560,6 +560,24 @@ TEST_CASE("reference_markdown documents every key from the table") {
       std::string::npos);
 }
 
+TEST_CASE("pgstash.example.toml is valid and shows every key") {
+  load_result r = load_file(PGSTASH_EXAMPLE_CONFIG);
+  CHECK(r.errors.empty());
+  std::ifstream in(PGSTASH_EXAMPLE_CONFIG);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& key : k_all_keys) {
+    CAPTURE(key);
+    const std::string section = "\n[" + key.substr(0, key.find('.')) + "]\n";
+    const std::string name = key.substr(key.find('.') + 1);
+    const std::size_t at = text.find(section);
+    REQUIRE(at != std::string::npos);
+    const std::size_t end = text.find("\n[", at + 1);
+    const std::string body = text.substr(at, end == std::string::npos ? end : end - at);
+    CHECK((body.find("\n" + name + " = ") != std::string::npos ||
+           body.find("\n# " + name + " = ") != std::string::npos));
+  }
+}
+
 TEST_CASE("the README's config reference is the one the key table renders") {
   std::ifstream in(PGSTASH_README);
   REQUIRE(in);
