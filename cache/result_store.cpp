@@ -113,6 +113,10 @@ void result_store::put(const key& k, std::string response, std::vector<dependenc
 
 void result_store::erase_all() { writer_->enqueue_erase_all(); }
 
+void result_store::erase(std::vector<key> keys) {
+  if (!keys.empty()) writer_->enqueue_erase(std::move(keys));
+}
+
 void result_store::flush() { writer_->flush(); }
 
 store_stats result_store::stats() const {

@@ -106,6 +106,9 @@ class result_store {
 
   // Queues the removal of every entry (after the puts queued before it).
   void erase_all();
+  // Queues the removal of the entries under `keys` that exist (counted as
+  // invalidations), after the puts queued before it.
+  void erase(std::vector<key> keys);
 
   // Blocks until everything queued before the call has been applied.
   void flush();

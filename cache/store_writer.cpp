@@ -34,7 +34,8 @@ std::string size_text(std::uint64_t bytes) {
 }  // namespace
 
 std::size_t result_store::writer::op::bytes() const {
-  return put.response.size() + put.label.size() + put.deps.size() * sizeof(dependency) + 64;
+  return put.response.size() + put.label.size() + put.deps.size() * sizeof(dependency) +
+         erase.size() * sizeof(key) + 64;
 }
 
 result_store::writer::writer(state& s)
@@ -53,10 +54,14 @@ result_store::writer::~writer() {
 }
 
 bool result_store::writer::enqueue_put(put_request r) {
-  return enqueue(op{false, std::move(r)}, true);
+  return enqueue(op{false, std::move(r), {}}, true);
 }
 
-void result_store::writer::enqueue_erase_all() { enqueue(op{true, {}}, false); }
+void result_store::writer::enqueue_erase_all() { enqueue(op{true, {}, {}}, false); }
+
+void result_store::writer::enqueue_erase(std::vector<key> keys) {
+  enqueue(op{false, {}, std::move(keys)}, false);
+}
 
 bool result_store::writer::enqueue(op o, bool may_drop) {
   // Bound the memory waiting puts hold if callers outrun the writer; a
@@ -146,6 +151,12 @@ void result_store::writer::apply(std::vector<op>& batch) {
         state_.dbi.clear(t);
         counts.invalidations += delta.entries();
         delta.erase_all();
+      } else if (!o.erase.empty()) {
+        for (const key& k : o.erase) {
+          if (!state_.dbi.del(t, as_view(encode_key(k)))) continue;
+          delta.erase(k);
+          ++counts.invalidations;
+        }
       } else {
         write_put(t, delta, o.put, counts);
       }

@@ -56,6 +56,7 @@ class result_store::writer {
   // False, and nothing queued, if the queue is full.
   bool enqueue_put(put_request r);
   void enqueue_erase_all();
+  void enqueue_erase(std::vector<key> keys);
   // Blocks until what was queued before the call has been applied.
   // REQUIRES: not called on the writer thread (from a callback).
   void flush();
@@ -64,6 +65,7 @@ class result_store::writer {
   struct op {
     bool erase_all = false;
     put_request put;
+    std::vector<key> erase;  // when not empty, the op removes these instead
     std::size_t bytes() const;  // memory it holds, roughly
   };
   // Counts of a txn, added to the store's counters once it commits.

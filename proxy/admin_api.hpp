@@ -17,7 +17,8 @@
 //   GET  /api/cache            counters, uncacheable reasons, streams, tables
 //   GET  /api/cache/entries    ?limit=&offset=, most hit first
 //   GET  /api/slow             the last 100 slow requests (log.slow_query_ms)
-//   POST /api/cache/invalidate {"database": d, "table": t} | {"database": d}
+//   POST /api/cache/invalidate {"database": d, "table": t} | {"statement": p}
+//                              (LIKE) | {"database": d}
 //                              | {"all": true}
 //   POST /api/reload           reads the config file again (as SIGHUP):
 //                              what was applied, what needs a restart; 422

@@ -117,8 +117,9 @@ admin_response admin_api::cache_entries(std::string_view query) const {
 admin_response admin_api::invalidate(std::string_view body) {
   const json request = json::parse(body, nullptr, false);
   if (request.is_discarded() || !request.is_object())
-    return admin_error(400, "the body must be a JSON object: {\"table\": t} (in every database, or "
-                            "with \"database\": d), {\"database\": d} or {\"all\": true}");
+    return admin_error(400, "the body must be a JSON object: {\"table\": t} or {\"statement\": "
+                            "LIKE pattern} (in every database, or with \"database\": d), "
+                            "{\"database\": d} or {\"all\": true}");
   if (!ctx_.cache) return admin_error(409, "the result cache is off");
   auto text = [&](const char* key) -> std::optional<std::string> {
     auto it = request.find(key);
@@ -131,6 +132,12 @@ admin_response admin_api::invalidate(std::string_view body) {
     return json_response({{"invalidated", "all"}});
   }
   const auto database = text("database");
+  if (const auto pattern = text("statement")) {
+    const std::size_t n = invalidate_statements(*ctx_.cache, database, *pattern);
+    json what = {{"statement", *pattern}, {"entries", n}};
+    what["database"] = database ? json(*database) : json("every database");
+    return json_response({{"invalidated", what}});
+  }
   if (const auto table = text("table")) {
     // The generations know relations by bare name: a schema is dropped,
     // which only ever invalidates more.
@@ -141,7 +148,9 @@ admin_response admin_api::invalidate(std::string_view body) {
     what["database"] = database ? json(*database) : json("every database");
     return json_response({{"invalidated", what}});
   }
-  if (!database) return admin_error(400, "name a \"table\", a \"database\", or send {\"all\": true}");
+  if (!database)
+    return admin_error(400, "name a \"table\", a \"statement\" pattern, a \"database\", or send "
+                            "{\"all\": true}");
   ctx_.cache->invalidate_database(*database);
   return json_response({{"invalidated", {{"database", *database}}}});
 }

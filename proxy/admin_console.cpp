@@ -269,7 +269,8 @@ std::string console_answer(proxy_context& ctx, std::string_view sql) {
       command.verb == console_verb::show_cache || command.verb == console_verb::show_cache_entries ||
       command.verb == console_verb::show_cache_tables ||
       command.verb == console_verb::invalidate_table ||
-      command.verb == console_verb::invalidate_database || command.verb == console_verb::invalidate_all;
+      command.verb == console_verb::invalidate_database ||
+      command.verb == console_verb::invalidate_statement || command.verb == console_verb::invalidate_all;
   if (cache_command && !ctx.cache) return error("55000", "the result cache is off (cache.enabled)");
   std::string out;
   switch (command.verb) {
@@ -314,6 +315,17 @@ std::string console_answer(proxy_context& ctx, std::string_view sql) {
       ctx.cache->invalidate_database(command.name);
       wire::write_command_complete(out, "INVALIDATE");
       break;
+    case console_verb::invalidate_statement: {
+      const std::size_t n = invalidate_statements(*ctx.cache, std::nullopt, command.name);
+      wire::write_error(out,
+                        {{'S', "NOTICE"},
+                         {'V', "NOTICE"},
+                         {'C', "00000"},
+                         {'M', std::to_string(n) + " cached statement(s) invalidated"}},
+                        true);
+      wire::write_command_complete(out, "INVALIDATE");
+      break;
+    }
     case console_verb::invalidate_all:
       invalidate_everything(ctx);
       wire::write_command_complete(out, "INVALIDATE");

@@ -5,6 +5,7 @@
 #include <map>
 #include <utility>
 
+#include "proxy/like_pattern.hpp"
 #include "proxy/proxy_context.hpp"
 #include "proxy/result_cache.hpp"
 
@@ -64,5 +65,20 @@ void invalidate_table(proxy_context& ctx, const std::optional<std::string>& data
 }
 
 void invalidate_everything(proxy_context& ctx) { ctx.cache->invalidate_all(ctx.traffic.databases()); }
+
+std::size_t invalidate_statements(result_cache& cache, const std::optional<std::string>& database,
+                                  std::string_view pattern) {
+  std::vector<cache::key> doomed;
+  for (auto& e : cache.store().list(k_listing_limit)) {
+    const entry_label label = decode_entry_label(e.label);
+    if (database && label.database != *database) continue;
+    if (like_match(label.statement, pattern)) doomed.push_back(e.k);
+  }
+  const std::size_t n = doomed.size();
+  cache.store().erase(std::move(doomed));
+  // Gone when the caller answers: the next read must reach the server.
+  cache.store().flush();
+  return n;
+}
 
 }  // namespace pgstash::proxy

@@ -42,5 +42,11 @@ void invalidate_table(proxy_context& ctx, const std::optional<std::string>& data
                       std::string_view table);
 // Every result, in every database pgstash has seen; the store emptied.
 void invalidate_everything(proxy_context& ctx);
+// Drops the entries whose statement (its first 200 bytes, as listed) is
+// LIKE `pattern` (proxy/like_pattern), in `database` or in all; returns
+// how many, once they are gone. Only removes, so it can never make a
+// result stale.
+std::size_t invalidate_statements(result_cache& cache, const std::optional<std::string>& database,
+                                  std::string_view pattern);
 
 }  // namespace pgstash::proxy

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cctype>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -50,6 +51,29 @@ std::string identifier(std::string_view word) {
   return out;
 }
 
+// The SQL string literal ('...', '' for a quote) that starts `text`, and
+// nothing after it but blanks and semicolons; nullopt otherwise.
+std::optional<std::string> string_literal(std::string_view text) {
+  if (text.empty() || text.front() != '\'') return std::nullopt;
+  std::string out;
+  std::size_t i = 1;
+  for (;; ++i) {
+    if (i >= text.size()) return std::nullopt;
+    if (text[i] == '\'') {
+      if (i + 1 < text.size() && text[i + 1] == '\'') {
+        out += '\'';
+        ++i;
+        continue;
+      }
+      break;
+    }
+    out += text[i];
+  }
+  for (++i; i < text.size(); ++i)
+    if (!std::isspace(static_cast<unsigned char>(text[i])) && text[i] != ';') return std::nullopt;
+  return out;
+}
+
 console_command invalid(std::string why) {
   return {console_verb::invalid, {}, std::move(why)};
 }
@@ -60,6 +84,7 @@ std::string_view console_help() {
   return "SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION | HELP\n"
          "SHOW CACHE | SHOW CACHE ENTRIES | SHOW CACHE TABLES\n"
          "INVALIDATE TABLE [schema.]name | INVALIDATE DATABASE name | INVALIDATE ALL\n"
+         "INVALIDATE STATEMENT 'LIKE pattern'\n"
          "RELOAD";
 }
 
@@ -87,6 +112,14 @@ console_command parse_console_command(std::string_view sql) {
   if (is(w[0], "reload") && w.size() == 1) return {console_verb::reload, {}, {}};
   if (is(w[0], "invalidate")) {
     if (w.size() == 2 && is(w[1], "all")) return {console_verb::invalidate_all, {}, {}};
+    if (w.size() >= 3 && is(w[1], "statement")) {
+      // The literal as typed: words_of() splits at its blanks.
+      const std::size_t at = static_cast<std::size_t>(w[2].data() - sql.data());
+      auto pattern = string_literal(sql.substr(at));
+      if (!pattern || pattern->empty())
+        return invalid("INVALIDATE STATEMENT needs a pattern in single quotes, e.g. '%from orders%'");
+      return {console_verb::invalidate_statement, std::move(*pattern), {}};
+    }
     if (w.size() == 3 && is(w[1], "database")) {
       std::string name = identifier(w[2]);
       if (name.empty() || w[2] == "\"" || (w[2].front() == '"') != (w[2].back() == '"'))

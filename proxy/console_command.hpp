@@ -6,6 +6,7 @@
 //   SHOW CACHE | SHOW CACHE ENTRIES | SHOW CACHE TABLES
 //   INVALIDATE TABLE [schema.]name    in every database pgstash has seen
 //   INVALIDATE DATABASE name
+//   INVALIDATE STATEMENT 'LIKE pattern'   cached statements by their text
 //   INVALIDATE ALL
 //   RELOAD                            reads the config file again (as SIGHUP)
 //
@@ -34,6 +35,7 @@ enum class console_verb : std::uint8_t {
   show_cache_tables,
   invalidate_table,
   invalidate_database,
+  invalidate_statement,
   invalidate_all,
   reload,
   invalid,  // `error` says why
@@ -41,7 +43,7 @@ enum class console_verb : std::uint8_t {
 
 struct console_command {
   console_verb verb = console_verb::invalid;
-  std::string name;   // the table (bare) or database named
+  std::string name;   // the table (bare) or database named; the statement pattern
   std::string error;  // for invalid
 };
 

@@ -16,8 +16,8 @@ the traffic it reports.
       gone from the list.
   cache_and_invalidation
       /api/cache shows hits, the table's entries and hits; POST /api/cache/invalidate by table,
-      by database and for everything each makes the next read go to the server; bad bodies get
-      400.
+      by statement pattern (LIKE; one matching nothing keeps the entry), by database and for
+      everything each makes the next read go to the server; bad bodies get 400.
   entries_paged
       /api/cache/entries lists entries most hit first, paged by limit and offset.
   config_masked
@@ -28,7 +28,7 @@ the traffic it reports.
   console
       psql on database `pgstash` as a user of admin.users: SHOW POOLS, CLIENTS, SERVERS, STATS,
       CONFIG, VERSION, CACHE, CACHE TABLES and CACHE ENTRIES answer with PgBouncer's column names
-      and the same facts the HTTP API gives; INVALIDATE TABLE and INVALIDATE ALL send the next
+      and the same facts the HTTP API gives; INVALIDATE TABLE, STATEMENT and ALL send the next
       read to the server; an unknown command is an error that leaves the session usable.
   console_refused
       a password is asked for even under auth.method = trust (none or a wrong one: 28P01); a
@@ -304,6 +304,14 @@ def case_cache_and_invalidation(case):
             served_from_cache(conn, sql, table)
             ok(f"invalidating {what} sends the next read to the server")
 
+        status, _, answer = admin.post("/api/cache/invalidate", {"statement": "%from nothing_here%"})
+        expect(status == 200 and json.loads(answer)["invalidated"]["entries"] == 0,
+               f"a pattern matching nothing: {status} {answer!r}")
+        served_from_cache(conn, sql, table)
+        next_read_reaches_server({"statement": f"select v from {table} where%"},
+                                 "the statements LIKE a pattern")
+        next_read_reaches_server({"database": "pgstash_test", "statement": f"%{table}%"},
+                                 "the statements LIKE a pattern in one database")
         next_read_reaches_server({"database": "pgstash_test", "table": f"public.{table}"}, "the table")
         next_read_reaches_server({"table": table}, "the table in every database")
         next_read_reaches_server({"database": "pgstash_test"}, "the database")
@@ -504,12 +512,19 @@ def case_console(case):
                f"SHOW CACHE ENTRIES {entries}")
         ok("SHOW STATS, CONFIG, VERSION, CACHE, CACHE TABLES and CACHE ENTRIES")
         for command, what in [(f"INVALIDATE TABLE public.{table}", "a table"),
+                              (f"INVALIDATE STATEMENT '%from  {table}%'", "no statement"),
+                              (f"INVALIDATE STATEMENT '%from {table}%'", "a statement pattern"),
                               ("invalidate all;", "everything")]:
             served_from_cache(conn, sql, table)
             status, _, stderr = console(inst.port, command)
             expect(status == 0, f"{command}: {stderr}")
             before = server_calls(table)
             simple(conn, sql)
+            if what == "no statement":
+                expect("0 cached statement(s) invalidated" in stderr and
+                       server_calls(table) == before, f"{command} invalidated: {stderr}")
+                ok("INVALIDATE STATEMENT with a pattern matching nothing keeps the entry")
+                continue
             expect(server_calls(table) - before == 1, f"after {command} the read did not reach "
                    "the server")
             ok(f"INVALIDATE {what} sends the next read to the server")

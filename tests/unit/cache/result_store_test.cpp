@@ -199,6 +199,24 @@ TEST_CASE("store: erase_all removes what was queued before it, not after") {
   CHECK(f.store->stats().invalidations == 11);
 }
 
+TEST_CASE("store: erase removes the entries named, in queue order, and counts those it found") {
+  store_fixture f;
+  for (std::uint64_t i = 0; i < 4; ++i) f.store->put(key_of(i), "v", {}, 0, 0, "");
+  f.store->flush();
+  f.store->put(key_of(4), "queued before", {}, 0, 0, "");
+  f.store->erase({key_of(1), key_of(4), key_of(99)});
+  f.store->put(key_of(1), "queued after", {}, 0, 0, "");
+  f.store->flush();
+  std::string out;
+  CHECK(f.store->get(key_of(0), 0, out));
+  CHECK(f.store->get(key_of(1), 0, out));  // stored again after the erase
+  CHECK(out.ends_with("queued after"));
+  CHECK(f.store->get(key_of(2), 0, out));
+  CHECK_FALSE(f.store->get(key_of(4), 0, out));
+  CHECK(f.store->stats().entries == 4);
+  CHECK(f.store->stats().invalidations == 2);  // key 99 was never stored
+}
+
 TEST_CASE("store: beyond the budget, least recently used entries are evicted") {
   store_options options;
   options.max_size = 1 << 20;

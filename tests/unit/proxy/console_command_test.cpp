@@ -32,6 +32,19 @@ TEST_CASE("console INVALIDATE commands name a table, a database or everything") 
   CHECK(parse_console_command("INVALIDATE ALL;").verb == console_verb::invalidate_all);
 }
 
+TEST_CASE("console INVALIDATE STATEMENT takes a LIKE pattern as a string literal") {
+  auto s = parse_console_command("INVALIDATE STATEMENT '%from  orders where%';");
+  CHECK(s.verb == console_verb::invalidate_statement);
+  CHECK(s.name == "%from  orders where%");
+  CHECK(parse_console_command("invalidate statement 'it''s%'").name == "it's%");
+  for (const char* bad : {"invalidate statement", "invalidate statement ''",
+                          "invalidate statement 'unclosed", "invalidate statement bare%",
+                          "invalidate statement 'a' extra"}) {
+    CAPTURE(bad);
+    CHECK(parse_console_command(bad).verb == console_verb::invalid);
+  }
+}
+
 TEST_CASE("anything else is refused with the list of commands") {
   for (const char* bad : {"select 1", "show", "show pools please", "show cache everything",
                           "invalidate", "invalidate table", "invalidate table s.", "invalidate everything",
