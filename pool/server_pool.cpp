@@ -73,7 +73,7 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
     user_pool& p = pools_[key];
     // min_pool_size opens spares from this; never for an unpooled database.
     if (!p.template_request && pooled(request.database)) p.template_request = request;
-    if (my_turn || p.waiters.empty()) {
+    if (!paused_locked(key.database) && (my_turn || p.waiters.empty())) {
       // The most recently used match, preferring one already on this
       // worker's io_context (no move needed).
       auto match = p.idle.end();
@@ -174,12 +174,14 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
     // Waking at reserve_at (not give_up_at) means the reserve may now serve us.
     my_turn = clock::now() < give_up_at;
   }
+  const bool paused = paused_locked(key.database);
   lock.unlock();
   throw make_server_error(
       "53300", "pgstash: no server connection for database \"" + request.database + "\" user \"" +
                    request.user + "\" within pool.query_wait_timeout_ms (" +
-                   std::to_string(cfg_->pool.query_wait_timeout_ms) + " ms); all " +
-                   std::to_string(cfg_->pool.size) + " of pool.size are in use");
+                   std::to_string(cfg_->pool.query_wait_timeout_ms) + " ms); " +
+                   (paused ? std::string("the database is paused (PAUSE)")
+                           : "all " + std::to_string(cfg_->pool.size) + " of pool.size are in use"));
 }
 
 bool server_pool::pooled(const std::string& database) const {
@@ -200,8 +202,9 @@ void server_pool::release(std::unique_ptr<server_connection> conn, bool reusable
       now - conn->created_at() >= std::chrono::milliseconds(config->pool.server_lifetime_ms);
   std::unique_lock lock(mu_);
   user_pool& p = pools_[key];
-  // More open than the pool may hold: a reload made pool.size smaller.
-  const bool surplus = p.lists.size() > bound(*config);
+  // More open than the pool may hold (a reload made pool.size smaller), or
+  // draining for PAUSE.
+  const bool surplus = p.lists.size() > bound(*config) || paused_locked(key.database);
   if (reusable && !too_old && !surplus && pooled(key.database) &&
       p.lists.move(conn->id(), server_list::active, server_list::idle, now)) {
     conn->idle_since = now;
@@ -268,12 +271,62 @@ void server_pool::wake_next_locked(const pool_key& key) {
 
 void server_pool::reconfigured() {
   std::lock_guard lock(mu_);
+  wake_for_room_locked();
+}
+
+void server_pool::wake_for_room_locked() {
   const std::size_t limit = bound(*cfg_.get());
   for (auto& [key, p] : pools_) {
-    // A larger pool.size makes room for clients already waiting.
+    if (paused_locked(key.database)) continue;
     for (std::size_t open = p.lists.size(); open < limit && !p.waiters.empty(); ++open)
       wake_next_locked(key);
   }
+}
+
+bool server_pool::paused_locked(const std::string& database) const {
+  return all_paused_ || paused_.contains(database);
+}
+
+void server_pool::pause(const std::optional<std::string>& database) {
+  std::unique_lock lock(mu_);
+  if (database) {
+    paused_.insert(*database);
+  } else {
+    all_paused_ = true;
+  }
+  std::vector<std::unique_ptr<server_connection>> idle;
+  for (auto& [key, p] : pools_) {
+    if (!paused_locked(key.database)) continue;
+    for (auto& conn : p.idle) idle.push_back(std::move(conn));
+    p.idle.clear();
+  }
+  if (!idle.empty()) close(lock, std::move(idle), server_list::idle, false);
+}
+
+void server_pool::resume(const std::optional<std::string>& database) {
+  std::lock_guard lock(mu_);
+  if (database) {
+    paused_.erase(*database);
+  } else {
+    all_paused_ = false;
+    paused_.clear();
+  }
+  wake_for_room_locked();
+}
+
+std::vector<std::string> server_pool::paused() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out(paused_.begin(), paused_.end());
+  if (all_paused_) out.insert(out.begin(), "*");
+  return out;
+}
+
+std::size_t server_pool::open_connections(const std::optional<std::string>& database) const {
+  std::lock_guard lock(mu_);
+  std::size_t open = 0;
+  for (const auto& [key, p] : pools_)
+    if (!database || key.database == *database) open += p.lists.size();
+  return open;
 }
 
 void server_pool::maintain(const asio::any_io_executor& ex) {
@@ -309,7 +362,8 @@ void server_pool::maintain(const asio::any_io_executor& ex) {
 
   std::vector<std::pair<connect_request, std::uint64_t>> to_open;
   for (auto& [key, p] : pools_) {
-    while (p.template_request && p.lists.size() < config->pool.min_pool_size &&
+    while (!paused_locked(key.database) && p.template_request &&
+           p.lists.size() < config->pool.min_pool_size &&
            database_has_room_locked(key.database)) {
       const std::uint64_t id = next_id_++;
       p.lists.add(id, now);

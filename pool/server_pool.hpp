@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,18 @@ class server_pool {
   // its slot freed.
   void release(std::unique_ptr<server_connection> conn, bool reusable);
 
+  // PgBouncer's PAUSE and RESUME, for one server database or (nullopt) all:
+  // while paused, clients asking for a connection wait (up to
+  // pool.query_wait_timeout_ms), connections given back are closed, and
+  // idle ones are closed at once; a pause is complete when
+  // open_connections() is 0. Clients keep their connections to pgstash.
+  void pause(const std::optional<std::string>& database);
+  void resume(const std::optional<std::string>& database);
+  // The paused databases; "*" first if all are.
+  std::vector<std::string> paused() const;
+  // Server connections open for `database` (or all), closing ones included.
+  std::size_t open_connections(const std::optional<std::string>& database) const;
+
   // After a reload: wakes waiting clients a larger pool.size has room for.
   // (Connections beyond a smaller one are closed as they are released or
   // found idle by maintain().)
@@ -141,6 +154,9 @@ class server_pool {
   bool database_has_room_locked(const std::string& database) const;
   // Connections a pool may hold open: pool.size plus the reserve.
   static std::size_t bound(const conf::config& config);
+  bool paused_locked(const std::string& database) const;
+  // Wakes as many waiting clients of each pool not paused as it has room for.
+  void wake_for_room_locked();
   static bool on_context(server_connection& conn, const asio::execution_context* context);
   awaitable<std::unique_ptr<server_connection>> connect(const connect_request& request,
                                                         std::uint64_t id);
@@ -153,6 +169,8 @@ class server_pool {
   asio::ssl::context& tls_;
   mutable std::mutex mu_;
   std::map<pool_key, user_pool> pools_;
+  std::set<std::string> paused_;  // server databases
+  bool all_paused_ = false;
   std::uint64_t next_id_ = 1;
 };
 

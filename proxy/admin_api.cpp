@@ -11,6 +11,7 @@
 #include "net/deadline.hpp"
 #include "proxy/admin_json.hpp"
 #include "proxy/config_reload.hpp"
+#include "proxy/pause.hpp"
 #include "proxy/pool_rows.hpp"
 #include "proxy/proxy_context.hpp"
 
@@ -91,6 +92,10 @@ awaitable<admin_response> admin_api::handle(const admin_request& request) {
   if (path == "/api/reload") {
     co_return request.method == "POST" ? reload() : admin_error(405, "use POST");
   }
+  if (path == "/api/pause" || path == "/api/resume") {
+    if (request.method != "POST") co_return admin_error(405, "use POST");
+    co_return co_await pause_or_resume(path == "/api/pause", request.body);
+  }
   if (!get) {
     co_return admin_error(405, "use GET");
   }
@@ -133,7 +138,8 @@ admin_response admin_api::pools() const {
   for (const pool_row& row : pool_rows(snapshot, ctx_.registry.list())) {
     out.push_back(pool_json(row, *ctx_.cfg.get()));
   }
-  return json_response({{"pools", out}});
+  // "*" first when every database is paused.
+  return json_response({{"pools", out}, {"paused", ctx_.pool.paused()}});
 }
 
 admin_response admin_api::clients() const {
@@ -199,6 +205,38 @@ admin_response admin_api::slow() const {
                    {"duration_ms", r.duration_ms},
                    {"statement", r.statement}});
   return json_response({{"threshold_ms", ctx_.cfg->log.slow_query_ms}, {"slow", out}});
+}
+
+awaitable<admin_response> admin_api::pause_or_resume(bool pause, std::string_view body) {
+  const json request = body.empty() ? json::object() : json::parse(body, nullptr, false);
+  constexpr std::int64_t k_max_wait_ms = 3'600'000;
+  if (request.is_discarded() || !request.is_object())
+    co_return admin_error(400, "the body must be a JSON object: {} for every database, or "
+                               "{\"database\": d}; for a pause, \"timeout_ms\" too");
+  std::optional<std::string> database;
+  if (const auto it = request.find("database"); it != request.end()) {
+    if (!it->is_string() || it->get<std::string>().empty())
+      co_return admin_error(400, "\"database\" must be a database name");
+    database = it->get<std::string>();
+  }
+  const json name = database ? json(*database) : json("*");
+  if (!pause) {
+    ctx_.pool.resume(database);
+    co_return json_response({{"resumed", name}});
+  }
+  std::int64_t wait_ms = 60'000;
+  if (const auto it = request.find("timeout_ms"); it != request.end()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() < 0 ||
+        it->get<std::int64_t>() > k_max_wait_ms)
+      co_return admin_error(400, "\"timeout_ms\" must be 0 to 3600000");
+    wait_ms = it->get<std::int64_t>();
+  }
+  const pause_outcome paused =
+      co_await pause_and_drain(ctx_, database, std::chrono::milliseconds(wait_ms));
+  // 202: paused, but connections are still being given back.
+  co_return json_response(
+      {{"paused", name}, {"drained", paused.drained}, {"server_connections", paused.open}},
+      paused.drained ? 200 : 202);
 }
 
 }  // namespace pgstash::proxy

@@ -20,6 +20,11 @@
 //   POST /api/cache/invalidate {"database": d, "table": t} | {"statement": p}
 //                              (LIKE) | {"database": d}
 //                              | {"all": true}
+//   POST /api/pause            {} or {"database": d}[, "timeout_ms": n]:
+//                              PgBouncer's PAUSE; 200 once the database's
+//                              server connections are closed, 202 if some
+//                              are still open at timeout_ms (60 s)
+//   POST /api/resume           {} or {"database": d}
 //   POST /api/reload           reads the config file again (as SIGHUP):
 //                              what was applied, what needs a restart; 422
 //                              with the file's problems, nothing changed
@@ -76,6 +81,7 @@ class admin_api {
   admin_response invalidate(std::string_view body);
   admin_response reload();
   admin_response slow() const;
+  awaitable<admin_response> pause_or_resume(bool pause, std::string_view body);
 
   proxy_context& ctx_;
   const std::string token_;

@@ -11,6 +11,7 @@
 #include "proxy/cache_admin.hpp"
 #include "proxy/config_reload.hpp"
 #include "proxy/console_command.hpp"
+#include "proxy/pause.hpp"
 #include "proxy/pool_rows.hpp"
 #include "proxy/proxy_context.hpp"
 #include "proxy/utf8.hpp"
@@ -230,6 +231,10 @@ void one_column(std::string& out, const char* name, std::string_view lines) {
   t.finish();
 }
 
+void notice(std::string& out, const std::string& text) {
+  wire::write_error(out, {{'S', "NOTICE"}, {'V', "NOTICE"}, {'C', "00000"}, {'M', text}}, true);
+}
+
 std::string error(std::string_view sqlstate, std::string_view message, std::string_view hint = {}) {
   std::vector<std::pair<char, std::string>> fields = {
       {'S', "ERROR"}, {'V', "ERROR"}, {'C', std::string(sqlstate)}, {'M', std::string(message)}};
@@ -250,20 +255,21 @@ std::string reload(proxy_context& ctx) {
     return error("F0000", "reload refused, the running config is kept: " + problems);
   }
   std::string out;
-  auto notice = [&out](const std::string& text) {
-    wire::write_error(out, {{'S', "NOTICE"}, {'V', "NOTICE"}, {'C', "00000"}, {'M', text}}, true);
-  };
   for (const auto& c : outcome.applied)
-    notice("applied " + c.key + " = " + c.to + " (was " + c.from + ")");
+    notice(out, "applied " + c.key + " = " + c.to + " (was " + c.from + ")");
   for (const auto& c : outcome.need_restart)
-    notice(c.key + " = " + c.to + " is in force only after a restart (running " + c.from + ")");
+    notice(out, c.key + " = " + c.to + " is in force only after a restart (running " + c.from + ")");
   wire::write_command_complete(out, "RELOAD");
   return out;
 }
 
+// PAUSE waits this long for the connections to close, as PgBouncer's waits
+// for them (without end there).
+constexpr std::chrono::milliseconds k_console_pause_wait{60000};
+
 }  // namespace
 
-std::string console_answer(proxy_context& ctx, std::string_view sql) {
+awaitable<std::string> console_answer(proxy_context& ctx, std::string_view sql) {
   const console_command command = parse_console_command(sql);
   const bool cache_command =
       command.verb == console_verb::show_cache || command.verb == console_verb::show_cache_entries ||
@@ -271,7 +277,7 @@ std::string console_answer(proxy_context& ctx, std::string_view sql) {
       command.verb == console_verb::invalidate_table ||
       command.verb == console_verb::invalidate_database ||
       command.verb == console_verb::invalidate_statement || command.verb == console_verb::invalidate_all;
-  if (cache_command && !ctx.cache) return error("55000", "the result cache is off (cache.enabled)");
+  if (cache_command && !ctx.cache) co_return error("55000", "the result cache is off (cache.enabled)");
   std::string out;
   switch (command.verb) {
     case console_verb::empty:
@@ -317,12 +323,7 @@ std::string console_answer(proxy_context& ctx, std::string_view sql) {
       break;
     case console_verb::invalidate_statement: {
       const std::size_t n = invalidate_statements(*ctx.cache, std::nullopt, command.name);
-      wire::write_error(out,
-                        {{'S', "NOTICE"},
-                         {'V', "NOTICE"},
-                         {'C', "00000"},
-                         {'M', std::to_string(n) + " cached statement(s) invalidated"}},
-                        true);
+      notice(out, std::to_string(n) + " cached statement(s) invalidated");
       wire::write_command_complete(out, "INVALIDATE");
       break;
     }
@@ -331,11 +332,29 @@ std::string console_answer(proxy_context& ctx, std::string_view sql) {
       wire::write_command_complete(out, "INVALIDATE");
       break;
     case console_verb::reload:
-      return reload(ctx);
+      co_return reload(ctx);
+    case console_verb::pause: {
+      std::optional<std::string> database;
+      if (!command.name.empty()) database = command.name;
+      const pause_outcome paused = co_await pause_and_drain(ctx, database, k_console_pause_wait);
+      if (!paused.drained)
+        notice(out, std::to_string(paused.open) + " server connection(s) still open after " +
+                        std::to_string(k_console_pause_wait.count() / 1000) +
+                        " s; the pause holds, RESUME ends it");
+      wire::write_command_complete(out, "PAUSE");
+      break;
+    }
+    case console_verb::resume: {
+      std::optional<std::string> database;
+      if (!command.name.empty()) database = command.name;
+      ctx.pool.resume(database);
+      wire::write_command_complete(out, "RESUME");
+      break;
+    }
     case console_verb::invalid:
-      return error("42601", command.error, "the console takes: " + std::string(console_help()));
+      co_return error("42601", command.error, "the console takes: " + std::string(console_help()));
   }
-  return out;
+  co_return out;
 }
 
 }  // namespace pgstash::proxy

@@ -12,13 +12,16 @@
 #include <string>
 #include <string_view>
 
+#include "net/asio.hpp"
+
 namespace pgstash::proxy {
 
 struct proxy_context;
 
 // The answer to one simple Query sent to the console: a result set (or
 // for INVALIDATE a CommandComplete), or an ErrorResponse (severity ERROR,
-// the session goes on); no ReadyForQuery.
-std::string console_answer(proxy_context& ctx, std::string_view sql);
+// the session goes on); no ReadyForQuery. PAUSE completes once the
+// database's server connections are closed (or after 60 s, with a notice).
+awaitable<std::string> console_answer(proxy_context& ctx, std::string_view sql);
 
 }  // namespace pgstash::proxy

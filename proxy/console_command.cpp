@@ -85,6 +85,7 @@ std::string_view console_help() {
          "SHOW CACHE | SHOW CACHE ENTRIES | SHOW CACHE TABLES\n"
          "INVALIDATE TABLE [schema.]name | INVALIDATE DATABASE name | INVALIDATE ALL\n"
          "INVALIDATE STATEMENT 'LIKE pattern'\n"
+         "PAUSE [db] | RESUME [db]\n"
          "RELOAD";
 }
 
@@ -110,6 +111,14 @@ console_command parse_console_command(std::string_view sql) {
     if (is(w[2], "tables")) return {console_verb::show_cache_tables, {}, {}};
   }
   if (is(w[0], "reload") && w.size() == 1) return {console_verb::reload, {}, {}};
+  if ((is(w[0], "pause") || is(w[0], "resume")) && w.size() <= 2) {
+    const console_verb verb = is(w[0], "pause") ? console_verb::pause : console_verb::resume;
+    if (w.size() == 1) return {verb, {}, {}};
+    std::string name = identifier(w[1]);
+    if (name.empty() || (w[1].front() == '"') != (w[1].back() == '"') || w[1] == "\"")
+      return invalid("PAUSE and RESUME take a database name, or none for all");
+    return {verb, std::move(name), {}};
+  }
   if (is(w[0], "invalidate")) {
     if (w.size() == 2 && is(w[1], "all")) return {console_verb::invalidate_all, {}, {}};
     if (w.size() >= 3 && is(w[1], "statement")) {

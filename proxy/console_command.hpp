@@ -9,6 +9,8 @@
 //   INVALIDATE STATEMENT 'LIKE pattern'   cached statements by their text
 //   INVALIDATE ALL
 //   RELOAD                            reads the config file again (as SIGHUP)
+//   PAUSE [db] | RESUME [db]          PgBouncer's: drain a server database's
+//                                     connections (all without a name)
 //
 // Pure.
 #pragma once
@@ -38,12 +40,16 @@ enum class console_verb : std::uint8_t {
   invalidate_statement,
   invalidate_all,
   reload,
+  pause,
+  resume,
   invalid,  // `error` says why
 };
 
 struct console_command {
   console_verb verb = console_verb::invalid;
-  std::string name;   // the table (bare) or database named; the statement pattern
+  // The table (bare) or database named; the statement pattern; for PAUSE
+  // and RESUME the database, empty for all.
+  std::string name;
   std::string error;  // for invalid
 };
 

@@ -73,7 +73,7 @@ awaitable<void> client_session::serve_console() {
       co_await fail("0A000", "the admin console takes simple queries only (as psql sends them)");
       break;
     }
-    std::string answer = console_answer(ctx_, query.sql);
+    std::string answer = co_await console_answer(ctx_, query.sql);
     wire::write_ready_for_query(answer, 'I');
     co_await write_to_client(answer);
   }

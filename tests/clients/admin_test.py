@@ -37,6 +37,12 @@ the traffic it reports.
   bad_requests
       a body over 64 KiB gets 413, garbage gets 400, connections over admin.max_connections get
       503, unknown paths 404 and wrong methods 405; pgstash keeps serving clients throughout.
+  pause_resume
+      POST /api/pause of a database while a client holds a transaction answers 202 after
+      timeout_ms, /api/pools lists it as paused, another client's query waits; once the
+      transaction commits the pause completes (200) with no server connection left in
+      pg_stat_activity; POST /api/resume lets the waiting query run; the clients kept their
+      connections; the console's PAUSE db and RESUME do the same; bad bodies get 400.
 
 Arguments, if any, name the cases to run (all by default).
 """
@@ -48,12 +54,14 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import psycopg
 
 from cache_test import server_calls, setup, simple
 from case_harness import CASE_TIMEOUT, CLUSTER, SOURCE_DIR, connect, expect, main, ok
+from case_harness import admin as admin_connection
 
 TOKEN = "test-admin-token-0123456789"
 # The auth file tests/lib/pgstash_instance.sh writes gives postgres this password.
@@ -590,6 +598,53 @@ def case_bad_requests(case):
     ok("bad requests get 400/404/405/413, extra connections 503; clients unaffected")
 
 
+def case_pause_resume(case):
+    database = "pgstash_pause"
+    with admin_connection() as conn:
+        conn.execute(f"drop database if exists {database}")
+        conn.execute(f"create database {database}")
+    case.cleanups.append(
+        lambda: admin_connection().execute(f"drop database if exists {database} with (force)"))
+
+    def backends():
+        with admin_connection() as conn:
+            return conn.execute("select count(*) from pg_stat_activity where datname = %s "
+                                "and backend_type = 'client backend'", (database,)).fetchone()[0]
+
+    inst, admin = start_admin(case, 'admin.users = ["postgres"]')
+    with connect(inst.port, dbname=database) as holder, connect(inst.port, dbname=database) as waiter:
+        holder.execute("begin")
+        holder.execute("select 1")
+        status, _, body = admin.post("/api/pause", {"database": database, "timeout_ms": 300})
+        answer = json.loads(body)
+        expect(status == 202 and not answer["drained"] and answer["server_connections"] >= 1,
+               f"pause while a transaction runs: {status} {answer}")
+        expect(admin.get("/api/pools")["paused"] == [database], "/api/pools does not say paused")
+        done = threading.Event()
+        threading.Thread(target=lambda: (simple(waiter, "select 'after resume'"), done.set()),
+                         daemon=True).start()
+        expect(not done.wait(0.5), "a query ran on a paused database")
+        holder.execute("commit")
+        status, _, body = admin.post("/api/pause", {"database": database})
+        expect(status == 200 and json.loads(body)["drained"], f"pause after commit: {status} {body!r}")
+        expect(backends() == 0, f"{backends()} server connections open while paused")
+        ok("POST /api/pause waits for the transaction, then every server connection is closed")
+        status, _, body = admin.post("/api/resume", {"database": database})
+        expect(status == 200, f"resume: {status} {body!r}")
+        expect(done.wait(10), "the waiting query did not run after RESUME")
+        expect(simple(holder, "select 'still connected'") == [("still connected",)], "holder lost")
+        ok("POST /api/resume lets the waiting client through; clients kept their connections")
+        status, results, stderr = console(inst.port, f"PAUSE {database}")
+        expect(status == 0 and backends() == 0, f"console PAUSE: {status} {stderr} {backends()}")
+        status, results, stderr = console(inst.port, "RESUME")
+        expect(status == 0, f"console RESUME: {stderr}")
+        expect(simple(waiter, "select 2") == [("2",)], "no query after the console's RESUME")
+        ok("PAUSE and RESUME in the console")
+    for bad in ["[1]", {"database": ""}, {"timeout_ms": -1}, {"timeout_ms": "1"}]:
+        status, _, _ = admin.post("/api/pause", bad)
+        expect(status == 400, f"pause {bad!r}: {status}, expected 400")
+
+
 def case_version_and_help(case):
     binary = os.environ["PGSTASH_BIN"]
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
@@ -612,6 +667,7 @@ CASES = [
     ("console", case_console, 60),
     ("console_refused", case_console_refused, CASE_TIMEOUT),
     ("bad_requests", case_bad_requests, CASE_TIMEOUT),
+    ("pause_resume", case_pause_resume, CASE_TIMEOUT),
     ("version_and_help", case_version_and_help, CASE_TIMEOUT),
 ]
 
