@@ -336,6 +336,12 @@ class loader {
                  "most 40)",
              "e.g. slot = \"pgstash_a\"");
     }
+    const auto& c = cfg_.cache;
+    if (!c.warm_statements.empty() && (c.warm_database.empty() || c.warm_user.empty())) {
+      report(set_at_["cache.warm_statements"],
+             "cache.warm_statements needs cache.warm_database and cache.warm_user",
+             "name the database and the user they run as, e.g. warm_database = \"shop\"");
+    }
     if (cfg_.admin.port != 0 && cfg_.admin.port == l.port) {
       report(set_at_["admin.port"], "admin.port is listen.port (" + std::to_string(l.port) + ")",
              "give the admin port a port of its own, e.g. port = 6433");

@@ -107,6 +107,11 @@ struct cache_section {
   std::uint64_t max_entry_size = 1u << 20;  // larger responses are never cached
   std::uint32_t default_ttl = 60;  // seconds an entry may be served; 0 = no expiry
   std::uint64_t compress_min_size = 4096;  // bytes; larger entries are zstd-compressed
+  // Run through pgstash as warm_user in warm_database at start and after
+  // every global invalidation, so that the first clients get hits.
+  std::vector<std::string> warm_statements;
+  std::string warm_database;
+  std::string warm_user;
 };
 
 // Writes that bypass pgstash, followed from PostgreSQL's logical

@@ -189,6 +189,17 @@ constexpr std::array k_keys = {
         "cache.path", true,
         "Directory of the cache's LMDB files (created; entries of an earlier run are "
         "discarded)."),
+    string_key<&config::cache, &cache_section::warm_database>(
+        "cache.warm_database", false,
+        "Database (as clients name it) that `cache.warm_statements` run in; required with them."),
+    string_list_key<&config::cache, &cache_section::warm_statements>(
+        "cache.warm_statements",
+        "Statements pgstash runs through itself at start and after every invalidation of "
+        "everything, so that the first clients get hits; empty = none."),
+    string_key<&config::cache, &cache_section::warm_user>(
+        "cache.warm_user", false,
+        "User `cache.warm_statements` run as, with its auth file password if it has one in "
+        "clear; required with them. Entries are shared only with clients of the same settings."),
     boolean_key<&config::invalidation, &invalidation_section::replication>(
         "invalidation.replication",
         "Follow PostgreSQL's logical replication stream (needs `wal_level = logical` and the "

@@ -121,4 +121,10 @@ userlist_result load_userlist_file(const std::string& path) {
   return load_userlist_string(text, path);
 }
 
+secret_kind kind_of_secret(std::string_view secret) {
+  if (secret.starts_with("SCRAM-SHA-256$")) return secret_kind::scram;
+  if (secret.size() == 35 && secret.starts_with("md5")) return secret_kind::md5;
+  return secret_kind::cleartext;
+}
+
 }  // namespace pgstash::conf

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "conf/config.hpp"
@@ -14,6 +15,9 @@
 namespace pgstash::conf {
 
 using userlist = std::map<std::string, std::string>;  // user -> secret
+
+enum class secret_kind { cleartext, md5, scram };
+secret_kind kind_of_secret(std::string_view secret);
 
 struct userlist_result {
   userlist users;  // empty whenever errors is not: a half-read auth file is never used

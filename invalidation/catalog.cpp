@@ -479,9 +479,13 @@ function_verdict catalog::function(std::string_view search_path, std::string_vie
   if (!r || PQntuples(r.get()) == 0) return function_verdict::unknown;
   function_verdict out = function_verdict::cacheable;
   for (int row = 0; row < PQntuples(r.get()); ++row) {
-    if (value(r.get(), row, 0) == "v") return function_verdict::may_write;
-    if (!overload_cacheable(value(r.get(), row, 0), value(r.get(), row, 1), value(r.get(), row, 2)))
-      out = function_verdict::stable;
+    const std::string_view volatility = value(r.get(), row, 0), schema = value(r.get(), row, 1);
+    if (overload_cacheable(volatility, schema, value(r.get(), row, 2))) continue;
+    // PostgreSQL's check that a non-volatile function writes nothing can be
+    // got round (one that calls a volatile one, C code): only its own
+    // functions are trusted.
+    if (volatility != "s" || schema != "pg_catalog") return function_verdict::may_write;
+    out = function_verdict::stable;
   }
   return out;
 }

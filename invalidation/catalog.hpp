@@ -122,10 +122,12 @@ struct write_facts {
 // schemas the name could resolve to.
 enum class function_verdict : std::uint8_t {
   cacheable,  // every overload IMMUTABLE, or STABLE, in pg_catalog and allow-listed
-  // Not cacheable, but no overload is VOLATILE: it writes nothing, since
-  // PostgreSQL refuses data changes in a non-volatile function (now()).
+  // Not cacheable, but every overload is IMMUTABLE or a STABLE one of
+  // pg_catalog's, which write nothing (now(), current_setting()).
   stable,
-  may_write,  // some overload is VOLATILE; or the name is qualified with pg_temp
+  // Some overload is VOLATILE, or a user's STABLE one (which could call a
+  // volatile one); or the name is qualified with pg_temp.
+  may_write,
   unknown,    // no such function, or the look-up failed
 };
 

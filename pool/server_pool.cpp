@@ -98,8 +98,12 @@ awaitable<std::unique_ptr<server_connection>> server_pool::acquire(
         bool good = false;
         try {
           candidate->stream().move_to(ex);
-          good = check ? co_await still_good(*candidate)
-                       : !candidate->stream().has_unexpected_input();
+          // Not a conditional expression: g++ 12 mishandles co_await on one.
+          if (check) {
+            good = co_await still_good(*candidate);
+          } else {
+            good = !candidate->stream().has_unexpected_input();
+          }
         } catch (const std::exception&) {
         }
         lock.lock();
@@ -202,9 +206,11 @@ void server_pool::release(std::unique_ptr<server_connection> conn, bool reusable
       now - conn->created_at() >= std::chrono::milliseconds(config->pool.server_lifetime_ms);
   std::unique_lock lock(mu_);
   user_pool& p = pools_[key];
-  // More open than the pool may hold (a reload made pool.size smaller), or
-  // draining for PAUSE.
-  const bool surplus = p.lists.size() > bound(*config) || paused_locked(key.database);
+  // More open than the pool or its database may hold (a reload made a
+  // limit smaller), or draining for PAUSE.
+  const std::uint32_t database_limit = config->pool.max_db_connections;
+  const bool surplus = p.lists.size() > bound(*config) || paused_locked(key.database) ||
+                       (database_limit > 0 && database_open_locked(key.database) > database_limit);
   if (reusable && !too_old && !surplus && pooled(key.database) &&
       p.lists.move(conn->id(), server_list::active, server_list::idle, now)) {
     conn->idle_since = now;
@@ -245,13 +251,17 @@ void server_pool::close(std::unique_lock<std::mutex>& lock,
   }
 }
 
-bool server_pool::database_has_room_locked(const std::string& database) const {
-  if (cfg_->pool.max_db_connections == 0) return true;
+std::size_t server_pool::database_open_locked(const std::string& database) const {
   std::size_t open = 0;
   for (auto it = pools_.lower_bound(pool_key{database, {}});
        it != pools_.end() && it->first.database == database; ++it)
     open += it->second.lists.size();
-  return open < cfg_->pool.max_db_connections;
+  return open;
+}
+
+bool server_pool::database_has_room_locked(const std::string& database) const {
+  const std::uint32_t limit = cfg_->pool.max_db_connections;
+  return limit == 0 || database_open_locked(database) < limit;
 }
 
 void server_pool::wake_next_locked(const pool_key& key) {
@@ -303,15 +313,22 @@ void server_pool::pause(const std::optional<std::string>& database) {
   if (!idle.empty()) close(lock, std::move(idle), server_list::idle, false);
 }
 
-void server_pool::resume(const std::optional<std::string>& database) {
+bool server_pool::resume(const std::optional<std::string>& database) {
   std::lock_guard lock(mu_);
   if (database) {
+    if (all_paused_) return false;
     paused_.erase(*database);
   } else {
     all_paused_ = false;
     paused_.clear();
   }
   wake_for_room_locked();
+  return true;
+}
+
+bool server_pool::is_paused(const std::optional<std::string>& database) const {
+  std::lock_guard lock(mu_);
+  return database ? paused_locked(*database) : all_paused_;
 }
 
 std::vector<std::string> server_pool::paused() const {
@@ -335,9 +352,10 @@ void server_pool::maintain(const asio::any_io_executor& ex) {
   const auto config = cfg_.get();
   std::vector<std::unique_ptr<server_connection>> expired;
   for (auto& [key, p] : pools_) {
-    // Least recently used first, down to a pool.size a reload made smaller.
+    // Least recently used first, down to a pool.size a reload made smaller;
+    // all of a paused database's (a spare may have opened after the pause).
     std::size_t open = p.lists.size();
-    while (open > bound(*config) && !p.idle.empty()) {
+    while ((open > bound(*config) || paused_locked(key.database)) && !p.idle.empty()) {
       expired.push_back(std::move(p.idle.back()));
       p.idle.pop_back();
       --open;

@@ -101,7 +101,9 @@ class server_pool {
   // idle ones are closed at once; a pause is complete when
   // open_connections() is 0. Clients keep their connections to pgstash.
   void pause(const std::optional<std::string>& database);
-  void resume(const std::optional<std::string>& database);
+  // False, and nothing changes, for one database while all are paused.
+  bool resume(const std::optional<std::string>& database);
+  bool is_paused(const std::optional<std::string>& database) const;
   // The paused databases; "*" first if all are.
   std::vector<std::string> paused() const;
   // Server connections open for `database` (or all), closing ones included.
@@ -152,6 +154,8 @@ class server_pool {
   // is set, of the other pools of that database. REQUIRES: mu_ held.
   void wake_next_locked(const pool_key& key);
   bool database_has_room_locked(const std::string& database) const;
+  // Connections open for `database`, every user's pool together.
+  std::size_t database_open_locked(const std::string& database) const;
   // Connections a pool may hold open: pool.size plus the reserve.
   static std::size_t bound(const conf::config& config);
   bool paused_locked(const std::string& database) const;

@@ -221,7 +221,8 @@ awaitable<admin_response> admin_api::pause_or_resume(bool pause, std::string_vie
   }
   const json name = database ? json(*database) : json("*");
   if (!pause) {
-    ctx_.pool.resume(database);
+    if (!ctx_.pool.resume(database))
+      co_return admin_error(409, "every database is paused: resume them all with {}");
     co_return json_response({{"resumed", name}});
   }
   std::int64_t wait_ms = 60'000;

@@ -347,7 +347,8 @@ awaitable<std::string> console_answer(proxy_context& ctx, std::string_view sql) 
     case console_verb::resume: {
       std::optional<std::string> database;
       if (!command.name.empty()) database = command.name;
-      ctx.pool.resume(database);
+      if (!ctx.pool.resume(database))
+        co_return error("55000", "every database is paused", "RESUME without a name resumes them all");
       wire::write_command_complete(out, "RESUME");
       break;
     }

@@ -64,7 +64,10 @@ void invalidate_table(proxy_context& ctx, const std::optional<std::string>& data
   for (const auto& seen : ctx.traffic.databases()) ctx.cache->invalidate_table(seen, table);
 }
 
-void invalidate_everything(proxy_context& ctx) { ctx.cache->invalidate_all(ctx.traffic.databases()); }
+void invalidate_everything(proxy_context& ctx) {
+  ctx.cache->invalidate_all(ctx.traffic.databases());
+  if (ctx.warmer) ctx.warmer->request();
+}
 
 std::size_t invalidate_statements(result_cache& cache, const std::optional<std::string>& database,
                                   std::string_view pattern) {

@@ -41,6 +41,7 @@ std::string hex_key(const cache::key& k);
 void invalidate_table(proxy_context& ctx, const std::optional<std::string>& database,
                       std::string_view table);
 // Every result, in every database pgstash has seen; the store emptied.
+// cache.warm_statements are run again.
 void invalidate_everything(proxy_context& ctx);
 // Drops the entries whose statement (its first 200 bytes, as listed) is
 // LIKE `pattern` (proxy/like_pattern), in `database` or in all; returns

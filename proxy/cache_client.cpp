@@ -107,19 +107,15 @@ std::optional<uncacheable> reason_of(invalidation::read_facts::verdict v) {
   return uncacheable::unknown_relation;
 }
 
-// Functions of PostgreSQL's that clients call in reads and that write no
-// user table: volatile ones, and stable ones called often enough that the
-// first call (before the catalog has judged them) should not count as a
-// possible write.
+// Volatile functions of PostgreSQL's that clients call in reads and that
+// write no user table.
 bool is_builtin_without_table_writes(std::string_view name) {
   static constexpr std::string_view names[] = {
-      "now", "statement_timestamp", "transaction_timestamp", "current_setting", "to_char", "age",
-      "date_trunc", "date_part", "random", "gen_random_uuid", "clock_timestamp", "timeofday",
-      "nextval", "setval", "currval", "lastval", "pg_sleep", "set_config", "txid_current",
-      "pg_current_xact_id", "pg_notify", "pg_advisory_lock", "pg_advisory_unlock",
-      "pg_try_advisory_lock", "pg_advisory_xact_lock", "pg_try_advisory_xact_lock",
-      "pg_advisory_lock_shared", "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
-      "pg_cancel_backend", "pg_terminate_backend", "setseed"};
+      "random", "gen_random_uuid", "clock_timestamp", "timeofday", "nextval", "setval", "currval",
+      "lastval", "pg_sleep", "set_config", "txid_current", "pg_current_xact_id", "pg_notify",
+      "pg_advisory_lock", "pg_advisory_unlock", "pg_try_advisory_lock", "pg_advisory_xact_lock",
+      "pg_try_advisory_xact_lock", "pg_advisory_lock_shared", "pg_advisory_unlock_shared",
+      "pg_advisory_unlock_all", "pg_cancel_backend", "pg_terminate_backend", "setseed"};
   return std::find(std::begin(names), std::end(names), name) != std::end(names);
 }
 
@@ -302,8 +298,8 @@ bool cache_client::functions_may_write(const invalidation::cache_analysis& a,
   const std::string path = search_path(settings);
   bool may = false;
   for (const auto& function : a.functions) {
-    // PostgreSQL's own functions listed write no table the cache reads and
-    // change no setting (set_config() is followed as a setting).
+    // PostgreSQL's own volatile functions write no table the cache reads
+    // and change no setting (set_config() is followed as a setting).
     if ((function.schema.empty() || function.schema == "pg_catalog") &&
         is_builtin_without_table_writes(function.name))
       continue;

@@ -136,9 +136,8 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
   const std::string failed = "password authentication failed for user \"" + user_ + "\"";
   std::optional<std::string> secret;
   if (entry != users->end()) secret = entry->second;
-  const bool secret_is_scram = secret && secret->starts_with("SCRAM-SHA-256$");
-  const bool secret_is_md5 =
-      secret && secret->size() == 35 && secret->starts_with("md5");
+  const bool secret_is_scram = secret && conf::kind_of_secret(*secret) == conf::secret_kind::scram;
+  const bool secret_is_md5 = secret && conf::kind_of_secret(*secret) == conf::secret_kind::md5;
   // What pgstash can later prove to the server for this user.
   if (secret && !secret_is_scram) {
     if (secret_is_md5) {

@@ -100,10 +100,11 @@ void client_session::log_client_event(spdlog::level::level_enum level, std::stri
 void client_session::begin_request(char tag, std::string_view frame) {
   if (request_started_) return;
   request_started_ = std::chrono::steady_clock::now();
+  // Cleared even with the log off: a reload may turn it on before the answer.
+  request_text_.clear();
   if (ctx_.cfg->log.slow_query_ms == 0) return;
   // What the slow-query line shows: the statement's text, never a Bind's
   // parameter values.
-  request_text_.clear();
   const std::string_view body = frame.size() >= 5 ? frame.substr(5) : std::string_view{};
   wire::query_message query;
   wire::parse_message parse;
@@ -149,13 +150,16 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
 
   request_.user = user_;
   request_.database = database_;
-  if (!ctx_.cfg->databases.empty()) {
-    auto it = ctx_.cfg->databases.find(database_);
-    if (it == ctx_.cfg->databases.end()) {
-      co_await fail("3D000", "database \"" + database_ + "\" does not exist");
-      co_return false;
+  {
+    const auto config = ctx_.cfg.get();  // the iterator points into it
+    if (!config->databases.empty()) {
+      auto it = config->databases.find(database_);
+      if (it == config->databases.end()) {
+        co_await fail("3D000", "database \"" + database_ + "\" does not exist");
+        co_return false;
+      }
+      request_.database = it->second;
     }
-    request_.database = it->second;
   }
   own_server_ = replication_ || !ctx_.pool.pooled(request_.database);
   std::string application_name;

@@ -91,6 +91,26 @@ pgstash::awaitable<void> maintain_pools(pgstash::pool::server_pool& pool) {
   }
 }
 
+// How the cache warmer reaches this pgstash: its listener, as
+// cache.warm_user, with the auth file's password when it holds one in clear.
+std::vector<std::pair<std::string, std::string>> warming_connection(
+    const pgstash::conf::config& cfg, const pgstash::conf::userlist& users) {
+  const std::string& host = cfg.listen.host;
+  const bool any = host == "0.0.0.0" || host == "::" || host == "*";
+  std::vector<std::pair<std::string, std::string>> out = {
+      {"host", any ? "127.0.0.1" : host},
+      {"port", std::to_string(cfg.listen.port)},
+      {"dbname", cfg.cache.warm_database},
+      {"user", cfg.cache.warm_user},
+      {"connect_timeout", "10"},
+      {"sslmode", "disable"}};
+  if (auto it = users.find(cfg.cache.warm_user); it != users.end()) {
+    if (pgstash::conf::kind_of_secret(it->second) == pgstash::conf::secret_kind::cleartext)
+      out.emplace_back("password", it->second);
+  }
+  return out;
+}
+
 // Reloads the config on each SIGHUP.
 pgstash::awaitable<void> reload_on_sighup(pgstash::asio::signal_set& hangup,
                                           pgstash::proxy::proxy_context& ctx) {
@@ -136,6 +156,9 @@ int run(loaded config, const std::string& config_path) {
     }
   }
   tcp::acceptor acceptor = proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port);
+  if (ctx.cache && !cfg.cache.warm_statements.empty())
+    ctx.warmer = std::make_unique<proxy::cache_warmer>(warming_connection(cfg, *ctx.users.get()),
+                                                       cfg.cache.warm_statements, *ctx.cache);
   std::optional<tcp::acceptor> admin_acceptor;
   std::optional<proxy::admin_api> admin;
   if (cfg.admin.port != 0) {

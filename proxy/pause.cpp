@@ -12,6 +12,8 @@ awaitable<pause_outcome> pause_and_drain(proxy_context& ctx, std::optional<std::
   for (;;) {
     const std::size_t open = ctx.pool.open_connections(database);
     if (open == 0) co_return pause_outcome{true, 0};
+    // A RESUME meanwhile ends the wait: there is nothing left to drain for.
+    if (!ctx.pool.is_paused(database)) co_return pause_outcome{false, open};
     if (std::chrono::steady_clock::now() >= give_up) co_return pause_outcome{false, open};
     // Connections close as their clients end their transactions (or, in
     // session mode, leave): polled, as nothing else waits on them.

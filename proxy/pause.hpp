@@ -21,7 +21,7 @@ struct pause_outcome {
 };
 
 // Pauses `database` (nullopt: all) and waits until its server connections
-// are closed, or `limit` passes; either way it stays paused.
+// are closed, or `limit` passes (it stays paused), or a RESUME comes.
 awaitable<pause_outcome> pause_and_drain(proxy_context& ctx, std::optional<std::string> database,
                                          std::chrono::milliseconds limit);
 

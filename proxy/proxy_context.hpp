@@ -17,6 +17,7 @@
 #include "conf/userlist.hpp"
 #include "net/asio.hpp"
 #include "pool/server_pool.hpp"
+#include "proxy/cache_warmer.hpp"
 #include "proxy/client_registry.hpp"
 #include "proxy/result_cache.hpp"
 #include "proxy/slow_requests.hpp"
@@ -46,6 +47,8 @@ struct proxy_context {
   pool::server_pool pool;
   // Null when cache.enabled is off, or its store could not be opened.
   std::unique_ptr<result_cache> cache;
+  // Null without cache.warm_statements. After `cache`: stops before it.
+  std::unique_ptr<cache_warmer> warmer;
 
   // (process id, secret key) pgstash gave a client -> that client.
   using cancel_key = std::pair<std::uint32_t, std::uint32_t>;

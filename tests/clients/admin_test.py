@@ -37,12 +37,17 @@ the traffic it reports.
   bad_requests
       a body over 64 KiB gets 413, garbage gets 400, connections over admin.max_connections get
       503, unknown paths 404 and wrong methods 405; pgstash keeps serving clients throughout.
+  warming
+      cache.warm_statements run at start (a failing one is logged), so that the first read of a
+      client is a hit; after POST /api/cache/invalidate {"all": true} they run again, and the
+      next read is a hit with the data as it is now.
   pause_resume
       POST /api/pause of a database while a client holds a transaction answers 202 after
       timeout_ms, /api/pools lists it as paused, another client's query waits; once the
       transaction commits the pause completes (200) with no server connection left in
       pg_stat_activity; POST /api/resume lets the waiting query run; the clients kept their
-      connections; the console's PAUSE db and RESUME do the same; bad bodies get 400.
+      connections; the console's PAUSE db and RESUME do the same; after a pause of everything
+      one database cannot be resumed alone (409), all can; bad bodies get 400.
 
 Arguments, if any, name the cases to run (all by default).
 """
@@ -282,9 +287,9 @@ def case_pools_clients_servers(case):
     ok("a client that leaves is gone from the list")
 
 
-def cached_instance(case):
+def cached_instance(case, *extra):
     path = os.path.join(case.root, f"{case.name}-cache")
-    return start_admin(case, "cache.enabled = true", f'cache.path = "{path}"')
+    return start_admin(case, "cache.enabled = true", f'cache.path = "{path}"', *extra)
 
 
 def case_cache_and_invalidation(case):
@@ -640,9 +645,47 @@ def case_pause_resume(case):
         expect(status == 0, f"console RESUME: {stderr}")
         expect(simple(waiter, "select 2") == [("2",)], "no query after the console's RESUME")
         ok("PAUSE and RESUME in the console")
+        status, _, body = admin.post("/api/pause", {"timeout_ms": 5000})
+        expect(status == 200 and json.loads(body)["paused"] == "*", f"pause all: {status} {body!r}")
+        status, _, _ = admin.post("/api/resume", {"database": database})
+        expect(status == 409, f"resuming one database while all are paused: {status}, expected 409")
+        status, _, _ = admin.post("/api/resume", {})
+        expect(status == 200 and simple(waiter, "select 3") == [("3",)], "resume all")
+        ok("pausing everything; one database cannot be resumed alone, all can")
     for bad in ["[1]", {"database": ""}, {"timeout_ms": -1}, {"timeout_ms": "1"}]:
         status, _, _ = admin.post("/api/pause", bad)
         expect(status == 400, f"pause {bad!r}: {status}, expected 400")
+
+
+def case_warming(case):
+    table = "admin_warm"
+    sql = one_row_table(table)
+    inst, admin = cached_instance(case, f'cache.warm_statements = ["{sql}", "select no_such_column"]',
+                                  'cache.warm_database = "pgstash_test"',
+                                  'cache.warm_user = "postgres"')
+    log = os.path.join(inst.work, "pgstash.log")
+
+    def warmings():
+        with open(log) as f:
+            return f.read().count("cache warming: 1 of 2 statements answered from the cache")
+
+    eventually("the first warming", warmings, lambda n: n == 1)
+    with open(log) as f:
+        expect("cache warming: statement 2 failed" in f.read(), "the failing statement not logged")
+    # Warming connects as libpq does by default: no application_name, which is part of the key.
+    with connect(inst.port, application_name=None) as conn:
+        before = server_calls(table)
+        expect(simple(conn, sql) == [("one",)], "wrong rows")
+        expect(server_calls(table) == before, "the first read after start reached the server")
+        ok("warmed at start: the first client's first read is a hit")
+        setup(f"update {table} set v = 'two'")
+        status, _, body = admin.post("/api/cache/invalidate", {"all": True})
+        expect(status == 200, f"invalidate all: {status} {body!r}")
+        eventually("the warming after invalidating everything", warmings, lambda n: n == 2)
+        before = server_calls(table)
+        expect(simple(conn, sql) == [("two",)], "a warmed entry older than the invalidation")
+        expect(server_calls(table) == before, "the first read after the invalidation missed")
+        ok("warmed again after invalidating everything, with the data as it is now")
 
 
 def case_version_and_help(case):
@@ -668,6 +711,7 @@ CASES = [
     ("console_refused", case_console_refused, CASE_TIMEOUT),
     ("bad_requests", case_bad_requests, CASE_TIMEOUT),
     ("pause_resume", case_pause_resume, CASE_TIMEOUT),
+    ("warming", case_warming, CASE_TIMEOUT),
     ("version_and_help", case_version_and_help, CASE_TIMEOUT),
 ]
 
