@@ -263,6 +263,12 @@ std::string reload(proxy_context& ctx) {
   return out;
 }
 
+// PAUSE's and RESUME's database; nullopt (all) when none is named.
+std::optional<std::string> named_database(const console_command& command) {
+  if (command.name.empty()) return std::nullopt;
+  return command.name;
+}
+
 // PAUSE waits this long for the connections to close, as PgBouncer's waits
 // for them (without end there).
 constexpr std::chrono::milliseconds k_console_pause_wait{60000};
@@ -334,9 +340,8 @@ awaitable<std::string> console_answer(proxy_context& ctx, std::string_view sql) 
     case console_verb::reload:
       co_return reload(ctx);
     case console_verb::pause: {
-      std::optional<std::string> database;
-      if (!command.name.empty()) database = command.name;
-      const pause_outcome paused = co_await pause_and_drain(ctx, database, k_console_pause_wait);
+      const pause_outcome paused =
+          co_await pause_and_drain(ctx, named_database(command), k_console_pause_wait);
       if (!paused.drained)
         notice(out, std::to_string(paused.open) + " server connection(s) still open after " +
                         std::to_string(k_console_pause_wait.count() / 1000) +
@@ -345,9 +350,7 @@ awaitable<std::string> console_answer(proxy_context& ctx, std::string_view sql) 
       break;
     }
     case console_verb::resume: {
-      std::optional<std::string> database;
-      if (!command.name.empty()) database = command.name;
-      if (!ctx.pool.resume(database))
+      if (!ctx.pool.resume(named_database(command)))
         co_return error("55000", "every database is paused", "RESUME without a name resumes them all");
       wire::write_command_complete(out, "RESUME");
       break;

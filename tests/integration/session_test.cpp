@@ -579,6 +579,14 @@ TEST_CASE("session: a server backend terminated under a connected client frees i
   CHECK(b.backend_pid() != a_pid);
 }
 
+// Terminates the backend running the statement tagged `tag` once it runs.
+void terminate_running(pg_conn& direct, const std::string& tag) {
+  const std::string running = "select pid from pg_stat_activity where query like '%" + tag +
+                              "%' and pid <> pg_backend_pid() and state = 'active'";
+  REQUIRE(eventually([&] { return !direct.exec(running).empty(); }, seconds(5)));
+  CHECK(direct.exec("select pg_terminate_backend(pid) from (" + running + ") s") == "t");
+}
+
 TEST_CASE("session: a server connection lost while a batch waits for an earlier batch's answers") {
   // The Parse of s2 must wait until the Parse of s1 is answered (it may fail, and the second
   // batch's names are taken as they will be then). The answer never comes: the server
@@ -594,10 +602,7 @@ TEST_CASE("session: a server connection lost while a batch waits for an earlier 
   a.login("postgres", "pgstash_test");
   REQUIRE(a.send(query_frame("select pg_sleep(30) /* " + tag + " */") + parse_msg("s1", "select 1") +
                  sync_msg() + parse_msg("s2", "select 2") + sync_msg()));
-  const std::string sleeper = "select pid from pg_stat_activity where query like '%" + tag +
-                              "%' and pid <> pg_backend_pid() and state = 'active'";
-  REQUIRE(eventually([&] { return !direct.exec(sleeper).empty(); }, seconds(5)));
-  CHECK(direct.exec("select pg_terminate_backend(pid) from (" + sleeper + ") s") == "t");
+  terminate_running(direct, tag);
   CHECK(a.wait_closed(seconds(10)));
   pg_conn b(px.conninfo(), seconds(10));
   CHECK(b.exec("select 'still serving'", seconds(10)) == "still serving");
@@ -621,10 +626,7 @@ TEST_CASE("both pool modes: what a client sent after its server connection was l
   a.login("postgres", "pgstash_test");
   REQUIRE(a.send(parse_msg("", "select pg_sleep(30) /* " + tag + " */") + bind_msg("", "") +
                  execute_msg() + sync_msg() + query_frame("insert into " + tag + " values (1)")));
-  const std::string sleeper = "select pid from pg_stat_activity where query like '%" + tag +
-                              "%' and pid <> pg_backend_pid() and state = 'active'";
-  REQUIRE(eventually([&] { return !direct.exec(sleeper).empty(); }, seconds(5)));
-  CHECK(direct.exec("select pg_terminate_backend(pid) from (" + sleeper + ") s") == "t");
+  terminate_running(direct, tag);
   CHECK(a.wait_closed(seconds(10)));
   pg_conn b(px.conninfo(), seconds(10));
   CHECK(b.exec("select 'still serving'") == "still serving");

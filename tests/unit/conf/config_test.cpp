@@ -372,6 +372,52 @@ TEST_CASE("pool modes that are not implemented yet say so") {
         "\"transaction\")");
 }
 
+TEST_CASE("durations and sizes may be written with a unit") {
+  const load_result r = load(
+      "[pool]\nquery_wait_timeout_ms = \"30s\"\nserver_lifetime_ms = \"2h\"\n"
+      "server_idle_timeout_ms = \"10 min\"\ncleanup_timeout_ms = \"250ms\"\n"
+      "[limits]\nclient_idle_timeout_ms = \"1d\"\nio_buffer_size = \"64KiB\"\n"
+      "[cache]\nmax_size = \"512MiB\"\nmax_entry_size = \"2MiB\"\ndefault_ttl = \"10min\"\n");
+  REQUIRE(r.errors.empty());
+  const config& c = *r.cfg;
+  CHECK(c.pool.query_wait_timeout_ms == 30'000);
+  CHECK(c.pool.server_lifetime_ms == 7'200'000);
+  CHECK(c.pool.server_idle_timeout_ms == 600'000);
+  CHECK(c.pool.cleanup_timeout_ms == 250);
+  CHECK(c.limits.client_idle_timeout_ms == 86'400'000);
+  CHECK(c.limits.io_buffer_size == 65'536);
+  CHECK(c.cache.max_size == 536'870'912);
+  CHECK(c.cache.max_entry_size == 2'097'152);
+  CHECK(c.cache.default_ttl == 600);
+  // The plain numbers still work.
+  const load_result plain = load("[pool]\nquery_wait_timeout_ms = 1500\n");
+  REQUIRE(plain.cfg.has_value());
+  CHECK(plain.cfg->pool.query_wait_timeout_ms == 1500);
+}
+
+TEST_CASE("a quantity with a wrong unit, a fraction or out of range is refused with its line") {
+  CHECK(only_error("[pool]\nquery_wait_timeout_ms = \"30 parsecs\"\n") ==
+        "t.toml:2:25: pool.query_wait_timeout_ms: unknown unit \"parsecs\" (use ms, s, min, h, d) "
+        "(e.g. query_wait_timeout_ms = \"30s\")");
+  CHECK(only_error("[cache]\nmax_size = \"1GB\"\n") ==
+        "t.toml:2:12: cache.max_size: unknown unit \"GB\" (use B, KiB, MiB, GiB, TiB) "
+        "(e.g. max_size = \"512MiB\")");
+  CHECK(only_error("[pool]\nquery_wait_timeout_ms = \"1.5s\"\n")
+            .find("expected a whole number and a unit") != std::string::npos);
+  CHECK(only_error("[pool]\nquery_wait_timeout_ms = \"30\"\n")
+            .find("expected a whole number and a unit") != std::string::npos);
+  CHECK(only_error("[cache]\ndefault_ttl = \"1500ms\"\n").find("not a whole number of seconds") !=
+        std::string::npos);
+  CHECK(only_error("[pool]\nquery_wait_timeout_ms = \"2d\"\n")
+            .find("must be between 1 and 86400000, not 172800000") != std::string::npos);
+  CHECK(
+      only_error("[pool]\nquery_wait_timeout_ms = \"99999999999999999999s\"\n").find("too large") !=
+      std::string::npos);
+  // A key that counts nothing takes only a number.
+  CHECK(only_error("[pool]\nsize = \"20s\"\n").find("pool.size must be an integer, not a string") !=
+        std::string::npos);
+}
+
 TEST_CASE("auth.file is required unless auth.method is trust") {
   CHECK(only_error("[auth]\nmethod = \"md5\"\n") ==
         "t.toml:2:10: auth.file is required when auth.method is \"md5\" "
