@@ -315,10 +315,16 @@ class loader {
 
   // Keys that are each valid alone but not together.
   void check_combinations() {
-    if (cfg_.auth.method != auth_method::trust && cfg_.auth.file.empty()) {
-      auto method = find_key("auth.method")->choices[static_cast<std::size_t>(cfg_.auth.method)];
+    auto method = find_key("auth.method")->choices[static_cast<std::size_t>(cfg_.auth.method)];
+    if (cfg_.auth.method != auth_method::trust && cfg_.auth.file.empty() &&
+        cfg_.auth.user.empty()) {
       report(set_at_["auth.method"], "auth.file is required when auth.method is " + quoted(method),
-             "set file = \"/path/to/userlist.txt\" under [auth]");
+             "set file = \"/path/to/userlist.txt\" under [auth], or user = \"...\" to look "
+             "secrets up with auth.query");
+    }
+    if (cfg_.auth.method == auth_method::trust && !cfg_.auth.user.empty()) {
+      report(set_at_["auth.user"], "auth.user is never used when auth.method is \"trust\"",
+             "set method = \"scram-sha-256\" or \"md5\" under [auth], or remove user");
     }
     const auto& l = cfg_.listen;
     if (!parse_file_mode(l.unix_socket_mode)) {

@@ -50,7 +50,16 @@ struct server_section {
 
 struct auth_section {
   auth_method method = auth_method::trust;  // how clients prove who they are
-  std::string file;  // userlist: lines of "user" "secret"; required unless trust
+  std::string file;  // userlist: lines of "user" "secret"; required unless trust or `user`
+  // auth_query, as PgBouncer's auth_user: a client missing from `file` has
+  // its secret looked up by running `query` ($1 = its name; first row's
+  // second column) as `user` in `database` (empty = the client's own).
+  std::string user;  // empty = no look-up
+  std::string query =
+      "SELECT usename, CASE WHEN valuntil < now() THEN NULL ELSE passwd END FROM pg_shadow "
+      "WHERE usename = $1";
+  std::string database;
+  std::uint32_t query_cache_ms = 60000;  // a secret found is reused this long; 0 = never
 };
 
 struct pool_section {

@@ -159,12 +159,31 @@ constexpr std::array k_keys = {
         "admin.users",
         "Users who may log in to the admin console, database `pgstash` on the client port, "
         "with their auth file password (asked for even under `trust`); empty = nobody.")),
+    live(string_key<&config::auth, &auth_section::database>(
+        "auth.database", false,
+        "Database `auth.query` runs in (as the server names it); empty = the one the client "
+        "asked for.")),
     string_key<&config::auth, &auth_section::file>(
         "auth.file", false,
         "Userlist file (`\"user\" \"secret\"` per line); required unless `auth.method` is "
-        "`trust`."),
+        "`trust` or `auth.user` is set."),
     choice_key<&config::auth, &auth_section::method, k_auth_methods>(
         "auth.method", {}, "How clients prove who they are."),
+    live(string_key<&config::auth, &auth_section::query>(
+        "auth.query", true,
+        "Returns the secret of a user missing from `auth.file`: `$1` is the user's name, the "
+        "first row's second column its SCRAM verifier, md5 hash or password (no row or NULL: "
+        "refused). Reading `pg_shadow` needs a superuser; a `SECURITY DEFINER` function "
+        "owned by one does not.")),
+    live(integer_key<&config::auth, &auth_section::query_cache_ms>(
+        "auth.query_cache_ms", 0, k_max_timeout_ms,
+        "A secret `auth.query` found is reused for this long (a failed login drops it "
+        "at once); 0 = looked up at every login.")),
+    live(string_key<&config::auth, &auth_section::user>(
+        "auth.user", false,
+        "Role that runs `auth.query` for clients missing from `auth.file` (PgBouncer's "
+        "`auth_user`), logging in with its own `auth.file` secret if it has one; empty = no "
+        "look-up.")),
     counting(key_unit::bytes,
              integer_key<&config::cache, &cache_section::compress_min_size>(
                  "cache.compress_min_size", 64, 1'073'741'824,

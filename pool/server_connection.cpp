@@ -224,8 +224,27 @@ awaitable<std::optional<std::string>> server_connection::run_internal(
     std::string_view sql, std::optional<std::string>* first_value) {
   std::string out;
   wire::write_query(out, sql);
+  std::vector<std::optional<std::string>> first_row;
+  auto error = co_await exchange_internal(out, first_value ? &first_row : nullptr);
+  if (first_value && !first_row.empty()) *first_value = std::move(first_row[0]);
+  co_return error;
+}
+
+awaitable<std::optional<std::string>> server_connection::run_internal(
+    std::string_view sql, const std::vector<std::optional<std::string_view>>& parameters,
+    std::vector<std::optional<std::string>>& first_row) {
+  std::string out;
+  wire::write_parse(out, "", sql);
+  wire::write_bind(out, "", "", parameters);
+  wire::write_execute(out, "");
+  wire::write_sync(out);
+  co_return co_await exchange_internal(out, &first_row);
+}
+
+awaitable<std::optional<std::string>> server_connection::exchange_internal(
+    std::string_view request, std::vector<std::optional<std::string>>* first_row) {
   error_code ec;
-  co_await stream_.write(out, ec);
+  co_await stream_.write(request, ec);
   if (ec) throw make_server_error("08006", "server connection lost: " + ec.message());
   std::optional<std::string> first_error;
   bool row_seen = false;
@@ -246,9 +265,10 @@ awaitable<std::optional<std::string>> server_connection::run_internal(
       }
       case wire::backend_tag::data_row: {
         wire::data_row row;
-        if (first_value && !row_seen && !wire::parse_data_row(f.body, row) && !row.values.empty() &&
-            row.values[0])
-          *first_value = std::string(*row.values[0]);
+        if (first_row && !row_seen && !wire::parse_data_row(f.body, row)) {
+          for (const auto& value : row.values)
+            first_row->push_back(value ? std::optional<std::string>(*value) : std::nullopt);
+        }
         row_seen = true;
         break;
       }

@@ -120,11 +120,20 @@ class server_connection {
   // fails or the server ends up anywhere but idle.
   awaitable<std::optional<std::string>> run_internal(std::string_view sql,
                                                      std::optional<std::string>* first_value = nullptr);
+  // The same through the extended protocol, with `parameters` as $1, $2...
+  // (text): for values that must never be spliced into SQL. `first_row` is
+  // set to the first row's values (NULL = nullopt), left empty for none.
+  awaitable<std::optional<std::string>> run_internal(
+      std::string_view sql, const std::vector<std::optional<std::string_view>>& parameters,
+      std::vector<std::optional<std::string>>& first_row);
 
  private:
   server_connection(stream_socket socket, const server_limits& limits, std::uint64_t id);
   awaitable<void> negotiate_tls(const conf::server_section& server, asio::ssl::context& tls);
   awaitable<void> authenticate(const connect_request& request, std::uint32_t max_message_size);
+  // Sends `request` and reads through ReadyForQuery (run_internal).
+  awaitable<std::optional<std::string>> exchange_internal(
+      std::string_view request, std::vector<std::optional<std::string>>* first_row);
 
   net::pg_stream stream_;
   std::uint64_t id_;

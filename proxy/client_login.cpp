@@ -131,11 +131,33 @@ awaitable<std::optional<std::string>> client_session::ask_for_password(std::stri
 
 awaitable<bool> client_session::authenticate(pool::server_credentials& credentials,
                                              conf::auth_method method) {
+  const auto config = ctx_.cfg.get();
   const auto users = ctx_.users.get();
-  auto entry = users->find(user_);
-  const std::string failed = "password authentication failed for user \"" + user_ + "\"";
   std::optional<std::string> secret;
-  if (entry != users->end()) secret = entry->second;
+  if (auto entry = users->find(user_); entry != users->end()) secret = entry->second;
+  // The console's users are pgstash's own: only the auth file knows them.
+  const auto database = server_database(*config);
+  const bool look_up = !secret && method != conf::auth_method::trust &&
+                       !config->auth.user.empty() && !wants_console() && database;
+  if (look_up) {
+    auto found = co_await ctx_.auth_query.look_up(*config, *users, ctx_.pool, *database, user_);
+    if (!found.refusal.empty()) {
+      log_client_event(spdlog::level::info, "error", {{"message", "auth.query failed"}});
+      co_await write_to_client(found.refusal);
+      client_.close();
+      co_return false;
+    }
+    secret = std::move(found.secret);
+  }
+  const bool proven = co_await check_secret(credentials, method, secret);
+  if (!proven && look_up && secret) ctx_.auth_query.forget(*database, user_);
+  co_return proven;
+}
+
+awaitable<bool> client_session::check_secret(pool::server_credentials& credentials,
+                                             conf::auth_method method,
+                                             const std::optional<std::string>& secret) {
+  const std::string failed = "password authentication failed for user \"" + user_ + "\"";
   const bool secret_is_scram = secret && conf::kind_of_secret(*secret) == conf::secret_kind::scram;
   const bool secret_is_md5 = secret && conf::kind_of_secret(*secret) == conf::secret_kind::md5;
   // What pgstash can later prove to the server for this user.

@@ -141,7 +141,7 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     }
     // The console is pgstash's own: no PostgreSQL login stands behind it, so
     // a password is asked for it even where clients are trusted.
-    const bool console = database_ == k_console_database && !replication_;
+    const bool console = wants_console();
     auto method = ctx_.cfg->auth.method;
     if (console && method == conf::auth_method::trust) method = conf::auth_method::scram_sha_256;
     if (!co_await authenticate(request_.credentials, method)) co_return false;
@@ -149,17 +149,11 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   }
 
   request_.user = user_;
-  request_.database = database_;
-  {
-    const auto config = ctx_.cfg.get();  // the iterator points into it
-    if (!config->databases.empty()) {
-      auto it = config->databases.find(database_);
-      if (it == config->databases.end()) {
-        co_await fail("3D000", "database \"" + database_ + "\" does not exist");
-        co_return false;
-      }
-      request_.database = it->second;
-    }
+  if (auto database = server_database(*ctx_.cfg.get())) {
+    request_.database = std::move(*database);
+  } else {
+    co_await fail("3D000", "database \"" + database_ + "\" does not exist");
+    co_return false;
   }
   own_server_ = replication_ || !ctx_.pool.pooled(request_.database);
   std::string application_name;
@@ -491,6 +485,17 @@ void client_session::arm_idle_timer() {
                         error_code ignored;
                         client_.socket().cancel(ignored);
                       });
+}
+
+bool client_session::wants_console() const {
+  return database_ == k_console_database && !replication_;
+}
+
+std::optional<std::string> client_session::server_database(const conf::config& config) const {
+  if (config.databases.empty()) return database_;
+  auto it = config.databases.find(database_);
+  if (it == config.databases.end()) return std::nullopt;
+  return it->second;
 }
 
 std::string client_session::prefix() const {

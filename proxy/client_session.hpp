@@ -69,8 +69,18 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Returns false if the session ends there.
   awaitable<bool> log_in(const std::shared_ptr<client_session>& self);
   awaitable<bool> negotiate_startup(wire::startup_message& startup, std::string& packet);
-  // Proves the client is who it says by `method`, against the auth file.
+  // Proves the client is who it says by `method`, against the auth file or
+  // else auth.query's answer, and fills in what pgstash can then prove to
+  // the server.
   awaitable<bool> authenticate(pool::server_credentials& credentials, conf::auth_method method);
+  // The exchange itself, against `secret` (nullopt: the user is unknown).
+  awaitable<bool> check_secret(pool::server_credentials& credentials, conf::auth_method method,
+                               const std::optional<std::string>& secret);
+  // The client asked for the admin console (database "pgstash").
+  bool wants_console() const;
+  // The server's name for the database the client asked for; nullopt if
+  // `databases` is set and does not list it.
+  std::optional<std::string> server_database(const conf::config& config) const;
   // Sends an authentication request and returns the body of the client's
   // password message ('p'), or nullopt if the session must end.
   awaitable<std::optional<std::string>> ask_for_password(std::string_view request);

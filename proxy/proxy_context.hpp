@@ -17,6 +17,7 @@
 #include "conf/userlist.hpp"
 #include "net/asio.hpp"
 #include "pool/server_pool.hpp"
+#include "proxy/auth_query.hpp"
 #include "proxy/cache_warmer.hpp"
 #include "proxy/client_registry.hpp"
 #include "proxy/result_cache.hpp"
@@ -41,6 +42,8 @@ struct proxy_context {
   conf::live<conf::config> cfg;
   conf::live<conf::userlist> users;
   std::string config_path;  // set before the first client
+  // Secrets of clients missing from `users`, when auth.user is set.
+  proxy::auth_query auth_query;
   // Null when listen.tls_cert_file is unset: SSLRequest is answered 'N'.
   std::unique_ptr<asio::ssl::context> client_tls;
   std::unique_ptr<asio::ssl::context> server_tls;

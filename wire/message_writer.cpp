@@ -236,13 +236,15 @@ void write_parse(std::string& out, std::string_view statement, std::string_view 
   w.finish();
 }
 
-void write_bind(std::string& out, std::string_view portal, std::string_view statement) {
+void write_bind(std::string& out, std::string_view portal, std::string_view statement,
+                const std::vector<std::optional<std::string_view>>& parameters) {
   message_writer w(out);
   w.begin(frontend_tag::bind);
   w.put_cstr(portal);
   w.put_cstr(statement);
-  w.put_int16(0);  // parameter format codes
-  w.put_int16(0);  // parameters
+  w.put_int16(0);  // parameter format codes: all text
+  w.put_int16(static_cast<std::int16_t>(parameters.size()));
+  for (const auto& value : parameters) w.put_counted(value);
   w.put_int16(0);  // result format codes: all text
   w.finish();
 }

@@ -96,8 +96,10 @@ void write_terminate(std::string& out);
 // Parse of `statement` ("" = unnamed) with the given parameter type OIDs.
 void write_parse(std::string& out, std::string_view statement, std::string_view sql,
                  const std::vector<std::uint32_t>& parameter_types = {});
-// Bind of `portal` to `statement` with no parameters and text results.
-void write_bind(std::string& out, std::string_view portal, std::string_view statement);
+// Bind of `portal` to `statement` with the given text-format parameters
+// (nullopt = NULL) and text results.
+void write_bind(std::string& out, std::string_view portal, std::string_view statement,
+                const std::vector<std::optional<std::string_view>>& parameters = {});
 // The Bind frame `bind` (tag and length included, as received) naming
 // `statement` instead. REQUIRES: `bind` is a well-formed Bind.
 void write_bind_renamed(std::string& out, std::string_view bind, std::string_view statement);

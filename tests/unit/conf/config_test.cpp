@@ -29,7 +29,7 @@ std::string only_error(const std::string& text) {
 // clang-format off
 const std::vector<std::string> k_all_keys = {
     "admin.host", "admin.max_connections", "admin.port", "admin.token", "admin.users",
-    "auth.file", "auth.method",
+    "auth.database", "auth.file", "auth.method", "auth.query", "auth.query_cache_ms", "auth.user",
     "cache.compress_min_size", "cache.default_ttl", "cache.enabled", "cache.max_entry_size",
     "cache.max_size", "cache.path", "cache.warm_database", "cache.warm_statements",
     "cache.warm_user",
@@ -418,15 +418,22 @@ TEST_CASE("a quantity with a wrong unit, a fraction or out of range is refused w
         std::string::npos);
 }
 
-TEST_CASE("auth.file is required unless auth.method is trust") {
+TEST_CASE("auth.file is required unless auth.method is trust or auth.user is set") {
   CHECK(only_error("[auth]\nmethod = \"md5\"\n") ==
         "t.toml:2:10: auth.file is required when auth.method is \"md5\" "
-        "(set file = \"/path/to/userlist.txt\" under [auth])");
+        "(set file = \"/path/to/userlist.txt\" under [auth], or user = \"...\" to look secrets up "
+        "with auth.query)");
   CHECK(only_error("[auth]\nfile = \"\"\nmethod = \"scram-sha-256\"\n") ==
         "t.toml:3:10: auth.file is required when auth.method is \"scram-sha-256\" "
-        "(set file = \"/path/to/userlist.txt\" under [auth])");
+        "(set file = \"/path/to/userlist.txt\" under [auth], or user = \"...\" to look secrets up "
+        "with auth.query)");
   CHECK(load("[auth]\nmethod = \"md5\"\nfile = \"users.txt\"\n").errors.empty());
   CHECK(load("[auth]\nmethod = \"trust\"\n").errors.empty());
+  // auth.user looks secrets up instead: it may stand without a file, but not under trust.
+  CHECK(load("[auth]\nmethod = \"md5\"\nuser = \"pgstash_auth\"\n").errors.empty());
+  CHECK(only_error("[auth]\nuser = \"pgstash_auth\"\n") ==
+        "t.toml:2:8: auth.user is never used when auth.method is \"trust\" "
+        "(set method = \"scram-sha-256\" or \"md5\" under [auth], or remove user)");
 }
 
 TEST_CASE("client TLS needs both the certificate and the key") {
@@ -490,8 +497,10 @@ mode = "statement"
         "\"prefer\", \"require\", \"verify-full\")\n"
         "t.toml:5:1: unknown key \"listen.prot\" (did you mean listen.port?)\n"
         "t.toml:7:10: auth.file is required when auth.method is \"md5\" "
-        "(set file = \"/path/to/userlist.txt\" under [auth])\n"
-        "t.toml:8:2: unknown section [bogus] (sections are [admin] [auth] [cache] [databases] [invalidation] [limits] "
+        "(set file = \"/path/to/userlist.txt\" under [auth], or user = \"...\" to look secrets up "
+        "with auth.query)\n"
+        "t.toml:8:2: unknown section [bogus] (sections are [admin] [auth] [cache] [databases] "
+        "[invalidation] [limits] "
         "[listen] [log] [pool] [process] [server])\n"
         "t.toml:10:8: pool.size must be an integer, not a string (e.g. size = 20)\n"
         "t.toml:11:8: pool.mode \"statement\" is not supported yet (supported: \"session\", "

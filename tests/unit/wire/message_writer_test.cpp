@@ -146,6 +146,10 @@ TEST_CASE("extended-protocol builders") {
   write_bind(out, "p", "s");
   CHECK(out == "B\0\0\0\x0ep\0s\0\0\0\0\0\0\0"s);
   out.clear();
+  write_bind(out, "", "", {"ab", std::nullopt});
+  // No format codes (all text), two values: "ab" and NULL (length -1), no result formats.
+  CHECK(out == "B\0\0\0\x16\0\0\0\0\0\2\0\0\0\2ab\xff\xff\xff\xff\0\0"s);
+  out.clear();
   write_execute(out, "p", 10);
   CHECK(out == "E\0\0\0\x0ap\0\0\0\0\x0a"s);
   out.clear();
