@@ -198,6 +198,12 @@ std::size_t server_pool::bound(const conf::config& config) {
   return std::size_t{config.pool.size} + config.pool.reserve_pool_size;
 }
 
+bool server_pool::serves(const std::string& database) const {
+  std::lock_guard lock(mu_);
+  auto it = pools_.lower_bound(pool_key{database, {}});
+  return it != pools_.end() && it->first.database == database;
+}
+
 void server_pool::release(std::unique_ptr<server_connection> conn, bool reusable) {
   const pool_key key = conn->key();
   const auto now = clock::now();

@@ -80,6 +80,10 @@ class server_pool {
   awaitable<std::unique_ptr<server_connection>> acquire(const connect_request& request,
                                                         std::uint64_t client_id = 0);
 
+  // True once a pool for `database` exists (some connection to it was
+  // asked for).
+  bool serves(const std::string& database) const;
+
   // False for the databases of pool.unpooled_databases, whose connections
   // are closed on release rather than kept idle: their clients should keep
   // one connection for their whole session.

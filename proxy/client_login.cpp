@@ -140,7 +140,10 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
   const bool look_up = !secret && method != conf::auth_method::trust &&
                        !config->auth.user.empty() && !wants_console() && database;
   if (look_up) {
-    auto found = co_await ctx_.auth_query.look_up(*config, *users, ctx_.pool, *database, user_);
+    // Within the login's own bound (its deadline only closes the client).
+    const std::chrono::milliseconds timeout(config->limits.client_login_timeout_ms);
+    auto found =
+        co_await ctx_.auth_query.look_up(*config, *users, ctx_.pool, *database, user_, timeout);
     if (!found.refusal.empty()) {
       log_client_event(spdlog::level::info, "error", {{"message", "auth.query failed"}});
       co_await write_to_client(found.refusal);
@@ -150,7 +153,7 @@ awaitable<bool> client_session::authenticate(pool::server_credentials& credentia
     secret = std::move(found.secret);
   }
   const bool proven = co_await check_secret(credentials, method, secret);
-  if (!proven && look_up && secret) ctx_.auth_query.forget(*database, user_);
+  if (!proven && look_up && secret) ctx_.auth_query.forget(*config, *database, user_);
   co_return proven;
 }
 
@@ -170,12 +173,11 @@ awaitable<bool> client_session::check_secret(pool::server_credentials& credentia
   }
 
   if (method == conf::auth_method::trust) co_return true;
-  if (!secret) {
-    co_await fail("28P01", failed);
-    co_return false;
-  }
 
   // md5 against a SCRAM verifier falls back to SCRAM, as PostgreSQL does.
+  // As PostgreSQL too, a user with no secret (or an md5 hash, which cannot
+  // answer SCRAM) goes through the whole exchange, against a stand-in that
+  // never matches: the client cannot tell which users exist.
   if (method == conf::auth_method::md5 && !secret_is_scram) {
     const std::string salt = wire::random_bytes(4);
     std::string out;
@@ -183,7 +185,7 @@ awaitable<bool> client_session::check_secret(pool::server_credentials& credentia
     auto body = co_await ask_for_password(out);
     if (!body) co_return false;
     wire::password_message pw;
-    if (wire::parse_password_message(*body, pw) ||
+    if (wire::parse_password_message(*body, pw) || !secret ||
         pw.password != wire::md5_salted_response(user_, *secret, salt)) {
       co_await fail("28P01", failed);
       co_return false;
@@ -191,13 +193,11 @@ awaitable<bool> client_session::check_secret(pool::server_credentials& credentia
     co_return true;
   }
 
-  if (secret_is_md5) {
-    co_await fail("28P01", failed);
-    co_return false;
-  }
+  const bool stand_in = !secret || secret_is_md5;
   std::optional<wire::scram_secret> verifier =
       secret_is_scram ? wire::parse_scram_secret(*secret)
-                      : wire::make_scram_secret(*secret, wire::random_bytes(16), 4096);
+                      : wire::make_scram_secret(stand_in ? wire::random_nonce() : *secret,
+                                                wire::random_bytes(16), 4096);
   if (!verifier) {
     spdlog::warn("{} auth file holds an invalid SCRAM secret for this user", prefix());
     co_await fail("28P01", failed);
@@ -226,7 +226,7 @@ awaitable<bool> client_session::check_secret(pool::server_credentials& credentia
   wire::sasl_response response;
   wire::parse_sasl_response(*body, response);
   auto server_final = exchange.handle_client_final(response.data);
-  if (!server_final) {
+  if (!server_final || stand_in) {
     co_await fail("28P01", failed);
     co_return false;
   }

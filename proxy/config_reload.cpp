@@ -63,6 +63,8 @@ reload_outcome reload_config(proxy_context& ctx) {
   const std::string level = plan.next.log.level;
   ctx.cfg.replace(std::move(plan.next));
   ctx.users.replace(std::move(users));
+  // auth.query, auth.user or the roles behind them may have changed.
+  ctx.auth_query.clear();
   spdlog::set_level(spdlog::level::from_str(level));
   ctx.pool.reconfigured();
   out.applied = std::move(plan.applied);

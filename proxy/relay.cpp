@@ -318,12 +318,10 @@ relay::plan relay::plan_frame(char tag, std::string_view frame) {
       wire::parse_message parse;
       if (auto ec = wire::parse_parse(body, parse)) return malformed(ec);
       analysis_ptr analysis = analyze(parse.query);
-      // PostgreSQL refuses a name already in use. Outside a transaction, at
-      // the start of a batch, pgstash can answer exactly as it would.
-      const bool local_answer =
-          parse.statement.empty()
-              ? tx_status_ != 'E' && deallocated_protocol_statement(analysis) != nullptr
-              : statements_.contains(parse.statement) && tx_status_ == 'I' && !batch_started_;
+      // A named one always goes to the server, even with a name already in
+      // use: PostgreSQL checks the text before the name.
+      const bool local_answer = parse.statement.empty() && tx_status_ != 'E' &&
+                                deallocated_protocol_statement(analysis) != nullptr;
       return {local_answer ? route::answer_locally : route::to_server, std::move(analysis)};
     }
     case frontend_tag::bind: {

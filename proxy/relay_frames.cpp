@@ -141,11 +141,15 @@ void relay::on_parse(std::string_view frame, const plan& p) {
     forward_as_is(tag_of(frontend_tag::parse), frame);
     return;
   }
-  if (statements_.contains(parse.statement)) {
-    std::string error;
-    wire::write_error(error, "ERROR", "42P05",
-                      "prepared statement \"" + std::string(parse.statement) + "\" already exists");
-    fail_batch(std::move(error));
+  if (const statement_map::statement* existing = statements_.find(parse.statement)) {
+    // PostgreSQL checks the name last, after the text (syntax, an aborted
+    // transaction, analysis). So the server checks the client's text under
+    // the existing statement's server name, which it holds: it reports
+    // what PostgreSQL would, and "already exists" names the client's name.
+    ensure_prepared(*existing);
+    wire::write_parse(out_, existing->server_name, parse.query, parse.parameter_types);
+    expect(kind::parse);
+    queue_.back().client_statement = std::string(parse.statement);
     return;
   }
   // The client's own Parse always reaches the server (unless a copy as

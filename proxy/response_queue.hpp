@@ -42,8 +42,9 @@ struct expected_response {
   std::size_t statements_done = 0;
   // parse: the server-side statement being created.
   std::string server_statement;
-  // bind and describe of a renamed statement: the client's name for it,
-  // which the server's errors about it are given.
+  // bind, describe and parse of a renamed statement (a parse: of a name
+  // the client has defined already): the client's name for it, which the
+  // server's errors about it are given.
   std::string client_statement;
   // bind: this batch may be replayed after "cached plan must not change
   // result type".

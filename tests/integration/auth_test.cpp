@@ -62,6 +62,32 @@ TEST_CASE("auth: scram-sha-256 client authentication") {
   CHECK(wrong2.sqlstate == "28P01");
 }
 
+TEST_CASE("auth: an unknown user goes through the same exchange as a known one") {
+  // As PostgreSQL: refusing an unknown name before asking for a password would tell a client
+  // which users exist.
+  pgstash_instance px({"auth.method = \"scram-sha-256\""});
+  for (const std::string user : {"pgstash_scram", "nobody_here", "pgstash_md5"}) {
+    CAPTURE(user);
+    raw_conn c(px.port());
+    REQUIRE(c.send(startup_packet({{"user", user}, {"database", "pgstash_test"}})));
+    auto m = c.read_message(seconds(5));
+    REQUIRE(m);
+    CHECK(m->tag == 'R');
+    CHECK(m->body.substr(0, 4) == be32(10));  // AuthenticationSASL
+  }
+  // And the exchange fails at its end, as a wrong password does.
+  pg_error e = pg_conn::connect_error(px.conninfo("user=nobody_here password=x"));
+  CHECK(e.sqlstate == "28P01");
+  // md5 too.
+  pgstash_instance md5({"auth.method = \"md5\""});
+  raw_conn c(md5.port());
+  REQUIRE(c.send(startup_packet({{"user", "nobody_here"}, {"database", "pgstash_test"}})));
+  auto m = c.read_message(seconds(5));
+  REQUIRE(m);
+  CHECK(m->tag == 'R');
+  CHECK(m->body.substr(0, 4) == be32(5));  // AuthenticationMD5Password
+}
+
 TEST_CASE("auth: userlist holding the server's SCRAM verifier") {
   const std::string verifier = stored_secret("pgstash_scram");
   REQUIRE(verifier.rfind("SCRAM-SHA-256$", 0) == 0);

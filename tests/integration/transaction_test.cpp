@@ -921,6 +921,48 @@ TEST_CASE("transaction: Close of a protocol-level statement, then the name reuse
   CHECK(tags(r) == "123Z");
 }
 
+TEST_CASE("transaction: a Parse of a name in use gets the error PostgreSQL checks first") {
+  // PostgreSQL checks the statement's text (syntax, an aborted transaction, analysis) before
+  // its name; the name's "already exists" comes last, and names the client's statement.
+  pgstash_instance px(txn({"pool.size = 1"}));
+  raw_conn a(px.port());
+  a.login("postgres", "pgstash_test");
+  REQUIRE(a.send(parse_msg("s1", "select 'kept'") + sync_msg()));
+  CHECK(tags(read_cycle(a)) == "1Z");
+
+  REQUIRE(a.send(parse_msg("s1", "select nosuchcol from pg_class") + sync_msg()));
+  auto r = read_cycle(a);
+  CHECK(error_code(r) == "42703");
+  CHECK(r.back().body == "I");
+
+  REQUIRE(a.send(parse_msg("s1", "select 'other'") + sync_msg()));
+  r = read_cycle(a);
+  REQUIRE(error_code(r) == "42P05");
+  CHECK(parse_error_fields(r[0].body)['M'] == "prepared statement \"s1\" already exists");
+
+  // In a pipeline, after statements that succeeded, the text's own error still comes first.
+  REQUIRE(a.send(parse_msg("", "select 1") + bind_msg("", "") + execute_msg() +
+                 parse_msg("s1", "selec 1") + sync_msg()));
+  r = read_cycle(a);
+  CHECK(tags(r) == "12DCEZ");
+  CHECK(error_code(r) == "42601");
+
+  REQUIRE(a.send(query_frame("begin")));
+  read_cycle(a);
+  REQUIRE(a.send(query_frame("select 1/0")));
+  CHECK(error_code(read_cycle(a)) == "22012");
+  REQUIRE(a.send(parse_msg("s1", "select 'again'") + sync_msg()));
+  r = read_cycle(a);
+  CHECK(error_code(r) == "25P02");
+  CHECK(r.back().body == "E");
+  REQUIRE(a.send(query_frame("rollback")));
+  read_cycle(a);
+
+  // None of it changed what s1 is.
+  REQUIRE(a.send(bind_msg("", "s1") + execute_msg() + sync_msg()));
+  CHECK(first_value(read_cycle(a)) == "kept");
+}
+
 TEST_CASE("transaction: protocol statements follow PostgreSQL's namespace rules") {
   // PostgreSQL has one namespace for PREPARE and protocol-level statements: SQL DEALLOCATE,
   // DEALLOCATE ALL and DISCARD ALL remove protocol-level statements too (psycopg 3, for one,
