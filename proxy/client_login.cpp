@@ -176,16 +176,17 @@ awaitable<bool> client_session::check_secret(pool::server_credentials& credentia
 
   // md5 against a SCRAM verifier falls back to SCRAM, as PostgreSQL does.
   // As PostgreSQL too, a user with no secret (or an md5 hash, which cannot
-  // answer SCRAM) goes through the whole exchange, against a stand-in that
-  // never matches: the client cannot tell which users exist.
-  if (method == conf::auth_method::md5 && !secret_is_scram) {
+  // answer SCRAM) goes through a whole SCRAM exchange, against a stand-in
+  // that never matches, with the salt the user's name always gets: the
+  // client cannot tell which users exist.
+  if (method == conf::auth_method::md5 && secret && !secret_is_scram) {
     const std::string salt = wire::random_bytes(4);
     std::string out;
     wire::write_authentication_md5(out, salt);
     auto body = co_await ask_for_password(out);
     if (!body) co_return false;
     wire::password_message pw;
-    if (wire::parse_password_message(*body, pw) || !secret ||
+    if (wire::parse_password_message(*body, pw) ||
         pw.password != wire::md5_salted_response(user_, *secret, salt)) {
       co_await fail("28P01", failed);
       co_return false;
@@ -194,10 +195,12 @@ awaitable<bool> client_session::check_secret(pool::server_credentials& credentia
   }
 
   const bool stand_in = !secret || secret_is_md5;
-  std::optional<wire::scram_secret> verifier =
-      secret_is_scram ? wire::parse_scram_secret(*secret)
-                      : wire::make_scram_secret(stand_in ? wire::random_nonce() : *secret,
-                                                wire::random_bytes(16), 4096);
+  static const std::string salt_key = wire::random_bytes(32);
+  const std::string salt = wire::stable_salt(salt_key, user_);
+  std::optional<wire::scram_secret> verifier = secret_is_scram ? wire::parse_scram_secret(*secret)
+                                               : stand_in
+                                                   ? wire::stand_in_scram_secret(salt)
+                                                   : wire::make_scram_secret(*secret, salt, 4096);
   if (!verifier) {
     spdlog::warn("{} auth file holds an invalid SCRAM secret for this user", prefix());
     co_await fail("28P01", failed);

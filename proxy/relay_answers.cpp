@@ -28,9 +28,7 @@ std::function<void()> relay::restore_statement(const std::string& client_name) {
 
 std::string relay::error_for_client(std::string_view body, const expected_response& head) const {
   if (head.client_statement.empty()) return {};
-  const statement_map::statement* stmt = statements_.find(head.client_statement);
-  if (!stmt) return {};
-  const std::string& server_name = stmt->server_name;
+  const std::string& server_name = head.statement_server_name;
   wire::error_fields fields;
   if (wire::parse_error_fields(body, fields)) return {};
   bool mentioned = false;

@@ -146,10 +146,14 @@ void relay::on_parse(std::string_view frame, const plan& p) {
     // transaction, analysis). So the server checks the client's text under
     // the existing statement's server name, which it holds: it reports
     // what PostgreSQL would, and "already exists" names the client's name.
+    // Prepared afresh, not taken as there: a Parse of it still owed may yet
+    // fail, and then the server would take the client's text instead.
+    server_->prepared.erase(existing->server_name);
     ensure_prepared(*existing);
     wire::write_parse(out_, existing->server_name, parse.query, parse.parameter_types);
     expect(kind::parse);
     queue_.back().client_statement = std::string(parse.statement);
+    queue_.back().statement_server_name = existing->server_name;
     return;
   }
   // The client's own Parse always reaches the server (unless a copy as
@@ -196,6 +200,7 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   wire::write_bind_renamed(out_, frame, stmt->server_name);
   expect(kind::bind);
   queue_.back().client_statement = std::string(bind.statement);
+  queue_.back().statement_server_name = stmt->server_name;
   if (replayable) {
     replay_.assign(out_, at, std::string::npos);
     replay_recording_ = true;
@@ -227,6 +232,7 @@ void relay::on_describe(std::string_view frame, const plan& p) {
   wire::write_describe(out_, 'S', stmt->server_name);
   expect(kind::describe);
   queue_.back().client_statement = std::string(d.name);
+  queue_.back().statement_server_name = stmt->server_name;
 }
 
 void relay::on_execute(std::string_view frame, const plan& p) {

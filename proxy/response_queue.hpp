@@ -44,8 +44,10 @@ struct expected_response {
   std::string server_statement;
   // bind, describe and parse of a renamed statement (a parse: of a name
   // the client has defined already): the client's name for it, which the
-  // server's errors about it are given.
+  // server's errors about it are given, and the server's name it was sent
+  // under (the client may have redefined the name since).
   std::string client_statement;
+  std::string statement_server_name;
   // bind: this batch may be replayed after "cached plan must not change
   // result type".
   bool replayable = false;

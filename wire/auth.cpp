@@ -9,6 +9,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "wire/random.hpp"
+
 namespace pgstash::wire {
 namespace {
 
@@ -165,6 +167,20 @@ scram_secret make_scram_secret(std::string_view password, std::string_view salt,
   s.stored_key = sha256(as_view(client_key));
   s.server_key = hmac_sha256(as_view(salted), "Server Key");
   OPENSSL_cleanse(salted.data(), salted.size());
+  return s;
+}
+
+std::string stable_salt(std::string_view key, std::string_view user) {
+  const scram_key mac = hmac_sha256(key, user);
+  return std::string(reinterpret_cast<const char*>(mac.data()), 16);
+}
+
+scram_secret stand_in_scram_secret(std::string_view salt) {
+  scram_secret s;
+  s.salt = std::string(salt);
+  const std::string keys = random_bytes(2 * s.stored_key.size());
+  std::copy_n(keys.begin(), s.stored_key.size(), s.stored_key.begin());
+  std::copy_n(keys.begin() + s.stored_key.size(), s.server_key.size(), s.server_key.begin());
   return s;
 }
 

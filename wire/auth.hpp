@@ -36,6 +36,14 @@ std::string format_scram_secret(const scram_secret& s);
 // given (ASCII passwords are unchanged by SASLprep).
 // REQUIRES: iterations > 0.
 scram_secret make_scram_secret(std::string_view password, std::string_view salt, int iterations);
+// A 16-byte salt that is the same for `user` at every login with the same
+// `key` (HMAC-SHA-256 of the name), and unrelated across users; as
+// PostgreSQL's mock salt, so that a client cannot tell a made-up salt from
+// a stored one by connecting twice.
+std::string stable_salt(std::string_view key, std::string_view user);
+// A verifier no password matches (random keys, 4096 iterations), with
+// `salt`: what an exchange runs against when there is nothing to check.
+scram_secret stand_in_scram_secret(std::string_view salt);
 
 std::string base64_encode(std::string_view raw);
 std::optional<std::string> base64_decode(std::string_view text);

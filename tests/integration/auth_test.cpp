@@ -62,6 +62,25 @@ TEST_CASE("auth: scram-sha-256 client authentication") {
   CHECK(wrong2.sqlstate == "28P01");
 }
 
+// The salt pgstash offers `user` in its SCRAM server-first message.
+std::string scram_salt_offered(int port, const std::string& user) {
+  raw_conn c(port);
+  REQUIRE(c.send(startup_packet({{"user", user}, {"database", "pgstash_test"}})));
+  auto m = c.read_message(seconds(5));
+  REQUIRE(m);
+  REQUIRE(m->body.substr(0, 4) == be32(10));
+  const std::string client_first = "n,,n=,r=rOprNGfwEbeRWgbNEkqO";
+  REQUIRE(c.send(frame('p', cstr("SCRAM-SHA-256") + be32(client_first.size()) + client_first)));
+  m = c.read_message(seconds(5));
+  REQUIRE(m);
+  REQUIRE(m->tag == 'R');
+  REQUIRE(m->body.substr(0, 4) == be32(11));  // AuthenticationSASLContinue
+  const std::string server_first = m->body.substr(4);
+  const auto at = server_first.find(",s=");
+  REQUIRE(at != std::string::npos);
+  return server_first.substr(at + 3, server_first.find(',', at + 3) - at - 3);
+}
+
 TEST_CASE("auth: an unknown user goes through the same exchange as a known one") {
   // As PostgreSQL: refusing an unknown name before asking for a password would tell a client
   // which users exist.
@@ -75,17 +94,24 @@ TEST_CASE("auth: an unknown user goes through the same exchange as a known one")
     CHECK(m->tag == 'R');
     CHECK(m->body.substr(0, 4) == be32(10));  // AuthenticationSASL
   }
+  // The salt is the same at every try, as a stored verifier's is, and differs across users.
+  const std::string salt = scram_salt_offered(px.port(), "nobody_here");
+  CHECK(scram_salt_offered(px.port(), "nobody_here") == salt);
+  CHECK(scram_salt_offered(px.port(), "nobody_else") != salt);
+  CHECK(scram_salt_offered(px.port(), "pgstash_clear") ==
+        scram_salt_offered(px.port(), "pgstash_clear"));
   // And the exchange fails at its end, as a wrong password does.
   pg_error e = pg_conn::connect_error(px.conninfo("user=nobody_here password=x"));
   CHECK(e.sqlstate == "28P01");
-  // md5 too.
+  // Under md5 too, as PostgreSQL with password_encryption = 'scram-sha-256': a user with no
+  // md5 hash is asked for SCRAM.
   pgstash_instance md5({"auth.method = \"md5\""});
   raw_conn c(md5.port());
   REQUIRE(c.send(startup_packet({{"user", "nobody_here"}, {"database", "pgstash_test"}})));
   auto m = c.read_message(seconds(5));
   REQUIRE(m);
   CHECK(m->tag == 'R');
-  CHECK(m->body.substr(0, 4) == be32(5));  // AuthenticationMD5Password
+  CHECK(m->body.substr(0, 4) == be32(10));
 }
 
 TEST_CASE("auth: userlist holding the server's SCRAM verifier") {

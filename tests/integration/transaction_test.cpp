@@ -963,6 +963,29 @@ TEST_CASE("transaction: a Parse of a name in use gets the error PostgreSQL check
   CHECK(first_value(read_cycle(a)) == "kept");
 }
 
+TEST_CASE("transaction: a Parse of a name in use behind a skipped preparation of it") {
+  // The statement's preparation on a fresh server connection is skipped (an earlier error in
+  // its batch); a Parse of the same name pipelined behind must still be refused, not taken.
+  pgstash_instance px(txn({"pool.size = 2"}));
+  raw_conn a(px.port());
+  a.login("postgres", "pgstash_test");
+  REQUIRE(a.send(parse_msg("s1", "select 'kept'") + sync_msg()));
+  CHECK(tags(read_cycle(a)) == "1Z");
+  // b holds the connection s1 was prepared on, so a's next batches get another.
+  pg_conn b(px.conninfo());
+  b.exec("begin");
+  REQUIRE(a.send(parse_msg("", "selec 1") + bind_msg("", "s1") + execute_msg() + sync_msg() +
+                 parse_msg("s1", "select 'taken'") + sync_msg() + bind_msg("", "s1") +
+                 execute_msg() + sync_msg()));
+  auto r = read_cycle(a);
+  CHECK(error_code(r) == "42601");
+  r = read_cycle(a);
+  CHECK(error_code(r) == "42P05");
+  r = read_cycle(a);
+  CHECK(first_value(r) == "kept");
+  b.exec("commit");
+}
+
 TEST_CASE("transaction: protocol statements follow PostgreSQL's namespace rules") {
   // PostgreSQL has one namespace for PREPARE and protocol-level statements: SQL DEALLOCATE,
   // DEALLOCATE ALL and DISCARD ALL remove protocol-level statements too (psycopg 3, for one,
