@@ -2,6 +2,7 @@
 // client, errors (skipped batches, statement names, replays), and what
 // completed statements change in the client's session.
 #include <limits>
+#include <utility>
 
 #include "proxy/relay.hpp"
 #include "wire/backend.hpp"
@@ -54,6 +55,8 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
   }
   expected_response& head = queue_.front();
   if (head.what == kind::query) {
+    // pgstash's own statement failed: what it recorded did not happen.
+    if (!head.forward && head.undo) std::exchange(head.undo, {})();
     error_in_cycle_ = true;
     return server_action::forward;  // ends at its ReadyForQuery
   }

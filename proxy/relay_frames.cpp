@@ -317,27 +317,33 @@ void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
   // In a failed transaction the statement fails anyway, with the error
   // PostgreSQL gives; pgstash's own would come first.
   if (!analysis || !state_ || tx_status_ == 'E') return;
-  std::vector<std::string> statements;
+  std::vector<session_state::prepared_sync> statements;
   for (const auto& effects : analysis->statements) {
     auto more = state_->sync_prepared_statements(effects, *server_);
     statements.insert(statements.end(), more.begin(), more.end());
   }
-  if (statements.empty()) return;
-  if (!extended) {
-    std::string sql;
-    for (const auto& statement : statements) sql += statement + ";";
-    wire::write_query(out_, sql);
-    queue_.push(expected_response::internal(kind::query));
-    return;
-  }
+  // Each is recorded on the server as if it will succeed; one that fails,
+  // or is skipped after an earlier error, is taken back, or the record
+  // would claim a statement the server does not have (or lost).
   for (const auto& statement : statements) {
-    wire::write_parse(out_, k_internal_name, statement);
+    auto undo = [server = server_, statement] { statement.undo(*server); };
+    if (!extended) {
+      wire::write_query(out_, statement.sql);
+      queue_.push(expected_response::internal(kind::query));
+      queue_.back().undo = std::move(undo);
+      continue;
+    }
+    wire::write_parse(out_, k_internal_name, statement.sql);
     wire::write_bind(out_, k_internal_name, k_internal_name);
     wire::write_execute(out_, k_internal_name);
     wire::write_close(out_, 'P', k_internal_name);
     wire::write_close(out_, 'S', k_internal_name);
-    for (kind k : {kind::parse, kind::bind, kind::execute, kind::close, kind::close})
+    for (kind k : {kind::parse, kind::bind, kind::execute})
       queue_.push(expected_response::internal(k));
+    // Whether the Parse, the Bind or PREPARE itself fails, the Execute does
+    // not complete.
+    queue_.back().undo = std::move(undo);
+    for (int i = 0; i < 2; ++i) queue_.push(expected_response::internal(kind::close));
   }
 }
 

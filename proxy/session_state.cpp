@@ -189,9 +189,17 @@ std::string session_state::sync_settings_sql(pool::server_state& server) const {
   return sql;
 }
 
-std::vector<std::string> session_state::sync_prepared_statements(
+void session_state::prepared_sync::undo(pool::server_state& server) const {
+  if (before) {
+    server.sql_prepared[name] = *before;
+  } else {
+    server.sql_prepared.erase(name);
+  }
+}
+
+std::vector<session_state::prepared_sync> session_state::sync_prepared_statements(
     const invalidation::statement_effects& effects, pool::server_state& server) const {
-  std::vector<std::string> sql;
+  std::vector<prepared_sync> sql;
   auto ensure = [&](const std::string& name, bool want_ours) {
     auto server_it = server.sql_prepared.find(name);
     auto ours = sql_prepared_.find(name);
@@ -199,11 +207,12 @@ std::vector<std::string> session_state::sync_prepared_statements(
         ours != sql_prepared_.end() && server_it != server.sql_prepared.end() && server_it->second == ours->second;
     if (ours_there) return;
     if (server_it != server.sql_prepared.end()) {
-      sql.push_back("DEALLOCATE " + invalidation::quote_identifier(name));
+      sql.push_back(
+          {"DEALLOCATE " + invalidation::quote_identifier(name), name, server_it->second});
       server.sql_prepared.erase(server_it);
     }
     if (want_ours && ours != sql_prepared_.end()) {
-      sql.push_back(ours->second);
+      sql.push_back({ours->second, name, std::nullopt});
       server.sql_prepared[name] = ours->second;
     }
   };

@@ -53,12 +53,21 @@ class session_state {
   // assuming the SQL will succeed.
   std::string sync_settings_sql(pool::server_state& server) const;
 
+  // One statement that puts a SQL prepared statement on a server.
+  struct prepared_sync {
+    std::string sql;
+    std::string name;  // the prepared statement it creates or drops
+    // The server's record of `name` before it: what undo() puts back if the
+    // statement fails or is skipped.
+    std::optional<std::string> before;
+    void undo(pool::server_state& server) const;
+  };
   // Statements to run, one by one, before `effects`'s statement on
   // `server` so that the SQL prepared statements it names exist there as
   // the client made them (none if they do). Updates `server` assuming they
   // will succeed.
-  std::vector<std::string> sync_prepared_statements(const invalidation::statement_effects& effects,
-                                                    pool::server_state& server) const;
+  std::vector<prepared_sync> sync_prepared_statements(
+      const invalidation::statement_effects& effects, pool::server_state& server) const;
 
  private:
   void apply(const invalidation::setting_change& change, pool::server_state& server);

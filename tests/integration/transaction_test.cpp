@@ -1022,6 +1022,30 @@ TEST_CASE("transaction: protocol statements follow PostgreSQL's namespace rules"
   CHECK(exec_prepared(p, "s1") == "v5");
 }
 
+TEST_CASE("transaction: a SQL PREPARE that fails where pgstash re-creates it is tried again") {
+  // EXECUTE on a server connection that lacks the client's statement: pgstash PREPAREs it there
+  // first. If that fails (its table is gone), the server has no statement, and the next EXECUTE
+  // must prepare it again, not take it as there.
+  pg_conn direct(direct_conninfo());
+  direct.exec(
+      "drop table if exists txn_prepare_retry; create table txn_prepare_retry (v int); "
+      "insert into txn_prepare_retry values (1)");
+  pgstash_instance px(txn({"pool.size = 2"}));
+  pg_conn a(px.conninfo());
+  a.exec("prepare q as select v from txn_prepare_retry");
+  CHECK(a.exec("execute q") == "1");
+  // b holds the connection q was prepared on: a's next statements run on another.
+  pg_conn b(px.conninfo());
+  b.exec("begin");
+  direct.exec("drop table txn_prepare_retry");
+  CHECK(error_of([&] { a.exec("execute q"); }) == "42P01");
+  direct.exec("create table txn_prepare_retry (v int); insert into txn_prepare_retry values (2)");
+  CHECK(a.exec("execute q") == "2");
+  CHECK(error_of([&] { a.exec("begin; execute q; commit"); }) == "no error");
+  b.exec("commit");
+  direct.exec("drop table txn_prepare_retry");
+}
+
 TEST_CASE("transaction: SQL PREPARE/EXECUTE/DEALLOCATE across transactions and servers") {
   scoped_role role;
   pgstash_instance px(txn({"pool.size = 2"}));

@@ -80,6 +80,12 @@ TEST_CASE("RESET returns to the startup value, RESET ALL to all of them") {
   CHECK(state.settings().size() == 1);
 }
 
+std::vector<std::string> sql_of(const std::vector<session_state::prepared_sync>& steps) {
+  std::vector<std::string> out;
+  for (const auto& step : steps) out.push_back(step.sql);
+  return out;
+}
+
 TEST_CASE("SQL PREPARE is re-created where the client EXECUTEs, replacing another client's") {
   session_state mine(parameters{});
   session_state other(parameters{});
@@ -89,9 +95,18 @@ TEST_CASE("SQL PREPARE is re-created where the client EXECUTEs, replacing anothe
   run_autocommit(other, second, "PREPARE q AS SELECT 2");
   const auto execute = effects_of("EXECUTE q");
   CHECK(mine.sync_prepared_statements(execute, first).empty());
-  CHECK(mine.sync_prepared_statements(execute, second) ==
-        std::vector<std::string>{"DEALLOCATE \"q\"", "PREPARE q AS SELECT 1"});
+  const auto steps = mine.sync_prepared_statements(execute, second);
+  CHECK(sql_of(steps) == std::vector<std::string>{"DEALLOCATE \"q\"", "PREPARE q AS SELECT 1"});
   CHECK(mine.sync_prepared_statements(execute, second).empty());
+  // The PREPARE failed (say, a table it reads is gone): the server has neither statement.
+  steps[1].undo(second);
+  CHECK(second.sql_prepared.empty());
+  CHECK(sql_of(mine.sync_prepared_statements(execute, second)) ==
+        std::vector<std::string>{"PREPARE q AS SELECT 1"});
+  // Both skipped (an earlier error in the batch): the other client's statement is still there.
+  steps[1].undo(second);
+  steps[0].undo(second);
+  CHECK(second.sql_prepared.at("q") == "PREPARE q AS SELECT 2");
   run_autocommit(mine, second, "DEALLOCATE q");
   CHECK(second.sql_prepared.empty());
 }
@@ -104,10 +119,12 @@ TEST_CASE("a second PREPARE of a name the client has reaches a server that has i
   run_autocommit(other, second, "PREPARE q AS SELECT 2");
   const auto prepare = effects_of("PREPARE q AS SELECT 1");
   // The name is free for this client: another client's q goes away first.
-  CHECK(mine.sync_prepared_statements(prepare, second) == std::vector<std::string>{"DEALLOCATE \"q\""});
+  CHECK(sql_of(mine.sync_prepared_statements(prepare, second)) ==
+        std::vector<std::string>{"DEALLOCATE \"q\""});
   run_autocommit(mine, first, "PREPARE q AS SELECT 1");
   // Now the client has q: PostgreSQL must see it and answer 42P05.
-  CHECK(mine.sync_prepared_statements(prepare, second) == std::vector<std::string>{"PREPARE q AS SELECT 1"});
+  CHECK(sql_of(mine.sync_prepared_statements(prepare, second)) ==
+        std::vector<std::string>{"PREPARE q AS SELECT 1"});
 }
 
 TEST_CASE("pins hold until DISCARD ALL, which also resets the session") {
