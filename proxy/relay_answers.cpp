@@ -55,9 +55,13 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
   }
   expected_response& head = queue_.front();
   if (head.what == kind::query) {
-    // pgstash's own statement failed: what it recorded did not happen.
-    if (!head.forward && head.undo) std::exchange(head.undo, {})();
     error_in_cycle_ = true;
+    if (!head.forward && head.undo) {
+      // pgstash's own statement failed: what it recorded did not happen.
+      const bool consequence = head.after_failure && head.after_failure();
+      std::exchange(head.undo, {})();
+      if (consequence) return server_action::drop;
+    }
     return server_action::forward;  // ends at its ReadyForQuery
   }
   wire::error_fields fields;

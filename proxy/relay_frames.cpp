@@ -323,14 +323,27 @@ void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
     statements.insert(statements.end(), more.begin(), more.end());
   }
   // Each is recorded on the server as if it will succeed; one that fails,
-  // or is skipped after an earlier error, is taken back, or the record
-  // would claim a statement the server does not have (or lost).
-  for (const auto& statement : statements) {
-    auto undo = [server = server_, statement] { statement.undo(*server); };
+  // or is skipped after an earlier error, is taken back with every one after
+  // it, last first, or the record would claim a statement the server does
+  // not have (or lost). The ones after it fail or are skipped too, or ran
+  // where the record assumed it had worked; their errors are its
+  // consequences, and only its own reaches the client.
+  struct sync_group {
+    std::vector<session_state::prepared_sync> steps;
+    std::size_t kept;  // steps[kept..] are taken back
+  };
+  const std::size_t count = statements.size();
+  auto group = std::make_shared<sync_group>(sync_group{std::move(statements), count});
+  for (std::size_t i = 0; i < count; ++i) {
+    auto undo = [server = server_, group, i] {
+      for (; group->kept > i; --group->kept) group->steps[group->kept - 1].undo(*server);
+    };
+    const session_state::prepared_sync& statement = group->steps[i];
     if (!extended) {
       wire::write_query(out_, statement.sql);
       queue_.push(expected_response::internal(kind::query));
       queue_.back().undo = std::move(undo);
+      queue_.back().after_failure = [group, i] { return group->kept <= i; };
       continue;
     }
     wire::write_parse(out_, k_internal_name, statement.sql);

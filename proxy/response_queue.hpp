@@ -59,6 +59,9 @@ struct expected_response {
   // The server's error for this request is replaced by this one (bytes of
   // an ErrorResponse): pgstash made the request fail on purpose.
   std::string error_instead;
+  // An internal query of a group whose earlier one may fail: true once that
+  // happened, when this one's error is only its consequence.
+  std::function<bool()> after_failure;
   // What pgstash changed in its own records when it sent (or answered)
   // this request, put back if the server skips the request after an error
   // earlier in the batch; empty if nothing.
