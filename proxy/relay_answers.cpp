@@ -202,10 +202,9 @@ void relay::on_ready_for_query(char status) {
 }
 
 relay::server_action relay::on_ready_for_query_frame(char status) {
-  const char tag = tag_of(backend_tag::ready_for_query);
-  // It answers the first Query or Sync: requests before that one were
-  // skipped by the server after an error.
-  while (!queue_.empty() && !queue_.front().completed_by(tag)) queue_.pop();
+  // Requests before the first Query or Sync were skipped by the server
+  // after an error: what pgstash recorded for them did not happen.
+  queue_.skip_to_ready([this](const expected_response& e) { forget_unprepared(e); });
   server_action answer = server_action::forward;
   if (!queue_.empty()) {
     answer = queue_.front().forward ? server_action::forward : server_action::drop;

@@ -104,14 +104,21 @@ class response_queue {
   // Their undo actions run last change first.
   template <typename F>
   bool skip_to_sync(F&& dropped) {
-    std::vector<std::function<void()>> undos;
-    while (!entries_.empty() && entries_.front().what != expected_response::kind::sync) {
-      dropped(entries_.front());
-      if (entries_.front().undo) undos.push_back(std::move(entries_.front().undo));
-      entries_.pop_front();
-    }
-    for (auto it = undos.rbegin(); it != undos.rend(); ++it) (*it)();
-    return !entries_.empty();
+    return skip_until(
+        [](const expected_response& e) { return e.what == expected_response::kind::sync; },
+        dropped);
+  }
+  // A ReadyForQuery came: it answers the first Query or Sync, and the
+  // server skipped the requests before that one after an error. Drops
+  // them as skip_to_sync() does.
+  template <typename F>
+  void skip_to_ready(F&& dropped) {
+    skip_until(
+        [](const expected_response& e) {
+          return e.what == expected_response::kind::sync ||
+                 e.what == expected_response::kind::query;
+        },
+        dropped);
   }
 
   // The request at the front put the server in copy-in mode, where it
@@ -135,6 +142,18 @@ class response_queue {
   }
 
  private:
+  template <typename Stop, typename F>
+  bool skip_until(Stop&& stop, F&& dropped) {
+    std::vector<std::function<void()>> undos;
+    while (!entries_.empty() && !stop(entries_.front())) {
+      dropped(entries_.front());
+      if (entries_.front().undo) undos.push_back(std::move(entries_.front().undo));
+      entries_.pop_front();
+    }
+    for (auto it = undos.rbegin(); it != undos.rend(); ++it) (*it)();
+    return !entries_.empty();
+  }
+
   // Allocates nothing until used.
   boost::container::deque<expected_response> entries_;
 };

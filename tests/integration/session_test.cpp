@@ -635,6 +635,36 @@ TEST_CASE("both pool modes: what a client sent after its server connection was l
   direct.exec("drop table " + tag);
 }
 
+TEST_CASE("session: with the cache on, a Parse the server skipped is not taken as accepted") {
+  // The cache answers an unnamed Parse itself only for a text the server accepted last time. One
+  // sent after an error in its batch was skipped by the server, never accepted: its own error must
+  // come at its next Parse, as PostgreSQL gives it, not at the Bind after a ParseComplete.
+  temp_dir cache;
+  pgstash_instance px(
+      {"cache.enabled = true", "cache.path = " + toml_string(cache.path() + "/lmdb")});
+  const std::string table = "itest_skipped_parse_" + unique_suffix();
+  pg_conn direct(direct_conninfo());
+  direct.exec("create table " + table + " (v int)");
+  raw_conn a(px.port());
+  a.login("postgres", "pgstash_test");
+  const std::string bad = "select nosuchcol from " + table;
+  REQUIRE(a.send(parse_msg("", "selec 1") + frame('H', "")));
+  auto m = a.read_message(seconds(5));
+  REQUIRE(m);
+  CHECK(m->tag == 'E');
+  // Sent after the error has come back: the server skips it.
+  REQUIRE(a.send(parse_msg("", bad) + sync_msg()));
+  m = a.read_message(seconds(5));
+  REQUIRE(m);
+  CHECK(m->tag == 'Z');
+  REQUIRE(a.send(parse_msg("", bad) + bind_msg("", "") + execute_msg() + sync_msg()));
+  m = a.read_message(seconds(5));
+  REQUIRE(m);
+  CHECK(m->tag == 'E');
+  CHECK(parse_error_fields(m->body)['C'] == "42703");
+  direct.exec("drop table " + table);
+}
+
 TEST_CASE("session: a client vanishing in the middle of sending a message") {
   // The server has been handed the first part of a Query and waits for the rest, which will never
   // come: a cancel cannot help (the server is reading, not executing), so the connection cannot
