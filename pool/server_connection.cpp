@@ -1,5 +1,6 @@
 #include "pool/server_connection.hpp"
 
+#include "conf/userlist.hpp"
 #include "net/deadline.hpp"
 #include "wire/backend.hpp"
 #include "wire/frontend.hpp"
@@ -26,6 +27,21 @@ std::string raw_frame(const wire::decoded_frame& f) {
 }
 
 }  // namespace
+
+server_credentials credentials_from_secret(const std::string& secret) {
+  server_credentials credentials;
+  switch (conf::kind_of_secret(secret)) {
+    case conf::secret_kind::cleartext:
+      credentials.password = secret;
+      break;
+    case conf::secret_kind::md5:
+      credentials.md5_hash = secret;
+      break;
+    case conf::secret_kind::scram:
+      break;
+  }
+  return credentials;
+}
 
 server_error make_server_error(std::string_view sqlstate, std::string message) {
   std::string bytes = error_response(sqlstate, message);

@@ -34,6 +34,11 @@ struct server_credentials {
   std::optional<std::pair<wire::scram_key, wire::scram_key>> scram_keys;  // ClientKey, ServerKey
 };
 
+// What an auth file (or auth.query) secret lets pgstash prove by itself: a
+// cleartext password or an md5 hash. A SCRAM verifier proves nothing
+// without the client's own exchange (scram_keys), so it gives nothing.
+server_credentials credentials_from_secret(const std::string& secret);
+
 // Server connections are pooled per (database, user).
 struct pool_key {
   std::string database;

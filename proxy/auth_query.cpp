@@ -15,21 +15,10 @@ pool::connect_request auth_user_request(const conf::config& cfg, const conf::use
   pool::connect_request request;
   request.database = std::move(database);
   request.user = cfg.auth.user;
-  // Without a secret in the auth file (or with a SCRAM verifier, which
-  // cannot prove anything to the server) only a server that trusts
-  // auth.user lets it in.
-  if (auto it = users.find(cfg.auth.user); it != users.end()) {
-    switch (conf::kind_of_secret(it->second)) {
-      case conf::secret_kind::cleartext:
-        request.credentials.password = it->second;
-        break;
-      case conf::secret_kind::md5:
-        request.credentials.md5_hash = it->second;
-        break;
-      case conf::secret_kind::scram:
-        break;
-    }
-  }
+  // Without a secret in the auth file (or with a SCRAM verifier) only a
+  // server that trusts auth.user lets it in.
+  if (auto it = users.find(cfg.auth.user); it != users.end())
+    request.credentials = pool::credentials_from_secret(it->second);
   request.cached_signature = request.signature();
   return request;
 }

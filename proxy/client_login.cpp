@@ -164,13 +164,7 @@ awaitable<bool> client_session::check_secret(pool::server_credentials& credentia
   const bool secret_is_scram = secret && conf::kind_of_secret(*secret) == conf::secret_kind::scram;
   const bool secret_is_md5 = secret && conf::kind_of_secret(*secret) == conf::secret_kind::md5;
   // What pgstash can later prove to the server for this user.
-  if (secret && !secret_is_scram) {
-    if (secret_is_md5) {
-      credentials.md5_hash = secret;
-    } else {
-      credentials.password = secret;
-    }
-  }
+  if (secret) credentials = pool::credentials_from_secret(*secret);
 
   if (method == conf::auth_method::trust) co_return true;
 
