@@ -551,6 +551,13 @@ bool analysis::any_effect() const {
                      [&](const statement_effects& s) { return !(s == none); });
 }
 
+bool analysis::changes_prepared_statements() const {
+  return std::any_of(statements.begin(), statements.end(), [](const statement_effects& s) {
+    return !s.prepare_name.empty() || !s.deallocate_name.empty() || s.deallocate_all ||
+           s.discard_all;
+  });
+}
+
 bool may_have_effects(std::string_view sql) {
   bool leading = true;  // the next word would be a statement's first
   std::size_t i = 0;

@@ -118,6 +118,8 @@ struct analysis {
 
   // True if any statement has a non-default field.
   bool any_effect() const;
+  // True if any statement creates or drops SQL prepared statements.
+  bool changes_prepared_statements() const;
 };
 
 // Cheap pre-filter. false guarantees analyze(sql).any_effect() is false (no

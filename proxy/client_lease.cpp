@@ -226,7 +226,7 @@ awaitable<void> client_session::relay_server() {
       const bool hold = tag == tag_of(backend_tag::ready_for_query) ||
                         tag == tag_of(backend_tag::parameter_status) ||
                         tag == tag_of(backend_tag::command_complete) ||
-                        tag == tag_of(backend_tag::error_response) || relay_->capturing();
+                        tag == tag_of(backend_tag::error_response) || relay_->wants_body();
       std::optional<std::string_view> body;
       if (hold && size <= from.capacity()) {
         if (in.size() - pos < size) break;
@@ -291,7 +291,8 @@ awaitable<void> client_session::relay_server() {
     }
     if (ready_seen_) {
       ready_seen_ = false;
-      if (lease_ == lease::active && relay_->idle() && !client_gone_ && streaming == 0)
+      if (lease_ == lease::active && relay_->idle() && !client_gone_ && streaming == 0 &&
+          client_streaming_ == 0)
         lease_ = lease::releasing;
     }
     if (lease_ == lease::closing || (lease_ == lease::releasing && streaming == 0)) co_return;

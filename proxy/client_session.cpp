@@ -216,8 +216,8 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
 
 awaitable<void> client_session::client_loop() {
   const std::uint32_t max = ctx_.cfg->limits.max_message_size;
-  std::uint64_t streaming = 0;  // bytes of a frame passing through without being held
-  bool dropping = false;        // ...and skipped, being part of a failed batch
+  std::uint64_t& streaming = client_streaming_;
+  bool dropping = false;  // the frame streaming through is skipped, being part of a failed batch
   for (;;) {
     std::string_view in = client_.buffered();
     std::size_t pos = 0;
@@ -296,7 +296,8 @@ awaitable<void> client_session::client_loop() {
       relay_->take_synthetic(synthetic);
       count_synthetic(synthetic);
       if (!synthetic.empty()) co_await write_to_client(synthetic);
-      if (lease_ == lease::active && relay_->idle() && !stop && !hold_large && !wait) {
+      if (lease_ == lease::active && relay_->idle() && !stop && !hold_large && !wait &&
+          streaming == 0) {
         // Attached for nothing the server had to answer: give it back.
         lease_ = lease::releasing;
         wake_pump();

@@ -203,6 +203,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   int writes_to_server_ = 0;   // writes in flight
   int cancels_in_flight_ = 0;  // cancel requests the server has not yet delivered
   bool ready_seen_ = false;    // a ReadyForQuery since the pump last looked
+  // Bytes of a client frame still passing through to the server by length:
+  // the server connection is the frame's until its end.
+  std::uint64_t client_streaming_ = 0;
   unsigned pins_logged_ = 0;   // pin reasons already logged
   std::error_code server_protocol_error_;
   // The server connection failed under the client: its session is over, and

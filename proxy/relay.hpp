@@ -27,11 +27,12 @@
 #include "invalidation/statement_analysis.hpp"
 #include "pool/server_state.hpp"
 #include "proxy/cache_client.hpp"
-#include "wire/frontend.hpp"
-#include "wire/tags.hpp"
 #include "proxy/response_queue.hpp"
 #include "proxy/session_state.hpp"
 #include "proxy/statement_map.hpp"
+#include "wire/backend.hpp"
+#include "wire/frontend.hpp"
+#include "wire/tags.hpp"
 
 namespace pgstash::proxy {
 
@@ -102,8 +103,8 @@ class relay {
   bool on_client_frame(char tag, std::string_view frame, const plan& p);
   // True before a frame that starts a new batch while an earlier batch's
   // changes to the client's statement names may still be undone by an
-  // error: the frame must wait for those answers, since pgstash rewrites
-  // it with the names as they will then be.
+  // error, or are still to come: the frame must wait for those answers,
+  // since pgstash rewrites it with the names as they will then be.
   bool must_wait() const { return !batch_started_ && queue_.changes_pending(); }
   // A frame too large to hold, passing through by length; `head` is its
   // start as buffered. Returns false if the frame is skipped.
@@ -112,9 +113,9 @@ class relay {
   std::string& to_server() { return out_; }
 
   // --- Server frames. `body` is null for a frame too large to hold.
-  // The next server frame answers a request whose result the cache keeps:
-  // its body is wanted.
-  bool capturing() const;
+  // The next server frame answers a request whose result pgstash keeps (the
+  // cache's capture, or pgstash's own Describe): its body is wanted.
+  bool wants_body() const;
   server_action on_server_frame(char tag, std::optional<std::string_view> body);
   // Appends the answers pgstash made up that are now due.
   void take_synthetic(std::string& out) { queue_.take_synthetic(out); }
@@ -167,20 +168,28 @@ class relay {
   // Answers the client's request with `error` (an ErrorResponse) and
   // fails the rest of its batch, as PostgreSQL would.
   void fail_batch(std::string error);
-  // Before `analysis`'s statements run: the SQL-level prepared statements
-  // they name, made to match the client's, as a Query (between batches) or
-  // as extended-protocol requests of pgstash's own (inside one, where a
-  // Query would end the batch).
-  void sync_sql_prepared(const analysis_ptr& analysis, bool extended);
+  // Before `analysis`'s statements are parsed or run: the SQL-level
+  // prepared statements they name, made to match the client's, as Queries
+  // (between batches) or as extended-protocol requests of pgstash's own
+  // (`in_batch`, where a Query would end the batch).
+  void sync_sql_prepared(const analysis_ptr& analysis, bool in_batch);
   // What must precede a use of `stmt` on the server (Closes, a Parse).
   // Returns true if a Parse was sent.
   bool ensure_prepared(const statement_map::statement& stmt);
+  // In a failed transaction no connection can prepare `stmt`: true if this
+  // one would have to and pgstash knows enough to answer as PostgreSQL.
+  bool answers_in_failed_transaction(const statement_map::statement& stmt) const;
   void record_replay(char tag, std::string_view frame);
   void start_replay();
   server_action on_ready_for_query_frame(char status);
   void on_ready_for_query(char status);
   void on_command_complete(std::string_view tag_text);
   server_action on_server_error(std::optional<std::string_view> body);
+  // Keeps what the server answered pgstash's Describe of a statement.
+  static void note_description(char tag, std::string_view body, statement_description& d);
+  // The held error of re-creating the SQL prepared statement that the
+  // client's error `fields` is a consequence of, or "".
+  std::string take_recreation_error(const wire::error_fields& fields);
   // `body` with the server-side name of the statement `head` used replaced
   // by the client's, or "" if it does not mention it.
   std::string error_for_client(std::string_view body, const expected_response& head) const;
@@ -274,6 +283,14 @@ class relay {
   bool replay_pending_ = false;  // the failed batch's ReadyForQuery is still to come
   statement_map::statement replay_statement_;
   std::string replay_out_;
+  // Held errors of re-creating the client's SQL prepared statements (see
+  // expected_response::syncs_sql_prepared), by name, until the client's next
+  // ReadyForQuery.
+  struct held_recreation_error {
+    std::string error;  // the ErrorResponse
+    bool may_have_aborted = false;
+  };
+  std::map<std::string, held_recreation_error> recreation_errors_;
   std::string replacement_;
 
   char tx_status_ = 'I';

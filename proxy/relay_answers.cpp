@@ -48,30 +48,84 @@ std::string relay::error_for_client(std::string_view body, const expected_respon
   return out;
 }
 
+bool relay::wants_body() const {
+  if (queue_.empty()) return false;
+  const expected_response& head = queue_.front();
+  return head.describes || (head.capture && !head.capture->spoiled());
+}
+
+void relay::note_description(char tag, std::string_view body, statement_description& d) {
+  switch (static_cast<backend_tag>(tag)) {
+    case backend_tag::parameter_description: {
+      wire::parameter_description pd;
+      if (wire::parse_parameter_description(body, pd)) return;
+      d.parameters = pd.type_oids.size();
+      d.parameter_description.clear();
+      wire::write_frame(d.parameter_description, tag, body);
+      break;
+    }
+    case backend_tag::row_description:
+    case backend_tag::no_data:
+      d.returns_rows = tag == tag_of(backend_tag::row_description);
+      d.known = !d.parameter_description.empty();
+      break;
+    default:
+      break;
+  }
+}
+
+std::string relay::take_recreation_error(const wire::error_fields& fields) {
+  if (recreation_errors_.empty()) return {};
+  const std::string_view code = fields.get('C').value_or("");
+  const std::string_view message = fields.get('M').value_or("");
+  for (auto it = recreation_errors_.begin(); it != recreation_errors_.end(); ++it) {
+    const bool stands_in =
+        code == "26000" ? message == "prepared statement \"" + it->first + "\" does not exist"
+                        : code == "25P02" && it->second.may_have_aborted;
+    if (stands_in) {
+      std::string error = std::move(it->second.error);
+      recreation_errors_.erase(it);
+      return error;
+    }
+  }
+  return {};
+}
+
 relay::server_action relay::on_server_error(std::optional<std::string_view> body) {
   if (queue_.empty()) {
     error_in_cycle_ = true;
     return server_action::forward;
   }
   expected_response& head = queue_.front();
+  wire::error_fields fields;
+  const bool readable = body && !wire::parse_error_fields(*body, fields);
   if (head.what == kind::query) {
-    error_in_cycle_ = true;
     if (!head.forward && head.undo) {
       // pgstash's own statement failed: what it recorded did not happen.
       const bool consequence = head.after_failure && head.after_failure();
       std::exchange(head.undo, {})();
-      if (consequence) return server_action::drop;
+      if (!head.contained) error_in_cycle_ = true;
+      if (head.syncs_sql_prepared.empty())
+        return consequence ? server_action::drop : server_action::forward;
+      if (!consequence && body) {
+        held_recreation_error& held = recreation_errors_[head.syncs_sql_prepared];
+        wire::write_frame(held.error, tag_of(backend_tag::error_response), *body);
+        held.may_have_aborted = !head.contained;
+      }
+      return server_action::drop;
     }
-    return server_action::forward;  // ends at its ReadyForQuery
+    error_in_cycle_ = true;
+    if (readable) replacement_ = take_recreation_error(fields);
+    // Either ends at its ReadyForQuery.
+    return replacement_.empty() ? server_action::forward : server_action::replace;
   }
-  wire::error_fields fields;
-  const bool readable = body && !wire::parse_error_fields(*body, fields);
   if (!head.error_instead.empty()) {
     // Only the syntax error pgstash provoked is replaced; another (in an
     // aborted transaction, say) is what PostgreSQL says first.
     if (readable && fields.get('C') == "42601") replacement_ = std::move(head.error_instead);
   } else if (body) {
     replacement_ = error_for_client(*body, head);
+    if (replacement_.empty() && readable) replacement_ = take_recreation_error(fields);
   }
   bool replay = false;
   if (head.what == kind::bind && head.replayable && body && !replay_recording_ &&
@@ -216,6 +270,9 @@ relay::server_action relay::on_ready_for_query_frame(char status) {
     return answer;
   }
   if (queue_.empty()) replay_.clear();
+  // A re-creation's error not given by now belongs to no statement the
+  // client ran.
+  if (answer == server_action::forward) recreation_errors_.clear();
   on_ready_for_query(status);
   return answer;
 }
@@ -244,6 +301,7 @@ relay::server_action relay::on_server_frame(char tag, std::optional<std::string_
   if (queue_.empty()) return server_action::forward;  // unasked, e.g. a FATAL before closing
   expected_response& head = queue_.front();
   const server_action action = head.forward ? server_action::forward : server_action::drop;
+  if (head.describes && body) note_description(tag, *body, *head.describes);
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::command_complete:
       if (head.what == kind::query || head.what == kind::execute)

@@ -487,10 +487,6 @@ void relay::cache_on_streamed(char tag, std::string_view head) {
   }
 }
 
-bool relay::capturing() const {
-  return !queue_.empty() && queue_.front().capture && !queue_.front().capture->spoiled();
-}
-
 void relay::cache_on_server_frame(char tag, std::optional<std::string_view> body) {
   result_capture& capture = *queue_.front().capture;
   switch (static_cast<backend_tag>(tag)) {

@@ -1,13 +1,14 @@
 // The client side of the relay, once a frame is routed: how each message
 // is rewritten for the server (renamed statements, statements prepared
 // again on another connection) or answered in its place.
-#include "proxy/relay.hpp"
+#include <set>
 
 #include "invalidation/analysis_cache.hpp"
+#include "proxy/relay.hpp"
 #include "wire/backend.hpp"
 #include "wire/errc.hpp"
-#include "wire/frontend.hpp"
 #include "wire/framing.hpp"
+#include "wire/frontend.hpp"
 #include "wire/message_writer.hpp"
 #include "wire/tags.hpp"
 
@@ -25,6 +26,12 @@ std::string empty_message(backend_tag tag) {
   std::string out;
   wire::write_empty(out, tag);
   return out;
+}
+
+void write_failed_transaction_error(std::string& out) {
+  wire::write_error(
+      out, "ERROR", "25P02",
+      "current transaction is aborted, commands ignored until end of transaction block");
 }
 
 // The name pgstash gives the statement and portal of its own requests
@@ -130,12 +137,15 @@ void relay::on_parse(std::string_view frame, const plan& p) {
     forward_as_is(tag_of(frontend_tag::parse), frame);
     return;
   }
+  if (p.where == route::answer_locally) {
+    unnamed_deallocates_ = *deallocated_protocol_statement(p.analysis);
+    expect_synthetic(empty_message(backend_tag::parse_complete));
+    return;
+  }
+  // PostgreSQL describes a statement when it is parsed: EXECUTE's result
+  // is the prepared statement's, which must be there by then.
+  sync_sql_prepared(p.analysis, batch_started_);
   if (parse.statement.empty()) {
-    if (p.where == route::answer_locally) {
-      unnamed_deallocates_ = *deallocated_protocol_statement(p.analysis);
-      expect_synthetic(empty_message(backend_tag::parse_complete));
-      return;
-    }
     unnamed_deallocates_.reset();
     unnamed_statement_ = p.analysis;
     forward_as_is(tag_of(frontend_tag::parse), frame);
@@ -167,6 +177,14 @@ void relay::on_parse(std::string_view frame, const plan& p) {
   queue_.back().forward = true;
   queue_.back().server_statement = stmt.server_name;
   queue_.back().undo = std::move(undo);
+  wire::write_describe(out_, 'S', stmt.server_name);
+  queue_.push(expected_response::internal(kind::describe));
+  queue_.back().describes = stmt.described;
+}
+
+bool relay::answers_in_failed_transaction(const statement_map::statement& stmt) const {
+  return tx_status_ == 'E' && !queue_.owes_server() && stmt.described->known &&
+         !stmt.ends_failed_transaction() && !statement_map::prepared_on(stmt, server_->prepared);
 }
 
 void relay::on_bind(std::string_view frame, const plan& p) {
@@ -187,9 +205,25 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   const analysis_ptr analysis =
       stmt ? stmt->analysis : bind.statement.empty() ? unnamed_statement_ : nullptr;
   portals_[portal] = analysis;
-  sync_sql_prepared(analysis, true);
+  sync_sql_prepared(analysis, batch_started_);
   if (!stmt) {
     forward_as_is(tag_of(frontend_tag::bind), frame);
+    return;
+  }
+  if (answers_in_failed_transaction(*stmt)) {
+    // PostgreSQL checks the parameter count before the transaction.
+    const std::size_t given = bind.parameters.size();
+    const std::size_t wanted = stmt->described->parameters;
+    std::string error;
+    if (given != wanted) {
+      wire::write_error(error, "ERROR", "08P01",
+                        "bind message supplies " + std::to_string(given) +
+                            " parameters, but prepared statement \"" + std::string(bind.statement) +
+                            "\" requires " + std::to_string(wanted));
+    } else {
+      write_failed_transaction_error(error);
+    }
+    fail_batch(std::move(error));
     return;
   }
   ensure_prepared(*stmt);
@@ -226,6 +260,19 @@ void relay::on_describe(std::string_view frame, const plan& p) {
       d.target == 'S' && !d.name.empty() ? statements_.find(d.name) : nullptr;
   if (!stmt) {
     forward_as_is(tag_of(frontend_tag::describe), frame);
+    return;
+  }
+  if (answers_in_failed_transaction(*stmt)) {
+    // PostgreSQL describes parameters there, and refuses to describe rows.
+    std::string answer;
+    if (stmt->described->returns_rows) {
+      write_failed_transaction_error(answer);
+      fail_batch(std::move(answer));
+      return;
+    }
+    answer = stmt->described->parameter_description;
+    wire::write_empty(answer, backend_tag::no_data);
+    expect_synthetic(std::move(answer));
     return;
   }
   ensure_prepared(*stmt);
@@ -313,15 +360,36 @@ void relay::fail_batch(std::string error) {
   skipping_ = true;
 }
 
-void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
+void relay::sync_sql_prepared(const analysis_ptr& analysis, bool in_batch) {
   // In a failed transaction the statement fails anyway, with the error
   // PostgreSQL gives; pgstash's own would come first.
   if (!analysis || !state_ || tx_status_ == 'E') return;
+  // A name an earlier statement (of this text, or of a request of the batch
+  // still owed) creates or drops is left to it: the server runs that first,
+  // on this connection, and then shows the later one what PostgreSQL would.
+  std::set<std::string, std::less<>> decided;
+  bool all_decided = false;
+  auto note_decided = [&](const invalidation::statement_effects& s) {
+    all_decided |= s.deallocate_all || s.discard_all;
+    for (const std::string* name : {&s.prepare_name, &s.deallocate_name})
+      if (!name->empty()) decided.insert(*name);
+  };
+  for (const expected_response& e : queue_) {
+    if (!e.analysis) continue;
+    for (const auto& s : e.analysis->statements) note_decided(s);
+  }
   std::vector<session_state::prepared_sync> statements;
-  for (const auto& effects : analysis->statements) {
+  for (invalidation::statement_effects effects : analysis->statements) {
+    if (all_decided) break;
+    const invalidation::statement_effects as_sent = effects;
+    for (std::string* name :
+         {&effects.execute_name, &effects.prepare_name, &effects.deallocate_name})
+      if (decided.contains(*name)) name->clear();
     auto more = state_->sync_prepared_statements(effects, *server_);
     statements.insert(statements.end(), more.begin(), more.end());
+    note_decided(as_sent);
   }
+  if (statements.empty()) return;
   // Each is recorded on the server as if it will succeed; one that fails,
   // or is skipped after an earlier error, is taken back with every one after
   // it, last first, or the record would claim a statement the server does
@@ -334,16 +402,23 @@ void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
   };
   const std::size_t count = statements.size();
   auto group = std::make_shared<sync_group>(sync_group{std::move(statements), count});
+  // Between batches, with nothing owed, a failure is kept from the client's
+  // transaction: outside one, each Query is a transaction of its own;
+  // inside one, a savepoint takes it back.
+  const bool contained = !in_batch && !queue_.owes_server();
+  const bool savepoint = contained && tx_status_ == 'T';
+  if (savepoint) run_internal(out_, "SAVEPOINT pgstash_prepare");
   for (std::size_t i = 0; i < count; ++i) {
     auto undo = [server = server_, group, i] {
       for (; group->kept > i; --group->kept) group->steps[group->kept - 1].undo(*server);
     };
     const session_state::prepared_sync& statement = group->steps[i];
-    if (!extended) {
-      wire::write_query(out_, statement.sql);
-      queue_.push(expected_response::internal(kind::query));
+    if (!in_batch) {
+      run_internal(out_, statement.sql);
       queue_.back().undo = std::move(undo);
       queue_.back().after_failure = [group, i] { return group->kept <= i; };
+      queue_.back().syncs_sql_prepared = statement.name;
+      queue_.back().contained = contained;
       continue;
     }
     wire::write_parse(out_, k_internal_name, statement.sql);
@@ -358,6 +433,10 @@ void relay::sync_sql_prepared(const analysis_ptr& analysis, bool extended) {
     queue_.back().undo = std::move(undo);
     for (int i = 0; i < 2; ++i) queue_.push(expected_response::internal(kind::close));
   }
+  // PREPARE is not transactional: rolling back to the savepoint keeps what
+  // succeeded.
+  if (savepoint)
+    run_internal(out_, "ROLLBACK TO SAVEPOINT pgstash_prepare; RELEASE SAVEPOINT pgstash_prepare");
 }
 
 }  // namespace pgstash::proxy

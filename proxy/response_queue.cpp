@@ -86,8 +86,10 @@ bool response_queue::owes_server() const {
 }
 
 bool response_queue::changes_pending() const {
-  return std::any_of(entries_.begin(), entries_.end(),
-                     [](const expected_response& e) { return static_cast<bool>(e.undo); });
+  return std::any_of(entries_.begin(), entries_.end(), [](const expected_response& e) {
+    return e.undo || (e.what == expected_response::kind::parse && !e.server_statement.empty()) ||
+           (e.analysis && e.analysis->changes_prepared_statements());
+  });
 }
 
 void response_queue::forget_replay() {

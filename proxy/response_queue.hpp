@@ -21,6 +21,7 @@ namespace pgstash::proxy {
 
 class result_capture;
 struct cache_write_set;
+struct statement_description;
 
 struct expected_response {
   enum class kind : std::uint8_t {
@@ -52,6 +53,9 @@ struct expected_response {
   // result type".
   bool replayable = false;
   bool ends_copy = false;  // see copy_end()
+  // describe: pgstash's own, of a client's statement; the answer is kept
+  // here.
+  std::shared_ptr<statement_description> describes;
   // query, describe, execute: the result, kept for the result cache.
   std::shared_ptr<result_capture> capture;
   // query, execute: what the statement may write, for the result cache.
@@ -62,6 +66,17 @@ struct expected_response {
   // An internal query of a group whose earlier one may fail: true once that
   // happened, when this one's error is only its consequence.
   std::function<bool()> after_failure;
+  // A Query of pgstash's own that puts the client's SQL prepared statement
+  // of this name on the server (a PREPARE, or a DEALLOCATE of another's).
+  // Its error is held: PostgreSQL would give the error of analysing the
+  // statement again where the client's statement uses it, and that is
+  // where pgstash gives it, in place of the "does not exist" (26000) the
+  // server then gives, or of the 25P02 if the failure aborted the client's
+  // transaction.
+  std::string syncs_sql_prepared;
+  // Its failure surely cannot touch the client's transaction (it runs in a
+  // transaction or a savepoint of its own).
+  bool contained = false;
   // What pgstash changed in its own records when it sent (or answered)
   // this request, put back if the server skips the request after an error
   // earlier in the batch; empty if nothing.
@@ -130,7 +145,9 @@ class response_queue {
   bool owes_server() const;
 
   // True if a request still owed changed pgstash's records (it has an undo
-  // action): whether that change holds is not known yet.
+  // action, or prepares a statement the server connection's record already
+  // counts) or will change them (it creates or drops SQL prepared
+  // statements): what they will say is not known yet.
   bool changes_pending() const;
 
   // The batch being recorded will not be replayed: no Bind refers to it.

@@ -200,29 +200,42 @@ void session_state::prepared_sync::undo(pool::server_state& server) const {
 std::vector<session_state::prepared_sync> session_state::sync_prepared_statements(
     const invalidation::statement_effects& effects, pool::server_state& server) const {
   std::vector<prepared_sync> sql;
-  auto ensure = [&](const std::string& name, bool want_ours) {
-    auto server_it = server.sql_prepared.find(name);
-    auto ours = sql_prepared_.find(name);
-    const bool ours_there =
-        ours != sql_prepared_.end() && server_it != server.sql_prepared.end() && server_it->second == ours->second;
-    if (ours_there) return;
-    if (server_it != server.sql_prepared.end()) {
-      sql.push_back(
-          {"DEALLOCATE " + invalidation::quote_identifier(name), name, server_it->second});
-      server.sql_prepared.erase(server_it);
-    }
-    if (want_ours && ours != sql_prepared_.end()) {
-      sql.push_back({ours->second, name, std::nullopt});
-      server.sql_prepared[name] = ours->second;
-    }
+  auto drop_theirs = [&](const std::string& name) {
+    auto there = server.sql_prepared.find(name);
+    if (there == server.sql_prepared.end()) return;
+    sql.push_back({"DEALLOCATE " + invalidation::quote_identifier(name), name, there->second});
+    server.sql_prepared.erase(there);
   };
-  // EXECUTE and DEALLOCATE need the client's own statement.
-  if (!effects.execute_name.empty()) ensure(effects.execute_name, true);
-  if (!effects.deallocate_name.empty()) ensure(effects.deallocate_name, true);
-  // PREPARE needs the name free of anyone else's statement; if the client
-  // has one of that name itself, the server must see it, and refuse (42P05).
-  if (!effects.prepare_name.empty())
-    ensure(effects.prepare_name, sql_prepared_.count(effects.prepare_name) != 0);
+  auto create = [&](const std::string& name, const std::string& text) {
+    sql.push_back({text, name, std::nullopt});
+    server.sql_prepared[name] = text;
+  };
+  // EXECUTE needs the client's own statement.
+  if (!effects.execute_name.empty()) {
+    const std::string& name = effects.execute_name;
+    auto ours = sql_prepared_.find(name);
+    auto there = server.sql_prepared.find(name);
+    const bool ours_there = ours != sql_prepared_.end() && there != server.sql_prepared.end() &&
+                            there->second == ours->second;
+    if (!ours_there) {
+      drop_theirs(name);
+      if (ours != sql_prepared_.end()) create(name, ours->second);
+    }
+  }
+  // DEALLOCATE, and a PREPARE that must be refused (42P05), need only the
+  // name to be taken where the client has it, and free where it does not:
+  // a stand-in that cannot fail serves where the client's own text may no
+  // longer analyse (a table gone, another search_path), which PostgreSQL
+  // would not check there.
+  for (const std::string* name : {&effects.deallocate_name, &effects.prepare_name}) {
+    if (name->empty()) continue;
+    const bool taken = server.sql_prepared.count(*name) != 0;
+    if (sql_prepared_.count(*name) == 0) {
+      drop_theirs(*name);
+    } else if (!taken) {
+      create(*name, "PREPARE " + invalidation::quote_identifier(*name) + " AS SELECT");
+    }
+  }
   return sql;
 }
 

@@ -60,12 +60,15 @@ class session_state {
     // The server's record of `name` before it: what undo() puts back if the
     // statement fails or is skipped.
     std::optional<std::string> before;
+    // A PREPARE: it creates `name` where nothing of that name is left.
+    bool creates() const { return !before; }
     void undo(pool::server_state& server) const;
   };
   // Statements to run, one by one, before `effects`'s statement on
-  // `server` so that the SQL prepared statements it names exist there as
-  // the client made them (none if they do). Updates `server` assuming they
-  // will succeed.
+  // `server` so that it finds the SQL prepared statements it names as the
+  // client would (none if it does): EXECUTE the client's own, DEALLOCATE
+  // and PREPARE the name taken or free. Updates `server` assuming they will
+  // succeed.
   std::vector<prepared_sync> sync_prepared_statements(
       const invalidation::statement_effects& effects, pool::server_state& server) const;
 

@@ -55,12 +55,30 @@ void statement_map::restore(const std::string& client_name, std::optional<statem
   }
 }
 
+bool statement_map::statement::ends_failed_transaction() const {
+  using tx = invalidation::transaction_effect;
+  if (!analysis || analysis->statements.size() != 1) return false;
+  switch (analysis->statements[0].transaction) {
+    case tx::commit:
+    case tx::rollback:
+    case tx::rollback_to_savepoint:
+    case tx::prepare_transaction:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool statement_map::prepared_on(const statement& stmt, const pool::statement_lru& server) {
+  const std::optional<std::uint64_t> there = server.version(stmt.server_name);
+  return there && *there >= stmt.parsed_at;
+}
+
 statement_map::preparation statement_map::prepare_on(const statement& stmt,
                                                      pool::statement_lru& server,
                                                      std::uint64_t now) {
   preparation p;
-  const std::optional<std::uint64_t> there = server.version(stmt.server_name);
-  if (there && *there >= stmt.parsed_at) {
+  if (prepared_on(stmt, server)) {
     server.touch(stmt.server_name);
     return p;
   }

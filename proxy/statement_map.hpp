@@ -29,6 +29,17 @@
 
 namespace pgstash::proxy {
 
+// What the server said when pgstash described a client's statement. In a
+// failed transaction no connection can prepare it, yet PostgreSQL still
+// checks a Bind's parameter count and describes a statement that returns
+// no rows: pgstash answers in its place from this.
+struct statement_description {
+  bool known = false;                 // the answer has come
+  std::string parameter_description;  // the ParameterDescription frame
+  std::size_t parameters = 0;
+  bool returns_rows = false;
+};
+
 class statement_map {
  public:
   using analysis_ptr = std::shared_ptr<const invalidation::analysis>;
@@ -38,6 +49,11 @@ class statement_map {
     std::string parse_frame;  // a Parse creating it under server_name
     analysis_ptr analysis;    // its session effects, or null
     std::uint64_t parsed_at;  // when the client Parsed it
+    // Filled in when the server's answer to pgstash's Describe arrives.
+    std::shared_ptr<statement_description> described = std::make_shared<statement_description>();
+    // COMMIT, ROLLBACK or ROLLBACK TO: PostgreSQL runs it in a failed
+    // transaction, so any connection can prepare it there.
+    bool ends_failed_transaction() const;
   };
 
   // What a server connection needs before it can run a statement. A Parse
@@ -66,6 +82,8 @@ class statement_map {
   // every worker thread.
   static std::uint64_t now();
 
+  // True if `server` holds `stmt` as recent as the client's Parse.
+  static bool prepared_on(const statement& stmt, const pool::statement_lru& server);
   // What `server` needs before running `stmt` at time `now`. Updates
   // `server` as if it were sent and succeeded.
   static preparation prepare_on(const statement& stmt, pool::statement_lru& server,

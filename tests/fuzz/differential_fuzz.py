@@ -112,8 +112,9 @@ def _cstr(s):
     return (s.encode() if isinstance(s, str) else s) + b"\0"
 
 
-def show(data, limit=60):
-    """A short printable form of text or bytes; long values by size and digest."""
+def show(data, limit=int(os.environ.get("PGSTASH_FUZZ_SHOW", "60"))):
+    """A short printable form of text or bytes; long values by size and digest (beyond
+    $PGSTASH_FUZZ_SHOW bytes, 60 by default)."""
     if isinstance(data, str):
         data = data.encode()
     if len(data) <= limit:

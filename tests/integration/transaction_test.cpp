@@ -698,6 +698,45 @@ TEST_CASE("transaction: server-side statements beyond pool.max_prepared_statemen
   CHECK(on_server >= 1);
 }
 
+TEST_CASE(
+    "transaction: a COPY that fails while a large CopyData is half sent keeps its connection") {
+  pgstash_instance px(txn({"pool.size = 2"}));
+  pg_conn direct(direct_conninfo());
+  const std::string table = "itest_txcf_" + unique_suffix();
+  direct.exec("create table " + table + "(x int)");
+  raw_conn a(px.port());
+  a.login("postgres", "pgstash_test");
+  raw_conn b(px.port());
+  b.login("postgres", "pgstash_test");
+  REQUIRE(a.send(query_frame("copy " + table + " from stdin")));
+  auto in_copy = a.read_message(k_default_timeout);
+  REQUIRE(in_copy);
+  REQUIRE(in_copy->tag == 'G');
+  REQUIRE(a.send(frame('d', "not a number\n")));
+  // Larger than the read buffer, so it streams through; the server fails
+  // the COPY and is ready for the next query while it is half sent.
+  std::string rows;
+  while (rows.size() < 300000) rows += "1234567\n";
+  const std::string large = frame('d', rows);
+  REQUIRE(a.send(large.substr(0, 150000)));
+  sleep_for(milliseconds(300));
+  // Another client meanwhile. Before, it could be given A's connection, the
+  // server still reading A's message: its query became part of A's data and
+  // never got an answer, and the rest of A's message went to the server
+  // B left as if it were new messages.
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(b.send(query_frame("select 'b'")));
+    CHECK(first_value(read_cycle(b, seconds(3))) == "b");
+  }
+  REQUIRE(a.send(large.substr(150000)));
+  REQUIRE(a.send(frame('c', "")));
+  CHECK(error_code(read_cycle(a)) == "22P02");
+  REQUIRE(a.send(query_frame("select 'after'")));
+  CHECK(first_value(read_cycle(a)) == "after");
+  CHECK(direct.exec("select count(*) from " + table) == "0");
+  direct.exec("drop table " + table);
+}
+
 TEST_CASE("transaction: COPY FROM STDIN and TO STDOUT keep the connection until they end") {
   pgstash_instance px(txn({"pool.size = 1"}));
   pg_conn direct(direct_conninfo());

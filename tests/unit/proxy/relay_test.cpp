@@ -96,13 +96,15 @@ TEST_CASE("relay: a named statement goes to the server under its shared name") {
   r.attach(server);
   CHECK(send(r, parse("s1", "select 1")).where == route::to_server);
   auto sent = frames_of(r.to_server());
-  // A Close of the name first: the server may hold a copy pgstash does not know of.
-  REQUIRE(sent.size() == 2);
+  // A Close of the name first: the server may hold a copy pgstash does not
+  // know of. A Describe of pgstash's own after it.
+  REQUIRE(sent.size() == 3);
   CHECK(sent[0].first == 'C');
   wire::parse_message p;
   REQUIRE_FALSE(wire::parse_parse(sent[1].second, p));
   CHECK(p.statement.starts_with("pgstash_"));
   CHECK(p.query == "select 1");
+  CHECK(sent[2].first == 'D');
   r.to_server().clear();
   send(r, bind("", "s1"));
   send(r, execute(""));
@@ -110,6 +112,8 @@ TEST_CASE("relay: a named statement goes to the server under its shared name") {
   CHECK(tags_of(r.to_server()) == "BES");
   CHECK(answer(r, backend_tag::close_complete) == action::drop);
   CHECK(answer(r, backend_tag::parse_complete) == action::forward);
+  CHECK(answer(r, backend_tag::parameter_description, std::string("\0\0", 2)) == action::drop);
+  CHECK(answer(r, backend_tag::row_description, std::string("\0\0", 2)) == action::drop);
   CHECK(answer(r, backend_tag::bind_complete) == action::forward);
   CHECK(answer(r, backend_tag::command_complete, std::string("SELECT 1\0", 9)) == action::forward);
   CHECK_FALSE(r.idle());
@@ -157,6 +161,8 @@ TEST_CASE("relay: DEALLOCATE of a protocol statement through the extended protoc
   send(r, parse("_pg3_1", "select 2"));
   answer(r, backend_tag::close_complete);
   answer(r, backend_tag::parse_complete);
+  answer(r, backend_tag::parameter_description, std::string("\0\0", 2));
+  answer(r, backend_tag::row_description, std::string("\0\0", 2));
   r.to_server().clear();
   CHECK(send(r, parse("", "DEALLOCATE _pg3_1")).where == route::answer_locally);
   CHECK(send(r, bind("", "")).where == route::answer_locally);
@@ -208,16 +214,17 @@ TEST_CASE("relay: SQL-level statements follow their client inside an extended-pr
   second.sql_prepared["p"] = "PREPARE p AS SELECT 2";
   r.attach(second);
   r.to_server().clear();
+  send(r, parse("", "select 0"));
   send(r, parse("", "EXECUTE p"));
   send(r, bind("", ""));
-  // Before the Bind: pgstash's own Parse/Bind/Execute/Close/Close of each
-  // statement, under a name that does not disturb the client's unnamed one.
+  // Before its Parse: pgstash's own Parse/Bind/Execute/Close/Close of each
+  // statement, under a name that does not disturb the client's unnamed
+  // one (a Query would end the batch).
   const auto sent = frames_of(r.to_server());
-  REQUIRE(sent.size() == 12);
-  CHECK(sent[0].first == 'P');
+  REQUIRE(sent.size() == 13);
   std::string tags;
-  for (std::size_t i = 1; i < sent.size(); ++i) tags += sent[i].first;
-  CHECK(tags == "PBECCPBECCB");
+  for (const auto& f : sent) tags += f.first;
+  CHECK(tags == "PPBECCPBECCPB");
   wire::parse_message deallocate, prepare;
   REQUIRE_FALSE(wire::parse_parse(sent[1].second, deallocate));
   REQUIRE_FALSE(wire::parse_parse(sent[6].second, prepare));
@@ -226,10 +233,94 @@ TEST_CASE("relay: SQL-level statements follow their client inside an extended-pr
   CHECK(prepare.query == "PREPARE p AS SELECT 1");
   CHECK(second.sql_prepared.at("p") == "PREPARE p AS SELECT 1");
   // pgstash's own answers are not the client's.
-  answer(r, backend_tag::parse_complete);  // the client's Parse
+  CHECK(answer(r, backend_tag::parse_complete) == action::forward);  // the client's first Parse
   for (backend_tag t : {backend_tag::parse_complete, backend_tag::bind_complete, backend_tag::command_complete,
                         backend_tag::close_complete, backend_tag::close_complete})
     CHECK(answer(r, t, std::string("X\0", 2)) == action::drop);
+}
+
+// A client whose SQL prepared statement `p` (SELECT 1) is on one server, and
+// who is attached to `second`, where another client's `p` is.
+struct moved_sql_prepared {
+  relay r = make_relay();
+  pool::server_state first{10};
+  pool::server_state second{10};
+  moved_sql_prepared() {
+    r.attach(first);
+    send(r, query("PREPARE p AS SELECT 1"));
+    answer(r, backend_tag::command_complete, std::string("PREPARE\0", 8));
+    answer(r, backend_tag::ready_for_query, ready('I'));
+    r.detach();
+    second.sql_prepared["p"] = "PREPARE p AS SELECT 2";
+    r.attach(second);
+    r.to_server().clear();
+  }
+  // The client's own request follows pgstash's DEALLOCATE (if another
+  // client's p is there) and PREPARE: their answers, the PREPARE failing
+  // with `prepare_error`.
+  void answer_sync(std::string_view prepare_error, bool deallocate = true) {
+    if (deallocate) {
+      answer(r, backend_tag::command_complete, std::string("DEALLOCATE\0", 11));
+      CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::drop);
+    }
+    CHECK(answer(r, backend_tag::error_response, prepare_error) == action::drop);
+    CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::drop);
+  }
+};
+
+TEST_CASE("relay: SQL-level statements are re-created before a batch that uses them, as Queries") {
+  moved_sql_prepared m;
+  send(m.r, parse("", "EXECUTE p"));
+  CHECK(tags_of(m.r.to_server()) == "QQP");
+}
+
+TEST_CASE("relay: the error of re-creating a SQL prepared statement is the one its EXECUTE gets") {
+  moved_sql_prepared m;
+  send(m.r, query("SELECT 0; EXECUTE p"));
+  std::string error;
+  wire::write_error(error, "ERROR", "42P01", "relation \"t\" does not exist");
+  m.answer_sync(error.substr(5));
+  CHECK_FALSE(m.second.sql_prepared.contains("p"));
+  // Statements before the EXECUTE run as they would; the EXECUTE's 26000
+  // becomes the error of analysing p again.
+  CHECK(answer(m.r, backend_tag::command_complete, std::string("SELECT 1\0", 9)) ==
+        action::forward);
+  std::string missing;
+  wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
+  CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
+  CHECK(m.r.take_replacement() == error);
+  CHECK(answer(m.r, backend_tag::ready_for_query, ready('I')) == action::forward);
+}
+
+TEST_CASE(
+    "relay: a held re-creation error is dropped when the client's statement fails otherwise") {
+  moved_sql_prepared m;
+  send(m.r, query("SELECT 1/0; EXECUTE p"));
+  m.answer_sync(error_body("42P01"));
+  CHECK(answer(m.r, backend_tag::error_response, error_body("22012")) == action::forward);
+  CHECK(answer(m.r, backend_tag::ready_for_query, ready('I')) == action::forward);
+  // Not given to a later statement.
+  send(m.r, query("EXECUTE p"));
+  std::string missing;
+  wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
+  m.answer_sync(error_body("42P01"), false);
+  CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
+}
+
+TEST_CASE("relay: inside a transaction, SQL prepared statements are re-created under a savepoint") {
+  moved_sql_prepared m;
+  send(m.r, query("BEGIN"));
+  answer(m.r, backend_tag::command_complete, std::string("BEGIN\0", 6));
+  answer(m.r, backend_tag::ready_for_query, ready('T'));
+  m.r.to_server().clear();
+  send(m.r, query("EXECUTE p"));
+  std::vector<std::string> sql;
+  for (const auto& [tag, body] : frames_of(m.r.to_server()))
+    sql.push_back(body.substr(0, body.size() - 1));
+  CHECK(sql == std::vector<std::string>{
+                   "SAVEPOINT pgstash_prepare", "DEALLOCATE \"p\"", "PREPARE p AS SELECT 1",
+                   "ROLLBACK TO SAVEPOINT pgstash_prepare; RELEASE SAVEPOINT pgstash_prepare",
+                   "EXECUTE p"});
 }
 
 TEST_CASE("relay: a Close and a Parse the server skips after an error change nothing") {
@@ -296,6 +387,86 @@ TEST_CASE("relay: session mode passes frames through untouched") {
   send(r, query("deallocate s1"));
   CHECK(r.to_server() == p + query("deallocate s1"));
   CHECK_FALSE(r.idle());
+}
+
+// A client whose statement s2 (two text parameters, returning rows when
+// `rows`) was prepared and described on one server, and whose transaction
+// then failed on another, where s2 is not prepared.
+struct failed_elsewhere {
+  relay r = make_relay();
+  pool::server_state first{10};
+  pool::server_state second{10};
+  explicit failed_elsewhere(bool rows) {
+    r.attach(first);
+    send(r, parse("s2", rows ? "SELECT $1::text || $2::text" : "INSERT INTO t VALUES ($1, $2)"));
+    send(r, sync());
+    answer(r, backend_tag::close_complete);
+    answer(r, backend_tag::parse_complete);
+    answer(r, backend_tag::parameter_description, std::string("\0\2\0\0\0\x19\0\0\0\x19", 10));
+    answer(r, rows ? backend_tag::row_description : backend_tag::no_data, std::string("\0\0", 2));
+    answer(r, backend_tag::ready_for_query, ready('I'));
+    r.detach();
+    r.attach(second);
+    send(r, query("BEGIN; SELECT 1/0"));
+    answer(r, backend_tag::command_complete, std::string("BEGIN\0", 6));
+    answer(r, backend_tag::error_response, error_body("22012"));
+    answer(r, backend_tag::ready_for_query, ready('E'));
+    r.to_server().clear();
+  }
+  // What the client gets for `frames` (without a server's answer).
+  std::string answers(std::initializer_list<std::string> frames) {
+    for (const auto& f : frames) send(r, f);
+    std::string out;
+    r.take_synthetic(out);
+    return out;
+  }
+};
+
+std::string bind_with(std::string_view statement, std::size_t parameters) {
+  std::string out;
+  wire::write_bind(out, "", statement,
+                   std::vector<std::optional<std::string_view>>(parameters, "x"));
+  return out;
+}
+
+TEST_CASE(
+    "relay: in a failed transaction, a statement prepared elsewhere is described as PostgreSQL "
+    "would") {
+  failed_elsewhere no_rows(false);
+  const std::string answers = no_rows.answers({describe('S', "s2")});
+  CHECK(tags_of(answers) == "tn");
+  CHECK(frames_of(answers)[0].second == std::string("\0\2\0\0\0\x19\0\0\0\x19", 10));
+  CHECK(no_rows.r.to_server().empty());
+  // One returning rows: PostgreSQL refuses to describe them there.
+  failed_elsewhere rows(true);
+  rows.answers({describe('S', "s2")});
+  CHECK(tags_of(rows.r.to_server()) == "P");  // the server is made to fail too
+  std::string syntax;
+  wire::write_error(syntax, "ERROR", "42601", "syntax error");
+  CHECK(answer(rows.r, backend_tag::error_response, syntax.substr(5)) == action::replace);
+  wire::error_fields fields;
+  const std::string replacement = rows.r.take_replacement();
+  REQUIRE_FALSE(wire::parse_error_fields(std::string_view(replacement).substr(5), fields));
+  CHECK(fields.get('C') == "25P02");
+}
+
+TEST_CASE(
+    "relay: in a failed transaction, a Bind's parameter count is checked before the transaction") {
+  for (std::size_t given : {0, 2}) {
+    CAPTURE(given);
+    failed_elsewhere f(false);
+    send(f.r, bind_with("s2", given));
+    std::string syntax;
+    wire::write_error(syntax, "ERROR", "42601", "syntax error");
+    CHECK(answer(f.r, backend_tag::error_response, syntax.substr(5)) == action::replace);
+    wire::error_fields fields;
+    const std::string replacement = f.r.take_replacement();
+    REQUIRE_FALSE(wire::parse_error_fields(std::string_view(replacement).substr(5), fields));
+    CHECK(fields.get('C') == (given == 2 ? "25P02" : "08P01"));
+    if (given == 0)
+      CHECK(fields.get('M') ==
+            "bind message supplies 0 parameters, but prepared statement \"s2\" requires 2");
+  }
 }
 
 }  // namespace

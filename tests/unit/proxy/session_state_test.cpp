@@ -122,9 +122,34 @@ TEST_CASE("a second PREPARE of a name the client has reaches a server that has i
   CHECK(sql_of(mine.sync_prepared_statements(prepare, second)) ==
         std::vector<std::string>{"DEALLOCATE \"q\""});
   run_autocommit(mine, first, "PREPARE q AS SELECT 1");
-  // Now the client has q: PostgreSQL must see it and answer 42P05.
+  // Now the client has q: PostgreSQL must see the name taken and answer
+  // 42P05. A stand-in takes it, which cannot fail as the client's own text
+  // may where it no longer analyses.
   CHECK(sql_of(mine.sync_prepared_statements(prepare, second)) ==
-        std::vector<std::string>{"PREPARE q AS SELECT 1"});
+        std::vector<std::string>{"PREPARE \"q\" AS SELECT"});
+  // Any statement of that name does.
+  pool::server_state third(10);
+  run_autocommit(other, third, "PREPARE q AS SELECT 2");
+  CHECK(mine.sync_prepared_statements(prepare, third).empty());
+}
+
+TEST_CASE("DEALLOCATE needs only the name taken where the client has it, free where it has not") {
+  session_state mine(parameters{});
+  session_state other(parameters{});
+  pool::server_state first(10);
+  pool::server_state second(10);
+  const auto deallocate = effects_of("DEALLOCATE q");
+  run_autocommit(other, second, "PREPARE q AS SELECT 2");
+  // The client has no q: the other client's must not be deallocated in its name.
+  CHECK(sql_of(mine.sync_prepared_statements(deallocate, second)) ==
+        std::vector<std::string>{"DEALLOCATE \"q\""});
+  run_autocommit(mine, first, "PREPARE q AS SELECT 1 FROM gone");
+  pool::server_state fresh(10);
+  CHECK(sql_of(mine.sync_prepared_statements(deallocate, fresh)) ==
+        std::vector<std::string>{"PREPARE \"q\" AS SELECT"});
+  pool::server_state theirs(10);
+  run_autocommit(other, theirs, "PREPARE q AS SELECT 2");
+  CHECK(mine.sync_prepared_statements(deallocate, theirs).empty());
 }
 
 TEST_CASE("pins hold until DISCARD ALL, which also resets the session") {
