@@ -92,6 +92,9 @@ std::string relay::take_recreation_error(const wire::error_fields& fields) {
 }
 
 relay::server_action relay::on_server_error(std::optional<std::string_view> body) {
+  // An error ends copy-in mode: a Sync the client sends after it, the
+  // server answers.
+  copy_in_ = false;
   if (queue_.empty()) {
     error_in_cycle_ = true;
     return server_action::forward;
@@ -207,6 +210,11 @@ void relay::on_command_complete(std::string_view tag_text) {
   // Both also drop the client's protocol-level statements.
   if (effects.deallocate_all || effects.discard_all) statements_.clear();
   using tx = invalidation::transaction_effect;
+  // A failed transaction is over: what follows (after AND CHAIN, or later
+  // in the same Query) runs in a new one.
+  if (effects.transaction == tx::commit || effects.transaction == tx::rollback ||
+      effects.transaction == tx::prepare_transaction)
+    error_in_cycle_ = false;
   switch (effects.transaction) {
     case tx::commit:
       // COMMIT of a failed transaction reports ROLLBACK.

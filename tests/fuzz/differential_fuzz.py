@@ -966,16 +966,9 @@ class Generator:
             kinds["div"] = ("SELECT 10 / $1::int AS q", ("int0",))
             kinds["badcol"] = (f"SELECT nosuchcol FROM {t} WHERE id = $1", ("int",))
         if self.on("set"):
-            kinds["set"] = (
-                self.r.choice(
-                    [
-                        "SET extra_float_digits = 3",
-                        f"SET application_name = 'fz_{self.c}_x'",
-                        "RESET extra_float_digits",
-                    ]
-                ),
-                (),
-            )
+            sets = ["SET extra_float_digits = 3", f"SET application_name = 'fz_{self.c}_x'"]
+            sets += [sql for sql in ["RESET extra_float_digits"] if self.may_reset(sql)]
+            kinds["set"] = (self.r.choice(sets), ())
         return kinds
 
     ROW_KINDS = ("sel", "series", "settings", "del")

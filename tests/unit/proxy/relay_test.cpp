@@ -469,5 +469,63 @@ TEST_CASE(
   }
 }
 
+// Runs `sql` and answers it with these command tags, an error (SQLSTATE)
+// where a tag starts with '!', and ReadyForQuery `status`.
+void run(relay& r, const std::string& sql, std::initializer_list<std::string> tags, char status) {
+  send(r, query(sql));
+  for (const std::string& tag : tags) {
+    if (tag[0] == '!') {
+      answer(r, backend_tag::error_response, error_body(tag.substr(1)));
+    } else {
+      answer(r, backend_tag::command_complete, tag + '\0');
+    }
+  }
+  answer(r, backend_tag::ready_for_query, ready(status));
+}
+
+TEST_CASE("relay: settings made after a failed transaction ends AND CHAIN are the client's") {
+  relay r = make_relay();
+  pool::server_state first(10);
+  r.attach(first);
+  run(r, "BEGIN; SELECT 1/0", {"BEGIN", "!22012"}, 'E');
+  run(r, "ROLLBACK AND CHAIN", {"ROLLBACK"}, 'T');
+  run(r, "SET application_name = 'chained'", {"SET"}, 'T');
+  run(r, "ABORT; SET extra_float_digits = 3", {"ROLLBACK", "SET"}, 'I');
+  r.detach();
+  pool::server_state second(10);
+  r.attach(second);
+  // The chained transaction rolled back its SET; the one after ABORT, in
+  // a transaction of its own, committed.
+  CHECK(r.settings_sql() == "SET \"extra_float_digits\" TO 3");
+}
+
+TEST_CASE("relay: an error ends copy-in, and the Sync after it is answered") {
+  relay r = make_relay();
+  pool::server_state server(10);
+  r.attach(server);
+  send(r, parse("", "COPY t FROM STDIN"));
+  send(r, bind("", ""));
+  send(r, execute(""));
+  send(r, sync());  // ignored by the server in copy-in mode
+  answer(r, backend_tag::parse_complete);
+  answer(r, backend_tag::bind_complete);
+  answer(r, backend_tag::copy_in_response, std::string("\0\0\0", 3));
+  CHECK(r.in_copy());
+  // A bad row: the server leaves copy-in and skips to the next Sync.
+  CHECK(answer(r, backend_tag::error_response, error_body("22P02")) == action::forward);
+  CHECK_FALSE(r.in_copy());
+  std::string done;
+  wire::write_frame(done, 'c', "");
+  CHECK(send(r, done).where == route::skip);
+  r.to_server().clear();
+  CHECK(send(r, sync()).where == route::to_server);
+  CHECK(tags_of(r.to_server()) == "S");
+  CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::forward);
+  CHECK(r.idle());
+  // The next batch is answered in full.
+  send(r, parse("", "select 1"));
+  CHECK(answer(r, backend_tag::parse_complete) == action::forward);
+}
+
 }  // namespace
 }  // namespace pgstash::proxy
