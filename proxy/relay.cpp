@@ -96,9 +96,11 @@ bool relay::on_streamed(char tag, std::string_view head) {
 
 bool relay::idle() const {
   // Inside an extended-protocol batch the server waits for its Sync, and
-  // the batch's implicit transaction is its alone.
+  // the batch's implicit transaction is its alone; so after an error in one
+  // (an extended COPY's, whose Sync came during the COPY, when the server
+  // ignored it) until the client's Sync.
   return opts_.transaction_mode && queue_.empty() && tx_status_ == 'I' && !copy_in_ &&
-         !batch_started_ && !pinned();
+         !batch_started_ && !skipping_ && !pinned();
 }
 
 void relay::end_copy(std::string& out) {

@@ -179,6 +179,9 @@ class relay {
   // In a failed transaction no connection can prepare `stmt`: true if this
   // one would have to and pgstash knows enough to answer as PostgreSQL.
   bool answers_in_failed_transaction(const statement_map::statement& stmt) const;
+  // The transaction will still be failed when the server reaches the next
+  // request: it was at the last ReadyForQuery, and nothing owed can end it.
+  bool transaction_failed_here() const;
   void record_replay(char tag, std::string_view frame);
   void start_replay();
   server_action on_ready_for_query_frame(char status);

@@ -67,6 +67,8 @@ void relay::note_description(char tag, std::string_view body, statement_descript
     case backend_tag::row_description:
     case backend_tag::no_data:
       d.returns_rows = tag == tag_of(backend_tag::row_description);
+      d.row_description.clear();
+      if (d.returns_rows) wire::write_frame(d.row_description, tag, body);
       d.known = !d.parameter_description.empty();
       break;
     default:
@@ -308,7 +310,9 @@ relay::server_action relay::on_server_frame(char tag, std::optional<std::string_
   }
   if (queue_.empty()) return server_action::forward;  // unasked, e.g. a FATAL before closing
   expected_response& head = queue_.front();
-  const server_action action = head.forward ? server_action::forward : server_action::drop;
+  const bool dropped = !head.forward || (head.parameters_answered &&
+                                         tag == tag_of(backend_tag::parameter_description));
+  const server_action action = dropped ? server_action::drop : server_action::forward;
   if (head.describes && body) note_description(tag, *body, *head.describes);
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::command_complete:

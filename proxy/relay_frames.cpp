@@ -1,6 +1,7 @@
 // The client side of the relay, once a frame is routed: how each message
 // is rewritten for the server (renamed statements, statements prepared
 // again on another connection) or answered in its place.
+#include <algorithm>
 #include <set>
 
 #include "invalidation/analysis_cache.hpp"
@@ -183,8 +184,24 @@ void relay::on_parse(std::string_view frame, const plan& p) {
 }
 
 bool relay::answers_in_failed_transaction(const statement_map::statement& stmt) const {
-  return tx_status_ == 'E' && !queue_.owes_server() && stmt.described->known &&
-         !stmt.ends_failed_transaction() && !statement_map::prepared_on(stmt, server_->prepared);
+  return stmt.described->known && !stmt.ends_failed_transaction() &&
+         !statement_map::prepared_on(stmt, server_->prepared) && transaction_failed_here();
+}
+
+bool relay::transaction_failed_here() const {
+  // In a failed transaction every statement fails, but one that ends it.
+  using tx = invalidation::transaction_effect;
+  return tx_status_ == 'E' &&
+         std::none_of(queue_.begin(), queue_.end(), [](const expected_response& e) {
+           return e.analysis &&
+                  std::any_of(e.analysis->statements.begin(), e.analysis->statements.end(),
+                              [](const invalidation::statement_effects& s) {
+                                return s.transaction == tx::commit ||
+                                       s.transaction == tx::rollback ||
+                                       s.transaction == tx::rollback_to_savepoint ||
+                                       s.transaction == tx::prepare_transaction;
+                              });
+         });
 }
 
 void relay::on_bind(std::string_view frame, const plan& p) {
@@ -262,24 +279,43 @@ void relay::on_describe(std::string_view frame, const plan& p) {
     forward_as_is(tag_of(frontend_tag::describe), frame);
     return;
   }
-  if (answers_in_failed_transaction(*stmt)) {
-    // PostgreSQL describes parameters there, and refuses to describe rows.
-    std::string answer;
-    if (stmt->described->returns_rows) {
-      write_failed_transaction_error(answer);
-      fail_batch(std::move(answer));
-      return;
-    }
-    answer = stmt->described->parameter_description;
-    wire::write_empty(answer, backend_tag::no_data);
-    expect_synthetic(std::move(answer));
+  const statement_description& known = *stmt->described;
+  if (answers_in_failed_transaction(*stmt) && known.returns_rows) {
+    // PostgreSQL refuses to describe rows there.
+    std::string error;
+    write_failed_transaction_error(error);
+    fail_batch(std::move(error));
     return;
+  }
+  // PostgreSQL describes the parameters as the statement was parsed, and
+  // checks its text again (against the tables and search_path of now) only
+  // to describe its rows. Where this connection must first prepare it,
+  // which checks the text, pgstash gives the parameters itself: a text that
+  // no longer analyses then fails where PostgreSQL fails it. In a failed
+  // transaction PostgreSQL refuses before the parameters: where that may be
+  // so, the server answers it all. The rows of an EXECUTE are those of the
+  // SQL prepared statement when the client parsed it, wherever it is now.
+  const bool from_description =
+      known.known && (stmt->rows_fixed_at_parse() ||
+                      (!statement_map::prepared_on(*stmt, server_->prepared) &&
+                       (!known.returns_rows || (tx_status_ != 'E' && !queue_.owes_server()))));
+  if (from_description) {
+    std::string answer = known.parameter_description;
+    const bool whole = !known.returns_rows || stmt->rows_fixed_at_parse();
+    if (whole && known.returns_rows) {
+      answer += known.row_description;
+    } else if (whole) {
+      wire::write_empty(answer, backend_tag::no_data);
+    }
+    expect_synthetic(std::move(answer));
+    if (whole) return;
   }
   ensure_prepared(*stmt);
   wire::write_describe(out_, 'S', stmt->server_name);
   expect(kind::describe);
   queue_.back().client_statement = std::string(d.name);
   queue_.back().statement_server_name = stmt->server_name;
+  queue_.back().parameters_answered = from_description;
 }
 
 void relay::on_execute(std::string_view frame, const plan& p) {

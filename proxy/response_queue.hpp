@@ -56,6 +56,9 @@ struct expected_response {
   // describe: pgstash's own, of a client's statement; the answer is kept
   // here.
   std::shared_ptr<statement_description> describes;
+  // describe: pgstash gave the client the ParameterDescription already; the
+  // server's is dropped.
+  bool parameters_answered = false;
   // query, describe, execute: the result, kept for the result cache.
   std::shared_ptr<result_capture> capture;
   // query, execute: what the statement may write, for the result cache.

@@ -69,6 +69,11 @@ bool statement_map::statement::ends_failed_transaction() const {
   }
 }
 
+bool statement_map::statement::rows_fixed_at_parse() const {
+  return analysis && analysis->statements.size() == 1 &&
+         !analysis->statements[0].execute_name.empty();
+}
+
 bool statement_map::prepared_on(const statement& stmt, const pool::statement_lru& server) {
   const std::optional<std::uint64_t> there = server.version(stmt.server_name);
   return there && *there >= stmt.parsed_at;

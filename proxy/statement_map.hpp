@@ -38,6 +38,7 @@ struct statement_description {
   std::string parameter_description;  // the ParameterDescription frame
   std::size_t parameters = 0;
   bool returns_rows = false;
+  std::string row_description;  // the RowDescription frame, if it returns rows
 };
 
 class statement_map {
@@ -54,6 +55,9 @@ class statement_map {
     // COMMIT, ROLLBACK or ROLLBACK TO: PostgreSQL runs it in a failed
     // transaction, so any connection can prepare it there.
     bool ends_failed_transaction() const;
+    // EXECUTE of a SQL prepared statement: PostgreSQL describes its rows as
+    // they were when the client parsed it, whatever that statement became.
+    bool rows_fixed_at_parse() const;
   };
 
   // What a server connection needs before it can run a statement. A Parse

@@ -396,7 +396,7 @@ struct failed_elsewhere {
   relay r = make_relay();
   pool::server_state first{10};
   pool::server_state second{10};
-  explicit failed_elsewhere(bool rows) {
+  explicit failed_elsewhere(bool rows, bool failed = true) {
     r.attach(first);
     send(r, parse("s2", rows ? "SELECT $1::text || $2::text" : "INSERT INTO t VALUES ($1, $2)"));
     send(r, sync());
@@ -407,10 +407,12 @@ struct failed_elsewhere {
     answer(r, backend_tag::ready_for_query, ready('I'));
     r.detach();
     r.attach(second);
-    send(r, query("BEGIN; SELECT 1/0"));
-    answer(r, backend_tag::command_complete, std::string("BEGIN\0", 6));
-    answer(r, backend_tag::error_response, error_body("22012"));
-    answer(r, backend_tag::ready_for_query, ready('E'));
+    if (failed) {
+      send(r, query("BEGIN; SELECT 1/0"));
+      answer(r, backend_tag::command_complete, std::string("BEGIN\0", 6));
+      answer(r, backend_tag::error_response, error_body("22012"));
+      answer(r, backend_tag::ready_for_query, ready('E'));
+    }
     r.to_server().clear();
   }
   // What the client gets for `frames` (without a server's answer).
@@ -448,6 +450,39 @@ TEST_CASE(
   const std::string replacement = rows.r.take_replacement();
   REQUIRE_FALSE(wire::parse_error_fields(std::string_view(replacement).substr(5), fields));
   CHECK(fields.get('C') == "25P02");
+}
+
+TEST_CASE(
+    "relay: a statement prepared elsewhere is described as parsed, its rows as they are now") {
+  const std::string parameters("\0\2\0\0\0\x19\0\0\0\x19", 10);
+  failed_elsewhere no_rows(false, false);
+  // Parameters are fixed when the client parsed it: no server needed.
+  CHECK(tags_of(no_rows.answers({describe('S', "s2")})) == "tn");
+  CHECK(no_rows.r.to_server().empty());
+  // Rows: the server prepares the text again, and either describes them or
+  // fails after the parameters, as PostgreSQL does when it checks it again.
+  failed_elsewhere rows(true, false);
+  CHECK(tags_of(rows.answers({describe('S', "s2")})) == "t");
+  CHECK(tags_of(rows.r.to_server()) == "CPD");
+  answer(rows.r, backend_tag::close_complete);
+  answer(rows.r, backend_tag::parse_complete);
+  CHECK(answer(rows.r, backend_tag::parameter_description, parameters) == action::drop);
+  CHECK(answer(rows.r, backend_tag::row_description, std::string("\0\0", 2)) == action::forward);
+}
+
+TEST_CASE("relay: a failed transaction is known behind owed requests that cannot end it") {
+  failed_elsewhere f(false);
+  send(f.r, query("SELECT 1"));  // owed: it fails too
+  f.r.to_server().clear();
+  send(f.r, bind_with("s2", 0));
+  // The server is only made to fail in its turn: the wrong count is the error.
+  CHECK(tags_of(f.r.to_server()) == "P");
+  // Behind a ROLLBACK, it is not.
+  failed_elsewhere g(false);
+  send(g.r, query("ROLLBACK"));
+  g.r.to_server().clear();
+  send(g.r, bind_with("s2", 0));
+  CHECK(tags_of(g.r.to_server()) == "CPB");
 }
 
 TEST_CASE(
@@ -514,6 +549,8 @@ TEST_CASE("relay: an error ends copy-in, and the Sync after it is answered") {
   // A bad row: the server leaves copy-in and skips to the next Sync.
   CHECK(answer(r, backend_tag::error_response, error_body("22P02")) == action::forward);
   CHECK_FALSE(r.in_copy());
+  // The server waits for a Sync: the connection is not free.
+  CHECK_FALSE(r.idle());
   std::string done;
   wire::write_frame(done, 'c', "");
   CHECK(send(r, done).where == route::skip);
