@@ -182,6 +182,8 @@ class relay {
   // The transaction will still be failed when the server reaches the next
   // request: it was at the last ReadyForQuery, and nothing owed can end it.
   bool transaction_failed_here() const;
+  // The transaction may be failed when the server reaches the next request.
+  bool transaction_may_be_failed_here() const;
   void record_replay(char tag, std::string_view frame);
   void start_replay();
   server_action on_ready_for_query_frame(char status);

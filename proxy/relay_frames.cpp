@@ -188,6 +188,25 @@ bool relay::answers_in_failed_transaction(const statement_map::statement& stmt) 
          !statement_map::prepared_on(stmt, server_->prepared) && transaction_failed_here();
 }
 
+bool relay::transaction_may_be_failed_here() const {
+  switch (tx_status_) {
+    case 'E':
+      return true;
+    case 'T':
+      return queue_.owes_server();  // an owed request may fail
+    default:
+      // Outside a transaction block a failure fails only its own batch;
+      // an owed BEGIN may open one.
+      return std::any_of(queue_.begin(), queue_.end(), [](const expected_response& e) {
+        return e.analysis &&
+               std::any_of(e.analysis->statements.begin(), e.analysis->statements.end(),
+                           [](const invalidation::statement_effects& s) {
+                             return s.transaction == invalidation::transaction_effect::begin;
+                           });
+      });
+  }
+}
+
 bool relay::transaction_failed_here() const {
   // In a failed transaction every statement fails, but one that ends it.
   using tx = invalidation::transaction_effect;
@@ -227,19 +246,24 @@ void relay::on_bind(std::string_view frame, const plan& p) {
     forward_as_is(tag_of(frontend_tag::bind), frame);
     return;
   }
-  if (answers_in_failed_transaction(*stmt)) {
-    // PostgreSQL checks the parameter count before the transaction.
-    const std::size_t given = bind.parameters.size();
-    const std::size_t wanted = stmt->described->parameters;
+  // PostgreSQL checks the parameter count first, before the transaction
+  // and before it checks the statement's text again; this connection, which
+  // must prepare it first, would check the text first.
+  const std::size_t given = bind.parameters.size();
+  const std::size_t wanted = stmt->described->parameters;
+  const bool must_prepare = !statement_map::prepared_on(*stmt, server_->prepared);
+  if (must_prepare && stmt->described->known && given != wanted) {
     std::string error;
-    if (given != wanted) {
-      wire::write_error(error, "ERROR", "08P01",
-                        "bind message supplies " + std::to_string(given) +
-                            " parameters, but prepared statement \"" + std::string(bind.statement) +
-                            "\" requires " + std::to_string(wanted));
-    } else {
-      write_failed_transaction_error(error);
-    }
+    wire::write_error(error, "ERROR", "08P01",
+                      "bind message supplies " + std::to_string(given) +
+                          " parameters, but prepared statement \"" + std::string(bind.statement) +
+                          "\" requires " + std::to_string(wanted));
+    fail_batch(std::move(error));
+    return;
+  }
+  if (answers_in_failed_transaction(*stmt)) {
+    std::string error;
+    write_failed_transaction_error(error);
     fail_batch(std::move(error));
     return;
   }
@@ -296,9 +320,9 @@ void relay::on_describe(std::string_view frame, const plan& p) {
   // so, the server answers it all. The rows of an EXECUTE are those of the
   // SQL prepared statement when the client parsed it, wherever it is now.
   const bool from_description =
-      known.known && (stmt->rows_fixed_at_parse() ||
-                      (!statement_map::prepared_on(*stmt, server_->prepared) &&
-                       (!known.returns_rows || (tx_status_ != 'E' && !queue_.owes_server()))));
+      known.known &&
+      (stmt->rows_fixed_at_parse() || (!statement_map::prepared_on(*stmt, server_->prepared) &&
+                                       (!known.returns_rows || !transaction_may_be_failed_here())));
   if (from_description) {
     std::string answer = known.parameter_description;
     const bool whole = !known.returns_rows || stmt->rows_fixed_at_parse();

@@ -963,7 +963,10 @@ class Generator:
             "del": (f"DELETE FROM {t} WHERE id = $1 RETURNING id, n", ("int",)),
         }
         if self.on("errors"):
-            kinds["div"] = ("SELECT 10 / $1::int AS q", ("int0",))
+            # random() keeps the planner from folding the division: a fresh statement's custom
+            # plan would fail at Bind, one PostgreSQL had run five times at Execute, and through
+            # a pool whether a statement is fresh on its connection legitimately differs.
+            kinds["div"] = ("SELECT 10 / ($1::int + (random() * 0)::int) AS q", ("int0",))
             kinds["badcol"] = (f"SELECT nosuchcol FROM {t} WHERE id = $1", ("int",))
         if self.on("set"):
             sets = ["SET extra_float_digits = 3", f"SET application_name = 'fz_{self.c}_x'"]
