@@ -86,7 +86,10 @@ bool relay::on_streamed(char tag, std::string_view head) {
   if (skipping_) return false;
   if (tag == tag_of(frontend_tag::bind) && opts_.transaction_mode) {
     // Its portal runs a statement pgstash need not follow.
-    if (auto names = bind_names(head.substr(5))) portals_.erase(std::string(names->first));
+    if (auto names = bind_names(head.substr(5))) {
+      portals_.erase(std::string(names->first));
+      deallocating_portals_.erase(std::string(names->first));
+    }
   }
   expect_for_tag(tag);
   if (opts_.cache) cache_on_streamed(tag, head);

@@ -261,6 +261,7 @@ void relay::on_ready_for_query(char status) {
     error_in_cycle_ = false;
     rollback_seen_ = false;
     portals_.clear();
+    deallocating_portals_.clear();
     cache_.portal_texts.clear();
   }
 }

@@ -152,19 +152,23 @@ void relay::on_parse(std::string_view frame, const plan& p) {
     forward_as_is(tag_of(frontend_tag::parse), frame);
     return;
   }
-  if (const statement_map::statement* existing = statements_.find(parse.statement)) {
+  if (statements_.contains(parse.statement)) {
     // PostgreSQL checks the name last, after the text (syntax, an aborted
     // transaction, analysis). So the server checks the client's text under
-    // the existing statement's server name, which it holds: it reports
-    // what PostgreSQL would, and "already exists" names the client's name.
-    // Prepared afresh, not taken as there: a Parse of it still owed may yet
-    // fail, and then the server would take the client's text instead.
-    server_->prepared.erase(existing->server_name);
-    ensure_prepared(*existing);
-    wire::write_parse(out_, existing->server_name, parse.query, parse.parameter_types);
-    expect(kind::parse);
-    queue_.back().client_statement = std::string(parse.statement);
-    queue_.back().statement_server_name = existing->server_name;
+    // a name of pgstash's own, whose error is the client's; if it takes it,
+    // the name is refused.
+    for (int i = 0; i < 2; ++i) {
+      if (i == 1) {
+        wire::write_parse(out_, k_internal_name, parse.query, parse.parameter_types);
+        queue_.push(expected_response::internal(kind::parse));
+      }
+      wire::write_close(out_, 'S', k_internal_name);
+      queue_.push(expected_response::internal(kind::close));
+    }
+    std::string error;
+    wire::write_error(error, "ERROR", "42P05",
+                      "prepared statement \"" + std::string(parse.statement) + "\" already exists");
+    fail_batch(std::move(error));
     return;
   }
   // The client's own Parse always reaches the server (unless a copy as

@@ -178,6 +178,25 @@ TEST_CASE("relay: DEALLOCATE of a protocol statement through the extended protoc
   CHECK(send(r, parse("_pg3_1", "select 3")).where == route::to_server);
 }
 
+TEST_CASE("relay: a Bind streamed through replaces a portal that deallocated a statement") {
+  relay r = make_relay();
+  pool::server_state server(10);
+  r.attach(server);
+  send(r, parse("s", "select 2"));
+  send(r, sync());
+  for (backend_tag t : {backend_tag::close_complete, backend_tag::parse_complete}) answer(r, t);
+  answer(r, backend_tag::parameter_description, std::string("\0\0", 2));
+  answer(r, backend_tag::row_description, std::string("\0\0", 2));
+  answer(r, backend_tag::ready_for_query, ready('I'));
+  CHECK(send(r, parse("", "DEALLOCATE s")).where == route::answer_locally);
+  CHECK(send(r, bind("", "")).where == route::answer_locally);
+  // The next unnamed Parse and a Bind too large to hold, which passes through.
+  CHECK(send(r, parse("", "select $1")).where == route::to_server);
+  CHECK(r.on_streamed('B', bind("", "")));
+  // Its Execute is the server's, not another DEALLOCATE.
+  CHECK(r.plan_frame('E', execute("")).where == route::to_server);
+}
+
 TEST_CASE("relay: DEALLOCATE of a protocol statement as a Query is answered locally") {
   relay r = make_relay();
   pool::server_state server(10);
