@@ -121,7 +121,7 @@ void relay::end_batch(std::string& out) {
   queue_.push(expected_response::internal(kind::execute));
   wire::write_sync(out);
   queue_.push(expected_response::internal(kind::sync));
-  batch_started_ = skipping_ = false;
+  batch_started_ = batch_at_server_ = skipping_ = false;
 }
 
 void relay::run_internal(std::string& out, std::string_view sql) {
@@ -223,11 +223,11 @@ void relay::note_batch(char tag, route where) {
       batch_started_ = true;
       break;
     case frontend_tag::sync:
-      batch_started_ = false;
+      batch_started_ = batch_at_server_ = false;
       break;
     case frontend_tag::query:
       // A Query the server runs ends its batch; one pgstash answers does not.
-      if (where == route::to_server) batch_started_ = false;
+      if (where == route::to_server) batch_started_ = batch_at_server_ = false;
       break;
     default:
       break;

@@ -190,6 +190,9 @@ class relay {
   void on_ready_for_query(char status);
   void on_command_complete(std::string_view tag_text);
   server_action on_server_error(std::optional<std::string_view> body);
+  // The held re-creation error that stands in for the answer to `head`, a
+  // Describe of a portal that EXECUTEs a SQL prepared statement, or "".
+  std::string recreation_error_at_describe(const expected_response& head);
   // Keeps what the server answered pgstash's Describe of a statement.
   static void note_description(char tag, std::string_view body, statement_description& d);
   // The held error of re-creating the SQL prepared statement that the
@@ -296,12 +299,16 @@ class relay {
     bool may_have_aborted = false;
   };
   std::map<std::string, held_recreation_error> recreation_errors_;
+  // The client was given its batch's error before the server's own, which
+  // is on its way: the server's answers until then are dropped.
+  bool failed_for_client_ = false;
   std::string replacement_;
 
   char tx_status_ = 'I';
   bool copy_in_ = false;
   bool error_in_cycle_ = false;  // an ErrorResponse since the last ReadyForQuery
   bool batch_started_ = false;   // extended-protocol messages since the last Sync
+  bool batch_at_server_ = false;  // ...of which some reached the server
   bool skipping_ = false;        // after an error in a batch, until its Sync
 };
 

@@ -76,6 +76,26 @@ void relay::note_description(char tag, std::string_view body, statement_descript
   }
 }
 
+std::string relay::recreation_error_at_describe(const expected_response& head) {
+  // PostgreSQL analyses the statement an EXECUTE names again to describe
+  // its portal, and fails there. The server here fails at the Execute (the
+  // statement is not there): only if one is on its way before the batch's
+  // end can its error stand for PostgreSQL's, given here.
+  if (recreation_errors_.empty() || !head.analysis || !head.forward ||
+      head.analysis->statements.size() != 1)
+    return {};
+  auto held = recreation_errors_.find(head.analysis->statements[0].execute_name);
+  if (held == recreation_errors_.end()) return {};
+  for (auto it = queue_.begin() + 1; it != queue_.end() && it->what != kind::sync; ++it) {
+    if (it->what == kind::execute && it->analysis == head.analysis) {
+      std::string error = std::move(held->second.error);
+      recreation_errors_.erase(held);
+      return error;
+    }
+  }
+  return {};
+}
+
 std::string relay::take_recreation_error(const wire::error_fields& fields) {
   if (recreation_errors_.empty()) return {};
   const std::string_view code = fields.get('C').value_or("");
@@ -97,6 +117,12 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
   // An error ends copy-in mode: a Sync the client sends after it, the
   // server answers.
   copy_in_ = false;
+  if (std::exchange(failed_for_client_, false)) {
+    error_in_cycle_ = true;
+    if (!queue_.skip_to_sync([this](const expected_response& e) { forget_unprepared(e); }))
+      skipping_ = true;
+    return server_action::drop;
+  }
   if (queue_.empty()) {
     error_in_cycle_ = true;
     return server_action::forward;
@@ -311,6 +337,21 @@ relay::server_action relay::on_server_frame(char tag, std::optional<std::string_
   }
   if (queue_.empty()) return server_action::forward;  // unasked, e.g. a FATAL before closing
   expected_response& head = queue_.front();
+  if (failed_for_client_) {
+    // The client has its error; the server's answers until its own are not
+    // the client's.
+    if (head.completed_by(tag)) queue_.pop();
+    return server_action::drop;
+  }
+  if (head.what == kind::describe &&
+      (tag == tag_of(backend_tag::no_data) || tag == tag_of(backend_tag::row_description))) {
+    if (std::string error = recreation_error_at_describe(head); !error.empty()) {
+      replacement_ = std::move(error);
+      failed_for_client_ = true;
+      queue_.pop();
+      return server_action::replace;
+    }
+  }
   const bool dropped = !head.forward || (head.parameters_answered &&
                                          tag == tag_of(backend_tag::parameter_description));
   const server_action action = dropped ? server_action::drop : server_action::forward;

@@ -69,6 +69,7 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
     }
   }
   if (cache_.deferred_parse && p.where == route::to_server) send_deferred_parse_if_needed(tag, frame);
+  const std::size_t sent_before = out_.size();
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::query:
       on_query(frame, p);
@@ -101,6 +102,7 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
   }
   if (opts_.cache) tell_cache(tag, frame, p);
   record_replay(tag, frame);
+  if (out_.size() > sent_before) batch_at_server_ = true;
   note_batch(tag, p.where);
   return true;
 }
@@ -145,7 +147,7 @@ void relay::on_parse(std::string_view frame, const plan& p) {
   }
   // PostgreSQL describes a statement when it is parsed: EXECUTE's result
   // is the prepared statement's, which must be there by then.
-  sync_sql_prepared(p.analysis, batch_started_);
+  sync_sql_prepared(p.analysis, batch_at_server_);
   if (parse.statement.empty()) {
     unnamed_deallocates_.reset();
     unnamed_statement_ = p.analysis;
@@ -193,22 +195,19 @@ bool relay::answers_in_failed_transaction(const statement_map::statement& stmt) 
 }
 
 bool relay::transaction_may_be_failed_here() const {
-  switch (tx_status_) {
-    case 'E':
-      return true;
-    case 'T':
-      return queue_.owes_server();  // an owed request may fail
-    default:
-      // Outside a transaction block a failure fails only its own batch;
-      // an owed BEGIN may open one.
-      return std::any_of(queue_.begin(), queue_.end(), [](const expected_response& e) {
-        return e.analysis &&
-               std::any_of(e.analysis->statements.begin(), e.analysis->statements.end(),
-                           [](const invalidation::statement_effects& s) {
-                             return s.transaction == invalidation::transaction_effect::begin;
-                           });
-      });
+  if (tx_status_ == 'E') return true;
+  // A request of this batch that fails makes the server skip the rest of
+  // it anyway; one of an earlier batch still owed may fail the transaction
+  // the client is in, or one an owed BEGIN opens.
+  bool earlier_batch_owed = false;
+  bool begin_owed = false;
+  for (const expected_response& e : queue_) {
+    earlier_batch_owed |= (e.what == kind::sync || e.what == kind::query) && !e.contained;
+    if (e.analysis)
+      for (const auto& s : e.analysis->statements)
+        begin_owed |= s.transaction == invalidation::transaction_effect::begin;
   }
+  return earlier_batch_owed && (tx_status_ == 'T' || begin_owed);
 }
 
 bool relay::transaction_failed_here() const {
@@ -245,7 +244,7 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   const analysis_ptr analysis =
       stmt ? stmt->analysis : bind.statement.empty() ? unnamed_statement_ : nullptr;
   portals_[portal] = analysis;
-  sync_sql_prepared(analysis, batch_started_);
+  sync_sql_prepared(analysis, batch_at_server_);
   if (!stmt) {
     forward_as_is(tag_of(frontend_tag::bind), frame);
     return;
@@ -305,6 +304,10 @@ void relay::on_describe(std::string_view frame, const plan& p) {
       d.target == 'S' && !d.name.empty() ? statements_.find(d.name) : nullptr;
   if (!stmt) {
     forward_as_is(tag_of(frontend_tag::describe), frame);
+    if (d.target == 'P') {
+      auto portal = portals_.find(std::string(d.name));
+      if (portal != portals_.end()) queue_.back().analysis = portal->second;
+    }
     return;
   }
   const statement_description& known = *stmt->described;
