@@ -510,6 +510,15 @@ std::string statement_text(const json& raw, const source_text& src) {
   return out;
 }
 
+// A statement node that returns rows: a query, or a write with RETURNING.
+bool returns_rows(const json* node) {
+  if (!node || !node->is_object() || node->size() != 1) return false;
+  const std::string& type = node->begin().key();
+  if (type == "SelectStmt") return true;
+  const bool write = type == "InsertStmt" || type == "UpdateStmt" || type == "DeleteStmt";
+  return write && member(node->begin().value(), "returningList") != nullptr;
+}
+
 statement_effects analyze_statement(const json& raw, const source_text& src) {
   statement_effects fx;
   const json* stmt = member(raw, "stmt");
@@ -531,6 +540,7 @@ statement_effects analyze_statement(const json& raw, const source_text& src) {
   } else if (type == "PrepareStmt") {
     fx.prepare_name = src.decode(str_member(body, "name"));
     fx.prepare_sql = statement_text(raw, src);
+    fx.prepare_returns_rows = returns_rows(member(body, "query"));
   } else if (type == "DeallocateStmt") {
     fx.deallocate_name = src.decode(str_member(body, "name"));
     fx.deallocate_all = fx.deallocate_name.empty();

@@ -99,6 +99,7 @@ struct statement_effects {
   std::string prepare_sql;               // ...and the statement's own text, to replay it
                                          // elsewhere (a trailing "\n" is added if its last
                                          // line may end in a -- comment)
+  bool prepare_returns_rows = false;     // ...and whether its query returns rows
   std::string execute_name;              // `EXECUTE name`, also inside EXPLAIN / CREATE TABLE AS
   std::string deallocate_name;           // `DEALLOCATE [PREPARE] name`
   bool deallocate_all = false;           // DEALLOCATE ALL

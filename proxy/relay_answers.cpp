@@ -78,14 +78,21 @@ void relay::note_description(char tag, std::string_view body, statement_descript
 
 std::string relay::recreation_error_at_describe(const expected_response& head) {
   // PostgreSQL analyses the statement an EXECUTE names again to describe
-  // its portal, and fails there. The server here fails at the Execute (the
+  // its portal's rows, and fails there. The server here fails at the Execute (the
   // statement is not there): only if one is on its way before the batch's
   // end can its error stand for PostgreSQL's, given here.
   if (recreation_errors_.empty() || !head.analysis || !head.forward ||
       head.analysis->statements.size() != 1)
     return {};
-  auto held = recreation_errors_.find(head.analysis->statements[0].execute_name);
-  if (held == recreation_errors_.end()) return {};
+  const std::string& name = head.analysis->statements[0].execute_name;
+  auto held = recreation_errors_.find(name);
+  if (held == recreation_errors_.end() || !state_) return {};
+  // It describes rows only for a statement that returns them.
+  const std::string* text = state_->sql_prepared(name);
+  const analysis_ptr prepared = text ? analyze(*text) : nullptr;
+  if (!prepared || prepared->statements.size() != 1 ||
+      !prepared->statements[0].prepare_returns_rows)
+    return {};
   for (auto it = queue_.begin() + 1; it != queue_.end() && it->what != kind::sync; ++it) {
     if (it->what == kind::execute && it->analysis == head.analysis) {
       std::string error = std::move(held->second.error);

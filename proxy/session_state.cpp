@@ -110,6 +110,11 @@ void session_state::statement_completed(const invalidation::statement_effects& e
   for (const auto& change : effects.settings) staged_.push_back(change);
 }
 
+const std::string* session_state::sql_prepared(const std::string& name) const {
+  auto it = sql_prepared_.find(name);
+  return it == sql_prepared_.end() ? nullptr : &it->second;
+}
+
 void session_state::transaction_committed(pool::server_state& server) {
   for (const auto& change : staged_) apply(change, server);
   staged_.clear();

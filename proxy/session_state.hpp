@@ -27,6 +27,8 @@ class session_state {
   explicit session_state(const std::vector<std::pair<std::string, std::string>>& startup);
 
   const pool::settings_map& settings() const { return settings_; }
+  // The PREPARE text of the client's SQL prepared statement `name`, or null.
+  const std::string* sql_prepared(const std::string& name) const;
   unsigned pins() const { return pins_; }
   bool pinned() const { return pins_ != invalidation::pin_none; }
 

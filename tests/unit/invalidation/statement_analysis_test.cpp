@@ -379,9 +379,15 @@ TEST_CASE("PREPARE records the name and the statement's own text") {
   statement_effects fx = only("PREPARE q1 (int, text) AS SELECT $1, $2");
   CHECK(fx.prepare_name == "q1");
   CHECK(fx.prepare_sql == "PREPARE q1 (int, text) AS SELECT $1, $2");
+  CHECK(fx.prepare_returns_rows);
   fx.prepare_name.clear();
   fx.prepare_sql.clear();
+  fx.prepare_returns_rows = false;
   CHECK(fx == statement_effects{});
+  // Whether its query returns rows: a write only with RETURNING.
+  CHECK_FALSE(only("PREPARE w (int) AS INSERT INTO t VALUES ($1)").prepare_returns_rows);
+  CHECK(only("PREPARE w (int) AS DELETE FROM t WHERE a = $1 RETURNING a").prepare_returns_rows);
+  CHECK(only("PREPARE w AS VALUES (1)").prepare_returns_rows);
 
   const analysis a =
       checked_analyze("SELECT 1;\n  /* next */ -- one\n PREPARE \"Q2\" AS SELECT ';' ; SELECT 3");
