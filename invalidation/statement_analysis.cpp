@@ -396,6 +396,8 @@ void scan_tree(const json& root, const std::vector<const json*>& run_once, state
         on_func_call(v, once, fx, src);
       } else if (key == "ExecuteStmt") {
         fx.execute_name = src.decode(str_member(v, "name"));
+        const json* params = member(v, "params");
+        fx.execute_arguments = params && params->is_array() ? static_cast<int>(params->size()) : 0;
       } else if (key == "DeclareCursorStmt") {
         if (int_member(v, "options") & k_cursor_opt_hold) fx.pins |= pin_hold_cursor;
       } else if (v.is_array() && !v.empty() &&
@@ -510,6 +512,27 @@ std::string statement_text(const json& raw, const source_text& src) {
   return out;
 }
 
+// The highest $n a parse tree refers to: PostgreSQL gives a PREPARE as many
+// parameters as that, or as it declares if more.
+int highest_parameter(const json& node) {
+  int highest = 0;
+  std::vector<const json*> stack{&node};
+  while (!stack.empty()) {
+    const json& j = *stack.back();
+    stack.pop_back();
+    if (j.is_object()) {
+      if (const json* ref = member(j, "ParamRef"))
+        highest = std::max(highest, static_cast<int>(int_member(*ref, "number")));
+      for (auto it = j.begin(); it != j.end(); ++it)
+        if (it.value().is_structured()) stack.push_back(&it.value());
+    } else if (j.is_array()) {
+      for (const json& e : j)
+        if (e.is_structured()) stack.push_back(&e);
+    }
+  }
+  return highest;
+}
+
 // A statement node that returns rows: a query, or a write with RETURNING.
 bool returns_rows(const json* node) {
   if (!node || !node->is_object() || node->size() != 1) return false;
@@ -541,6 +564,10 @@ statement_effects analyze_statement(const json& raw, const source_text& src) {
     fx.prepare_name = src.decode(str_member(body, "name"));
     fx.prepare_sql = statement_text(raw, src);
     fx.prepare_returns_rows = returns_rows(member(body, "query"));
+    const json* types = member(body, "argtypes");
+    const int declared = types && types->is_array() ? static_cast<int>(types->size()) : 0;
+    const json* query = member(body, "query");
+    fx.prepare_parameters = std::max(declared, query ? highest_parameter(*query) : 0);
   } else if (type == "DeallocateStmt") {
     fx.deallocate_name = src.decode(str_member(body, "name"));
     fx.deallocate_all = fx.deallocate_name.empty();

@@ -99,8 +99,10 @@ struct statement_effects {
   std::string prepare_sql;               // ...and the statement's own text, to replay it
                                          // elsewhere (a trailing "\n" is added if its last
                                          // line may end in a -- comment)
-  bool prepare_returns_rows = false;     // ...and whether its query returns rows
+  bool prepare_returns_rows = false;     // ...whether its query returns rows
+  int prepare_parameters = 0;            // ...and how many parameters it takes
   std::string execute_name;              // `EXECUTE name`, also inside EXPLAIN / CREATE TABLE AS
+  int execute_arguments = 0;             // ...and how many arguments it passes
   std::string deallocate_name;           // `DEALLOCATE [PREPARE] name`
   bool deallocate_all = false;           // DEALLOCATE ALL
   bool discard_all = false;              // DISCARD ALL (DISCARD PLANS/SEQUENCES/TEMP: no effect)

@@ -196,8 +196,13 @@ class relay {
   // Keeps what the server answered pgstash's Describe of a statement.
   static void note_description(char tag, std::string_view body, statement_description& d);
   // The held error of re-creating the SQL prepared statement that the
-  // client's error `fields` is a consequence of, or "".
-  std::string take_recreation_error(const wire::error_fields& fields);
+  // client's error `fields`, answering `head`, is a consequence of, or "".
+  // Where the EXECUTE passes a wrong number of arguments, PostgreSQL's
+  // error for that instead.
+  std::string take_recreation_error(const wire::error_fields& fields,
+                                    const expected_response& head);
+  // How many arguments `head`'s EXECUTE of `name` passes, or -1.
+  static int execute_arguments(const expected_response& head, const std::string& name);
   // `body` with the server-side name of the statement `head` used replaced
   // by the client's, or "" if it does not mention it.
   std::string error_for_client(std::string_view body, const expected_response& head) const;

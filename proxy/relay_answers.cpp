@@ -103,7 +103,8 @@ std::string relay::recreation_error_at_describe(const expected_response& head) {
   return {};
 }
 
-std::string relay::take_recreation_error(const wire::error_fields& fields) {
+std::string relay::take_recreation_error(const wire::error_fields& fields,
+                                         const expected_response& head) {
   if (recreation_errors_.empty()) return {};
   const std::string_view code = fields.get('C').value_or("");
   const std::string_view message = fields.get('M').value_or("");
@@ -111,13 +112,36 @@ std::string relay::take_recreation_error(const wire::error_fields& fields) {
     const bool stands_in =
         code == "26000" ? message == "prepared statement \"" + it->first + "\" does not exist"
                         : code == "25P02" && it->second.may_have_aborted;
-    if (stands_in) {
-      std::string error = std::move(it->second.error);
-      recreation_errors_.erase(it);
-      return error;
+    if (!stands_in) continue;
+    std::string error = std::move(it->second.error);
+    const std::string name = it->first;
+    recreation_errors_.erase(it);
+    // PostgreSQL checks the number of arguments before the text.
+    const int passed = execute_arguments(head, name);
+    const std::string* text = state_ ? state_->sql_prepared(name) : nullptr;
+    const analysis_ptr prepared = text ? analyze(*text) : nullptr;
+    if (passed >= 0 && prepared && prepared->statements.size() == 1 &&
+        prepared->statements[0].prepare_parameters != passed) {
+      const int expected = prepared->statements[0].prepare_parameters;
+      error.clear();
+      wire::write_error(
+          error, {{'S', "ERROR"},
+                  {'V', "ERROR"},
+                  {'C', "42601"},
+                  {'M', "wrong number of parameters for prepared statement \"" + name + "\""},
+                  {'D', "Expected " + std::to_string(expected) + " parameters but got " +
+                            std::to_string(passed) + "."}});
     }
+    return error;
   }
   return {};
+}
+
+int relay::execute_arguments(const expected_response& head, const std::string& name) {
+  if (!head.analysis) return -1;
+  for (const auto& s : head.analysis->statements)
+    if (s.execute_name == name) return s.execute_arguments;
+  return -1;
 }
 
 relay::server_action relay::on_server_error(std::optional<std::string_view> body) {
@@ -153,7 +177,7 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
       return server_action::drop;
     }
     error_in_cycle_ = true;
-    if (readable) replacement_ = take_recreation_error(fields);
+    if (readable) replacement_ = take_recreation_error(fields, head);
     // Either ends at its ReadyForQuery.
     return replacement_.empty() ? server_action::forward : server_action::replace;
   }
@@ -163,7 +187,7 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
     if (readable && fields.get('C') == "42601") replacement_ = std::move(head.error_instead);
   } else if (body) {
     replacement_ = error_for_client(*body, head);
-    if (replacement_.empty() && readable) replacement_ = take_recreation_error(fields);
+    if (replacement_.empty() && readable) replacement_ = take_recreation_error(fields, head);
   }
   bool replay = false;
   if (head.what == kind::bind && head.replayable && body && !replay_recording_ &&

@@ -380,10 +380,18 @@ TEST_CASE("PREPARE records the name and the statement's own text") {
   CHECK(fx.prepare_name == "q1");
   CHECK(fx.prepare_sql == "PREPARE q1 (int, text) AS SELECT $1, $2");
   CHECK(fx.prepare_returns_rows);
+  CHECK(fx.prepare_parameters == 2);
   fx.prepare_name.clear();
   fx.prepare_sql.clear();
   fx.prepare_returns_rows = false;
+  fx.prepare_parameters = 0;
   CHECK(fx == statement_effects{});
+  // Parameters: as many as declared, or as the highest $n if more.
+  CHECK(only("PREPARE p AS SELECT $3 + (SELECT $1)").prepare_parameters == 3);
+  CHECK(only("PREPARE p (int, int, int) AS SELECT $1").prepare_parameters == 3);
+  CHECK(only("PREPARE p AS SELECT 1").prepare_parameters == 0);
+  CHECK(only("EXECUTE p(1, 'a')").execute_arguments == 2);
+  CHECK(only("EXECUTE p").execute_arguments == 0);
   // Whether its query returns rows: a write only with RETURNING.
   CHECK_FALSE(only("PREPARE w (int) AS INSERT INTO t VALUES ($1)").prepare_returns_rows);
   CHECK(only("PREPARE w (int) AS DELETE FROM t WHERE a = $1 RETURNING a").prepare_returns_rows);

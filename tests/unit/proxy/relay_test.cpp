@@ -312,6 +312,21 @@ TEST_CASE("relay: the error of re-creating a SQL prepared statement is the one i
 }
 
 TEST_CASE(
+    "relay: an EXECUTE with the wrong number of arguments gets that error, not the re-creation's") {
+  moved_sql_prepared m;  // p takes no parameters
+  send(m.r, query("EXECUTE p(1)"));
+  m.answer_sync(error_body("42P01"));
+  std::string missing;
+  wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
+  CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
+  const std::string error = m.r.take_replacement();
+  wire::error_fields fields;
+  REQUIRE_FALSE(wire::parse_error_fields(std::string_view(error).substr(5), fields));
+  CHECK(fields.get('C') == "42601");
+  CHECK(fields.get('D') == "Expected 0 parameters but got 1.");
+}
+
+TEST_CASE(
     "relay: a held re-creation error is dropped when the client's statement fails otherwise") {
   moved_sql_prepared m;
   send(m.r, query("SELECT 1/0; EXECUTE p"));
