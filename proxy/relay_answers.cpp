@@ -116,11 +116,14 @@ std::string relay::take_recreation_error(const wire::error_fields& fields,
     std::string error = std::move(it->second.error);
     const std::string name = it->first;
     recreation_errors_.erase(it);
-    // PostgreSQL checks the number of arguments before the text.
+    // PostgreSQL checks the number of arguments before the text (for a
+    // statement that takes any: arguments to one that takes none it
+    // ignores).
     const int passed = execute_arguments(head, name);
     const std::string* text = state_ ? state_->sql_prepared(name) : nullptr;
     const analysis_ptr prepared = text ? analyze(*text) : nullptr;
     if (passed >= 0 && prepared && prepared->statements.size() == 1 &&
+        prepared->statements[0].prepare_parameters > 0 &&
         prepared->statements[0].prepare_parameters != passed) {
       const int expected = prepared->statements[0].prepare_parameters;
       error.clear();
@@ -386,7 +389,12 @@ relay::server_action relay::on_server_frame(char tag, std::optional<std::string_
   const bool dropped = !head.forward || (head.parameters_answered &&
                                          tag == tag_of(backend_tag::parameter_description));
   const server_action action = dropped ? server_action::drop : server_action::forward;
-  if (head.describes && body) note_description(tag, *body, *head.describes);
+  // What the server says of an EXECUTE whose statement could not be
+  // re-created there is not what PostgreSQL says of the client's.
+  const bool described_elsewhere =
+      head.analysis && head.analysis->statements.size() == 1 &&
+      recreation_errors_.count(head.analysis->statements[0].execute_name) != 0;
+  if (head.describes && body && !described_elsewhere) note_description(tag, *body, *head.describes);
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::command_complete:
       if (head.what == kind::query || head.what == kind::execute)

@@ -187,6 +187,7 @@ void relay::on_parse(std::string_view frame, const plan& p) {
   wire::write_describe(out_, 'S', stmt.server_name);
   queue_.push(expected_response::internal(kind::describe));
   queue_.back().describes = stmt.described;
+  queue_.back().analysis = stmt.analysis;
 }
 
 bool relay::answers_in_failed_transaction(const statement_map::statement& stmt) const {

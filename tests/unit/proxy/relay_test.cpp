@@ -264,9 +264,9 @@ struct moved_sql_prepared {
   relay r = make_relay();
   pool::server_state first{10};
   pool::server_state second{10};
-  moved_sql_prepared() {
+  explicit moved_sql_prepared(const std::string& prepare = "PREPARE p AS SELECT 1") {
     r.attach(first);
-    send(r, query("PREPARE p AS SELECT 1"));
+    send(r, query(prepare));
     answer(r, backend_tag::command_complete, std::string("PREPARE\0", 8));
     answer(r, backend_tag::ready_for_query, ready('I'));
     r.detach();
@@ -313,17 +313,31 @@ TEST_CASE("relay: the error of re-creating a SQL prepared statement is the one i
 
 TEST_CASE(
     "relay: an EXECUTE with the wrong number of arguments gets that error, not the re-creation's") {
-  moved_sql_prepared m;  // p takes no parameters
-  send(m.r, query("EXECUTE p(1)"));
-  m.answer_sync(error_body("42P01"));
+  for (const std::string arguments : {"", "(1, 2)", "(1)"}) {
+    CAPTURE(arguments);
+    moved_sql_prepared m("PREPARE p (int) AS SELECT $1");
+    send(m.r, query("EXECUTE p" + arguments));
+    m.answer_sync(error_body("42P01"));
+    std::string missing;
+    wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
+    CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
+    const std::string error = m.r.take_replacement();
+    wire::error_fields fields;
+    REQUIRE_FALSE(wire::parse_error_fields(std::string_view(error).substr(5), fields));
+    CHECK(fields.get('C') == (arguments == "(1)" ? "42P01" : "42601"));
+    if (arguments.empty()) CHECK(fields.get('D') == "Expected 1 parameters but got 0.");
+  }
+  // One that takes none ignores arguments, as PostgreSQL does.
+  moved_sql_prepared none;
+  send(none.r, query("EXECUTE p(1)"));
+  none.answer_sync(error_body("42P01"));
   std::string missing;
   wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
-  CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
-  const std::string error = m.r.take_replacement();
+  CHECK(answer(none.r, backend_tag::error_response, missing.substr(5)) == action::replace);
   wire::error_fields fields;
+  const std::string error = none.r.take_replacement();
   REQUIRE_FALSE(wire::parse_error_fields(std::string_view(error).substr(5), fields));
-  CHECK(fields.get('C') == "42601");
-  CHECK(fields.get('D') == "Expected 0 parameters but got 1.");
+  CHECK(fields.get('C') == "42P01");
 }
 
 TEST_CASE(
