@@ -73,6 +73,14 @@ enum class transaction_effect {
   prepare_transaction,  // PREPARE TRANSACTION; COMMIT/ROLLBACK PREPARED are none
 };
 
+// COMMIT, ROLLBACK, ROLLBACK TO and PREPARE TRANSACTION: what PostgreSQL
+// still runs in a failed transaction, and what ends one.
+inline bool exits_failed_transaction(transaction_effect t) {
+  return t == transaction_effect::commit || t == transaction_effect::rollback ||
+         t == transaction_effect::rollback_to_savepoint ||
+         t == transaction_effect::prepare_transaction;
+}
+
 // Why a statement ties a client to its server connection for the rest of
 // the session. A bit set: statement_effects::pins ORs these.
 enum pin_reason : unsigned {

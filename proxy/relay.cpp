@@ -63,6 +63,7 @@ relay::relay(options opts, const std::vector<std::pair<std::string, std::string>
 
 void relay::detach() {
   server_ = nullptr;
+  failed_for_client_ = false;
   cache_.statements.erase("");
   unnamed_statement_.reset();
   portals_.clear();
@@ -93,6 +94,7 @@ bool relay::on_streamed(char tag, std::string_view head) {
   }
   expect_for_tag(tag);
   if (opts_.cache) cache_on_streamed(tag, head);
+  if (tag == tag_of(frontend_tag::bind)) batch_at_server_ = true;
   note_batch(tag, route::to_server);
   return true;
 }
@@ -113,7 +115,7 @@ void relay::end_copy(std::string& out) {
 }
 
 void relay::end_batch(std::string& out) {
-  if (!batch_started_) return;
+  if (!batch_started_ && !skipping_) return;
   // A Sync alone would commit what the batch did; PostgreSQL rolls back a
   // batch whose client is gone. An Execute of a portal that cannot exist
   // fails the batch first (or is skipped, if it failed already).

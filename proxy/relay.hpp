@@ -105,7 +105,7 @@ class relay {
   // changes to the client's statement names may still be undone by an
   // error, or are still to come: the frame must wait for those answers,
   // since pgstash rewrites it with the names as they will then be.
-  bool must_wait() const { return !batch_started_ && queue_.changes_pending(); }
+  bool must_wait() const { return !batch_started_ && !copy_in_ && queue_.changes_pending(); }
   // A frame too large to hold, passing through by length; `head` is its
   // start as buffered. Returns false if the frame is skipped.
   bool on_streamed(char tag, std::string_view head);

@@ -94,11 +94,12 @@ std::string relay::recreation_error_at_describe(const expected_response& head) {
       !prepared->statements[0].prepare_returns_rows)
     return {};
   for (auto it = queue_.begin() + 1; it != queue_.end() && it->what != kind::sync; ++it) {
-    if (it->what == kind::execute && it->analysis == head.analysis) {
-      std::string error = std::move(held->second.error);
-      recreation_errors_.erase(held);
-      return error;
-    }
+    if (!it->runs_statements()) continue;
+    // The next statement the batch runs: only if it is that Execute.
+    if (it->what != kind::execute || it->analysis != head.analysis) return {};
+    std::string error = std::move(held->second.error);
+    recreation_errors_.erase(held);
+    return error;
   }
   return {};
 }
@@ -344,6 +345,7 @@ relay::server_action relay::on_ready_for_query_frame(char status) {
   // A re-creation's error not given by now belongs to no statement the
   // client ran.
   if (answer == server_action::forward) recreation_errors_.clear();
+  failed_for_client_ = false;
   on_ready_for_query(status);
   return answer;
 }
@@ -391,10 +393,12 @@ relay::server_action relay::on_server_frame(char tag, std::optional<std::string_
   const server_action action = dropped ? server_action::drop : server_action::forward;
   // What the server says of an EXECUTE whose statement could not be
   // re-created there is not what PostgreSQL says of the client's.
-  const bool described_elsewhere =
-      head.analysis && head.analysis->statements.size() == 1 &&
-      recreation_errors_.count(head.analysis->statements[0].execute_name) != 0;
-  if (head.describes && body && !described_elsewhere) note_description(tag, *body, *head.describes);
+  if (head.describes && body) {
+    const bool described_elsewhere =
+        head.analysis && head.analysis->statements.size() == 1 &&
+        recreation_errors_.count(head.analysis->statements[0].execute_name) != 0;
+    if (!described_elsewhere) note_description(tag, *body, *head.describes);
+  }
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::command_complete:
       if (head.what == kind::query || head.what == kind::execute)

@@ -102,7 +102,9 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
   }
   if (opts_.cache) tell_cache(tag, frame, p);
   record_replay(tag, frame);
-  if (out_.size() > sent_before) batch_at_server_ = true;
+  if (out_.size() > sent_before && tag != tag_of(frontend_tag::flush) &&
+      tag != tag_of(frontend_tag::sync) && tag != tag_of(frontend_tag::query))
+    batch_at_server_ = true;
   note_batch(tag, p.where);
   return true;
 }
@@ -204,7 +206,7 @@ bool relay::transaction_may_be_failed_here() const {
   bool begin_owed = false;
   for (const expected_response& e : queue_) {
     earlier_batch_owed |= (e.what == kind::sync || e.what == kind::query) && !e.contained;
-    if (e.analysis)
+    if (e.runs_statements() && e.analysis)
       for (const auto& s : e.analysis->statements)
         begin_owed |= s.transaction == invalidation::transaction_effect::begin;
   }
@@ -213,16 +215,12 @@ bool relay::transaction_may_be_failed_here() const {
 
 bool relay::transaction_failed_here() const {
   // In a failed transaction every statement fails, but one that ends it.
-  using tx = invalidation::transaction_effect;
   return tx_status_ == 'E' &&
          std::none_of(queue_.begin(), queue_.end(), [](const expected_response& e) {
-           return e.analysis &&
+           return e.runs_statements() && e.analysis &&
                   std::any_of(e.analysis->statements.begin(), e.analysis->statements.end(),
                               [](const invalidation::statement_effects& s) {
-                                return s.transaction == tx::commit ||
-                                       s.transaction == tx::rollback ||
-                                       s.transaction == tx::rollback_to_savepoint ||
-                                       s.transaction == tx::prepare_transaction;
+                                return invalidation::exits_failed_transaction(s.transaction);
                               });
          });
 }
@@ -245,24 +243,23 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   const analysis_ptr analysis =
       stmt ? stmt->analysis : bind.statement.empty() ? unnamed_statement_ : nullptr;
   portals_[portal] = analysis;
+  // PostgreSQL checks the parameter count first, before the transaction
+  // and before it checks the statement's text again (or the statements an
+  // EXECUTE names); this connection, which must prepare it first, would
+  // check the text first.
+  if (stmt && stmt->described->known && bind.parameters.size() != stmt->described->parameters &&
+      !statement_map::prepared_on(*stmt, server_->prepared)) {
+    std::string error;
+    wire::write_error(error, "ERROR", "08P01",
+                      "bind message supplies " + std::to_string(bind.parameters.size()) +
+                          " parameters, but prepared statement \"" + std::string(bind.statement) +
+                          "\" requires " + std::to_string(stmt->described->parameters));
+    fail_batch(std::move(error));
+    return;
+  }
   sync_sql_prepared(analysis, batch_at_server_);
   if (!stmt) {
     forward_as_is(tag_of(frontend_tag::bind), frame);
-    return;
-  }
-  // PostgreSQL checks the parameter count first, before the transaction
-  // and before it checks the statement's text again; this connection, which
-  // must prepare it first, would check the text first.
-  const std::size_t given = bind.parameters.size();
-  const std::size_t wanted = stmt->described->parameters;
-  const bool must_prepare = !statement_map::prepared_on(*stmt, server_->prepared);
-  if (must_prepare && stmt->described->known && given != wanted) {
-    std::string error;
-    wire::write_error(error, "ERROR", "08P01",
-                      "bind message supplies " + std::to_string(given) +
-                          " parameters, but prepared statement \"" + std::string(bind.statement) +
-                          "\" requires " + std::to_string(wanted));
-    fail_batch(std::move(error));
     return;
   }
   if (answers_in_failed_transaction(*stmt)) {
@@ -327,10 +324,10 @@ void relay::on_describe(std::string_view frame, const plan& p) {
   // transaction PostgreSQL refuses before the parameters: where that may be
   // so, the server answers it all. The rows of an EXECUTE are those of the
   // SQL prepared statement when the client parsed it, wherever it is now.
+  const bool rows_allowed = !known.returns_rows || !transaction_may_be_failed_here();
   const bool from_description =
-      known.known &&
-      (stmt->rows_fixed_at_parse() || (!statement_map::prepared_on(*stmt, server_->prepared) &&
-                                       (!known.returns_rows || !transaction_may_be_failed_here())));
+      known.known && rows_allowed &&
+      (stmt->rows_fixed_at_parse() || !statement_map::prepared_on(*stmt, server_->prepared));
   if (from_description) {
     std::string answer = known.parameter_description;
     const bool whole = !known.returns_rows || stmt->rows_fixed_at_parse();
@@ -432,6 +429,12 @@ void relay::sync_sql_prepared(const analysis_ptr& analysis, bool in_batch) {
   // In a failed transaction the statement fails anyway, with the error
   // PostgreSQL gives; pgstash's own would come first.
   if (!analysis || !state_ || tx_status_ == 'E') return;
+  const bool names_any = std::any_of(analysis->statements.begin(), analysis->statements.end(),
+                                     [](const invalidation::statement_effects& s) {
+                                       return !s.execute_name.empty() || !s.prepare_name.empty() ||
+                                              !s.deallocate_name.empty();
+                                     });
+  if (!names_any) return;
   // A name an earlier statement (of this text, or of a request of the batch
   // still owed) creates or drops is left to it: the server runs that first,
   // on this connection, and then shows the later one what PostgreSQL would.
@@ -443,17 +446,19 @@ void relay::sync_sql_prepared(const analysis_ptr& analysis, bool in_batch) {
       if (!name->empty()) decided.insert(*name);
   };
   for (const expected_response& e : queue_) {
-    if (!e.analysis) continue;
+    if (!e.runs_statements() || !e.analysis) continue;
     for (const auto& s : e.analysis->statements) note_decided(s);
   }
   std::vector<session_state::prepared_sync> statements;
-  for (invalidation::statement_effects effects : analysis->statements) {
+  for (const invalidation::statement_effects& as_sent : analysis->statements) {
     if (all_decided) break;
-    const invalidation::statement_effects as_sent = effects;
-    for (std::string* name :
-         {&effects.execute_name, &effects.prepare_name, &effects.deallocate_name})
+    invalidation::statement_effects names;
+    names.execute_name = as_sent.execute_name;
+    names.prepare_name = as_sent.prepare_name;
+    names.deallocate_name = as_sent.deallocate_name;
+    for (std::string* name : {&names.execute_name, &names.prepare_name, &names.deallocate_name})
       if (decided.contains(*name)) name->clear();
-    auto more = state_->sync_prepared_statements(effects, *server_);
+    auto more = state_->sync_prepared_statements(names, *server_);
     statements.insert(statements.end(), more.begin(), more.end());
     note_decided(as_sent);
   }
@@ -475,16 +480,23 @@ void relay::sync_sql_prepared(const analysis_ptr& analysis, bool in_batch) {
   // inside one, a savepoint takes it back.
   const bool contained = !in_batch && !queue_.owes_server();
   const bool savepoint = contained && tx_status_ == 'T';
+  // Outside a transaction block each Query commits alone: one that fails
+  // takes back nothing of the others.
+  const bool independent = contained && !savepoint;
   if (savepoint) run_internal(out_, "SAVEPOINT pgstash_prepare");
   for (std::size_t i = 0; i < count; ++i) {
-    auto undo = [server = server_, group, i] {
+    auto undo = [server = server_, group, i, independent] {
+      if (independent) {
+        group->steps[i].undo(*server);
+        return;
+      }
       for (; group->kept > i; --group->kept) group->steps[group->kept - 1].undo(*server);
     };
     const session_state::prepared_sync& statement = group->steps[i];
     if (!in_batch) {
       run_internal(out_, statement.sql);
       queue_.back().undo = std::move(undo);
-      queue_.back().after_failure = [group, i] { return group->kept <= i; };
+      if (!independent) queue_.back().after_failure = [group, i] { return group->kept <= i; };
       queue_.back().syncs_sql_prepared = statement.name;
       queue_.back().contained = contained;
       continue;

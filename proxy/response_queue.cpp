@@ -88,7 +88,7 @@ bool response_queue::owes_server() const {
 bool response_queue::changes_pending() const {
   return std::any_of(entries_.begin(), entries_.end(), [](const expected_response& e) {
     return e.undo || (e.what == expected_response::kind::parse && !e.server_statement.empty()) ||
-           (e.analysis && e.analysis->changes_prepared_statements());
+           (e.runs_statements() && e.analysis && e.analysis->changes_prepared_statements());
   });
 }
 

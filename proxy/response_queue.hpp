@@ -43,10 +43,9 @@ struct expected_response {
   std::size_t statements_done = 0;
   // parse: the server-side statement being created.
   std::string server_statement;
-  // bind, describe and parse of a renamed statement (a parse: of a name
-  // the client has defined already): the client's name for it, which the
-  // server's errors about it are given, and the server's name it was sent
-  // under (the client may have redefined the name since).
+  // bind and describe of a renamed statement: the client's name for it,
+  // which the server's errors about it are given, and the server's name it
+  // was sent under (the client may have redefined the name since).
   std::string client_statement;
   std::string statement_server_name;
   // bind: this batch may be replayed after "cached plan must not change
@@ -98,6 +97,9 @@ struct expected_response {
 
   // True if backend message `tag` is the last one answering this request.
   bool completed_by(char tag) const;
+  // A Query or an Execute: `analysis` is of statements it runs (on other
+  // requests it describes what they name).
+  bool runs_statements() const { return what == kind::query || what == kind::execute; }
 };
 
 class response_queue {

@@ -62,8 +62,6 @@ class session_state {
     // The server's record of `name` before it: what undo() puts back if the
     // statement fails or is skipped.
     std::optional<std::string> before;
-    // A PREPARE: it creates `name` where nothing of that name is left.
-    bool creates() const { return !before; }
     void undo(pool::server_state& server) const;
   };
   // Statements to run, one by one, before `effects`'s statement on

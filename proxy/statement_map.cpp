@@ -56,17 +56,8 @@ void statement_map::restore(const std::string& client_name, std::optional<statem
 }
 
 bool statement_map::statement::ends_failed_transaction() const {
-  using tx = invalidation::transaction_effect;
-  if (!analysis || analysis->statements.size() != 1) return false;
-  switch (analysis->statements[0].transaction) {
-    case tx::commit:
-    case tx::rollback:
-    case tx::rollback_to_savepoint:
-    case tx::prepare_transaction:
-      return true;
-    default:
-      return false;
-  }
+  return analysis && analysis->statements.size() == 1 &&
+         invalidation::exits_failed_transaction(analysis->statements[0].transaction);
 }
 
 bool statement_map::statement::rows_fixed_at_parse() const {

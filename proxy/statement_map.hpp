@@ -52,8 +52,8 @@ class statement_map {
     std::uint64_t parsed_at;  // when the client Parsed it
     // Filled in when the server's answer to pgstash's Describe arrives.
     std::shared_ptr<statement_description> described = std::make_shared<statement_description>();
-    // COMMIT, ROLLBACK or ROLLBACK TO: PostgreSQL runs it in a failed
-    // transaction, so any connection can prepare it there.
+    // COMMIT, ROLLBACK, ROLLBACK TO or PREPARE TRANSACTION: PostgreSQL runs
+    // it in a failed transaction, so any connection can prepare it there.
     bool ends_failed_transaction() const;
     // EXECUTE of a SQL prepared statement: PostgreSQL describes its rows as
     // they were when the client parsed it, whatever that statement became.

@@ -598,8 +598,22 @@ TEST_CASE("relay: an error ends copy-in, and the Sync after it is answered") {
   // A bad row: the server leaves copy-in and skips to the next Sync.
   CHECK(answer(r, backend_tag::error_response, error_body("22P02")) == action::forward);
   CHECK_FALSE(r.in_copy());
-  // The server waits for a Sync: the connection is not free.
+  // The server waits for a Sync: the connection is not free, and a client
+  // that left now would have its batch ended.
   CHECK_FALSE(r.idle());
+  {
+    relay copy = make_relay();
+    pool::server_state other(10);
+    copy.attach(other);
+    for (const std::string& f : {parse("", "COPY t FROM STDIN"), bind("", ""), execute(""), sync()})
+      send(copy, f);
+    for (backend_tag t : {backend_tag::parse_complete, backend_tag::bind_complete}) answer(copy, t);
+    answer(copy, backend_tag::copy_in_response, std::string("\0\0\0", 3));
+    answer(copy, backend_tag::error_response, error_body("22P02"));
+    std::string cleanup;
+    copy.end_batch(cleanup);
+    CHECK(tags_of(cleanup) == "ES");
+  }
   std::string done;
   wire::write_frame(done, 'c', "");
   CHECK(send(r, done).where == route::skip);
@@ -611,6 +625,19 @@ TEST_CASE("relay: an error ends copy-in, and the Sync after it is answered") {
   // The next batch is answered in full.
   send(r, parse("", "select 1"));
   CHECK(answer(r, backend_tag::parse_complete) == action::forward);
+}
+
+TEST_CASE(
+    "relay: COPY data is never held back behind a Query that changes SQL prepared statements") {
+  relay r = make_relay();
+  pool::server_state server(10);
+  r.attach(server);
+  send(r, query("DEALLOCATE ALL; COPY t FROM STDIN"));
+  CHECK(r.must_wait());  // a next batch would wait for the DEALLOCATE
+  answer(r, backend_tag::command_complete, std::string("DEALLOCATE ALL\0", 15));
+  answer(r, backend_tag::copy_in_response, std::string("\0\0\0", 3));
+  // The Query's ReadyForQuery comes only after the client's data.
+  CHECK_FALSE(r.must_wait());
 }
 
 }  // namespace
