@@ -201,6 +201,9 @@ class relay {
   // error for that instead.
   std::string take_recreation_error(const wire::error_fields& fields,
                                     const expected_response& head);
+  // The analysis of the client's SQL PREPARE of `name` (one statement), or
+  // null.
+  analysis_ptr client_prepare(const std::string& name) const;
   // How many arguments `head`'s EXECUTE of `name` passes, or -1.
   static int execute_arguments(const expected_response& head, const std::string& name);
   // `body` with the server-side name of the statement `head` used replaced

@@ -86,13 +86,10 @@ std::string relay::recreation_error_at_describe(const expected_response& head) {
     return {};
   const std::string& name = head.analysis->statements[0].execute_name;
   auto held = recreation_errors_.find(name);
-  if (held == recreation_errors_.end() || !state_) return {};
+  if (held == recreation_errors_.end()) return {};
   // It describes rows only for a statement that returns them.
-  const std::string* text = state_->sql_prepared(name);
-  const analysis_ptr prepared = text ? analyze(*text) : nullptr;
-  if (!prepared || prepared->statements.size() != 1 ||
-      !prepared->statements[0].prepare_returns_rows)
-    return {};
+  const analysis_ptr prepared = client_prepare(name);
+  if (!prepared || !prepared->statements[0].prepare_returns_rows) return {};
   for (auto it = queue_.begin() + 1; it != queue_.end() && it->what != kind::sync; ++it) {
     if (!it->runs_statements()) continue;
     // The next statement the batch runs: only if it is that Execute.
@@ -121,10 +118,8 @@ std::string relay::take_recreation_error(const wire::error_fields& fields,
     // statement that takes any: arguments to one that takes none it
     // ignores).
     const int passed = execute_arguments(head, name);
-    const std::string* text = state_ ? state_->sql_prepared(name) : nullptr;
-    const analysis_ptr prepared = text ? analyze(*text) : nullptr;
-    if (passed >= 0 && prepared && prepared->statements.size() == 1 &&
-        prepared->statements[0].prepare_parameters > 0 &&
+    const analysis_ptr prepared = client_prepare(name);
+    if (passed >= 0 && prepared && prepared->statements[0].prepare_parameters > 0 &&
         prepared->statements[0].prepare_parameters != passed) {
       const int expected = prepared->statements[0].prepare_parameters;
       error.clear();
@@ -139,6 +134,12 @@ std::string relay::take_recreation_error(const wire::error_fields& fields,
     return error;
   }
   return {};
+}
+
+relay::analysis_ptr relay::client_prepare(const std::string& name) const {
+  const std::string* text = state_ ? state_->sql_prepared(name) : nullptr;
+  analysis_ptr prepared = text ? analyze(*text) : nullptr;
+  return prepared && prepared->statements.size() == 1 ? prepared : nullptr;
 }
 
 int relay::execute_arguments(const expected_response& head, const std::string& name) {
