@@ -348,7 +348,7 @@ awaitable<void> client_session::cleanup_step() {
   }
   out.clear();
   if (relay_->transaction_status() != 'I') {
-    relay_->run_internal(out, "ROLLBACK");
+    relay_->roll_back(out);
     co_await send_to_server(out);
     co_return;
   }

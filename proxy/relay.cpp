@@ -68,6 +68,7 @@ void relay::detach() {
   unnamed_statement_.reset();
   portals_.clear();
   deallocating_portals_.clear();
+  portal_cycles_.clear();
 }
 
 std::string relay::settings_sql() {
@@ -95,7 +96,7 @@ bool relay::on_streamed(char tag, std::string_view head) {
   expect_for_tag(tag);
   if (opts_.cache) cache_on_streamed(tag, head);
   if (tag == tag_of(frontend_tag::bind)) batch_at_server_ = true;
-  note_batch(tag, route::to_server);
+  note_batch(tag, head, route::to_server);
   return true;
 }
 
@@ -129,6 +130,12 @@ void relay::end_batch(std::string& out) {
 void relay::run_internal(std::string& out, std::string_view sql) {
   wire::write_query(out, sql);
   queue_.push(expected_response::internal(kind::query));
+}
+
+void relay::roll_back(std::string& out) {
+  constexpr std::string_view sql = "ROLLBACK";
+  run_internal(out, sql);
+  queue_.back().analysis = analyze(sql);
 }
 
 void relay::server_was_reset() {
@@ -215,10 +222,14 @@ void relay::expect_for_tag(char tag) {
   }
 }
 
-void relay::note_batch(char tag, route where) {
+void relay::note_batch(char tag, std::string_view frame, route where) {
   switch (static_cast<frontend_tag>(tag)) {
-    case frontend_tag::parse:
     case frontend_tag::bind:
+      if (auto names = bind_names(frame.substr(5)))
+        portal_cycles_.insert_or_assign(std::string(names->first), queue_.next_cycle());
+      batch_started_ = true;
+      break;
+    case frontend_tag::parse:
     case frontend_tag::describe:
     case frontend_tag::execute:
     case frontend_tag::close:

@@ -127,7 +127,9 @@ class relay {
   // to `out` and expects the answer, unforwarded.
   void end_copy(std::string& out);
   void end_batch(std::string& out);
-  void run_internal(std::string& out, std::string_view sql);
+  // Ends the open transaction, as PostgreSQL does when a client leaves:
+  // what the transaction changed on the server is undone in its record too.
+  void roll_back(std::string& out);
 
   // --- State.
   // Nothing owed and nothing open: the connection can go to someone else.
@@ -142,6 +144,8 @@ class relay {
   void server_was_reset();
 
  private:
+  // A Query of pgstash's own, whose success is not the client's to see.
+  void run_internal(std::string& out, std::string_view sql);
   using kind = expected_response::kind;
   using frontend_tag = wire::frontend_tag;
 
@@ -157,7 +161,8 @@ class relay {
   void on_sync(std::string_view frame, const plan& p);
   void forward_as_is(char tag, std::string_view frame);
   void expect_for_tag(char tag);
-  void note_batch(char tag, route where);
+  // `frame` may be only the head of a streamed one.
+  void note_batch(char tag, std::string_view frame, route where);
   // A Parse the server did not run (failed, or skipped after an error):
   // the server does not have the statement.
   void forget_unprepared(const expected_response& e);
@@ -187,12 +192,16 @@ class relay {
   void record_replay(char tag, std::string_view frame);
   void start_replay();
   server_action on_ready_for_query_frame(char status);
-  void on_ready_for_query(char status);
+  // The ReadyForQuery that ends `cycle` (see response_queue::next_cycle).
+  void on_ready_for_query(char status, std::uint64_t cycle);
   void on_command_complete(std::string_view tag_text);
   server_action on_server_error(std::optional<std::string_view> body);
   // The held re-creation error that stands in for the answer to `head`, a
   // Describe of a portal that EXECUTEs a SQL prepared statement, or "".
   std::string recreation_error_at_describe(const expected_response& head);
+  // What stands for the server's answers from `head` on, which it failed
+  // with `error`, where the client's statement EXECUTEs a prepared one.
+  std::string execute_error_in_place(std::string error, const expected_response& head);
   // Keeps what the server answered pgstash's Describe of a statement.
   static void note_description(char tag, std::string_view body, statement_description& d);
   // The held error of re-creating the SQL prepared statement that the
@@ -289,6 +298,9 @@ class relay {
   std::optional<std::string> unnamed_deallocates_;
   std::map<std::string, analysis_ptr> portals_;
   std::map<std::string, std::string> deallocating_portals_;  // portal -> statement it deallocates
+  // portal -> the cycle of its Bind. A transaction that ends drops the
+  // portals of its cycles, not those bound in a batch pipelined after.
+  std::map<std::string, std::uint64_t> portal_cycles_;
   std::string out_;
 
   // A batch from a Bind through its Sync, kept until its answers arrive so

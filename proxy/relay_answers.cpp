@@ -101,6 +101,42 @@ std::string relay::recreation_error_at_describe(const expected_response& head) {
   return {};
 }
 
+std::string relay::execute_error_in_place(std::string error, const expected_response& head) {
+  // PostgreSQL parses and binds a statement that EXECUTEs a prepared one
+  // without analysing that one again; it does so, and fails, where the
+  // portal's rows are described (if it returns rows) or where it runs.
+  // The server here fails sooner: at pgstash's own Describe after the
+  // client's Parse, or at the Bind where the prepared statement could not
+  // be re-created. Where the portal's Bind and then its Describe or
+  // Execute follow at once, the client gets PostgreSQL's answers;
+  // otherwise the error stays where the server gave it.
+  const analysis_ptr& runs = head.analysis;
+  if (!runs || runs->statements.size() != 1) return error;
+  const analysis_ptr prepared = client_prepare(runs->statements[0].execute_name);
+  if (!prepared) return error;
+  std::string answers;
+  for (auto it = queue_.begin(); it != queue_.end() && it->analysis == runs; ++it) {
+    if (!it->forward) {
+      if (it == queue_.begin()) continue;  // pgstash's own Describe, which PostgreSQL does not make
+      break;
+    }
+    switch (it->what) {
+      case kind::bind:
+        wire::write_empty(answers, backend_tag::bind_complete);
+        break;
+      case kind::describe:
+        if (prepared->statements[0].prepare_returns_rows) return answers + error;
+        wire::write_empty(answers, backend_tag::no_data);
+        break;
+      case kind::execute:
+        return answers + error;
+      default:
+        return error;
+    }
+  }
+  return error;
+}
+
 std::string relay::take_recreation_error(const wire::error_fields& fields,
                                          const expected_response& head) {
   if (recreation_errors_.empty()) return {};
@@ -193,6 +229,11 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
   } else if (body) {
     replacement_ = error_for_client(*body, head);
     if (replacement_.empty() && readable) replacement_ = take_recreation_error(fields, head);
+    // PostgreSQL makes no Describe of its own: the error of pgstash's goes
+    // where PostgreSQL would give it.
+    if (replacement_.empty() && head.describes)
+      wire::write_frame(replacement_, tag_of(backend_tag::error_response), *body);
+    if (!replacement_.empty()) replacement_ = execute_error_in_place(std::move(replacement_), head);
   }
   bool replay = false;
   if (head.what == kind::bind && head.replayable && body && !replay_recording_ &&
@@ -306,7 +347,7 @@ void relay::on_command_complete(std::string_view tag_text) {
   }
 }
 
-void relay::on_ready_for_query(char status) {
+void relay::on_ready_for_query(char status, std::uint64_t cycle) {
   tx_status_ = status;
   copy_in_ = false;
   if (status == 'I') {
@@ -322,9 +363,14 @@ void relay::on_ready_for_query(char status) {
     if (opts_.cache) opts_.cache->transaction_ended(error_in_cycle_ || rollback_seen_);
     error_in_cycle_ = false;
     rollback_seen_ = false;
-    portals_.clear();
-    deallocating_portals_.clear();
-    cache_.portal_texts.clear();
+    const auto ended = [&](const auto& portal) {
+      auto bound = portal_cycles_.find(portal.first);
+      return bound == portal_cycles_.end() || bound->second <= cycle;
+    };
+    std::erase_if(portals_, ended);
+    std::erase_if(deallocating_portals_, ended);
+    std::erase_if(cache_.portal_texts, ended);
+    std::erase_if(portal_cycles_, [cycle](const auto& portal) { return portal.second <= cycle; });
   }
 }
 
@@ -333,7 +379,10 @@ relay::server_action relay::on_ready_for_query_frame(char status) {
   // after an error: what pgstash recorded for them did not happen.
   queue_.skip_to_ready([this](const expected_response& e) { forget_unprepared(e); });
   server_action answer = server_action::forward;
+  // Unasked, it ends whatever was sent.
+  std::uint64_t cycle = queue_.next_cycle();
   if (!queue_.empty()) {
+    cycle = queue_.front().cycle;
     answer = queue_.front().forward ? server_action::forward : server_action::drop;
     cache_completed(queue_.front());
     queue_.pop();
@@ -347,7 +396,7 @@ relay::server_action relay::on_ready_for_query_frame(char status) {
   // client ran.
   if (answer == server_action::forward) recreation_errors_.clear();
   failed_for_client_ = false;
-  on_ready_for_query(status);
+  on_ready_for_query(status, cycle);
   return answer;
 }
 

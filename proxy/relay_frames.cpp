@@ -53,7 +53,7 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
       break;
   }
   if (opts_.cache && answer_from_cache(tag, frame, p)) {
-    note_batch(tag, p.where);
+    note_batch(tag, frame, p.where);
     return true;
   }
   // A RESET or DISCARD ALL earlier on this same server connection left it
@@ -105,7 +105,7 @@ bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
   if (out_.size() > sent_before && tag != tag_of(frontend_tag::flush) &&
       tag != tag_of(frontend_tag::sync) && tag != tag_of(frontend_tag::query))
     batch_at_server_ = true;
-  note_batch(tag, p.where);
+  note_batch(tag, frame, p.where);
   return true;
 }
 
@@ -260,6 +260,7 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   sync_sql_prepared(analysis, batch_at_server_);
   if (!stmt) {
     forward_as_is(tag_of(frontend_tag::bind), frame);
+    queue_.back().analysis = analysis;
     return;
   }
   if (answers_in_failed_transaction(*stmt)) {
@@ -274,7 +275,7 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   const bool replayable = queue_.empty() && tx_status_ == 'I' && !replay_pending_;
   const std::size_t at = out_.size();
   wire::write_bind_renamed(out_, frame, stmt->server_name);
-  expect(kind::bind);
+  expect(kind::bind, analysis);
   queue_.back().client_statement = std::string(bind.statement);
   queue_.back().statement_server_name = stmt->server_name;
   if (replayable) {

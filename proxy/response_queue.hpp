@@ -39,7 +39,9 @@ struct expected_response {
   kind what = kind::query;
   bool forward = true;  // false: pgstash's own request; its success answers are dropped
   std::string bytes;
-  analysis_ptr analysis;  // query/execute: per-statement session effects
+  // query, execute: per-statement session effects; bind, describe of a
+  // portal: those of the statements the portal runs.
+  analysis_ptr analysis;
   std::size_t statements_done = 0;
   // parse: the server-side statement being created.
   std::string server_statement;
@@ -79,6 +81,9 @@ struct expected_response {
   // Its failure surely cannot touch the client's transaction (it runs in a
   // transaction or a savepoint of its own).
   bool contained = false;
+  // query and sync: which cycle of requests it ends, counted by the queue
+  // from the session's first.
+  std::uint64_t cycle = 0;
   // What pgstash changed in its own records when it sent (or answered)
   // this request, put back if the server skips the request after an error
   // earlier in the batch; empty if nothing.
@@ -109,7 +114,14 @@ class response_queue {
   expected_response& front() { return entries_.front(); }
   const expected_response& front() const { return entries_.front(); }
   expected_response& back() { return entries_.back(); }
-  void push(expected_response e) { entries_.push_back(std::move(e)); }
+  void push(expected_response e) {
+    if (e.what == expected_response::kind::query || e.what == expected_response::kind::sync)
+      e.cycle = next_cycle_++;
+    entries_.push_back(std::move(e));
+  }
+  // The cycle that a request sent now belongs to: the one the next Query or
+  // Sync pushed ends.
+  std::uint64_t next_cycle() const { return next_cycle_; }
   void pop() { entries_.pop_front(); }
   auto begin() const { return entries_.begin(); }
   auto end() const { return entries_.end(); }
@@ -178,6 +190,7 @@ class response_queue {
 
   // Allocates nothing until used.
   boost::container::deque<expected_response> entries_;
+  std::uint64_t next_cycle_ = 0;
 };
 
 }  // namespace pgstash::proxy

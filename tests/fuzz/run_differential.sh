@@ -43,6 +43,9 @@ config=("pool.mode = \"$pool_mode\"")
 if [[ $pool_mode == transaction ]]; then
   config+=("pool.size = 2")
 fi
+if [[ -n ${PGSTASH_FUZZ_LOG_LEVEL:-} ]]; then
+  config+=("log.level = \"$PGSTASH_FUZZ_LOG_LEVEL\"")
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pgstash-differential.XXXXXX")
 if [[ ${PGSTASH_FUZZ_CACHE:-0} == 1 ]]; then

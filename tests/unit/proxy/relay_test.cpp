@@ -90,6 +90,20 @@ std::string error_body(std::string_view sqlstate) {
   return out.substr(5);
 }
 
+// Runs `sql` and answers it with these command tags, an error (SQLSTATE)
+// where a tag starts with '!', and ReadyForQuery `status`.
+void run(relay& r, const std::string& sql, std::initializer_list<std::string> tags, char status) {
+  send(r, query(sql));
+  for (const std::string& tag : tags) {
+    if (tag[0] == '!') {
+      answer(r, backend_tag::error_response, error_body(tag.substr(1)));
+    } else {
+      answer(r, backend_tag::command_complete, tag + '\0');
+    }
+  }
+  answer(r, backend_tag::ready_for_query, ready(status));
+}
+
 TEST_CASE("relay: a named statement goes to the server under its shared name") {
   relay r = make_relay();
   pool::server_state server(10);
@@ -340,6 +354,48 @@ TEST_CASE(
   CHECK(fields.get('C') == "42P01");
 }
 
+TEST_CASE("relay: a portal that EXECUTEs a statement that could not be re-created is bound") {
+  // PostgreSQL fails it where it describes rows, or runs it: not at Bind,
+  // which the server here fails for want of the statement.
+  for (const bool returns_rows : {true, false}) {
+    CAPTURE(returns_rows);
+    moved_sql_prepared m(returns_rows ? "PREPARE p AS SELECT 1" : "PREPARE p AS DELETE FROM t");
+    send(m.r, parse("", "EXECUTE p"));
+    send(m.r, bind("", ""));
+    send(m.r, describe('P', ""));
+    send(m.r, execute(""));
+    send(m.r, sync());
+    std::string error;
+    wire::write_error(error, "ERROR", "42P01", "relation \"t\" does not exist");
+    m.answer_sync(error.substr(5));
+    CHECK(answer(m.r, backend_tag::parse_complete) == action::forward);
+    std::string missing;
+    wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
+    CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
+    CHECK(tags_of(m.r.take_replacement()) == (returns_rows ? "2E" : "2nE"));
+    CHECK(answer(m.r, backend_tag::ready_for_query, ready('I')) == action::forward);
+  }
+}
+
+TEST_CASE("relay: where pgstash's own Describe of an EXECUTE fails, the client's request fails") {
+  // Its prepared statement no longer analyses (another search_path, say):
+  // PostgreSQL finds out where it describes the portal's rows.
+  relay r = make_relay();
+  pool::server_state server(10);
+  r.attach(server);
+  run(r, "PREPARE p AS SELECT * FROM t", {"PREPARE"}, 'I');
+  send(r, parse("s", "EXECUTE p"));
+  send(r, bind("", "s"));
+  send(r, describe('P', ""));
+  send(r, execute(""));
+  send(r, sync());
+  CHECK(answer(r, backend_tag::close_complete) == action::drop);
+  CHECK(answer(r, backend_tag::parse_complete) == action::forward);
+  CHECK(answer(r, backend_tag::error_response, error_body("42P01")) == action::replace);
+  CHECK(tags_of(r.take_replacement()) == "2E");
+  CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::forward);
+}
+
 TEST_CASE(
     "relay: a held re-creation error is dropped when the client's statement fails otherwise") {
   moved_sql_prepared m;
@@ -553,20 +609,6 @@ TEST_CASE(
   }
 }
 
-// Runs `sql` and answers it with these command tags, an error (SQLSTATE)
-// where a tag starts with '!', and ReadyForQuery `status`.
-void run(relay& r, const std::string& sql, std::initializer_list<std::string> tags, char status) {
-  send(r, query(sql));
-  for (const std::string& tag : tags) {
-    if (tag[0] == '!') {
-      answer(r, backend_tag::error_response, error_body(tag.substr(1)));
-    } else {
-      answer(r, backend_tag::command_complete, tag + '\0');
-    }
-  }
-  answer(r, backend_tag::ready_for_query, ready(status));
-}
-
 TEST_CASE("relay: settings made after a failed transaction ends AND CHAIN are the client's") {
   relay r = make_relay();
   pool::server_state first(10);
@@ -580,6 +622,52 @@ TEST_CASE("relay: settings made after a failed transaction ends AND CHAIN are th
   r.attach(second);
   // The chained transaction rolled back its SET; the one after ABORT, in
   // a transaction of its own, committed.
+  CHECK(r.settings_sql() == "SET \"extra_float_digits\" TO 3");
+}
+
+TEST_CASE("relay: the rollback of a client that left inside a transaction undoes its settings") {
+  pool::server_state server(10);
+  relay left = make_relay();
+  left.attach(server);
+  run(left, "SET DateStyle = 'SQL, DMY'", {"SET"}, 'I');
+  run(left, "BEGIN; RESET DateStyle", {"BEGIN", "RESET"}, 'T');
+  std::string out;
+  left.roll_back(out);
+  CHECK(tags_of(out) == "Q");
+  CHECK(answer(left, backend_tag::command_complete, std::string("ROLLBACK\0", 9)) == action::drop);
+  CHECK(answer(left, backend_tag::ready_for_query, ready('I')) == action::drop);
+  left.detach();
+  // The server is back at the DateStyle the RESET had undone.
+  relay next = make_relay();
+  next.attach(server);
+  CHECK(next.settings_sql() == "RESET \"datestyle\"");
+}
+
+TEST_CASE("relay: a portal bound in a pipelined batch outlives the end of the batch before it") {
+  relay r = make_relay();
+  pool::server_state first(10);
+  r.attach(first);
+  send(r, parse("", "SELECT 1/0"));
+  send(r, bind("", ""));
+  send(r, execute(""));
+  send(r, sync());
+  send(r, parse("", "SET extra_float_digits = 3"));
+  send(r, bind("p", ""));
+  answer(r, backend_tag::parse_complete);
+  answer(r, backend_tag::bind_complete);
+  answer(r, backend_tag::error_response, error_body("22012"));
+  CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::forward);
+  // The client's Execute came after the server ended the first batch:
+  // portal p, bound after that batch's Sync, is still the SET's.
+  send(r, execute("p"));
+  send(r, sync());
+  answer(r, backend_tag::parse_complete);
+  answer(r, backend_tag::bind_complete);
+  answer(r, backend_tag::command_complete, std::string("SET\0", 4));
+  CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::forward);
+  r.detach();
+  pool::server_state second(10);
+  r.attach(second);
   CHECK(r.settings_sql() == "SET \"extra_float_digits\" TO 3");
 }
 
