@@ -228,12 +228,14 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
     if (readable && fields.get('C') == "42601") replacement_ = std::move(head.error_instead);
   } else if (body) {
     replacement_ = error_for_client(*body, head);
-    if (replacement_.empty() && readable) replacement_ = take_recreation_error(fields, head);
-    // PostgreSQL makes no Describe of its own: the error of pgstash's goes
-    // where PostgreSQL would give it.
-    if (replacement_.empty() && head.describes)
-      wire::write_frame(replacement_, tag_of(backend_tag::error_response), *body);
-    if (!replacement_.empty()) replacement_ = execute_error_in_place(std::move(replacement_), head);
+    // The error of analysing again a statement the client's EXECUTEs: of
+    // re-creating it here, or at pgstash's own Describe, which PostgreSQL
+    // does not make.
+    std::string execute_error;
+    if (replacement_.empty() && readable) execute_error = take_recreation_error(fields, head);
+    if (execute_error.empty() && replacement_.empty() && head.describes)
+      wire::write_frame(execute_error, tag_of(backend_tag::error_response), *body);
+    if (!execute_error.empty()) replacement_ = execute_error_in_place(std::move(execute_error), head);
   }
   bool replay = false;
   if (head.what == kind::bind && head.replayable && body && !replay_recording_ &&

@@ -396,6 +396,33 @@ TEST_CASE("relay: where pgstash's own Describe of an EXECUTE fails, the client's
   CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::forward);
 }
 
+TEST_CASE("relay: a Bind of an EXECUTE's statement that the server refuses is refused") {
+  relay r = make_relay();
+  pool::server_state server(10);
+  r.attach(server);
+  run(r, "PREPARE p AS SELECT 1", {"PREPARE"}, 'I');
+  send(r, parse("s", "EXECUTE p"));
+  auto sent = frames_of(r.to_server());
+  wire::parse_message p;
+  REQUIRE_FALSE(wire::parse_parse(sent.at(sent.size() - 2).second, p));
+  const std::string server_name(p.statement);
+  std::string with_parameter;
+  wire::write_bind(with_parameter, "", "s", {std::string_view("1")});
+  send(r, with_parameter);
+  send(r, execute(""));
+  send(r, sync());
+  answer(r, backend_tag::close_complete);
+  answer(r, backend_tag::parse_complete);
+  answer(r, backend_tag::parameter_description, std::string("\0\0", 2));
+  answer(r, backend_tag::row_description, std::string("\0\0", 2));
+  std::string refused;
+  wire::write_error(refused, "ERROR", "08P01",
+                    "bind message supplies 1 parameters, but prepared statement \"" + server_name +
+                        "\" requires 0");
+  CHECK(answer(r, backend_tag::error_response, refused.substr(5)) == action::replace);
+  CHECK(tags_of(r.take_replacement()) == "E");
+}
+
 TEST_CASE(
     "relay: a held re-creation error is dropped when the client's statement fails otherwise") {
   moved_sql_prepared m;
