@@ -225,7 +225,8 @@ void relay::expect_for_tag(char tag) {
 void relay::note_batch(char tag, std::string_view frame, route where) {
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::bind:
-      if (auto names = bind_names(frame.substr(5)))
+      if (auto names = bind_names(frame.substr(5));
+          names && (opts_.transaction_mode || opts_.cache))
         portal_cycles_.insert_or_assign(std::string(names->first), queue_.next_cycle());
       batch_started_ = true;
       break;

@@ -144,6 +144,10 @@ class relay {
   void server_was_reset();
 
  private:
+  // The name pgstash gives the statement and portal of its own requests
+  // inside a client's batch; never one a client's, whose unnamed ones it
+  // must not disturb.
+  static constexpr std::string_view k_internal_name = "pgstash_internal";
   // A Query of pgstash's own, whose success is not the client's to see.
   void run_internal(std::string& out, std::string_view sql);
   using kind = expected_response::kind;
@@ -192,16 +196,19 @@ class relay {
   void record_replay(char tag, std::string_view frame);
   void start_replay();
   server_action on_ready_for_query_frame(char status);
-  // The ReadyForQuery that ends `cycle` (see response_queue::next_cycle).
-  void on_ready_for_query(char status, std::uint64_t cycle);
+  // A ReadyForQuery: a transaction that ends drops the client's portals
+  // bound in cycles before `ended_before` (see response_queue::next_cycle).
+  void on_ready_for_query(char status, std::optional<std::uint64_t> ended_before);
   void on_command_complete(std::string_view tag_text);
   server_action on_server_error(std::optional<std::string_view> body);
   // The held re-creation error that stands in for the answer to `head`, a
   // Describe of a portal that EXECUTEs a SQL prepared statement, or "".
   std::string recreation_error_at_describe(const expected_response& head);
-  // What stands for the server's answers from `head` on, which it failed
-  // with `error`, where the client's statement EXECUTEs a prepared one.
-  std::string execute_error_in_place(std::string error, const expected_response& head);
+  // The server failed `describe`, pgstash's own Describe of a client's
+  // statement, with ErrorResponse `error_body`: what stands for its answers
+  // to the requests after it, or "" if the error stays.
+  std::string answers_after_own_describe(std::string_view error_body,
+                                         const expected_response& describe);
   // Keeps what the server answered pgstash's Describe of a statement.
   static void note_description(char tag, std::string_view body, statement_description& d);
   // The held error of re-creating the SQL prepared statement that the

@@ -76,115 +76,6 @@ void relay::note_description(char tag, std::string_view body, statement_descript
   }
 }
 
-std::string relay::recreation_error_at_describe(const expected_response& head) {
-  // PostgreSQL analyses the statement an EXECUTE names again to describe
-  // its portal's rows, and fails there. The server here fails at the Execute (the
-  // statement is not there): only if one is on its way before the batch's
-  // end can its error stand for PostgreSQL's, given here.
-  if (recreation_errors_.empty() || !head.analysis || !head.forward ||
-      head.analysis->statements.size() != 1)
-    return {};
-  const std::string& name = head.analysis->statements[0].execute_name;
-  auto held = recreation_errors_.find(name);
-  if (held == recreation_errors_.end()) return {};
-  // It describes rows only for a statement that returns them.
-  const analysis_ptr prepared = client_prepare(name);
-  if (!prepared || !prepared->statements[0].prepare_returns_rows) return {};
-  for (auto it = queue_.begin() + 1; it != queue_.end() && it->what != kind::sync; ++it) {
-    if (!it->runs_statements()) continue;
-    // The next statement the batch runs: only if it is that Execute.
-    if (it->what != kind::execute || it->analysis != head.analysis) return {};
-    std::string error = std::move(held->second.error);
-    recreation_errors_.erase(held);
-    return error;
-  }
-  return {};
-}
-
-std::string relay::execute_error_in_place(std::string error, const expected_response& head) {
-  // PostgreSQL parses and binds a statement that EXECUTEs a prepared one
-  // without analysing that one again; it does so, and fails, where the
-  // portal's rows are described (if it returns rows) or where it runs.
-  // The server here fails sooner: at pgstash's own Describe after the
-  // client's Parse, or at the Bind where the prepared statement could not
-  // be re-created. Where the portal's Bind and then its Describe or
-  // Execute follow at once, the client gets PostgreSQL's answers;
-  // otherwise the error stays where the server gave it.
-  const analysis_ptr& runs = head.analysis;
-  if (!runs || runs->statements.size() != 1) return error;
-  const analysis_ptr prepared = client_prepare(runs->statements[0].execute_name);
-  if (!prepared) return error;
-  std::string answers;
-  for (auto it = queue_.begin(); it != queue_.end() && it->analysis == runs; ++it) {
-    if (!it->forward) {
-      if (it == queue_.begin()) continue;  // pgstash's own Describe, which PostgreSQL does not make
-      break;
-    }
-    switch (it->what) {
-      case kind::bind:
-        wire::write_empty(answers, backend_tag::bind_complete);
-        break;
-      case kind::describe:
-        if (prepared->statements[0].prepare_returns_rows) return answers + error;
-        wire::write_empty(answers, backend_tag::no_data);
-        break;
-      case kind::execute:
-        return answers + error;
-      default:
-        return error;
-    }
-  }
-  return error;
-}
-
-std::string relay::take_recreation_error(const wire::error_fields& fields,
-                                         const expected_response& head) {
-  if (recreation_errors_.empty()) return {};
-  const std::string_view code = fields.get('C').value_or("");
-  const std::string_view message = fields.get('M').value_or("");
-  for (auto it = recreation_errors_.begin(); it != recreation_errors_.end(); ++it) {
-    const bool stands_in =
-        code == "26000" ? message == "prepared statement \"" + it->first + "\" does not exist"
-                        : code == "25P02" && it->second.may_have_aborted;
-    if (!stands_in) continue;
-    std::string error = std::move(it->second.error);
-    const std::string name = it->first;
-    recreation_errors_.erase(it);
-    // PostgreSQL checks the number of arguments before the text (for a
-    // statement that takes any: arguments to one that takes none it
-    // ignores).
-    const int passed = execute_arguments(head, name);
-    const analysis_ptr prepared = client_prepare(name);
-    if (passed >= 0 && prepared && prepared->statements[0].prepare_parameters > 0 &&
-        prepared->statements[0].prepare_parameters != passed) {
-      const int expected = prepared->statements[0].prepare_parameters;
-      error.clear();
-      wire::write_error(
-          error, {{'S', "ERROR"},
-                  {'V', "ERROR"},
-                  {'C', "42601"},
-                  {'M', "wrong number of parameters for prepared statement \"" + name + "\""},
-                  {'D', "Expected " + std::to_string(expected) + " parameters but got " +
-                            std::to_string(passed) + "."}});
-    }
-    return error;
-  }
-  return {};
-}
-
-relay::analysis_ptr relay::client_prepare(const std::string& name) const {
-  const std::string* text = state_ ? state_->sql_prepared(name) : nullptr;
-  analysis_ptr prepared = text ? analyze(*text) : nullptr;
-  return prepared && prepared->statements.size() == 1 ? prepared : nullptr;
-}
-
-int relay::execute_arguments(const expected_response& head, const std::string& name) {
-  if (!head.analysis) return -1;
-  for (const auto& s : head.analysis->statements)
-    if (s.execute_name == name) return s.execute_arguments;
-  return -1;
-}
-
 relay::server_action relay::on_server_error(std::optional<std::string_view> body) {
   // An error ends copy-in mode: a Sync the client sends after it, the
   // server answers.
@@ -228,14 +119,9 @@ relay::server_action relay::on_server_error(std::optional<std::string_view> body
     if (readable && fields.get('C') == "42601") replacement_ = std::move(head.error_instead);
   } else if (body) {
     replacement_ = error_for_client(*body, head);
-    // The error of analysing again a statement the client's EXECUTEs: of
-    // re-creating it here, or at pgstash's own Describe, which PostgreSQL
-    // does not make.
-    std::string execute_error;
-    if (replacement_.empty() && readable) execute_error = take_recreation_error(fields, head);
-    if (execute_error.empty() && replacement_.empty() && head.describes)
-      wire::write_frame(execute_error, tag_of(backend_tag::error_response), *body);
-    if (!execute_error.empty()) replacement_ = execute_error_in_place(std::move(execute_error), head);
+    if (replacement_.empty() && readable) replacement_ = take_recreation_error(fields, head);
+    if (replacement_.empty() && head.describes)
+      replacement_ = answers_after_own_describe(*body, head);
   }
   bool replay = false;
   if (head.what == kind::bind && head.replayable && body && !replay_recording_ &&
@@ -349,7 +235,7 @@ void relay::on_command_complete(std::string_view tag_text) {
   }
 }
 
-void relay::on_ready_for_query(char status, std::uint64_t cycle) {
+void relay::on_ready_for_query(char status, std::optional<std::uint64_t> ended_before) {
   tx_status_ = status;
   copy_in_ = false;
   if (status == 'I') {
@@ -365,14 +251,16 @@ void relay::on_ready_for_query(char status, std::uint64_t cycle) {
     if (opts_.cache) opts_.cache->transaction_ended(error_in_cycle_ || rollback_seen_);
     error_in_cycle_ = false;
     rollback_seen_ = false;
+    if (!ended_before) return;
     const auto ended = [&](const auto& portal) {
       auto bound = portal_cycles_.find(portal.first);
-      return bound == portal_cycles_.end() || bound->second <= cycle;
+      return bound == portal_cycles_.end() || bound->second < *ended_before;
     };
     std::erase_if(portals_, ended);
     std::erase_if(deallocating_portals_, ended);
     std::erase_if(cache_.portal_texts, ended);
-    std::erase_if(portal_cycles_, [cycle](const auto& portal) { return portal.second <= cycle; });
+    std::erase_if(portal_cycles_,
+                  [&](const auto& portal) { return portal.second < *ended_before; });
   }
 }
 
@@ -381,10 +269,13 @@ relay::server_action relay::on_ready_for_query_frame(char status) {
   // after an error: what pgstash recorded for them did not happen.
   queue_.skip_to_ready([this](const expected_response& e) { forget_unprepared(e); });
   server_action answer = server_action::forward;
-  // Unasked, it ends whatever was sent.
-  std::uint64_t cycle = queue_.next_cycle();
+  // The client's portals it ends: those of its cycle and before (unasked,
+  // those of every cycle sent). pgstash's own Query ends none: it runs
+  // between the client's batches, or before any of the batch that follows
+  // reached the server, whose portals pgstash may have answered for.
+  std::optional<std::uint64_t> ended_before = queue_.next_cycle();
   if (!queue_.empty()) {
-    cycle = queue_.front().cycle;
+    ended_before = queue_.front().forward ? std::optional(queue_.front().cycle + 1) : std::nullopt;
     answer = queue_.front().forward ? server_action::forward : server_action::drop;
     cache_completed(queue_.front());
     queue_.pop();
@@ -398,7 +289,7 @@ relay::server_action relay::on_ready_for_query_frame(char status) {
   // client ran.
   if (answer == server_action::forward) recreation_errors_.clear();
   failed_for_client_ = false;
-  on_ready_for_query(status, cycle);
+  on_ready_for_query(status, ended_before);
   return answer;
 }
 

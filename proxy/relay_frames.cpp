@@ -2,7 +2,6 @@
 // is rewritten for the server (renamed statements, statements prepared
 // again on another connection) or answered in its place.
 #include <algorithm>
-#include <set>
 
 #include "invalidation/analysis_cache.hpp"
 #include "proxy/relay.hpp"
@@ -34,11 +33,6 @@ void write_failed_transaction_error(std::string& out) {
       out, "ERROR", "25P02",
       "current transaction is aborted, commands ignored until end of transaction block");
 }
-
-// The name pgstash gives the statement and portal of its own requests
-// inside a client's batch; never one a client's, whose unnamed ones it
-// must not disturb.
-constexpr std::string_view k_internal_name = "pgstash_internal";
 
 }  // namespace
 
@@ -261,6 +255,7 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   if (!stmt) {
     forward_as_is(tag_of(frontend_tag::bind), frame);
     queue_.back().analysis = analysis;
+    queue_.back().parameters = bind.parameters.size();
     return;
   }
   if (answers_in_failed_transaction(*stmt)) {
@@ -276,6 +271,7 @@ void relay::on_bind(std::string_view frame, const plan& p) {
   const std::size_t at = out_.size();
   wire::write_bind_renamed(out_, frame, stmt->server_name);
   expect(kind::bind, analysis);
+  queue_.back().parameters = bind.parameters.size();
   queue_.back().client_statement = std::string(bind.statement);
   queue_.back().statement_server_name = stmt->server_name;
   if (replayable) {
@@ -424,100 +420,6 @@ void relay::fail_batch(std::string error) {
   }
   expect_synthetic(std::move(error));
   skipping_ = true;
-}
-
-void relay::sync_sql_prepared(const analysis_ptr& analysis, bool in_batch) {
-  // In a failed transaction the statement fails anyway, with the error
-  // PostgreSQL gives; pgstash's own would come first.
-  if (!analysis || !state_ || tx_status_ == 'E') return;
-  const bool names_any = std::any_of(analysis->statements.begin(), analysis->statements.end(),
-                                     [](const invalidation::statement_effects& s) {
-                                       return !s.execute_name.empty() || !s.prepare_name.empty() ||
-                                              !s.deallocate_name.empty();
-                                     });
-  if (!names_any) return;
-  // A name an earlier statement (of this text, or of a request of the batch
-  // still owed) creates or drops is left to it: the server runs that first,
-  // on this connection, and then shows the later one what PostgreSQL would.
-  std::set<std::string, std::less<>> decided;
-  bool all_decided = false;
-  auto note_decided = [&](const invalidation::statement_effects& s) {
-    all_decided |= s.deallocate_all || s.discard_all;
-    for (const std::string* name : {&s.prepare_name, &s.deallocate_name})
-      if (!name->empty()) decided.insert(*name);
-  };
-  for (const expected_response& e : queue_) {
-    if (!e.runs_statements() || !e.analysis) continue;
-    for (const auto& s : e.analysis->statements) note_decided(s);
-  }
-  std::vector<session_state::prepared_sync> statements;
-  for (const invalidation::statement_effects& as_sent : analysis->statements) {
-    if (all_decided) break;
-    invalidation::statement_effects names;
-    names.execute_name = as_sent.execute_name;
-    names.prepare_name = as_sent.prepare_name;
-    names.deallocate_name = as_sent.deallocate_name;
-    for (std::string* name : {&names.execute_name, &names.prepare_name, &names.deallocate_name})
-      if (decided.contains(*name)) name->clear();
-    auto more = state_->sync_prepared_statements(names, *server_);
-    statements.insert(statements.end(), more.begin(), more.end());
-    note_decided(as_sent);
-  }
-  if (statements.empty()) return;
-  // Each is recorded on the server as if it will succeed; one that fails,
-  // or is skipped after an earlier error, is taken back with every one after
-  // it, last first, or the record would claim a statement the server does
-  // not have (or lost). The ones after it fail or are skipped too, or ran
-  // where the record assumed it had worked; their errors are its
-  // consequences, and only its own reaches the client.
-  struct sync_group {
-    std::vector<session_state::prepared_sync> steps;
-    std::size_t kept;  // steps[kept..] are taken back
-  };
-  const std::size_t count = statements.size();
-  auto group = std::make_shared<sync_group>(sync_group{std::move(statements), count});
-  // Between batches, with nothing owed, a failure is kept from the client's
-  // transaction: outside one, each Query is a transaction of its own;
-  // inside one, a savepoint takes it back.
-  const bool contained = !in_batch && !queue_.owes_server();
-  const bool savepoint = contained && tx_status_ == 'T';
-  // Outside a transaction block each Query commits alone: one that fails
-  // takes back nothing of the others.
-  const bool independent = contained && !savepoint;
-  if (savepoint) run_internal(out_, "SAVEPOINT pgstash_prepare");
-  for (std::size_t i = 0; i < count; ++i) {
-    auto undo = [server = server_, group, i, independent] {
-      if (independent) {
-        group->steps[i].undo(*server);
-        return;
-      }
-      for (; group->kept > i; --group->kept) group->steps[group->kept - 1].undo(*server);
-    };
-    const session_state::prepared_sync& statement = group->steps[i];
-    if (!in_batch) {
-      run_internal(out_, statement.sql);
-      queue_.back().undo = std::move(undo);
-      if (!independent) queue_.back().after_failure = [group, i] { return group->kept <= i; };
-      queue_.back().syncs_sql_prepared = statement.name;
-      queue_.back().contained = contained;
-      continue;
-    }
-    wire::write_parse(out_, k_internal_name, statement.sql);
-    wire::write_bind(out_, k_internal_name, k_internal_name);
-    wire::write_execute(out_, k_internal_name);
-    wire::write_close(out_, 'P', k_internal_name);
-    wire::write_close(out_, 'S', k_internal_name);
-    for (kind k : {kind::parse, kind::bind, kind::execute})
-      queue_.push(expected_response::internal(k));
-    // Whether the Parse, the Bind or PREPARE itself fails, the Execute does
-    // not complete.
-    queue_.back().undo = std::move(undo);
-    for (int i = 0; i < 2; ++i) queue_.push(expected_response::internal(kind::close));
-  }
-  // PREPARE is not transactional: rolling back to the savepoint keeps what
-  // succeeded.
-  if (savepoint)
-    run_internal(out_, "ROLLBACK TO SAVEPOINT pgstash_prepare; RELEASE SAVEPOINT pgstash_prepare");
 }
 
 }  // namespace pgstash::proxy

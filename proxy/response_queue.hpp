@@ -39,9 +39,10 @@ struct expected_response {
   kind what = kind::query;
   bool forward = true;  // false: pgstash's own request; its success answers are dropped
   std::string bytes;
-  // query, execute: per-statement session effects; bind, describe of a
-  // portal: those of the statements the portal runs.
+  // query, execute: per-statement session effects; bind, describe: those
+  // of the statements the portal (or statement) described runs.
   analysis_ptr analysis;
+  std::size_t parameters = 0;  // bind: how many it supplies
   std::size_t statements_done = 0;
   // parse: the server-side statement being created.
   std::string server_statement;

@@ -64,6 +64,7 @@ FEATURES = {
     "copy": "COPY FROM STDIN (with CopyFail and bad rows) and COPY TO STDOUT by Query",
     "xcopy": "COPY through Parse/Bind/Execute",
     "set": "SET/RESET/SET LOCAL/set_config of reported and unreported settings",
+    "hidepath": "SET search_path = pg_catalog, where the client's own tables no longer resolve",
     "txn": "BEGIN/COMMIT/ROLLBACK/SAVEPOINT/ROLLBACK TO/RELEASE, by Query and extended",
     "prepare": "SQL-level PREPARE/EXECUTE/DEALLOCATE by simple Query",
     "xprepare": "SQL-level PREPARE/EXECUTE/DEALLOCATE through Parse/Bind/Execute",
@@ -824,7 +825,8 @@ class Generator:
                 "SET application_name TO DEFAULT",
                 "SET search_path = "
                 + r.choice(
-                    ["public", "pg_catalog, public", '"$user", public', "pg_catalog", "fz_nowhere, public"]
+                    ["public", "pg_catalog, public", '"$user", public', "fz_nowhere, public"]
+                    + (["pg_catalog"] if self.on("hidepath") else [])
                 ),
                 f"SET extra_float_digits = {r.choice([-3, 0, 1, 2, 3])}",
                 "SET TimeZone = " + r.choice(["'UTC'", "'America/New_York'", "'Asia/Kolkata'"]),

@@ -1,10 +1,12 @@
 #include "proxy/relay.hpp"
 
+#include <map>
+
 #include <doctest/doctest.h>
 
 #include "wire/backend.hpp"
-#include "wire/frontend.hpp"
 #include "wire/framing.hpp"
+#include "wire/frontend.hpp"
 #include "wire/message_writer.hpp"
 #include "wire/tags.hpp"
 
@@ -88,6 +90,22 @@ std::string error_body(std::string_view sqlstate) {
   std::string out;
   wire::write_error(out, "ERROR", sqlstate, "boom");
   return out.substr(5);
+}
+// The server's 26000 for SQL prepared statement `name`.
+std::string missing_body(std::string_view name) {
+  std::string out;
+  wire::write_error(out, "ERROR", "26000",
+                    "prepared statement \"" + std::string(name) + "\" does not exist");
+  return out.substr(5);
+}
+// The fields of ErrorResponse frame `error`.
+std::map<char, std::string> fields_of(std::string_view error) {
+  wire::error_fields fields;
+  REQUIRE(error.size() > 5);
+  REQUIRE_FALSE(wire::parse_error_fields(error.substr(5), fields));
+  std::map<char, std::string> out;
+  for (const auto& [code, value] : fields.fields) out.emplace(code, value);
+  return out;
 }
 
 // Runs `sql` and answers it with these command tags, an error (SQLSTATE)
@@ -318,9 +336,7 @@ TEST_CASE("relay: the error of re-creating a SQL prepared statement is the one i
   // becomes the error of analysing p again.
   CHECK(answer(m.r, backend_tag::command_complete, std::string("SELECT 1\0", 9)) ==
         action::forward);
-  std::string missing;
-  wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
-  CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
+  CHECK(answer(m.r, backend_tag::error_response, missing_body("p")) == action::replace);
   CHECK(m.r.take_replacement() == error);
   CHECK(answer(m.r, backend_tag::ready_for_query, ready('I')) == action::forward);
 }
@@ -332,68 +348,71 @@ TEST_CASE(
     moved_sql_prepared m("PREPARE p (int) AS SELECT $1");
     send(m.r, query("EXECUTE p" + arguments));
     m.answer_sync(error_body("42P01"));
-    std::string missing;
-    wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
-    CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
-    const std::string error = m.r.take_replacement();
-    wire::error_fields fields;
-    REQUIRE_FALSE(wire::parse_error_fields(std::string_view(error).substr(5), fields));
-    CHECK(fields.get('C') == (arguments == "(1)" ? "42P01" : "42601"));
-    if (arguments.empty()) CHECK(fields.get('D') == "Expected 1 parameters but got 0.");
+    CHECK(answer(m.r, backend_tag::error_response, missing_body("p")) == action::replace);
+    const auto fields = fields_of(m.r.take_replacement());
+    CHECK(fields.at('C') == (arguments == "(1)" ? "42P01" : "42601"));
+    if (arguments.empty()) CHECK(fields.at('D') == "Expected 1 parameters but got 0.");
   }
   // One that takes none ignores arguments, as PostgreSQL does.
   moved_sql_prepared none;
   send(none.r, query("EXECUTE p(1)"));
   none.answer_sync(error_body("42P01"));
-  std::string missing;
-  wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
-  CHECK(answer(none.r, backend_tag::error_response, missing.substr(5)) == action::replace);
-  wire::error_fields fields;
-  const std::string error = none.r.take_replacement();
-  REQUIRE_FALSE(wire::parse_error_fields(std::string_view(error).substr(5), fields));
-  CHECK(fields.get('C') == "42P01");
-}
-
-TEST_CASE("relay: a portal that EXECUTEs a statement that could not be re-created is bound") {
-  // PostgreSQL fails it where it describes rows, or runs it: not at Bind,
-  // which the server here fails for want of the statement.
-  for (const bool returns_rows : {true, false}) {
-    CAPTURE(returns_rows);
-    moved_sql_prepared m(returns_rows ? "PREPARE p AS SELECT 1" : "PREPARE p AS DELETE FROM t");
-    send(m.r, parse("", "EXECUTE p"));
-    send(m.r, bind("", ""));
-    send(m.r, describe('P', ""));
-    send(m.r, execute(""));
-    send(m.r, sync());
-    std::string error;
-    wire::write_error(error, "ERROR", "42P01", "relation \"t\" does not exist");
-    m.answer_sync(error.substr(5));
-    CHECK(answer(m.r, backend_tag::parse_complete) == action::forward);
-    std::string missing;
-    wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
-    CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
-    CHECK(tags_of(m.r.take_replacement()) == (returns_rows ? "2E" : "2nE"));
-    CHECK(answer(m.r, backend_tag::ready_for_query, ready('I')) == action::forward);
-  }
+  CHECK(answer(none.r, backend_tag::error_response, missing_body("p")) == action::replace);
+  const auto fields = fields_of(none.r.take_replacement());
+  CHECK(fields.at('C') == "42P01");
 }
 
 TEST_CASE("relay: where pgstash's own Describe of an EXECUTE fails, the client's request fails") {
   // Its prepared statement no longer analyses (another search_path, say):
-  // PostgreSQL finds out where it describes the portal's rows.
-  relay r = make_relay();
-  pool::server_state server(10);
-  r.attach(server);
-  run(r, "PREPARE p AS SELECT * FROM t", {"PREPARE"}, 'I');
-  send(r, parse("s", "EXECUTE p"));
-  send(r, bind("", "s"));
-  send(r, describe('P', ""));
-  send(r, execute(""));
-  send(r, sync());
-  CHECK(answer(r, backend_tag::close_complete) == action::drop);
-  CHECK(answer(r, backend_tag::parse_complete) == action::forward);
-  CHECK(answer(r, backend_tag::error_response, error_body("42P01")) == action::replace);
-  CHECK(tags_of(r.take_replacement()) == "2E");
-  CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::forward);
+  // PostgreSQL finds out where it describes the portal's rows, after it
+  // checked the Bind.
+  for (const std::size_t supplied : {0, 1}) {
+    CAPTURE(supplied);
+    relay r = make_relay();
+    pool::server_state server(10);
+    r.attach(server);
+    run(r, "PREPARE p AS SELECT * FROM t", {"PREPARE"}, 'I');
+    send(r, parse("s", "EXECUTE p"));
+    std::string bound;
+    wire::write_bind(bound, "", "s",
+                     std::vector<std::optional<std::string_view>>(supplied, std::string_view("1")));
+    send(r, bound);
+    send(r, describe('P', ""));
+    send(r, execute(""));
+    send(r, sync());
+    CHECK(answer(r, backend_tag::close_complete) == action::drop);
+    CHECK(answer(r, backend_tag::parse_complete) == action::forward);
+    CHECK(answer(r, backend_tag::parameter_description, std::string("\0\0", 2)) == action::drop);
+    if (supplied == 0) {
+      CHECK(answer(r, backend_tag::error_response, error_body("42P01")) == action::replace);
+      CHECK(tags_of(r.take_replacement()) == "2E");
+    } else {
+      // PostgreSQL refuses this Bind with another error; this one stays.
+      CHECK(answer(r, backend_tag::error_response, error_body("42P01")) == action::forward);
+    }
+    CHECK(answer(r, backend_tag::ready_for_query, ready('I')) == action::forward);
+  }
+}
+
+TEST_CASE("relay: pgstash's own Query does not end the portals of the batch it runs before") {
+  moved_sql_prepared m;
+  send(m.r, parse("s", "select 1"));
+  send(m.r, sync());
+  answer(m.r, backend_tag::close_complete);
+  answer(m.r, backend_tag::parse_complete);
+  answer(m.r, backend_tag::parameter_description, std::string("\0\0", 2));
+  answer(m.r, backend_tag::row_description, std::string("\0\0", 2));
+  answer(m.r, backend_tag::ready_for_query, ready('I'));
+  // A portal that DEALLOCATEs s, which pgstash answers for, then a
+  // statement whose SQL prepared statement is re-created by Queries.
+  CHECK(send(m.r, parse("", "DEALLOCATE s")).where == route::answer_locally);
+  CHECK(send(m.r, bind("d", "")).where == route::answer_locally);
+  send(m.r, parse("", "EXECUTE p"));
+  answer(m.r, backend_tag::command_complete, std::string("DEALLOCATE\0", 11));
+  CHECK(answer(m.r, backend_tag::ready_for_query, ready('I')) == action::drop);
+  answer(m.r, backend_tag::command_complete, std::string("PREPARE\0", 8));
+  CHECK(answer(m.r, backend_tag::ready_for_query, ready('I')) == action::drop);
+  CHECK(send(m.r, execute("d")).where == route::answer_locally);
 }
 
 TEST_CASE("relay: a Bind of an EXECUTE's statement that the server refuses is refused") {
@@ -432,10 +451,8 @@ TEST_CASE(
   CHECK(answer(m.r, backend_tag::ready_for_query, ready('I')) == action::forward);
   // Not given to a later statement.
   send(m.r, query("EXECUTE p"));
-  std::string missing;
-  wire::write_error(missing, "ERROR", "26000", "prepared statement \"p\" does not exist");
   m.answer_sync(error_body("42P01"), false);
-  CHECK(answer(m.r, backend_tag::error_response, missing.substr(5)) == action::replace);
+  CHECK(answer(m.r, backend_tag::error_response, missing_body("p")) == action::replace);
 }
 
 TEST_CASE("relay: inside a transaction, SQL prepared statements are re-created under a savepoint") {
@@ -577,10 +594,8 @@ TEST_CASE(
   std::string syntax;
   wire::write_error(syntax, "ERROR", "42601", "syntax error");
   CHECK(answer(rows.r, backend_tag::error_response, syntax.substr(5)) == action::replace);
-  wire::error_fields fields;
-  const std::string replacement = rows.r.take_replacement();
-  REQUIRE_FALSE(wire::parse_error_fields(std::string_view(replacement).substr(5), fields));
-  CHECK(fields.get('C') == "25P02");
+  const auto fields = fields_of(rows.r.take_replacement());
+  CHECK(fields.at('C') == "25P02");
 }
 
 TEST_CASE(
@@ -626,14 +641,25 @@ TEST_CASE(
     std::string syntax;
     wire::write_error(syntax, "ERROR", "42601", "syntax error");
     CHECK(answer(f.r, backend_tag::error_response, syntax.substr(5)) == action::replace);
-    wire::error_fields fields;
-    const std::string replacement = f.r.take_replacement();
-    REQUIRE_FALSE(wire::parse_error_fields(std::string_view(replacement).substr(5), fields));
-    CHECK(fields.get('C') == (given == 2 ? "25P02" : "08P01"));
+    const auto fields = fields_of(f.r.take_replacement());
+    CHECK(fields.at('C') == (given == 2 ? "25P02" : "08P01"));
     if (given == 0)
-      CHECK(fields.get('M') ==
+      CHECK(fields.at('M') ==
             "bind message supplies 0 parameters, but prepared statement \"s2\" requires 2");
   }
+}
+
+TEST_CASE("relay: ROLLBACK TO a savepoint takes back the settings made after it") {
+  relay r = make_relay();
+  pool::server_state first(10);
+  r.attach(first);
+  run(r, "BEGIN; SET DateStyle = 'SQL, DMY'; SAVEPOINT a; SET extra_float_digits = 3",
+      {"BEGIN", "SET", "SAVEPOINT", "SET"}, 'T');
+  run(r, "ROLLBACK TO a; COMMIT", {"ROLLBACK", "COMMIT"}, 'I');
+  r.detach();
+  pool::server_state second(10);
+  r.attach(second);
+  CHECK(r.settings_sql() == "SET \"datestyle\" TO 'SQL, DMY'");
 }
 
 TEST_CASE("relay: settings made after a failed transaction ends AND CHAIN are the client's") {
