@@ -17,8 +17,11 @@ for f in errc framing frontend backend message_writer auth random; do sources+=(
 case $target in
   decoder) ;;
   relay)
-    for f in relay relay_frames relay_answers relay_cache response_queue statement_map session_state cache_client entry_label \
-      result_cache; do sources+=("$src/proxy/$f.cpp"); done
+    # Every file of the relay (relay*.cpp), and the parts it is made of.
+    sources+=("$src"/proxy/relay*.cpp)
+    for f in response_queue statement_map session_state cache_client entry_label result_cache; do
+      sources+=("$src/proxy/$f.cpp")
+    done
     # The relay's cache side links the cache and its analysis, though the fuzzer runs it without.
     sources+=("$src"/invalidation/*.cpp "$src"/cache/*.cpp "$src/pool/server_state.cpp")
     headers+=("$src"/proxy/*.hpp "$src"/invalidation/*.hpp "$src"/cache/*.hpp "$src"/pool/server_state.hpp)
