@@ -160,9 +160,11 @@ class analyzer {
     }
     if (type == "VariableSetStmt") {
       if (set_leaves_read_committed(body)) out_.leaves_read_committed = true;
+      out_.changes_settings = true;
       return {uncacheable::not_a_read, true};
     }
     if (type == "DiscardStmt") {
+      out_.changes_settings = true;
       if (str_member(body, "target") == "DISCARD_ALL") out_.leaves_read_committed = true;
       return {uncacheable::not_a_read, true};
     }
@@ -295,6 +297,8 @@ std::string_view to_string(uncacheable reason) {
       return "partial_fetch";
     case uncacheable::notice_or_error:
       return "notice_or_error";
+    case uncacheable::unfollowed_settings:
+      return "unfollowed_settings";
     case uncacheable::rule_or_config:
       return "rule_or_config";
   }

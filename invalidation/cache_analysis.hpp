@@ -65,6 +65,10 @@ enum class uncacheable : std::uint8_t {
   too_large,
   partial_fetch,
   notice_or_error,
+  // Settings the key does not follow: changed in session mode, staged in
+  // the open transaction, or possibly by code pgstash cannot see (DO, a
+  // volatile function calling set_config()).
+  unfollowed_settings,
   rule_or_config,
 };
 // Number of reasons, for arrays indexed by reason (metrics).
@@ -123,6 +127,9 @@ struct cache_analysis {
   // included: the default is not known here), set_config() of those or of a
   // name not known here.
   bool leaves_read_committed = false;
+  // SET (LOCAL too), RESET or DISCARD: a setting a later read may depend on
+  // changed. (set_config() is a session function: not read_only.)
+  bool changes_settings = false;
   // Every statement writes nothing by itself, as far as the text shows (see
   // write_calls_functions): SELECT without INTO, data-modifying CTE, locking
   // clause or session function (nextval(), pg_advisory_lock(), ...); SHOW;

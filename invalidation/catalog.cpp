@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 
 #include <libpq-fe.h>
 
@@ -159,6 +160,23 @@ SELECT 'v', 'pg_catalog', 'TABLESAMPLE'
 )sql";
 
 // Every overload of $1 in the schemas $2 that the role $3 may use.
+// The default_transaction_isolation a login of $1 starts with: role and
+// database settings, most specific first, then the server's own (unless
+// this connection's value came from its own role or database: not known).
+constexpr const char* k_default_isolation = R"sql(
+SELECT coalesce(
+  (SELECT substr(c, length('default_transaction_isolation=') + 1)
+     FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) AS c
+    WHERE c LIKE 'default\_transaction\_isolation=%'
+      AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+      AND s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = $1))
+    ORDER BY s.setrole <> 0 DESC, s.setdatabase <> 0 DESC
+    LIMIT 1),
+  (SELECT setting FROM pg_settings
+    WHERE name = 'default_transaction_isolation'
+      AND source NOT IN ('database', 'user', 'database user', 'client', 'session')))
+)sql";
+
 constexpr const char* k_function_overloads = R"sql(
 SELECT p.provolatile, n.nspname, p.proname
   FROM unnest($2::text[]) AS s(nspname)
@@ -488,6 +506,18 @@ function_verdict catalog::function(std::string_view search_path, std::string_vie
     out = function_verdict::stable;
   }
   return out;
+}
+
+default_isolation catalog::isolation(std::string_view user) {
+  const auto r = exec(k_default_isolation, {std::string(user)});
+  if (!r || PQntuples(r.get()) != 1 || PQgetisnull(r.get(), 0, 0))
+    return default_isolation::unknown;
+  std::string level(value(r.get(), 0, 0));
+  std::transform(level.begin(), level.end(), level.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return level == "read committed" || level == "read uncommitted"
+             ? default_isolation::read_committed
+             : default_isolation::other;
 }
 
 }  // namespace pgstash::invalidation

@@ -131,6 +131,16 @@ enum class function_verdict : std::uint8_t {
   unknown,    // no such function, or the look-up failed
 };
 
+// The isolation level a login's transactions start at when they name none:
+// its ALTER ROLE / ALTER DATABASE ... SET default_transaction_isolation, or
+// else the server's. READ UNCOMMITTED counts as read committed (PostgreSQL
+// runs it so).
+enum class default_isolation : std::uint8_t {
+  read_committed,
+  other,
+  unknown,  // the look-up failed
+};
+
 // The elements of a search_path value (e.g. "\"$user\", public"), in order,
 // as the server parses them; "$user" replaced by `user` (dropped if empty).
 // "pg_temp" is kept as is. nullopt if the value does not parse (the server
@@ -157,6 +167,8 @@ class catalog {
                     const object_name& relation);
   function_verdict function(std::string_view search_path, std::string_view user,
                             const object_name& function);
+  // For transactions of `user` (a login role) in this database.
+  default_isolation isolation(std::string_view user);
 
   bool connected() const;
 

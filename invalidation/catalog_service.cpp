@@ -22,14 +22,15 @@ using namespace std::chrono_literals;
 constexpr auto k_refresh_conservative = 1s;
 constexpr auto k_refresh_known = 60s;
 
-enum class kind : char { read = 'r', write = 'w', function = 'f' };
+enum class kind : char { read = 'r', write = 'w', function = 'f', isolation = 'i' };
 
-using answer = std::variant<read_facts, write_facts, function_verdict>;
+using answer = std::variant<read_facts, write_facts, function_verdict, default_isolation>;
 
 bool conservative(const answer& a) {
   if (const auto* r = std::get_if<read_facts>(&a))
     return r->what == read_facts::verdict::unknown_relation;
   if (const auto* w = std::get_if<write_facts>(&a)) return !w->known;
+  if (const auto* i = std::get_if<default_isolation>(&a)) return *i == default_isolation::unknown;
   return std::get<function_verdict>(a) == function_verdict::unknown;
 }
 
@@ -141,6 +142,8 @@ answer catalog_service::state::ask(const job& j) {
       return cat->write(j.search_path, j.user, j.name);
     case kind::function:
       return cat->function(j.search_path, j.user, j.name);
+    case kind::isolation:
+      return cat->isolation(j.user);
   }
   return function_verdict::unknown;  // not reached
 }
@@ -227,6 +230,14 @@ std::optional<function_verdict> catalog_service::try_function(const std::string&
   auto a = state_->lookup(kind::function, database, conninfo, search_path, user, function);
   if (!a) return std::nullopt;
   return std::get<function_verdict>(*a);
+}
+
+std::optional<default_isolation> catalog_service::try_isolation(const std::string& database,
+                                                                const std::string& conninfo,
+                                                                std::string_view user) {
+  auto a = state_->lookup(kind::isolation, database, conninfo, {}, user, object_name{});
+  if (!a) return std::nullopt;
+  return std::get<default_isolation>(*a);
 }
 
 void catalog_service::forget(const std::string& database) {

@@ -57,6 +57,10 @@ class catalog_service {
                                                std::string_view search_path,
                                                std::string_view user,
                                                const object_name& function);
+  // The isolation level transactions of the login role `user` start at.
+  std::optional<default_isolation> try_isolation(const std::string& database,
+                                                 const std::string& conninfo,
+                                                 std::string_view user);
 
   // DDL was seen in `database`: its memoized answers are dropped, and look-ups
   // under way for it are discarded when they complete.

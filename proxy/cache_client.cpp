@@ -1,6 +1,7 @@
 #include "proxy/cache_client.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 // The streaming state is declared only for static use.
 #define XXH_STATIC_LINKING_ONLY
@@ -135,12 +136,15 @@ bool binds_current_time(const wire::bind_message& bind) {
 }  // namespace
 
 void result_capture::add(char tag, std::optional<std::string_view> body) {
-  if (spoiled_) return;
+  if (spoiled_by_) return;
+  if (!body || bytes_.size() + 5 + body->size() > limit_) {
+    spoil(uncacheable::too_large);
+    return;
+  }
   // A second RowDescription (a portal described twice) would be sent
   // among the rows of a hit.
-  const bool again = tag == tag_of(backend_tag::row_description) && !bytes_.empty();
-  if (!body || finished_ || again || bytes_.size() + 5 + body->size() > limit_) {
-    spoil();
+  if (finished_ || (tag == tag_of(backend_tag::row_description) && !bytes_.empty())) {
+    spoil(uncacheable::cursor_or_utility);
     return;
   }
   const auto size = static_cast<std::uint32_t>(body->size() + 4);
@@ -155,10 +159,58 @@ cache_client::cache_client(result_cache& shared, identity who)
       who_(std::move(who)),
       startup_settings_(session_state(who_.startup).settings()),
       database_id_(invalidation::database_id(who_.database)),
-      stream_(shared_.follow(who_.database, who_.conninfo)) {}
+      stream_(shared_.follow(who_.database, who_.conninfo)) {
+  // Asked now, so that the answer is there by the session's first
+  // transaction.
+  shared_.catalog().try_isolation(who_.database, who_.conninfo, who_.user);
+}
 
 const pool::settings_map& cache_client::settings_or_startup(const pool::settings_map* settings) const {
   return settings ? *settings : startup_settings_;
+}
+
+std::string cache_client::current_role(const pool::settings_map& settings) const {
+  auto it = settings.find("role");
+  if (it == settings.end()) return who_.user;
+  // SET ROLE's value as a literal ('admin'), as pgstash records it.
+  std::string_view text = it->second.text;
+  std::string role;
+  if (!it->second.raw && text.size() >= 2 && text.front() == '\'' && text.back() == '\'') {
+    text = text.substr(1, text.size() - 2);
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      role += text[i];
+      if (text[i] == '\'' && i + 1 < text.size() && text[i + 1] == '\'') ++i;
+    }
+  } else {
+    role = text;
+  }
+  return role == "none" || role.empty() ? who_.user : role;
+}
+
+bool cache_client::starts_read_committed(const pool::settings_map& settings) {
+  if (auto it = settings.find("default_transaction_isolation"); it != settings.end()) {
+    std::string level;
+    for (char c : it->second.text) {
+      if (c != '\'' && c != '"')
+        level += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return level == "read committed" || level == "read uncommitted";
+  }
+  return shared_.catalog().try_isolation(who_.database, who_.conninfo, who_.user) ==
+         invalidation::default_isolation::read_committed;
+}
+
+std::optional<uncacheable> cache_client::transaction_bypass(const pool::settings_map* settings) {
+  if (transaction_wrote_) return uncacheable::in_writing_transaction;
+  if (left_read_committed_ || !starts_read_committed(settings_or_startup(settings)))
+    return uncacheable::isolation_level;
+  return std::nullopt;
+}
+
+void cache_client::not_served(std::string_view sql, uncacheable why) {
+  if (analyzed(sql)->reason != uncacheable::none) return;
+  shared_.count_uncacheable(why);
+  spdlog::debug("not cached ({}): {:.200}", invalidation::to_string(why), sql);
 }
 
 std::string cache_client::search_path(const pool::settings_map& settings) const {
@@ -210,14 +262,15 @@ std::optional<uncacheable> cache_client::dependencies(const invalidation::cache_
                                                       std::vector<std::string>* names) {
   invalidation::catalog_service& catalog = shared_.catalog();
   const std::string path = search_path(settings);
+  const std::string role = current_role(settings);
   for (const auto& function : a.functions) {
-    auto verdict = catalog.try_function(who_.database, who_.conninfo, path, who_.user, function);
+    auto verdict = catalog.try_function(who_.database, who_.conninfo, path, role, function);
     if (!verdict || *verdict == invalidation::function_verdict::unknown)
       return uncacheable::unknown_function;
     if (*verdict != invalidation::function_verdict::cacheable) return uncacheable::volatile_function;
   }
   for (const auto& relation : a.reads) {
-    auto facts = catalog.try_read(who_.database, who_.conninfo, path, who_.user, relation);
+    auto facts = catalog.try_read(who_.database, who_.conninfo, path, role, relation);
     if (!facts) return uncacheable::unknown_relation;
     if (auto why = reason_of(facts->what)) return why;
     // Written elsewhere, it would never be invalidated.
@@ -296,6 +349,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
 bool cache_client::functions_may_write(const invalidation::cache_analysis& a,
                                        const pool::settings_map& settings) {
   const std::string path = search_path(settings);
+  const std::string role = current_role(settings);
   bool may = false;
   for (const auto& function : a.functions) {
     // PostgreSQL's own volatile functions write no table the cache reads
@@ -303,10 +357,11 @@ bool cache_client::functions_may_write(const invalidation::cache_analysis& a,
     if ((function.schema.empty() || function.schema == "pg_catalog") &&
         is_builtin_without_table_writes(function.name))
       continue;
-    auto verdict = shared_.catalog().try_function(who_.database, who_.conninfo, path, who_.user, function);
+    auto verdict =
+        shared_.catalog().try_function(who_.database, who_.conninfo, path, role, function);
     if (!verdict) {
       // Judged once the catalog answers, before this session is served.
-      suspect_functions_.emplace_back(function, path);
+      suspect_functions_.emplace_back(function, path, role);
       may = true;
     } else if (*verdict == invalidation::function_verdict::may_write ||
                *verdict == invalidation::function_verdict::unknown) {
@@ -321,8 +376,9 @@ bool cache_client::functions_may_write(const invalidation::cache_analysis& a,
 bool cache_client::session_followed() {
   if (session_changed_) return false;
   while (!suspect_functions_.empty()) {
-    const auto& [function, path] = suspect_functions_.back();
-    auto verdict = shared_.catalog().try_function(who_.database, who_.conninfo, path, who_.user, function);
+    const auto& [function, path, role] = suspect_functions_.back();
+    auto verdict =
+        shared_.catalog().try_function(who_.database, who_.conninfo, path, role, function);
     if (!verdict) return false;
     if (*verdict == invalidation::function_verdict::may_write ||
         *verdict == invalidation::function_verdict::unknown) {
@@ -344,18 +400,29 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
   if (a->reason == uncacheable::parse_error) return opaque_writes();
   const pool::settings_map& s = settings_or_startup(settings);
   const bool functions_write = functions_may_write(*a, s);
-  if (a->read_only) return functions_write ? opaque_writes() : out;
-  if (a->invalidates_database || functions_write || a->truncate_cascade || a->writes.empty()) {
+  if (a->read_only && !functions_write) {
+    // SET LOCAL is in no key: the transaction's reads after it are not
+    // served.
+    out.ends_transaction_hits = a->changes_settings;
+    out.leaves_read_committed = a->leaves_read_committed;
+    return out;
+  }
+  if (a->read_only || a->invalidates_database || functions_write || a->truncate_cascade ||
+      a->writes.empty()) {
     out = opaque_writes();
     out.ddl = a->invalidates_database;
+    out.leaves_read_committed = a->leaves_read_committed;
     // DO, CALL, EXECUTE run code that may change settings unseen.
     if (a->invalidates_database) session_changed_ = true;
     return out;
   }
+  out.ends_transaction_hits = true;
+  out.leaves_read_committed = a->leaves_read_committed;
   const std::string path = search_path(s);
+  const std::string role = current_role(s);
   invalidation::catalog_service& catalog = shared_.catalog();
   for (const auto& target : a->writes) {
-    auto facts = catalog.try_write(who_.database, who_.conninfo, path, who_.user, target);
+    auto facts = catalog.try_write(who_.database, who_.conninfo, path, role, target);
     if (!facts || !facts->known || facts->has_triggers_or_rules) {
       out.relations.push_back(database_id_);
       continue;
@@ -366,11 +433,16 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
   return out;
 }
 
-cache_client::write_set cache_client::opaque_writes() const { return {{database_id_}, false}; }
+cache_client::write_set cache_client::opaque_writes() const {
+  // What it ran is not known: it may also have changed the isolation level.
+  return {{database_id_}, false, true, true};
+}
 
 void cache_client::wrote(const write_set& writes) {
   pending_writes_.insert(pending_writes_.end(), writes.relations.begin(), writes.relations.end());
   pending_ddl_ = pending_ddl_ || writes.ddl;
+  transaction_wrote_ = transaction_wrote_ || writes.ends_transaction_hits;
+  left_read_committed_ = left_read_committed_ || writes.leaves_read_committed;
 }
 
 void cache_client::transaction_committed(const write_set* also) {
@@ -392,6 +464,7 @@ void cache_client::transaction_ended(bool rolled_back) {
   if (pending_ddl_) shared_.catalog().forget(who_.database);
   pending_writes_.clear();
   pending_ddl_ = false;
+  transaction_wrote_ = false;
 }
 
 void cache_client::store(const result_capture& capture) {

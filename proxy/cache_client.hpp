@@ -20,13 +20,14 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "invalidation/cache_analysis.hpp"
 #include "pool/server_state.hpp"
-#include "wire/frontend.hpp"
 #include "proxy/result_cache.hpp"
+#include "wire/frontend.hpp"
 
 namespace pgstash::proxy {
 
@@ -48,11 +49,14 @@ class result_capture {
   // A server frame answering the statement; `body` is null for one too
   // large to hold.
   void add(char tag, std::optional<std::string_view> body);
-  // A notice or an error: the result is never stored.
-  void spoil() { spoiled_ = true, bytes_ = {}; }
-  bool spoiled() const { return spoiled_; }
+  // A notice, an error, a partial fetch: the result is never stored.
+  void spoil(invalidation::uncacheable why) {
+    if (!spoiled_by_) spoiled_by_ = why;
+    bytes_ = {};
+  }
+  std::optional<invalidation::uncacheable> spoiled_by() const { return spoiled_by_; }
   bool complete() const {
-    return !spoiled_ && finished_ && (!described_ || bytes_.starts_with('T'));
+    return !spoiled_by_ && finished_ && (!described_ || bytes_.starts_with('T'));
   }
 
  private:
@@ -63,7 +67,7 @@ class result_capture {
   std::string label_;
   bool described_;
   std::string bytes_;
-  bool spoiled_ = false;
+  std::optional<invalidation::uncacheable> spoiled_by_;
   bool finished_ = false;  // CommandComplete seen
 };
 
@@ -73,6 +77,17 @@ class result_capture {
 struct cache_write_set {
   std::vector<std::uint64_t> relations;
   bool ddl = false;  // the catalog's answers for the database are stale
+  // Reads after it in its transaction are not answered from the cache: it
+  // may write (also unseen, through a function), or it orders itself
+  // after other writers (LOCK).
+  bool ends_transaction_hits = false;
+  // It may take the transaction, or the session's later ones, above READ
+  // COMMITTED (or to an older snapshot).
+  bool leaves_read_committed = false;
+
+  bool empty() const {
+    return relations.empty() && !ddl && !ends_transaction_hits && !leaves_read_committed;
+  }
 };
 
 class cache_client {
@@ -110,6 +125,16 @@ class cache_client {
   // what its results depend on, and it is not served from the cache again.
   // Also false while such a function's volatility is being looked up.
   bool session_followed();
+  // Why a read inside the open transaction may not be answered from the
+  // cache, if it may not: a statement of it may have written (its own
+  // writes are not in the cache), or it is not at READ COMMITTED, where
+  // every statement sees what was committed before it began. Once the
+  // session has moved off READ COMMITTED it gets no hits in a transaction
+  // again.
+  std::optional<invalidation::uncacheable> transaction_bypass(const pool::settings_map* settings);
+  // `sql` would have been looked up but for `why` (counted, and logged at
+  // debug level, if its text alone is cacheable).
+  void not_served(std::string_view sql, invalidation::uncacheable why);
   // Something whose writes pgstash cannot see (a FunctionCall, a statement
   // it could not read): all of the database's results.
   write_set opaque_writes() const;
@@ -142,6 +167,12 @@ class cache_client {
                            const pool::settings_map& settings);
   const pool::settings_map& settings_or_startup(const pool::settings_map* settings) const;
   std::string search_path(const pool::settings_map& settings) const;
+  // The role names are looked up for (what "$user" and USAGE mean): the
+  // client's SET ROLE, else the login user.
+  std::string current_role(const pool::settings_map& settings) const;
+  // Whether the client's transactions start at READ COMMITTED (unknown
+  // until the catalog says: no).
+  bool starts_read_committed(const pool::settings_map& settings);
   // Looks `sql` up under a key that also covers `statement` and `bind`
   // (both null for a Query).
   lookup find(std::string_view sql, const wire::parse_message* statement,
@@ -157,10 +188,12 @@ class cache_client {
   std::shared_ptr<const invalidation::stream_status> stream_;
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote
   bool pending_ddl_ = false;
+  bool transaction_wrote_ = false;  // see cache_write_set::ends_transaction_hits
+  bool left_read_committed_ = false;
   bool session_changed_ = false;
   // Functions the session ran whose volatility the catalog has yet to give
-  // (with the search_path they were called under).
-  std::vector<std::pair<invalidation::object_name, std::string>> suspect_functions_;
+  // (with the search_path and role they were called under).
+  std::vector<std::tuple<invalidation::object_name, std::string, std::string>> suspect_functions_;
 };
 
 // Milliseconds on the system clock, as the store keeps time.

@@ -234,7 +234,9 @@ class relay {
   // The same for a Bind inside a batch: nothing before it in the batch
   // ran a statement, and nothing of an earlier batch is still owed.
   bool cache_may_answer_in_batch() const;
-  bool cache_session_followed() const;
+  // Why the cache may not answer for this session now, if it may not (its
+  // settings, its transaction).
+  std::optional<invalidation::uncacheable> cache_bypass() const;
   const pool::settings_map* cache_settings() const;
   // Asks the cache about a Query; fills p.cached or p.capture.
   void consult_cache(std::string_view sql, plan& p);

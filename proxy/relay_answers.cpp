@@ -51,7 +51,7 @@ std::string relay::error_for_client(std::string_view body, const expected_respon
 bool relay::wants_body() const {
   if (queue_.empty()) return false;
   const expected_response& head = queue_.front();
-  return head.describes || (head.capture && !head.capture->spoiled());
+  return head.describes || (head.capture && !head.capture->spoiled_by());
 }
 
 void relay::note_description(char tag, std::string_view body, statement_description& d) {

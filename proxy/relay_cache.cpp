@@ -66,23 +66,30 @@ relay::~relay() {
   opts_.cache->transaction_ended(false);
 }
 
-bool relay::cache_session_followed() const {
-  if (opts_.transaction_mode ? pinned() : cache_unfollowed_session_) return false;
-  return opts_.cache->session_followed();
+std::optional<invalidation::uncacheable> relay::cache_bypass() const {
+  if (opts_.transaction_mode ? pinned() : cache_unfollowed_session_)
+    return invalidation::uncacheable::unfollowed_settings;
+  // In a transaction, SET LOCAL (or a SET not committed yet) holds
+  // settings the key does not have.
+  if (tx_status_ == 'T' && state_ && state_->has_staged())
+    return invalidation::uncacheable::unfollowed_settings;
+  if (!opts_.cache->session_followed()) return invalidation::uncacheable::unfollowed_settings;
+  if (tx_status_ == 'T') return opts_.cache->transaction_bypass(cache_settings());
+  return std::nullopt;
 }
 
 bool relay::cache_may_answer() const {
-  // Outside a transaction, with nothing owed: a hit then answers exactly
-  // where the server's answer would have (never before a write of this
-  // client's still in flight, never inside a snapshot older than now).
-  if (tx_status_ != 'I' || !queue_.empty() || batch_started_ || skipping_ || copy_in_) return false;
+  // With nothing owed, outside a failed transaction: a hit then answers
+  // exactly where the server's answer would have (never before a write of
+  // this client's still in flight). Inside a transaction cache_bypass()
+  // decides (never inside a snapshot older than now).
+  if (tx_status_ == 'E' || !queue_.empty() || batch_started_ || skipping_ || copy_in_) return false;
   // A Query drops the unnamed statement; one the server has must go.
-  if (cache_.statements.contains("")) return false;
-  return cache_session_followed();
+  return !cache_.statements.contains("");
 }
 
 bool relay::cache_may_answer_in_batch() const {
-  if (tx_status_ != 'I' || skipping_ || copy_in_ || cache_.batch_executed) return false;
+  if (tx_status_ == 'E' || skipping_ || copy_in_ || cache_.batch_executed) return false;
   // What the server still owes may only be this batch's Parse, Describe
   // and Close: none of them changes what a read sees, and if one fails,
   // the answers pgstash queued after it are dropped as the server's are.
@@ -91,7 +98,7 @@ bool relay::cache_may_answer_in_batch() const {
         e.what != kind::close)
       return false;
   }
-  return cache_session_followed();
+  return true;
 }
 
 const pool::settings_map* relay::cache_settings() const {
@@ -100,6 +107,10 @@ const pool::settings_map* relay::cache_settings() const {
 
 void relay::consult_cache(std::string_view sql, plan& p) {
   if (!cache_may_answer()) return;
+  if (auto why = cache_bypass()) {
+    opts_.cache->not_served(sql, *why);
+    return;
+  }
   cache_client::lookup found = opts_.cache->query(sql, cache_settings());
   if (found.response) {
     p.where = route::answer_locally;
@@ -166,6 +177,10 @@ std::optional<relay::plan> relay::plan_bind_for_cache(std::string_view body) {
   const auto frame = cache_statement(bind.statement);
   wire::parse_message statement;
   if (!frame || wire::parse_parse(frame->substr(5), statement)) return std::nullopt;
+  if (auto why = cache_bypass()) {
+    opts_.cache->not_served(statement.query, *why);
+    return std::nullopt;
+  }
   cache_client::lookup found = opts_.cache->bind(statement, bind, cache_settings());
   if (found.response) return plan{route::answer_locally, nullptr, {}, std::move(found.response)};
   if (found.capture) return plan{route::to_server, nullptr, {}, std::nullopt, std::move(found.capture)};
@@ -186,8 +201,8 @@ std::optional<relay::plan> relay::plan_for_cache(frontend_tag t, std::string_vie
       // Parse is then known (unless DDL came between, when the client
       // gets the server's error at its Bind instead).
       const auto& good = cache_.good_unnamed_parses;
-      if (std::find(good.begin(), good.end(), frame) == good.end() || !cache_may_answer_in_batch() ||
-          !opts_.cache->cacheable(parse.query))
+      if (std::find(good.begin(), good.end(), frame) == good.end() ||
+          !cache_may_answer_in_batch() || cache_bypass() || !opts_.cache->cacheable(parse.query))
         return std::nullopt;
       plan p{route::answer_locally, analyze(parse.query)};
       p.defer_parse = true;
@@ -299,7 +314,7 @@ void relay::answer_execute_from_cache(const wire::execute_message& e) {
 }
 
 void relay::expect_writes(cache_write_set writes) {
-  if (writes.relations.empty()) return;
+  if (writes.empty()) return;
   // Once the session has changed what names mean in ways pgstash does
   // not follow, a write's targets may not be the tables it looks up.
   if (cache_unfollowed_session_ && !opts_.transaction_mode)
@@ -489,24 +504,29 @@ void relay::cache_on_streamed(char tag, std::string_view head) {
 
 void relay::cache_on_server_frame(char tag, std::optional<std::string_view> body) {
   result_capture& capture = *queue_.front().capture;
+  const bool was_spoiled = capture.spoiled_by().has_value();
   switch (static_cast<backend_tag>(tag)) {
     case backend_tag::row_description:
     case backend_tag::data_row:
       capture.add(tag, body);
-      return;
+      break;
     case backend_tag::command_complete:
       capture.add(tag, body);
       if (capture.complete()) opts_.cache->store(capture);
-      return;
+      break;
     case backend_tag::parameter_status:
     case backend_tag::ready_for_query:
       return;
+    case backend_tag::portal_suspended:
+      capture.spoil(invalidation::uncacheable::partial_fetch);
+      break;
     default:
-      // A notice, an error, COPY, an empty query, a partial fetch: never
-      // stored.
-      capture.spoil();
-      return;
+      // A notice, an error, COPY, an empty query: never stored.
+      capture.spoil(invalidation::uncacheable::notice_or_error);
+      break;
   }
+  if (!was_spoiled && capture.spoiled_by())
+    opts_.cache->shared().count_uncacheable(*capture.spoiled_by());
 }
 
 }  // namespace pgstash::proxy

@@ -31,6 +31,8 @@ class session_state {
   const std::string* sql_prepared(const std::string& name) const;
   unsigned pins() const { return pins_; }
   bool pinned() const { return pins_ != invalidation::pin_none; }
+  // Settings changed in the open transaction, not the client's yet.
+  bool has_staged() const { return !staged_.empty(); }
 
   // A statement completed on `server`. Applies what is not transactional
   // (PREPARE, DEALLOCATE, DISCARD, pins) at once and stages settings.

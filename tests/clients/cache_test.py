@@ -11,6 +11,15 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
       pgbench in each protocol (-M simple, extended, prepared) on a cacheable script.
   writes_<mode>
       every write path invalidates what it makes stale: the next read returns the new data.
+  transaction_hits_<mode>
+      inside a READ COMMITTED transaction that has not written, reads are hits (simple and
+      extended); after SET LOCAL, after a write, and at REPEATABLE READ they reach the server.
+  default_isolation_bypass
+      a role whose transactions start at REPEATABLE READ (ALTER ROLE ... SET) gets no hits inside
+      them, and still gets them outside.
+  set_role_user_schema
+      after SET ROLE, "$user" in search_path names the role's schema: a read of a view found there
+      is invalidated by a write to the table behind it.
   rollback_keeps_entry
       a rolled-back write leaves the cached result valid (still served, still right).
   stable_call_keeps_entries
@@ -333,6 +342,104 @@ def case_writes_session(case):
     writes(case, SESSION, "cache_writes_s")
 
 
+def transaction_hits(case, mode):
+    table = f"cache_in_tx_{case.name}"
+    setup(f"drop table if exists {table}; create table {table} (id int, v text);"
+          f"insert into {table} values (1, 'one')")
+    inst = start_cached(case, mode)
+    sql = f"select v from {table} where id = 1"
+    with connect(inst.port) as conn:
+        warm(conn, sql, fragment=table)
+        simple(conn, "begin")
+        expect_served(conn, sql, table, [("one",)])
+        status = conn.pgconn.transaction_status
+        expect(status == psycopg.pq.TransactionStatus.INTRANS,
+               f"after a hit in a transaction the client's status is {status}")
+        # SET LOCAL holds a setting the key does not have yet.
+        simple(conn, "set local app.tenant = 'x'")
+        before = server_calls(table)
+        simple(conn, sql)
+        expect(server_calls(table) == before + 1, "a read after SET LOCAL was answered from the cache")
+        simple(conn, "commit")
+        simple(conn, "begin")
+        expect_served(conn, sql, table, [("one",)])
+        # Its own write is in no cached result.
+        simple(conn, f"update {table} set v = 'mine' where id = 1")
+        got = simple(conn, sql)
+        expect(got == [("mine",)], f"a transaction that wrote read {got}, not its own write")
+        simple(conn, "rollback")
+        simple(conn, "begin isolation level repeatable read")
+        before = server_calls(table)
+        simple(conn, sql)
+        simple(conn, "commit")
+        expect(server_calls(table) == before + 1, "a read at REPEATABLE READ was answered from the cache")
+    with connect(inst.port) as conn:
+        conn.execute("begin")
+        for _ in range(2):
+            conn.execute(f"select v from {table} where id = %s", (1,)).fetchall()
+        before = server_calls(table)
+        for _ in range(5):
+            got = conn.execute(f"select v from {table} where id = %s", (1,)).fetchall()
+            expect(got == [("one",)], f"an extended read in a transaction returned {got}")
+        expect(server_calls(table) == before, "extended reads in a transaction reached the server")
+        conn.execute("commit")
+    ok(f"reads in a READ COMMITTED transaction that has not written are hits ({mode[0]})")
+
+
+def case_transaction_hits_transaction(case):
+    transaction_hits(case, TRANSACTION)
+
+
+def case_transaction_hits_session(case):
+    transaction_hits(case, SESSION)
+
+
+def case_default_isolation_bypass(case):
+    table = "cache_default_isolation"
+    setup(f"drop table if exists {table}; drop role if exists cache_rr;"
+          f"create table {table} (v int); insert into {table} values (1);"
+          "create role cache_rr login;"
+          "alter role cache_rr set default_transaction_isolation = 'repeatable read';"
+          f"grant select on {table} to cache_rr")
+    inst = start_cached(case, TRANSACTION)
+    sql = f"select v from {table}"
+    with connect(inst.port, user="cache_rr") as conn:
+        warm(conn, sql, fragment=table)
+        for _ in range(3):
+            simple(conn, "begin")
+            before = server_calls(table)
+            simple(conn, sql)
+            simple(conn, "commit")
+            expect(server_calls(table) == before + 1,
+                   "a transaction at the role's REPEATABLE READ got a hit")
+        expect_served(conn, sql, table, [("1",)])
+    ok("a role whose transactions start at REPEATABLE READ gets no hits inside them")
+
+
+def case_set_role_user_schema(case):
+    setup("drop schema if exists cache_role_a cascade; drop table if exists cache_role_t;"
+          "drop role if exists cache_role_a; create role cache_role_a;"
+          "create schema cache_role_a authorization cache_role_a;"
+          "create table cache_role_t (v text); insert into cache_role_t values ('public');"
+          "create table cache_role_a.src (v text); insert into cache_role_a.src values ('a1');"
+          "create view cache_role_a.cache_role_t as select v from cache_role_a.src;"
+          "grant select on cache_role_t, cache_role_a.cache_role_t to cache_role_a")
+    inst = start_cached(case, TRANSACTION)
+    sql = "select v from cache_role_t"
+    with connect(inst.port) as reader, connect(inst.port) as writer:
+        simple(reader, "set role cache_role_a")
+        # "$user" is the role set: the view in its schema, over src.
+        expect(warm(reader, sql, fragment="cache_role_t") == [("a1",)], "SET ROLE read the wrong table")
+        expect_served(reader, sql, "cache_role_t", [("a1",)])
+        # The first write, before the catalog knows its table, invalidates everything.
+        for i in range(2, 5):
+            simple(writer, f"update cache_role_a.src set v = 'a{i}'")
+            got = simple(reader, sql)
+            expect(got == [(f"a{i}",)], f"after a write to the view's table the role read {got}")
+            warm(reader, sql, fragment="cache_role_t")
+    ok('"$user" in search_path follows SET ROLE: a write behind the view it finds invalidates')
+
+
 def case_rollback_keeps_entry(case):
     table = "cache_rollback"
     setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (1)")
@@ -549,6 +656,10 @@ CASES = [
     ("protocol_deallocate_with_cache", case_protocol_deallocate_with_cache, CASE_TIMEOUT),
     ("writes_transaction", case_writes_transaction, 4 * CASE_TIMEOUT),
     ("writes_session", case_writes_session, 4 * CASE_TIMEOUT),
+    ("transaction_hits_transaction", case_transaction_hits_transaction, CASE_TIMEOUT),
+    ("transaction_hits_session", case_transaction_hits_session, CASE_TIMEOUT),
+    ("default_isolation_bypass", case_default_isolation_bypass, CASE_TIMEOUT),
+    ("set_role_user_schema", case_set_role_user_schema, CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
     ("stable_call_keeps_entries", case_stable_call_keeps_entries, CASE_TIMEOUT),
     ("commit_visible_to_others", case_commit_visible_to_others, CASE_TIMEOUT),

@@ -536,6 +536,23 @@ TEST_CASE("a view calling a function that is not cacheable is not cacheable") {
   }
 }
 
+TEST_CASE("the isolation level a login's transactions start at") {
+  session db;
+  const std::string role = "cat_iso_" + unique_suffix();
+  db.run("CREATE ROLE " + role + " LOGIN");
+  catalog cat(conninfo());
+  CHECK(cat.isolation("postgres") == default_isolation::read_committed);
+  CHECK(cat.isolation(role) == default_isolation::read_committed);
+  db.run("ALTER ROLE " + role + " SET default_transaction_isolation = 'repeatable read'");
+  CHECK(cat.isolation(role) == default_isolation::other);
+  // The role's setting in this database wins over the role's own.
+  db.run("ALTER ROLE " + role + " IN DATABASE " + db.scalar("SELECT current_database()") +
+         " SET default_transaction_isolation = 'read uncommitted'");
+  CHECK(cat.isolation(role) == default_isolation::read_committed);
+  CHECK(cat.isolation("postgres") == default_isolation::read_committed);
+  db.run("DROP ROLE " + role);
+}
+
 TEST_CASE("a lost connection is re-established on the next look-up") {
   scratch s;
   s.run("CREATE TABLE S.survivor (a int)");

@@ -546,6 +546,23 @@ TEST_CASE("cache analysis: leaving READ COMMITTED") {
   }
 }
 
+TEST_CASE("cache analysis: statements that change settings") {
+  for (const char* sql :
+       {"SET LOCAL app.tenant = 'b'", "SET search_path = x", "RESET ALL", "RESET TimeZone",
+        "DISCARD ALL", "DISCARD TEMP", "BEGIN; SET LOCAL x.y = 1"}) {
+    INFO("sql: ", sql);
+    const cache_analysis a = analyze_for_cache(sql);
+    CHECK(a.changes_settings);
+    CHECK(a.read_only);
+  }
+  for (const char* sql : {"BEGIN", "SELECT 1", "SHOW search_path", "COMMIT"}) {
+    INFO("sql: ", sql);
+    CHECK_FALSE(analyze_for_cache(sql).changes_settings);
+  }
+  // A function call: not read-only, which stops hits by itself.
+  CHECK_FALSE(of("SELECT set_config('app.tenant', 'b', true)").read_only);
+}
+
 TEST_CASE("cache analysis: several statements still report every write") {
   const cache_analysis a =
       of("BEGIN; UPDATE a SET x = 1; DELETE FROM b; TRUNCATE c CASCADE; COMMIT");
