@@ -93,11 +93,16 @@ bool result_store::get(const key& k, std::int64_t now_ms, std::string& out) {
 }
 
 void result_store::put(const key& k, std::string response, std::vector<dependency> deps,
-                       std::int64_t now_ms, std::int64_t ttl_ms, std::string label) {
+                       std::int64_t now_ms, std::int64_t ttl_ms, std::string label,
+                       std::function<void()> applied) {
   state& s = *state_;
   s.note_time(now_ms);
-  if (response.size() > s.options.max_entry_size || ttl_ms < 0) {
+  auto refuse = [&] {
     state::count(s.rejected);
+    if (applied) applied();
+  };
+  if (response.size() > s.options.max_entry_size || ttl_ms < 0) {
+    refuse();
     return;
   }
   truncate_label(label);
@@ -108,7 +113,8 @@ void result_store::put(const key& k, std::string response, std::vector<dependenc
   r.created_ms = now_ms;
   r.expires_ms = ttl_ms ? now_ms + ttl_ms : 0;
   r.label = std::move(label);
-  if (!writer_->enqueue_put(std::move(r))) state::count(s.rejected);
+  r.applied = applied;
+  if (!writer_->enqueue_put(std::move(r))) refuse();
 }
 
 void result_store::erase_all() { writer_->enqueue_erase_all(); }

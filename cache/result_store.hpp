@@ -101,8 +101,11 @@ class result_store {
   // stored (counted as rejected) if response.size() > max_entry_size, if
   // ttl_ms < 0, if the queue is full, or if `deps` are stale when the
   // writer gets to it. Replaces an entry already stored under `k`.
+  // `applied` (if set) is called once a get() would find the entry, or once
+  // it will not be stored: on the writer thread, or on this one if the put
+  // is refused at once.
   void put(const key& k, std::string response, std::vector<dependency> deps, std::int64_t now_ms,
-           std::int64_t ttl_ms, std::string label);
+           std::int64_t ttl_ms, std::string label, std::function<void()> applied = {});
 
   // Queues the removal of every entry (after the puts queued before it).
   void erase_all();

@@ -113,6 +113,9 @@ void result_store::writer::run() {
     take_batch(batch);
     lock.unlock();
     apply(batch);
+    for (op& o : batch) {
+      if (o.put.applied) o.put.applied();
+    }
     // Busy: reclaim keeps its pace, a chunk per interval.
     if (clock::now() >= next_reclaim) {
       reclaim_step();

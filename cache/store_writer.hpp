@@ -44,6 +44,8 @@ class result_store::writer {
     std::int64_t created_ms = 0;
     std::int64_t expires_ms = 0;  // 0: never
     std::string label;
+    // Called once the put is applied (or dropped), on the writer thread.
+    std::function<void()> applied;
   };
 
   // Starts the thread. REQUIRES: `s` outlives the writer.

@@ -116,6 +116,9 @@ struct cache_section {
   std::uint64_t max_entry_size = 1u << 20;  // larger responses are never cached
   std::uint32_t default_ttl = 60;  // seconds an entry may be served; 0 = no expiry
   std::uint64_t compress_min_size = 4096;  // bytes; larger entries are zstd-compressed
+  // A miss of a key another client is fetching waits for that result this
+  // long at most before it goes to the server itself; 0 = never waits.
+  std::uint32_t coalesce_wait_ms = 5000;
   // Run through pgstash as warm_user in warm_database at start and after
   // every global invalidation, so that the first clients get hits.
   std::vector<std::string> warm_statements;

@@ -184,6 +184,11 @@ constexpr std::array k_keys = {
         "Role that runs `auth.query` for clients missing from `auth.file` (PgBouncer's "
         "`auth_user`), logging in with its own `auth.file` secret if it has one; empty = no "
         "look-up.")),
+    integer_key<&config::cache, &cache_section::coalesce_wait_ms>(
+        "cache.coalesce_wait_ms", 0, k_max_timeout_ms,
+        "A miss of a statement another client is already fetching waits up to this long for "
+        "that result (served if it is valid for this client) before going to the server "
+        "itself: concurrent misses make one server query; 0 = never waits."),
     counting(key_unit::bytes,
              integer_key<&config::cache, &cache_section::compress_min_size>(
                  "cache.compress_min_size", 64, 1'073'741'824,

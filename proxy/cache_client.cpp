@@ -343,6 +343,10 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   out.capture = std::make_shared<result_capture>(key, std::move(deps),
                                                  shared_.config().max_entry_size,
                                                  encode(label), bind != nullptr);
+  if (shared_.config().coalesce_wait_ms > 0) {
+    out.capture->claim_ = shared_.in_flight().try_claim(key);
+    out.capture->fetched_elsewhere_ = !out.capture->claim_;
+  }
   return out;
 }
 
@@ -467,11 +471,16 @@ void cache_client::transaction_ended(bool rolled_back) {
   transaction_wrote_ = false;
 }
 
-void cache_client::store(const result_capture& capture) {
+void cache_client::store(result_capture& capture) {
   if (!capture.complete()) return;
+  // Who waits for this result looks again once a look-up would find it.
+  std::shared_ptr<in_flight_results::claim> claim = std::move(capture.claim_);
   if (!shared_.generations().still_current(capture.deps_)) return;
+  std::function<void()> applied;
+  if (claim) applied = [claim] { claim->release(); };
   const std::int64_t ttl_ms = static_cast<std::int64_t>(shared_.config().default_ttl) * 1000;
-  shared_.store().put(capture.key_, capture.bytes_, capture.deps_, result_cache::now_ms(), ttl_ms, capture.label_);
+  shared_.store().put(capture.key_, capture.bytes_, capture.deps_, result_cache::now_ms(), ttl_ms,
+                      capture.label_, std::move(applied));
 }
 
 }  // namespace pgstash::proxy

@@ -55,6 +55,14 @@ class result_capture {
     bytes_ = {};
   }
   std::optional<invalidation::uncacheable> spoiled_by() const { return spoiled_by_; }
+  const cache::key& key() const { return key_; }
+  // Another session is fetching this key's result: waiting for it may
+  // turn this miss into a hit (in_flight_results).
+  bool fetched_elsewhere() const { return fetched_elsewhere_; }
+  // The result is stored, or will never be: who waits for it may look again.
+  void release_claim() {
+    if (claim_) claim_->release();
+  }
   bool complete() const {
     return !spoiled_by_ && finished_ && (!described_ || bytes_.starts_with('T'));
   }
@@ -68,6 +76,8 @@ class result_capture {
   bool described_;
   std::string bytes_;
   std::optional<invalidation::uncacheable> spoiled_by_;
+  std::shared_ptr<in_flight_results::claim> claim_;  // null if another session has it
+  bool fetched_elsewhere_ = false;
   bool finished_ = false;  // CommandComplete seen
 };
 
@@ -149,7 +159,8 @@ class cache_client {
   // bumped unless it certainly rolled back.
   void transaction_ended(bool rolled_back);
   // A result arrived complete: stored if its generations are still current.
-  void store(const result_capture& capture);
+  // Its claim (in_flight_results) is released once the store has it.
+  void store(result_capture& capture);
 
   result_cache& shared() { return shared_; }
 

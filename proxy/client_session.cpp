@@ -271,7 +271,7 @@ awaitable<void> client_session::client_loop() {
       }
       if (in.size() - pos < size) break;
       const std::string_view frame = in.substr(pos, size);
-      const relay::plan plan = relay_->plan_frame(tag, frame);
+      const relay::plan plan = co_await plan_frame(tag, frame);
       if (plan.where == relay::route::refuse) {
         end_sqlstate_ = "08P01";
         end_message_ = plan.error;
@@ -314,7 +314,7 @@ awaitable<void> client_session::client_loop() {
       if (!co_await wait_for_answers()) co_return;
       std::string large;
       if (!co_await read_whole_frame(large, max)) co_return;
-      const relay::plan plan = relay_->plan_frame(large[0], large);
+      const relay::plan plan = co_await plan_frame(large[0], large);
       if (plan.where == relay::route::refuse) {
         end_sqlstate_ = "08P01";
         end_message_ = plan.error;
@@ -360,6 +360,34 @@ awaitable<void> client_session::client_loop() {
       co_return;
     }
   }
+}
+
+awaitable<void> client_session::wait_for_fetch(cache::key key) {
+  auto timer = std::make_shared<asio::steady_timer>(
+      client_.socket().get_executor(), std::chrono::milliseconds(ctx_.cfg->cache.coalesce_wait_ms));
+  auto woken = std::make_shared<bool>(false);
+  // The releasing session may run on another worker: the wake-up is posted
+  // to this one's.
+  auto wake = [timer, woken] {
+    asio::post(timer->get_executor(), [timer, woken] {
+      *woken = true;
+      timer->cancel();
+    });
+  };
+  if (!ctx_.cache->in_flight().wait(key, std::move(wake))) co_return;
+  co_await flush_to_server();
+  if (*woken) co_return;
+  error_code ec;
+  co_await timer->async_wait(on_error(ec));
+}
+
+awaitable<relay::plan> client_session::plan_frame(char tag, std::string_view frame) {
+  relay::plan plan = relay_->plan_frame(tag, frame);
+  if (!plan.capture || !plan.capture->fetched_elsewhere()) co_return plan;
+  const cache::key key = plan.capture->key();
+  plan = {};
+  co_await wait_for_fetch(key);
+  co_return relay_->plan_frame(tag, frame);
 }
 
 awaitable<bool> client_session::wait_for_answers() {

@@ -104,6 +104,11 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // ended first: the answers will never come (the server connection was
   // lost), so the client cannot go on.
   awaitable<bool> wait_for_answers();
+  // `key`'s result is being fetched by another client: waits until it is
+  // stored (or will not be), at most cache.coalesce_wait_ms.
+  awaitable<void> wait_for_fetch(cache::key key);
+  // plan_frame(), after waiting once for a result another client fetches.
+  awaitable<relay::plan> plan_frame(char tag, std::string_view frame);
   // Reads the frame at the head of the buffer, larger than the buffer,
   // whole into `frame`. Returns false if the client is gone.
   awaitable<bool> read_whole_frame(std::string& frame, std::uint32_t max);

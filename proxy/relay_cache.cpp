@@ -527,6 +527,7 @@ void relay::cache_on_server_frame(char tag, std::optional<std::string_view> body
   }
   if (!was_spoiled && capture.spoiled_by())
     opts_.cache->shared().count_uncacheable(*capture.spoiled_by());
+  if (capture.spoiled_by()) capture.release_claim();
 }
 
 }  // namespace pgstash::proxy

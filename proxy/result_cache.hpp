@@ -24,6 +24,7 @@
 #include "invalidation/catalog_service.hpp"
 #include "invalidation/generations.hpp"
 #include "invalidation/replication_listener.hpp"
+#include "proxy/in_flight.hpp"
 
 namespace pgstash::proxy {
 
@@ -43,6 +44,8 @@ class result_cache {
   static std::int64_t now_ms();
   invalidation::generations& generations() { return generations_; }
   invalidation::catalog_service& catalog() { return catalog_; }
+  // Misses being fetched (no stampede).
+  in_flight_results& in_flight() { return in_flight_; }
   cache::result_store& store() { return *store_; }
   // Whether `database`'s results may be served, as its replication stream
   // stands (started now if it is not yet); null when writes that bypass
@@ -77,6 +80,7 @@ class result_cache {
   const conf::cache_section& cfg_;
   invalidation::generations generations_;
   invalidation::catalog_service catalog_;
+  in_flight_results in_flight_;
   std::unique_ptr<cache::result_store> store_;
   std::atomic<std::uint64_t> hits_ = 0;
   std::atomic<std::uint64_t> misses_ = 0;

@@ -20,6 +20,9 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
   set_role_user_schema
       after SET ROLE, "$user" in search_path names the role's schema: a read of a view found there
       is invalidated by a write to the table behind it.
+  no_stampede
+      eight clients missing one slow statement at once make one server query, and all read its
+      result; with cache.coalesce_wait_ms = 0 they make several (so the check can fail).
   rollback_keeps_entry
       a rolled-back write leaves the cached result valid (still served, still right).
   stable_call_keeps_entries
@@ -440,6 +443,48 @@ def case_set_role_user_schema(case):
     ok('"$user" in search_path follows SET ROLE: a write behind the view it finds invalidates')
 
 
+def stampede(case, *extra):
+    """Eight clients miss one slow statement at once; returns how often the server ran it."""
+    table = "cache_stampede"
+    inst = start_cached(case, TRANSACTION, *extra)
+    clients = [connect(inst.port) for _ in range(8)]
+    try:
+        template = f"select count(*) from {table} a, {table} b where a.v < b.v + {{}}"
+        # The catalog's look-ups first (the statement's constant is another).
+        warm(clients[0], template.format(0), fragment=table)
+        sql = template.format(len(case.instances))
+        with admin(DB) as direct:
+            want = simple(direct, sql)
+        barrier = threading.Barrier(len(clients))
+        results = [None] * len(clients)
+
+        def read(i):
+            barrier.wait()
+            results[i] = simple(clients[i], sql)
+
+        before = server_calls(table)
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        expect(all(r == want for r in results), f"the clients read {results}, not {want}")
+        return server_calls(table) - before
+    finally:
+        for c in clients:
+            c.close()
+
+
+def case_no_stampede(case):
+    setup("drop table if exists cache_stampede; create table cache_stampede (v int);"
+          "insert into cache_stampede select g from generate_series(1, 2500) g")
+    calls = stampede(case)
+    expect(calls == 1, f"8 concurrent misses of one statement ran {calls} times on the server")
+    uncoalesced = stampede(case, "cache.coalesce_wait_ms = 0")
+    expect(uncoalesced > 1, f"with cache.coalesce_wait_ms = 0 the server still ran it {uncoalesced} times")
+    ok(f"8 concurrent misses make 1 server query ({uncoalesced} with cache.coalesce_wait_ms = 0)")
+
+
 def case_rollback_keeps_entry(case):
     table = "cache_rollback"
     setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (1)")
@@ -660,6 +705,7 @@ CASES = [
     ("transaction_hits_session", case_transaction_hits_session, CASE_TIMEOUT),
     ("default_isolation_bypass", case_default_isolation_bypass, CASE_TIMEOUT),
     ("set_role_user_schema", case_set_role_user_schema, CASE_TIMEOUT),
+    ("no_stampede", case_no_stampede, CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
     ("stable_call_keeps_entries", case_stable_call_keeps_entries, CASE_TIMEOUT),
     ("commit_visible_to_others", case_commit_visible_to_others, CASE_TIMEOUT),

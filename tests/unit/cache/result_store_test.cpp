@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +50,33 @@ TEST_CASE("store: a small response round-trips byte for byte") {
   CHECK(entries[0].last_use_ms == 1001);
   CHECK(entries[0].deps == std::vector<dependency>{{1, 0}, {2, 0}});
   CHECK(entries[0].label == "SELECT * FROM t");
+}
+
+TEST_CASE("store: a put's callback runs once a get finds the entry, or once it is refused") {
+  store_fixture f;
+  std::mutex m;
+  std::condition_variable cv;
+  bool applied = false;
+  bool found_then = false;
+  f.store->put(key_of(1), "D\0\0\0\x04", f.deps_on({1}), 1000, 0, "SELECT 1", [&] {
+    std::string out;
+    const bool found = f.store->get(key_of(1), 1001, out);
+    std::lock_guard lock(m);
+    found_then = found;
+    applied = true;
+    cv.notify_all();
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return applied; });
+  }
+  CHECK(found_then);
+
+  // Too large: refused at once, on the caller's thread.
+  bool refused = false;
+  f.store->put(key_of(2), std::string((1u << 20) + 1, 'x'), f.deps_on({1}), 1000, 0, "",
+               [&] { refused = true; });
+  CHECK(refused);
 }
 
 TEST_CASE("store: large responses are compressed and round-trip byte for byte") {

@@ -30,7 +30,8 @@ std::string only_error(const std::string& text) {
 const std::vector<std::string> k_all_keys = {
     "admin.host", "admin.max_connections", "admin.port", "admin.token", "admin.users",
     "auth.database", "auth.file", "auth.method", "auth.query", "auth.query_cache_ms", "auth.user",
-    "cache.compress_min_size", "cache.default_ttl", "cache.enabled", "cache.max_entry_size",
+    "cache.coalesce_wait_ms", "cache.compress_min_size", "cache.default_ttl", "cache.enabled",
+    "cache.max_entry_size",
     "cache.max_size", "cache.path", "cache.warm_database", "cache.warm_statements",
     "cache.warm_user",
     "invalidation.replication", "invalidation.slot",
