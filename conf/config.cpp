@@ -4,8 +4,9 @@
 // together. Problems are collected, never thrown, so one run of
 // `--check-config` shows them all.
 //
-// toml++ is confined to this file: it is a large header set, and keeping it
-// out of config.hpp keeps its compile cost and macros away from every user.
+// toml++ is confined to this file and the [[cache.rules]] reader: it is a
+// large header set, and keeping it out of config.hpp keeps its compile cost
+// and macros away from every user.
 #include "conf/config.hpp"
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 
 #include <toml++/toml.h>
 
+#include "conf/cache_rules_reader.hpp"
 #include "conf/config_keys.hpp"
 
 namespace pgstash::conf {
@@ -177,6 +179,13 @@ class loader {
 
   void read_key(std::string_view section, const toml::key& key, const toml::node& node) {
     std::string name = std::string(section) + "." + std::string(key.str());
+    if (name == k_cache_rules) {
+      cfg_.cache.rules = read_cache_rules(
+          node, [this](const toml::source_region& at, std::string message, std::string hint) {
+            report(place_of(at), std::move(message), std::move(hint));
+          });
+      return;
+    }
     const key_row* row = find_key(name);
     if (row == nullptr) {
       auto near = nearest_key(section, key.str());
@@ -426,6 +435,13 @@ std::string reference_markdown() {
            "` | " + (row.live ? "applied" : "restart") + " | " + std::string(row.doc) + " |\n";
   }
   out +=
+      "| `cache.rules` | array of tables (`[[cache.rules]]`) | `[]` | restart | Exceptions to "
+      "the cache's defaults, the first that matches applying: `table` (results that read it, "
+      "through views too), `statement` (an ILIKE pattern on the statement's text), or both; "
+      "`action` `\"never\"`, `\"cache\"` (the default) or `\"force\"` (also when it calls "
+      "functions pgstash does not trust, or time functions); `ttl` seconds (0 = until "
+      "invalidated; `cache.default_ttl` if unset). |\n";
+  out +=
       "| `databases.<name>` | string | none | restart | Server database that client database "
       "`<name>` maps to. With no [databases] entries every name passes through unchanged; "
       "otherwise names not listed are refused with SQLSTATE 3D000. |\n";
@@ -444,6 +460,7 @@ std::vector<std::pair<std::string, std::string>> current_settings(const config& 
     const bool hidden = row.secret && !value.text.empty();
     out.emplace_back(std::string(row.name), hidden ? quoted("********") : render(row, value));
   }
+  out.emplace_back(std::string(k_cache_rules), render_cache_rules(cfg.cache.rules));
   for (const auto& [client, server] : cfg.databases)
     out.emplace_back("databases." + quoted(client), quoted(server));
   return out;

@@ -106,6 +106,19 @@ struct limits_section {
   std::uint32_t analysis_cache_entries = 10000;
 };
 
+// An exception to the result cache's defaults ([[cache.rules]]): results
+// that read `table` (through views too), or whose statement text is like
+// `statement`, or both, are never cached, cached for `ttl` seconds, or
+// cached even though they call functions pgstash would not trust (force).
+// The first rule that matches applies.
+struct cache_rule {
+  enum class action : std::uint8_t { never, cache, force };
+  std::string table;      // a relation's name; a schema before it is ignored; empty = any
+  std::string statement;  // an ILIKE pattern (%, _, \) on the statement's text; empty = any
+  action what = action::cache;
+  std::optional<std::uint32_t> ttl;  // seconds, 0 = until invalidated; default_ttl if unset
+};
+
 // The result cache. Off by default: until writes that bypass pgstash are
 // followed from PostgreSQL's replication stream, only default_ttl bounds
 // how long such a write can go unseen, and that is the operator's call.
@@ -124,6 +137,7 @@ struct cache_section {
   std::vector<std::string> warm_statements;
   std::string warm_database;
   std::string warm_user;
+  std::vector<cache_rule> rules;
 };
 
 // Writes that bypass pgstash, followed from PostgreSQL's logical

@@ -120,6 +120,14 @@ bool is_builtin_without_table_writes(std::string_view name) {
   return std::find(std::begin(names), std::end(names), name) != std::end(names);
 }
 
+// Reasons a [[cache.rules]] rule with action = "force" overrides: the
+// functions a statement calls (the operator vouches for them, and for how
+// long a result may be served). Never what the result reads or how.
+bool forceable(uncacheable why) {
+  return why == uncacheable::volatile_function || why == uncacheable::unknown_function ||
+         why == uncacheable::time_function;
+}
+
 // A text parameter such as 'now' or 'today', which a date/time parameter
 // reads as the current time. Binary parameters hold the time itself.
 bool binds_current_time(const wire::bind_message& bind) {
@@ -263,12 +271,8 @@ std::optional<uncacheable> cache_client::dependencies(const invalidation::cache_
   invalidation::catalog_service& catalog = shared_.catalog();
   const std::string path = search_path(settings);
   const std::string role = current_role(settings);
-  for (const auto& function : a.functions) {
-    auto verdict = catalog.try_function(who_.database, who_.conninfo, path, role, function);
-    if (!verdict || *verdict == invalidation::function_verdict::unknown)
-      return uncacheable::unknown_function;
-    if (*verdict != invalidation::function_verdict::cacheable) return uncacheable::volatile_function;
-  }
+  // Relations first: a rule may force a statement whose functions are not
+  // trusted, and its dependencies must then be complete.
   for (const auto& relation : a.reads) {
     auto facts = catalog.try_read(who_.database, who_.conninfo, path, role, relation);
     if (!facts) return uncacheable::unknown_relation;
@@ -284,6 +288,13 @@ std::optional<uncacheable> cache_client::dependencies(const invalidation::cache_
   }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  for (const auto& function : a.functions) {
+    auto verdict = catalog.try_function(who_.database, who_.conninfo, path, role, function);
+    if (!verdict || *verdict == invalidation::function_verdict::unknown)
+      return uncacheable::unknown_function;
+    if (*verdict != invalidation::function_verdict::cacheable)
+      return uncacheable::volatile_function;
+  }
   return std::nullopt;
 }
 
@@ -312,9 +323,21 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   std::vector<cache::dependency> deps;
   shared_.generations().capture({&database_id_, 1}, deps);
   std::vector<std::uint64_t> ids;
-  std::optional<uncacheable> why =
-      a->reason != uncacheable::none ? a->reason : dependencies(*a, s, ids);
+  std::vector<std::string> tables;
+  const cache_rules& rules = shared_.rules();
+  std::optional<uncacheable> why;
+  if (a->reason != uncacheable::none) why = a->reason;
+  if (!why || (!rules.empty() && forceable(*why))) {
+    const auto found = dependencies(*a, s, ids, rules.empty() ? nullptr : &tables);
+    if (found && (!why || !forceable(*found))) why = found;
+  }
   if (!why && bind && binds_current_time(*bind)) why = uncacheable::time_function;
+  const conf::cache_rule* rule = rules.empty() ? nullptr : rules.find(sql, tables);
+  if (rule && rule->what == conf::cache_rule::action::never) {
+    why = uncacheable::rule_or_config;
+  } else if (why && rule && rule->what == conf::cache_rule::action::force && forceable(*why)) {
+    why.reset();
+  }
   if (why) {
     shared_.count_uncacheable(*why);
     spdlog::debug("not cached ({}): {:.200}", invalidation::to_string(*why), sql);
@@ -340,9 +363,9 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   // Before the query is sent: a write committed after this makes the
   // result unstorable (or, once stored, unservable).
   shared_.generations().capture(ids, deps);
-  out.capture = std::make_shared<result_capture>(key, std::move(deps),
-                                                 shared_.config().max_entry_size,
-                                                 encode(label), bind != nullptr);
+  const std::uint32_t ttl = rule && rule->ttl ? *rule->ttl : shared_.config().default_ttl;
+  out.capture = std::make_shared<result_capture>(
+      key, std::move(deps), shared_.config().max_entry_size, encode(label), bind != nullptr, ttl);
   if (shared_.config().coalesce_wait_ms > 0) {
     out.capture->claim_ = shared_.in_flight().try_claim(key);
     out.capture->fetched_elsewhere_ = !out.capture->claim_;
@@ -377,6 +400,17 @@ bool cache_client::functions_may_write(const invalidation::cache_analysis& a,
   return may;
 }
 
+bool cache_client::forced(std::string_view sql, const invalidation::cache_analysis& a,
+                          const pool::settings_map& settings) {
+  const cache_rules& rules = shared_.rules();
+  if (rules.empty() || !a.read_only || a.reason == uncacheable::several_statements) return false;
+  std::vector<std::uint64_t> ids;
+  std::vector<std::string> tables;
+  dependencies(a, settings, ids, &tables);
+  const conf::cache_rule* rule = rules.find(sql, tables);
+  return rule && rule->what == conf::cache_rule::action::force;
+}
+
 bool cache_client::session_followed() {
   if (session_changed_) return false;
   while (!suspect_functions_.empty()) {
@@ -403,7 +437,9 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
   // parse what this parser cannot.
   if (a->reason == uncacheable::parse_error) return opaque_writes();
   const pool::settings_map& s = settings_or_startup(settings);
-  const bool functions_write = functions_may_write(*a, s);
+  // A forced read's functions are vouched for by the operator: they write
+  // nothing and change no setting.
+  const bool functions_write = !forced(sql, *a, s) && functions_may_write(*a, s);
   if (a->read_only && !functions_write) {
     // SET LOCAL is in no key: the transaction's reads after it are not
     // served.
@@ -478,7 +514,7 @@ void cache_client::store(result_capture& capture) {
   if (!shared_.generations().still_current(capture.deps_)) return;
   std::function<void()> applied;
   if (claim) applied = [claim] { claim->release(); };
-  const std::int64_t ttl_ms = static_cast<std::int64_t>(shared_.config().default_ttl) * 1000;
+  const std::int64_t ttl_ms = static_cast<std::int64_t>(capture.ttl_seconds_) * 1000;
   shared_.store().put(capture.key_, capture.bytes_, capture.deps_, result_cache::now_ms(), ttl_ms,
                       capture.label_, std::move(applied));
 }

@@ -39,13 +39,16 @@ class result_capture {
   // `described`: the result must start with a RowDescription (the
   // extended protocol's, which the client asks for with Describe); an
   // answer for a client that did not ask is not stored.
+  // `ttl_seconds`: how long it may be served once stored (0 = until
+  // invalidated).
   result_capture(cache::key key, std::vector<cache::dependency> deps, std::size_t limit,
-                 std::string label, bool described)
+                 std::string label, bool described, std::uint32_t ttl_seconds)
       : key_(key),
         deps_(std::move(deps)),
         limit_(limit),
         label_(std::move(label)),
-        described_(described) {}
+        described_(described),
+        ttl_seconds_(ttl_seconds) {}
   // A server frame answering the statement; `body` is null for one too
   // large to hold.
   void add(char tag, std::optional<std::string_view> body);
@@ -74,6 +77,7 @@ class result_capture {
   std::size_t limit_;
   std::string label_;
   bool described_;
+  std::uint32_t ttl_seconds_;
   std::string bytes_;
   std::optional<invalidation::uncacheable> spoiled_by_;
   std::shared_ptr<in_flight_results::claim> claim_;  // null if another session has it
@@ -176,6 +180,9 @@ class cache_client {
   // the session (session_followed()).
   bool functions_may_write(const invalidation::cache_analysis& a,
                            const pool::settings_map& settings);
+  // True if a [[cache.rules]] rule forces `sql` (a single read).
+  bool forced(std::string_view sql, const invalidation::cache_analysis& a,
+              const pool::settings_map& settings);
   const pool::settings_map& settings_or_startup(const pool::settings_map* settings) const;
   std::string search_path(const pool::settings_map& settings) const;
   // The role names are looked up for (what "$user" and USAGE mean): the

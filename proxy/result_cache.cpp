@@ -6,7 +6,7 @@
 
 namespace pgstash::proxy {
 
-result_cache::result_cache(const conf::cache_section& cfg) : cfg_(cfg) {}
+result_cache::result_cache(const conf::cache_section& cfg) : cfg_(cfg), rules_(cfg.rules) {}
 
 std::int64_t result_cache::now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -24,6 +24,7 @@
 #include "invalidation/catalog_service.hpp"
 #include "invalidation/generations.hpp"
 #include "invalidation/replication_listener.hpp"
+#include "proxy/cache_rules.hpp"
 #include "proxy/in_flight.hpp"
 
 namespace pgstash::proxy {
@@ -40,6 +41,7 @@ class result_cache {
   result_cache& operator=(const result_cache&) = delete;
 
   const conf::cache_section& config() const { return cfg_; }
+  const cache_rules& rules() const { return rules_; }
   // The clock of entries' creation and expiry: Unix time in ms.
   static std::int64_t now_ms();
   invalidation::generations& generations() { return generations_; }
@@ -78,6 +80,7 @@ class result_cache {
   explicit result_cache(const conf::cache_section& cfg);
 
   const conf::cache_section& cfg_;
+  const cache_rules rules_;
   invalidation::generations generations_;
   invalidation::catalog_service catalog_;
   in_flight_results in_flight_;

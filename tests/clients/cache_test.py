@@ -23,6 +23,9 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
   no_stampede
       eight clients missing one slow statement at once make one server query, and all read its
       result; with cache.coalesce_wait_ms = 0 they make several (so the check can fail).
+  rules
+      [[cache.rules]]: never (by table, also through a view), a ttl by statement pattern, force (a
+      volatile user function, now() on a table) still invalidated by writes.
   rollback_keeps_entry
       a rolled-back write leaves the cached result valid (still served, still right).
   stable_call_keeps_entries
@@ -485,6 +488,59 @@ def case_no_stampede(case):
     ok(f"8 concurrent misses make 1 server query ({uncoalesced} with cache.coalesce_wait_ms = 0)")
 
 
+def reaches_server(conn, sql, fragment, times=3):
+    """How many of `times` runs of `sql` reached the server."""
+    before = server_calls(fragment)
+    for _ in range(times):
+        simple(conn, sql)
+    return server_calls(fragment) - before
+
+
+def case_rules(case):
+    setup("drop table if exists cache_rule_secret cascade; drop table if exists cache_rule_plain;"
+          "drop table if exists cache_rule_short;"
+          "create table cache_rule_secret (v text); insert into cache_rule_secret values ('s');"
+          "create view cache_rule_secret_v as select v from cache_rule_secret;"
+          "create table cache_rule_plain (v int); insert into cache_rule_plain values (1);"
+          "create table cache_rule_short (v int); insert into cache_rule_short values (1);"
+          "create or replace function cache_rule_f(int) returns int language sql volatile "
+          "as $$select $1 + 1$$")
+    rules = ('cache.rules = [{table = "public.cache_rule_secret", action = "never"}, '
+             '{statement = "select v from cache_rule_short%", ttl = 1}, '
+             '{statement = "% cache_rule_f(%", action = "force"}, '
+             '{table = "cache_rule_plain", statement = "%now()%", action = "force", ttl = 30}]')
+    inst = start_cached(case, TRANSACTION, rules)
+    with connect(inst.port) as conn:
+        for sql, fragment in [("select v from cache_rule_secret", "from cache_rule_secret"),
+                              ("select v from cache_rule_secret_v", "from cache_rule_secret_v")]:
+            warm(conn, sql, rounds=3)
+            moved = reaches_server(conn, sql, fragment)
+            expect(moved == 3, f"{sql!r} under a never rule reached the server {moved} of 3 times")
+        ok("a never rule on a table keeps its results, also through a view, out of the cache")
+
+        short = "select v from cache_rule_short"
+        warm(conn, short, fragment="from cache_rule_short")
+        expect_served(conn, short, "from cache_rule_short", [("1",)], times=3)
+        time.sleep(1.5)
+        expect(reaches_server(conn, short, "from cache_rule_short", times=1) == 1,
+               "a result of a rule with ttl = 1 was served after 1.5 s")
+        ok("a rule's ttl bounds how long its results are served")
+
+        forced = "select cache_rule_f(v) from cache_rule_plain"
+        expect(warm(conn, forced, fragment="cache_rule_f(") == [("2",)], "the forced read is wrong")
+        expect_served(conn, forced, "cache_rule_f(", [("2",)])
+        timed = "select v, now() > '2000-01-01' from cache_rule_plain"
+        warm(conn, timed, fragment="now() >")
+        expect_served(conn, timed, "now() >", [("1", "t")])
+        simple(conn, "update cache_rule_plain set v = 5")
+        expect(simple(conn, forced) == [("6",)], "a forced result outlived a write to its table")
+        ok("force rules cache reads of volatile and time functions, still invalidated by writes")
+        # Without a rule (the one forcing now() names another table) it passes through.
+        plain = "select now() > '2000-01-01', v from cache_rule_short"
+        warm(conn, plain, rounds=3)
+        expect(reaches_server(conn, plain, "select now() >") == 3, "an unforced now() was cached")
+
+
 def case_rollback_keeps_entry(case):
     table = "cache_rollback"
     setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (1)")
@@ -706,6 +762,7 @@ CASES = [
     ("default_isolation_bypass", case_default_isolation_bypass, CASE_TIMEOUT),
     ("set_role_user_schema", case_set_role_user_schema, CASE_TIMEOUT),
     ("no_stampede", case_no_stampede, CASE_TIMEOUT),
+    ("rules", case_rules, CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
     ("stable_call_keeps_entries", case_stable_call_keeps_entries, CASE_TIMEOUT),
     ("commit_visible_to_others", case_commit_visible_to_others, CASE_TIMEOUT),

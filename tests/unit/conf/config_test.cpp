@@ -229,6 +229,58 @@ TEST_CASE("unknown keys") {
   }
 }
 
+TEST_CASE("cache rules: read in order, rendered, and refused when wrong") {
+  load_result r = load(
+      "[[cache.rules]]\ntable = \"public.secrets\"\naction = \"never\"\n"
+      "[[cache.rules]]\nstatement = \"select % from prices%\"\nttl = 5\n"
+      "[[cache.rules]]\nstatement = \"select report(%\"\naction = \"force\"\nttl = 0\n");
+  REQUIRE(r.cfg.has_value());
+  const auto& rules = r.cfg->cache.rules;
+  REQUIRE(rules.size() == 3);
+  CHECK(rules[0].table == "public.secrets");
+  CHECK(rules[0].what == cache_rule::action::never);
+  CHECK_FALSE(rules[0].ttl);
+  CHECK(rules[1].statement == "select % from prices%");
+  CHECK(rules[1].what == cache_rule::action::cache);
+  CHECK(rules[1].ttl == 5u);
+  CHECK(rules[2].what == cache_rule::action::force);
+  CHECK(rules[2].ttl == 0u);
+  const auto settings = current_settings(*r.cfg);
+  auto it = std::ranges::find(settings, std::string("cache.rules"),
+                              &std::pair<std::string, std::string>::first);
+  REQUIRE(it != settings.end());
+  CHECK(it->second ==
+        "[{table = \"public.secrets\", action = \"never\"}, {statement = \"select % from "
+        "prices%\", action = \"cache\", ttl = 5}, {statement = \"select report(%\", action = "
+        "\"force\", ttl = 0}]");
+
+  struct bad_case {
+    const char* text;
+    const char* message;
+  };
+  for (const bad_case& c : {
+           bad_case{"[cache]\nrules = 3\n", "cache.rules must be an array of tables"},
+           bad_case{"[[cache.rules]]\naction = \"never\"\n",
+                    "a cache rule needs table or statement"},
+           bad_case{"[[cache.rules]]\ntable = \"t\"\naction = \"sometimes\"\n",
+                    "invalid cache.rules.action \"sometimes\""},
+           bad_case{"[[cache.rules]]\ntable = \"t\"\nttl = -1\n",
+                    "cache.rules.ttl must be an integer from 0 to 31536000"},
+           bad_case{"[[cache.rules]]\ntable = \"t\"\naction = \"never\"\nttl = 5\n",
+                    "a cache rule with action = \"never\" has no ttl"},
+           bad_case{"[[cache.rules]]\ntabel = \"t\"\n", "unknown key \"cache.rules.tabel\""},
+           bad_case{"[[cache.rules]]\ntable = \"\"\n",
+                    "cache.rules.table must be a non-empty string"},
+       }) {
+    CAPTURE(c.text);
+    load_result bad = load(c.text);
+    CHECK_FALSE(bad.cfg.has_value());
+    REQUIRE_FALSE(bad.errors.empty());
+    CHECK(bad.errors[0].message == c.message);
+    CHECK(bad.errors[0].line > 0);
+  }
+}
+
 TEST_CASE("unknown sections") {
   CHECK(only_error("[lisen]\nport = 1\n") ==
         "t.toml:1:2: unknown section [lisen] (did you mean [listen]?)");
@@ -459,7 +511,7 @@ TEST_CASE("current_settings lists every key's value, the token masked") {
                        "[pool]\nsize = 7\n[databases]\napp = \"app_db\"\n");
   REQUIRE(r.cfg.has_value());
   const auto settings = current_settings(*r.cfg);
-  REQUIRE(settings.size() == k_all_keys.size() + 1);
+  REQUIRE(settings.size() == k_all_keys.size() + 2);
   for (std::size_t i = 0; i < k_all_keys.size(); ++i) CHECK(settings[i].first == k_all_keys[i]);
   auto value = [&](const std::string& name) {
     auto it = std::ranges::find(settings, name, &std::pair<std::string, std::string>::first);
@@ -597,8 +649,9 @@ TEST_CASE("reference_markdown documents every key from the table") {
     CHECK(md.find("| `" + key + "` |") != std::string::npos);
   }
   CHECK(md.find("| `databases.<name>` |") != std::string::npos);
-  // One header, one rule, one row per key, one for [databases].
-  CHECK(std::count(md.begin(), md.end(), '\n') == static_cast<long>(k_all_keys.size()) + 3);
+  CHECK(md.find("| `cache.rules` |") != std::string::npos);
+  // One header, one rule, one row per key, one for [[cache.rules]], one for [databases].
+  CHECK(std::count(md.begin(), md.end(), '\n') == static_cast<long>(k_all_keys.size()) + 4);
   CHECK(md.find("| `listen.port` | integer, 1 to 65535 | `6432` | restart |") != std::string::npos);
   CHECK(md.find("| `pool.server_reset_query` | string | `\"DISCARD ALL\"` | applied |") !=
         std::string::npos);
