@@ -26,6 +26,10 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
   rules
       [[cache.rules]]: never (by table, also through a view), a ttl by statement pattern, force (a
       volatile user function, now() on a table) still invalidated by writes.
+  bad_store
+      damaged LMDB files of an earlier run are replaced; an unwritable cache.path turns the cache
+      off (one log line, statements pass through); a result bigger than the map fails no query,
+      is logged once, and smaller results are still cached.
   rollback_keeps_entry
       a rolled-back write leaves the cached result valid (still served, still right).
   stable_call_keeps_entries
@@ -541,6 +545,59 @@ def case_rules(case):
         expect(reaches_server(conn, plain, "select now() >") == 3, "an unforced now() was cached")
 
 
+def log_lines(inst, text):
+    with open(os.path.join(inst.work, "pgstash.log"), errors="replace") as f:
+        return [line for line in f if text in line]
+
+
+def case_bad_store(case):
+    setup("drop table if exists cache_bad_store; create table cache_bad_store (v int);"
+          "insert into cache_bad_store select generate_series(1, 182)")
+    sql = "select v from cache_bad_store where v = 1"
+
+    # What an earlier run left, damaged: replaced at start.
+    damaged = os.path.join(case.root, "damaged-cache")
+    os.makedirs(damaged)
+    for name in ("data.mdb", "lock.mdb"):
+        with open(os.path.join(damaged, name), "wb") as f:
+            f.write(os.urandom(65536))
+    inst = case.start(*TRANSACTION, "cache.enabled = true", f'cache.path = "{damaged}"')
+    with connect(inst.port) as conn:
+        warm(conn, sql, fragment="from cache_bad_store")
+        expect_served(conn, sql, "from cache_bad_store", [("1",)])
+    ok("damaged LMDB files of an earlier run are replaced, and the cache works")
+
+    # A file where the directory must be: the cache is off, statements pass through.
+    blocker = os.path.join(case.root, "a-file")
+    with open(blocker, "w") as f:
+        f.write("not a directory")
+    inst = case.start(*TRANSACTION, "cache.enabled = true", f'cache.path = "{blocker}/cache"')
+    with connect(inst.port) as conn:
+        for _ in range(3):
+            expect(simple(conn, sql) == [("1",)], "a statement failed with the cache unopenable")
+        expect(reaches_server(conn, sql, "from cache_bad_store") == 3,
+               "statements were answered from a cache that could not be opened")
+    lines = log_lines(inst, "error result cache off")
+    expect(len(lines) == 1 and blocker in lines[0], f"expected one log line naming the path: {lines}")
+    ok("an unwritable cache.path turns the cache off with one log line; statements pass through")
+
+    # A result bigger than the LMDB map (1 MiB budget: a 67 MiB map).
+    inst = start_cached(case, TRANSACTION, "cache.max_size = 1048576",
+                        "cache.max_entry_size = 134217728", "cache.compress_min_size = 1073741824")
+    big = ("select a.v, b.v, repeat(md5((a.v * 1000 + b.v)::text), 70)"
+           " from cache_bad_store a, cache_bad_store b")
+    with connect(inst.port) as conn:
+        for _ in range(4):
+            rows = simple(conn, big)
+            expect(len(rows) == 182 * 182 and rows[-1][2] == rows[-1][2][:32] * 70,
+                   "a result too big for the map came back wrong")
+        warm(conn, sql, fragment="from cache_bad_store")
+        expect_served(conn, sql, "from cache_bad_store", [("1",)])
+    full = log_lines(inst, "is full")
+    expect(len(full) == 1, f"expected one log line for the full map, got {full}")
+    ok("a full LMDB map fails no query, is logged once, and the cache keeps working")
+
+
 def case_rollback_keeps_entry(case):
     table = "cache_rollback"
     setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (1)")
@@ -763,6 +820,7 @@ CASES = [
     ("set_role_user_schema", case_set_role_user_schema, CASE_TIMEOUT),
     ("no_stampede", case_no_stampede, CASE_TIMEOUT),
     ("rules", case_rules, CASE_TIMEOUT),
+    ("bad_store", case_bad_store, 2 * CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
     ("stable_call_keeps_entries", case_stable_call_keeps_entries, CASE_TIMEOUT),
     ("commit_visible_to_others", case_commit_visible_to_others, CASE_TIMEOUT),
