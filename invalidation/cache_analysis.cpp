@@ -145,6 +145,7 @@ class analyzer {
     }
     if (type == "ExecuteStmt") {  // an SQL-prepared statement: could be anything
       out_.invalidates_database = true;
+      out_.runs_code = true;
       return {uncacheable::cursor_or_utility, false};
     }
     if (type == "TransactionStmt") {
@@ -180,6 +181,7 @@ class analyzer {
       return {uncacheable::not_a_read, false};
     }
     if (type == "CallStmt") walk_.walk(node);  // the procedure, as a function called
+    if (type == "CallStmt" || type == "DoStmt") out_.runs_code = true;
     return unbounded(node);
   }
 

@@ -127,6 +127,9 @@ struct cache_analysis {
   // included: the default is not known here), set_config() of those or of a
   // name not known here.
   bool leaves_read_committed = false;
+  // DO, CALL or EXECUTE: code pgstash does not see runs, which may change
+  // settings (set_config()) as well as write.
+  bool runs_code = false;
   // SET (LOCAL too), RESET or DISCARD: a setting a later read may depend on
   // changed. (set_config() is a session function: not read_only.)
   bool changes_settings = false;

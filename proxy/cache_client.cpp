@@ -453,7 +453,7 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
     out.ddl = a->invalidates_database;
     out.leaves_read_committed = a->leaves_read_committed;
     // DO, CALL, EXECUTE run code that may change settings unseen.
-    if (a->invalidates_database) session_changed_ = true;
+    if (a->runs_code) session_changed_ = true;
     return out;
   }
   out.ends_transaction_hits = true;

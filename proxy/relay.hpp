@@ -57,6 +57,9 @@ class relay {
     std::optional<std::string> cached = {};
     std::shared_ptr<result_capture> capture = {};
     bool defer_parse = false;  // an unnamed Parse pgstash holds back
+    // An ErrorResponse pgstash gives in the server's place, failing the
+    // batch as the server would (a Bind of a portal only pgstash holds).
+    std::optional<std::string> fail = {};
   };
   // replace: the frame is dropped and take_replacement() goes to the
   // client in its place.

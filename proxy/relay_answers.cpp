@@ -248,7 +248,10 @@ void relay::on_ready_for_query(char status, std::optional<std::uint64_t> ended_b
         state_->transaction_committed(*server_);
       }
     }
-    if (opts_.cache) opts_.cache->transaction_ended(error_in_cycle_ || rollback_seen_);
+    if (opts_.cache) {
+      opts_.cache->transaction_ended(error_in_cycle_ || rollback_seen_);
+      cache_.local_portals.clear();
+    }
     error_in_cycle_ = false;
     rollback_seen_ = false;
     if (!ended_before) return;

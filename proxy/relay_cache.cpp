@@ -169,11 +169,18 @@ void relay::forget_unnamed_statement() {
 
 std::optional<relay::plan> relay::plan_bind_for_cache(std::string_view body) {
   wire::bind_message bind;
-  if (wire::parse_bind(body, bind) || !cache_may_answer_in_batch()) return std::nullopt;
-  // PostgreSQL refuses to bind a named portal that exists.
-  if (!bind.portal.empty() && (cache_.local_portals.contains(bind.portal) ||
-                               cache_.portal_texts.contains(bind.portal)))
-    return std::nullopt;
+  if (wire::parse_bind(body, bind)) return std::nullopt;
+  // PostgreSQL refuses to bind a named portal that exists; one pgstash
+  // answered for exists only here.
+  if (!bind.portal.empty() && cache_.local_portals.contains(bind.portal)) {
+    plan p{opts_.transaction_mode && !server_ ? route::answer_locally : route::to_server, nullptr};
+    p.fail.emplace();
+    wire::write_error(*p.fail, "ERROR", "42P03",
+                      "cursor \"" + std::string(bind.portal) + "\" already exists");
+    return p;
+  }
+  if (!cache_may_answer_in_batch()) return std::nullopt;
+  if (!bind.portal.empty() && cache_.portal_texts.contains(bind.portal)) return std::nullopt;
   const auto frame = cache_statement(bind.statement);
   wire::parse_message statement;
   if (!frame || wire::parse_parse(frame->substr(5), statement)) return std::nullopt;
@@ -239,6 +246,10 @@ std::optional<relay::plan> relay::plan_for_cache(frontend_tag t, std::string_vie
 
 bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
   const std::string_view body = frame.substr(5);
+  if (p.fail) {
+    fail_batch(*p.fail);
+    return true;
+  }
   if (p.defer_parse) {
     cache_.deferred_parse = std::string(frame);
     unnamed_statement_ = p.analysis;
@@ -453,7 +464,8 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
     case frontend_tag::sync:
       cache_.batch_local = true;
       cache_.batch_executed = false;
-      cache_.local_portals.clear();
+      // In a transaction a portal lives until it ends (on_ready_for_query).
+      if (tx_status_ == 'I') cache_.local_portals.clear();
       cache_.capture_portals.clear();
       return;
     case frontend_tag::function_call:

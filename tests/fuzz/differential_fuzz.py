@@ -76,6 +76,7 @@ FEATURES = {
     "temp": "temporary tables (pin the client in transaction mode)",
     "discard": "DISCARD ALL/PLANS/TEMP",
     "large": "query texts, parameters, rows and COPY data of 64 kB and more",
+    "cache": "repeated reads of a table and a view over it, with writes, also in transactions (what the result cache answers)",
     "resetstartup": "RESET, SET TO DEFAULT, RESET ALL or DISCARD ALL of startup settings (transaction mode)",
 }
 # Opt-in groups. termpending: pgstash closes the client as soon as it reads Terminate, so the
@@ -661,6 +662,7 @@ class Generator:
         self.r = random.Random(f"{seed}/{client}")
         self.c = client
         self.t = f"fz_{client}_t"
+        self.k = f"fz_{client}_k"  # rows the cache group reads again and again
         self.features = set(features)
         if pool_mode == "transaction" and client != 0:
             self.features -= set(PINNING_FEATURES)
@@ -1075,7 +1077,11 @@ class Generator:
                 [
                     Unit.query(
                         f"DROP TABLE IF EXISTS {self.t}; "
-                        f"CREATE TABLE {self.t} (id int PRIMARY KEY, v text NOT NULL DEFAULT '', n numeric)"
+                        f"CREATE TABLE {self.t} (id int PRIMARY KEY, v text NOT NULL DEFAULT '', n numeric); "
+                        f"DROP TABLE IF EXISTS {self.k} CASCADE; "
+                        f"CREATE TABLE {self.k} (id int PRIMARY KEY, n int NOT NULL); "
+                        f"INSERT INTO {self.k} SELECT g, g * 10 FROM generate_series(1, 4) g; "
+                        f"CREATE VIEW {self.k}v AS SELECT id, n FROM {self.k} WHERE id > 1"
                     )
                 ],
             ),
@@ -1090,6 +1096,7 @@ class Generator:
         steps.append(Step("final", [Unit.query("ROLLBACK")]))  # a warning when no transaction is open
         checks = [
             f"SELECT id, md5(v), n FROM public.{self.t} ORDER BY id",
+            f"SELECT id, n FROM public.{self.k} ORDER BY id",
             "SELECT name, setting FROM pg_catalog.pg_settings ORDER BY name",
         ]
         if self.show_prepared:
@@ -1133,6 +1140,7 @@ class Generator:
             ("temp", 2, self.act_temp),
             ("discard", 1, self.act_discard),
             ("protoerr", 3, self.act_protoerr),
+            ("cache", 10, self.act_cache),
         ]
         actions = [(w, f) for name, w, f in actions if self.on(name)]
         if not actions:
@@ -1409,6 +1417,74 @@ class Generator:
         step = self.act_terminate()
         step.units, step.label = units, "terminate with answers pending"
         return step
+
+    def cache_read(self):
+        r, k = self.r, self.k
+        return r.choice(
+            [
+                f"SELECT id, n FROM {k} ORDER BY id",
+                f"SELECT sum(n), count(*) FROM {k}v",
+                f"SELECT n FROM {k} WHERE id = {r.randint(1, 4)}",
+                f"SELECT a.id, b.n FROM {k} a JOIN {k}v b ON a.id = b.id ORDER BY 1",
+            ]
+        )
+
+    def cache_write(self):
+        r, k = self.r, self.k
+        i = r.randint(1, 4)
+        return r.choice(
+            [
+                f"UPDATE {k} SET n = n + 1 WHERE id = {i}",
+                f"UPDATE {k}v SET n = n + 10 WHERE id = {i}",
+                f"INSERT INTO {k} VALUES ({i}, 0) ON CONFLICT (id) DO UPDATE SET n = {k}.n + 100",
+                f"DELETE FROM {k} WHERE id = {i}",
+                f"INSERT INTO {k} SELECT g, g FROM generate_series(1, 4) g ON CONFLICT DO NOTHING",
+                f"TRUNCATE {k}",
+            ]
+        )
+
+    def cache_unit(self, sql):
+        """One statement of the cache group: a Query, or an extended batch that describes it."""
+        r = self.r
+        if self.on("extended") and r.random() < 0.4:
+            return Unit(self.ext_sql(sql, describe=r.random() < 0.8) + [SYNC], "S")
+        self.note(sql)
+        return Unit.query(sql)
+
+    def cache_param_read(self):
+        """A read with a parameter, in text or binary, results in either format."""
+        r = self.r
+        i = r.randint(1, 4)
+        binary = r.random() < 0.5
+        param = struct.pack("!i", i) if binary else str(i).encode()
+        msgs = [
+            m_parse("", f"SELECT id, n FROM {self.k} WHERE id >= $1 ORDER BY id", (23,)),
+            m_bind("", "", [param], (1,) if binary else (), r.choice(((), (1,)))),
+            m_describe(b"P", ""),
+            m_execute("", 0),
+            SYNC,
+        ]
+        return Unit(msgs, "S")
+
+    def act_cache(self):
+        r = self.r
+        roll = r.random()
+        if roll < 0.55:
+            units = []
+            for _ in range(r.randint(1, 3)):
+                if self.on("extended") and r.random() < 0.25:
+                    units.append(self.cache_param_read())
+                else:
+                    units.append(self.cache_unit(self.cache_read()))
+            return Step("cache", units)
+        if roll < 0.75 or self.in_txn:
+            return Step("cache", [self.cache_unit(self.cache_write())])
+        # A transaction: reads, perhaps a write and reads that must see it, then its end.
+        stmts = ["BEGIN"] + [self.cache_read() for _ in range(r.randint(1, 2))]
+        if r.random() < 0.5:
+            stmts += [self.cache_write(), self.cache_read()]
+        stmts.append(r.choice(("COMMIT", "ROLLBACK")))
+        return Step("cache", [self.cache_unit(s) for s in stmts])
 
     def act_notify(self):
         r = self.r

@@ -48,8 +48,12 @@ if [[ -n ${PGSTASH_FUZZ_LOG_LEVEL:-} ]]; then
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pgstash-differential.XXXXXX")
+admin_port=
 if [[ ${PGSTASH_FUZZ_CACHE:-0} == 1 ]]; then
   config+=("cache.enabled = true" "cache.path = \"$work/cache\"")
+  # The admin port, to report how much the cache answered.
+  admin_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  config+=("admin.port = $admin_port" "admin.token = \"differential-fuzz\"")
 fi
 pid=
 finish() {
@@ -84,3 +88,13 @@ pid_args=()
 /usr/bin/python3 "$src/tests/fuzz/differential_fuzz.py" --seed "$seed" --seconds "$seconds" \
   --mode "$fuzz_mode" --pool-mode "$pool_mode" --direct-port "$PGSTASH_PG_PORT" \
   --proxy-port "$port" "${pid_args[@]}" "$@"
+if [[ -n $admin_port ]]; then
+  /usr/bin/python3 - "$admin_port" <<'PY'
+import json, sys, urllib.request
+request = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/api/cache",
+                                 headers={"Authorization": "Bearer differential-fuzz"})
+stats = json.load(urllib.request.urlopen(request, timeout=10))
+print(f"differential fuzz: the cache answered {stats['hits']} statements, "
+      f"missed {stats['misses']}, stored {stats['stores']}; not cached: {stats.get('uncacheable')}")
+PY
+fi

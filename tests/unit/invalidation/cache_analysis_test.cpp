@@ -546,6 +546,21 @@ TEST_CASE("cache analysis: leaving READ COMMITTED") {
   }
 }
 
+TEST_CASE("cache analysis: DO, CALL and EXECUTE run code; DDL does not") {
+  for (const char* sql : {"DO $$BEGIN PERFORM 1; END$$", "CALL p(1)", "EXECUTE q(2)",
+                          "BEGIN; DO $$BEGIN NULL; END$$; COMMIT"}) {
+    INFO("sql: ", sql);
+    const cache_analysis a = analyze_for_cache(sql);
+    CHECK(a.runs_code);
+    CHECK(a.invalidates_database);
+  }
+  for (const char* sql : {"CREATE TABLE t (a int)", "DROP TABLE t", "ALTER TABLE t ADD b int",
+                          "CREATE VIEW v AS SELECT 1", "SELECT 1", "UPDATE t SET a = 1"}) {
+    INFO("sql: ", sql);
+    CHECK_FALSE(analyze_for_cache(sql).runs_code);
+  }
+}
+
 TEST_CASE("cache analysis: statements that change settings") {
   for (const char* sql :
        {"SET LOCAL app.tenant = 'b'", "SET search_path = x", "RESET ALL", "RESET TimeZone",

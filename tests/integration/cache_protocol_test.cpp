@@ -1,0 +1,97 @@
+// The result cache's answers in the extended protocol, byte for byte as
+// PostgreSQL gives them: each exchange runs straight against PostgreSQL and
+// through pgstash (cache on, transaction pooling), where the reads are hits,
+// and the two must answer alike.
+#include <doctest/doctest.h>
+
+#include "harness.hpp"
+
+namespace pgstash::itest {
+namespace {
+
+// Every message up to and including the next ReadyForQuery, as "tag" or
+// "E:sqlstate" for errors.
+std::vector<std::string> answers(raw_conn& c) {
+  std::vector<std::string> out;
+  for (;;) {
+    auto m = c.read_message(k_default_timeout);
+    if (!m) throw std::runtime_error("no ReadyForQuery");
+    if (m->tag == 'E') {
+      out.push_back("E:" + parse_error_fields(m->body)['C']);
+    } else if (m->tag == 'Z') {
+      out.push_back(std::string("Z:") + m->body);
+      return out;
+    } else {
+      out.push_back(std::string(1, m->tag));
+    }
+  }
+}
+
+std::vector<std::string> exchange(raw_conn& c, const std::string& bytes) {
+  REQUIRE(c.send(bytes));
+  return answers(c);
+}
+
+struct sides {
+  explicit sides(int proxy_port)
+      : direct(std::stoi(cluster_value("PGSTASH_PG_PORT"))), proxy(proxy_port) {
+    direct.login("postgres", "pgstash_test");
+    proxy.login("postgres", "pgstash_test");
+  }
+  // The same bytes to both; their answers must match.
+  std::vector<std::string> both(const std::string& bytes) {
+    const auto d = exchange(direct, bytes);
+    const auto p = exchange(proxy, bytes);
+    CHECK(p == d);
+    return p;
+  }
+  raw_conn direct;
+  raw_conn proxy;
+};
+
+std::string calls_of(pg_conn& direct, const std::string& fragment) {
+  return direct.exec("select coalesce(sum(calls), 0) from pg_stat_statements where query like '%" +
+                     fragment + "%' and query not like '%pg_stat_statements%'");
+}
+
+TEST_CASE("cache protocol: portals pgstash bound from the cache behave as the server's") {
+  const std::string table = "itest_cache_portal_" + unique_suffix();
+  pg_conn direct(direct_conninfo("dbname=pgstash_test"));
+  direct.exec("create table " + table + " (id int primary key, v text)");
+  direct.exec("insert into " + table + " values (1, 'one'), (2, 'two')");
+  temp_dir dir;
+  pgstash_instance px({"pool.mode = \"transaction\"", "pool.size = 2", "cache.enabled = true",
+                       "cache.path = " + toml_string(dir.path() + "/cache")});
+  sides s(px.port());
+  const std::string read = "select v from " + table + " order by id";
+  s.both(parse_msg("s", read) + sync_msg());
+  const std::string bound = bind_msg("p", "s") + frame('D', "Pp" + std::string(1, '\0'));
+  // Until the catalog has answered and the result is stored.
+  for (int i = 0; i < 40; ++i) {
+    s.both(bound + execute_msg("p") + sync_msg());
+    sleep_for(milliseconds(25));
+  }
+  // The read is a hit now: only the direct side's run reaches the server.
+  const std::string before = calls_of(direct, table + " order by id");
+  s.both(bound + execute_msg("p") + sync_msg());
+  CHECK(std::stoi(calls_of(direct, table + " order by id")) - std::stoi(before) == 1);
+
+  // A second Bind of the named portal before the first is gone: 42P03.
+  const auto twice =
+      s.both(bound + execute_msg("p") + bind_msg("p", "s") + execute_msg("p") + sync_msg());
+  CHECK(twice == std::vector<std::string>{"2", "T", "D", "D", "C", "E:42P03", "Z:I"});
+
+  // In a transaction a portal outlives the Sync of its batch.
+  s.both(query_frame("begin"));
+  CHECK(s.both(bound + sync_msg()) == std::vector<std::string>{"2", "T", "Z:T"});
+  CHECK(s.both(execute_msg("p") + sync_msg()) == std::vector<std::string>{"D", "D", "C", "Z:T"});
+  CHECK(s.both(bind_msg("p", "s") + sync_msg()) == std::vector<std::string>{"E:42P03", "Z:E"});
+  s.both(query_frame("rollback"));
+  // ...and is gone with it.
+  CHECK(s.both(execute_msg("p") + sync_msg()) == std::vector<std::string>{"E:34000", "Z:I"});
+
+  direct.exec("drop table " + table);
+}
+
+}  // namespace
+}  // namespace pgstash::itest
