@@ -70,6 +70,28 @@ bool set_leaves_read_committed(const json& stmt) {
          leaves_read_committed_value(&(*args)[0]);
 }
 
+// DDL that defines or drops objects without running a query or a
+// function of the user's (CREATE TABLE ... AS, ALTER TABLE with a DEFAULT
+// it fills in, CREATE EXTENSION's script, REFRESH, DO, CALL would).
+bool runs_no_code(std::string_view type) {
+  static constexpr std::string_view types[] = {"CreateStmt",        "DropStmt",
+                                               "ViewStmt",          "IndexStmt",
+                                               "CommentStmt",       "GrantStmt",
+                                               "GrantRoleStmt",     "CreateSchemaStmt",
+                                               "RenameStmt",        "CreateSeqStmt",
+                                               "AlterSeqStmt",      "CreateFunctionStmt",
+                                               "AlterFunctionStmt", "CreatePolicyStmt",
+                                               "AlterPolicyStmt",   "CreateRoleStmt",
+                                               "AlterRoleStmt",     "DropRoleStmt",
+                                               "CreateTrigStmt",    "RuleStmt",
+                                               "AlterOwnerStmt",    "AlterObjectSchemaStmt",
+                                               "DefineStmt",        "CompositeTypeStmt",
+                                               "CreateEnumStmt",    "AlterEnumStmt",
+                                               "CreateDomainStmt",  "DropOwnedStmt",
+                                               "ReassignOwnedStmt"};
+  return std::find(std::begin(types), std::end(types), type) != std::end(types);
+}
+
 // EXPLAIN runs its statement only with ANALYZE; an option value that is not
 // clearly false counts as ANALYZE.
 bool explain_runs(const json& explain) {
@@ -181,7 +203,7 @@ class analyzer {
       return {uncacheable::not_a_read, false};
     }
     if (type == "CallStmt") walk_.walk(node);  // the procedure, as a function called
-    if (type == "CallStmt" || type == "DoStmt") out_.runs_code = true;
+    if (!runs_no_code(type)) out_.runs_code = true;
     return unbounded(node);
   }
 

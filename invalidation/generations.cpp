@@ -18,6 +18,11 @@ std::uint64_t relation_id(std::string_view database, std::string_view relation) 
   return hash_names(database, relation);
 }
 
+std::uint64_t any_write_id(std::string_view database) {
+  // No relation name holds a NUL.
+  return hash_names(database, std::string_view("\0any write", 10));
+}
+
 std::uint64_t database_id(std::string_view database) {
   // No relation has an empty name.
   return hash_names(database, {});

@@ -37,6 +37,10 @@ using cache::dependency;
 
 std::uint64_t relation_id(std::string_view database, std::string_view relation);
 std::uint64_t database_id(std::string_view database);
+// Bumped with every write of the database that is bumped at all: what a
+// result depends on when the relations it reads are not all known (a read
+// forced by a [[cache.rules]] rule, whose functions may read any table).
+std::uint64_t any_write_id(std::string_view database);
 
 class generations {
  public:

@@ -295,6 +295,7 @@ class database_stream {
     ids.reserve(commit.relations.size() + 1);
     for (const auto& name : commit.relations) ids.push_back(relation_id(database_, name));
     if (commit.ddl) ids.push_back(database_id(database_));
+    if (!ids.empty()) ids.push_back(any_write_id(database_));
     generations_.bump(ids);
   }
 

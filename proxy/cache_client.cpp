@@ -167,6 +167,7 @@ cache_client::cache_client(result_cache& shared, identity who)
       who_(std::move(who)),
       startup_settings_(session_state(who_.startup).settings()),
       database_id_(invalidation::database_id(who_.database)),
+      any_write_id_(invalidation::any_write_id(who_.database)),
       stream_(shared_.follow(who_.database, who_.conninfo)) {
   // Asked now, so that the answer is there by the session's first
   // transaction.
@@ -204,8 +205,12 @@ bool cache_client::starts_read_committed(const pool::settings_map& settings) {
     }
     return level == "read committed" || level == "read uncommitted";
   }
-  return shared_.catalog().try_isolation(who_.database, who_.conninfo, who_.user) ==
-         invalidation::default_isolation::read_committed;
+  const auto level = shared_.catalog().try_isolation(who_.database, who_.conninfo, who_.user);
+  // A level seen once stays: the session's server connections may have
+  // started at it.
+  if (level && *level != invalidation::default_isolation::read_committed)
+    left_read_committed_ = true;
+  return level == invalidation::default_isolation::read_committed && !left_read_committed_;
 }
 
 std::optional<uncacheable> cache_client::transaction_bypass(const pool::settings_map* settings) {
@@ -337,6 +342,9 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
     why = uncacheable::rule_or_config;
   } else if (why && rule && rule->what == conf::cache_rule::action::force && forceable(*why)) {
     why.reset();
+    // Its functions may read tables it does not name: any write may
+    // change its result.
+    ids.push_back(any_write_id_);
   }
   if (why) {
     shared_.count_uncacheable(*why);
@@ -491,6 +499,7 @@ void cache_client::transaction_committed(const write_set* also) {
   // follows the bump must not read them.
   if (pending_ddl_) shared_.catalog().forget(who_.database);
   if (pending_writes_.empty()) return;
+  pending_writes_.push_back(any_write_id_);
   std::sort(pending_writes_.begin(), pending_writes_.end());
   pending_writes_.erase(std::unique(pending_writes_.begin(), pending_writes_.end()),
                         pending_writes_.end());

@@ -202,6 +202,7 @@ class cache_client {
   identity who_;
   pool::settings_map startup_settings_;
   std::uint64_t database_id_;
+  std::uint64_t any_write_id_;
   // Null unless writes that bypass pgstash are followed.
   std::shared_ptr<const invalidation::stream_status> stream_;
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote

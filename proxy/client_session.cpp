@@ -363,8 +363,7 @@ awaitable<void> client_session::client_loop() {
 }
 
 awaitable<void> client_session::wait_for_fetch(cache::key key) {
-  auto timer = std::make_shared<asio::steady_timer>(
-      client_.socket().get_executor(), std::chrono::milliseconds(ctx_.cfg->cache.coalesce_wait_ms));
+  auto timer = std::make_shared<asio::steady_timer>(client_.socket().get_executor());
   auto woken = std::make_shared<bool>(false);
   // The releasing session may run on another worker: the wake-up is posted
   // to this one's.
@@ -374,7 +373,9 @@ awaitable<void> client_session::wait_for_fetch(cache::key key) {
       timer->cancel();
     });
   };
-  if (!ctx_.cache->in_flight().wait(key, std::move(wake))) co_return;
+  const auto since = ctx_.cache->in_flight().wait(key, std::move(wake));
+  if (!since) co_return;
+  timer->expires_at(*since + std::chrono::milliseconds(ctx_.cfg->cache.coalesce_wait_ms));
   co_await flush_to_server();
   if (*woken) co_return;
   error_code ec;
@@ -383,7 +384,10 @@ awaitable<void> client_session::wait_for_fetch(cache::key key) {
 
 awaitable<relay::plan> client_session::plan_frame(char tag, std::string_view frame) {
   relay::plan plan = relay_->plan_frame(tag, frame);
-  if (!plan.capture || !plan.capture->fetched_elsewhere()) co_return plan;
+  // A session that holds claims of its own never waits: it could be
+  // waiting for itself, or for one that waits for it.
+  if (!plan.capture || !plan.capture->fetched_elsewhere() || relay_->holds_captures())
+    co_return plan;
   const cache::key key = plan.capture->key();
   plan = {};
   co_await wait_for_fetch(key);

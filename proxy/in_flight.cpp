@@ -11,16 +11,18 @@ void in_flight_results::claim::release() {
 
 std::unique_ptr<in_flight_results::claim> in_flight_results::try_claim(const cache::key& key) {
   std::lock_guard lock(mutex_);
-  if (!claimed_.try_emplace(key).second) return nullptr;
+  if (!claimed_.try_emplace(key, flight{std::chrono::steady_clock::now(), {}}).second)
+    return nullptr;
   return std::make_unique<claim>(*this, key);
 }
 
-bool in_flight_results::wait(const cache::key& key, std::function<void()> wake) {
+std::optional<std::chrono::steady_clock::time_point> in_flight_results::wait(
+    const cache::key& key, std::function<void()> wake) {
   std::lock_guard lock(mutex_);
   auto it = claimed_.find(key);
-  if (it == claimed_.end()) return false;
-  it->second.push_back(std::move(wake));
-  return true;
+  if (it == claimed_.end()) return std::nullopt;
+  it->second.waiting.push_back(std::move(wake));
+  return it->second.since;
 }
 
 std::size_t in_flight_results::claimed() const {
@@ -34,7 +36,7 @@ void in_flight_results::release(const cache::key& key) {
     std::lock_guard lock(mutex_);
     auto it = claimed_.find(key);
     if (it == claimed_.end()) return;
-    waiting = std::move(it->second);
+    waiting = std::move(it->second.waiting);
     claimed_.erase(it);
   }
   for (auto& wake : waiting) wake();

@@ -9,9 +9,11 @@
 // waiter is a callback, which the caller makes post to its own executor.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -39,9 +41,12 @@ class in_flight_results {
   // A claim on `key`, or null if another holds one.
   std::unique_ptr<claim> try_claim(const cache::key& key);
   // Calls `wake` once (on the releasing thread, without the lock) when the
-  // claim on `key` is released; false, and `wake` never called, if `key`
-  // is not claimed now.
-  bool wait(const cache::key& key, std::function<void()> wake);
+  // claim on `key` is released, and returns when the claim was taken (a
+  // waiter waits for so long after that, not after its own arrival: a
+  // claim its holder neglects stalls each waiter less and less); nullopt,
+  // and `wake` never called, if `key` is not claimed now.
+  std::optional<std::chrono::steady_clock::time_point> wait(const cache::key& key,
+                                                            std::function<void()> wake);
   // Keys claimed now (for tests and the admin port).
   std::size_t claimed() const;
 
@@ -49,8 +54,11 @@ class in_flight_results {
   void release(const cache::key& key);
 
   mutable std::mutex mutex_;
-  // Claimed keys, with who waits for each.
-  std::unordered_map<cache::key, std::vector<std::function<void()>>, cache::key_hash> claimed_;
+  struct flight {
+    std::chrono::steady_clock::time_point since;
+    std::vector<std::function<void()>> waiting;
+  };
+  std::unordered_map<cache::key, flight, cache::key_hash> claimed_;
 };
 
 }  // namespace pgstash::proxy

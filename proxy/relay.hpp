@@ -139,6 +139,9 @@ class relay {
   bool idle() const;
   bool owed() const { return !queue_.empty(); }
   char transaction_status() const { return tx_status_; }
+  // Results this session is capturing for the cache (and so may hold the
+  // claim of, see in_flight_results).
+  bool holds_captures() const;
   bool in_copy() const { return copy_in_; }
   bool pinned() const { return state_ && state_->pinned(); }
   unsigned pins() const { return state_ ? state_->pins() : 0; }
@@ -247,6 +250,8 @@ class relay {
   // (a Bind it has the result for, and what follows on that portal).
   std::optional<plan> plan_for_cache(frontend_tag t, std::string_view frame);
   std::optional<plan> plan_bind_for_cache(std::string_view body);
+  // Fails the batch with 25P02, as the server does in a failed transaction.
+  plan failed_transaction_plan() const;
   // The cache's part of a frame: answers for portals it holds, captures,
   // the writes a frame carries, settings it cannot follow.
   bool answer_from_cache(char tag, std::string_view frame, const plan& p);

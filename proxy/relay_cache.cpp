@@ -101,6 +101,12 @@ bool relay::cache_may_answer_in_batch() const {
   return true;
 }
 
+bool relay::holds_captures() const {
+  if (!cache_.capture_portals.empty()) return true;
+  return std::any_of(queue_.begin(), queue_.end(),
+                     [](const expected_response& e) { return e.capture != nullptr; });
+}
+
 const pool::settings_map* relay::cache_settings() const {
   return state_ ? &state_->settings() : nullptr;
 }
@@ -171,8 +177,11 @@ std::optional<relay::plan> relay::plan_bind_for_cache(std::string_view body) {
   wire::bind_message bind;
   if (wire::parse_bind(body, bind)) return std::nullopt;
   // PostgreSQL refuses to bind a named portal that exists; one pgstash
-  // answered for exists only here.
-  if (!bind.portal.empty() && cache_.local_portals.contains(bind.portal)) {
+  // answered for exists only here. (Its checks before that one, a missing
+  // statement and a failed transaction, are the server's to make; and
+  // with requests owed, the transaction the portal lived in may be over.)
+  if (!bind.portal.empty() && cache_.local_portals.contains(bind.portal) && tx_status_ != 'E' &&
+      !queue_.owes_server() && cache_statement(bind.statement)) {
     plan p{opts_.transaction_mode && !server_ ? route::answer_locally : route::to_server, nullptr};
     p.fail.emplace();
     wire::write_error(*p.fail, "ERROR", "42P03",
@@ -192,6 +201,17 @@ std::optional<relay::plan> relay::plan_bind_for_cache(std::string_view body) {
   if (found.response) return plan{route::answer_locally, nullptr, {}, std::move(found.response)};
   if (found.capture) return plan{route::to_server, nullptr, {}, std::nullopt, std::move(found.capture)};
   return std::nullopt;
+}
+
+relay::plan relay::failed_transaction_plan() const {
+  // A portal of pgstash's own in a transaction that failed since: its rows
+  // are refused as the server refuses any.
+  plan p{opts_.transaction_mode && !server_ ? route::answer_locally : route::to_server, nullptr};
+  p.fail.emplace();
+  wire::write_error(
+      *p.fail, "ERROR", "25P02",
+      "current transaction is aborted, commands ignored until end of transaction block");
+  return p;
 }
 
 std::optional<relay::plan> relay::plan_for_cache(frontend_tag t, std::string_view frame) {
@@ -221,12 +241,12 @@ std::optional<relay::plan> relay::plan_for_cache(frontend_tag t, std::string_vie
       wire::describe_message d;
       if (wire::parse_describe(body, d) || d.target != 'P' || !cache_.local_portals.contains(d.name))
         return std::nullopt;
-      return local;
+      return tx_status_ == 'E' ? failed_transaction_plan() : local;
     }
     case frontend_tag::execute: {
       wire::execute_message e;
       if (wire::parse_execute(body, e) || !cache_.local_portals.contains(e.portal)) return std::nullopt;
-      return local;
+      return tx_status_ == 'E' ? failed_transaction_plan() : local;
     }
     case frontend_tag::close: {
       wire::close_message c;
@@ -364,8 +384,9 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
   switch (static_cast<frontend_tag>(tag)) {
     case frontend_tag::query: {
       // Whether answered here or there, a Query ends the batch and drops
-      // the unnamed statement.
+      // the unnamed statement and portal.
       forget_unnamed_statement();
+      cache_.local_portals.erase("");
       wire::query_message q;
       if (!sent || wire::parse_query(body, q)) return;
       if (!opts_.transaction_mode && changes_session(analyze(q.sql))) cache_unfollowed_session_ = true;

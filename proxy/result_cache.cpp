@@ -55,8 +55,9 @@ result_cache::streams() const {
 }
 
 void result_cache::invalidate_table(const std::string& database, std::string_view table) {
-  const std::uint64_t id = invalidation::relation_id(database, table);
-  generations_.bump({&id, 1});
+  const std::uint64_t ids[] = {invalidation::relation_id(database, table),
+                               invalidation::any_write_id(database)};
+  generations_.bump(ids);
 }
 
 void result_cache::invalidate_database(const std::string& database) {

@@ -507,8 +507,10 @@ def case_rules(case):
           "create view cache_rule_secret_v as select v from cache_rule_secret;"
           "create table cache_rule_plain (v int); insert into cache_rule_plain values (1);"
           "create table cache_rule_short (v int); insert into cache_rule_short values (1);"
+          "drop table if exists cache_rule_other; create table cache_rule_other (v int);"
+          "insert into cache_rule_other values (100);"
           "create or replace function cache_rule_f(int) returns int language sql volatile "
-          "as $$select $1 + 1$$")
+          "as $$select $1 + max(v) from cache_rule_other$$")
     rules = ('cache.rules = [{table = "public.cache_rule_secret", action = "never"}, '
              '{statement = "select v from cache_rule_short%", ttl = 1}, '
              '{statement = "% cache_rule_f(%", action = "force"}, '
@@ -531,13 +533,21 @@ def case_rules(case):
         ok("a rule's ttl bounds how long its results are served")
 
         forced = "select cache_rule_f(v) from cache_rule_plain"
-        expect(warm(conn, forced, fragment="cache_rule_f(") == [("2",)], "the forced read is wrong")
-        expect_served(conn, forced, "cache_rule_f(", [("2",)])
+        expect(warm(conn, forced, fragment="cache_rule_f(") == [("101",)], "the forced read is wrong")
+        expect_served(conn, forced, "cache_rule_f(", [("101",)])
+        # The function reads a table the statement does not name: a write to it invalidates.
+        # (The first write to a table the catalog has not looked up invalidates everything.)
+        simple(conn, "update cache_rule_other set v = 150")
+        expect(simple(conn, forced) == [("151",)], "a forced result outlived a write its function reads")
+        warm(conn, forced, fragment="cache_rule_f(")
+        simple(conn, "update cache_rule_other set v = 200")
+        expect(simple(conn, forced) == [("201",)], "a forced result outlived a write its function reads")
+        warm(conn, forced, fragment="cache_rule_f(")
         timed = "select v, now() > '2000-01-01' from cache_rule_plain"
         warm(conn, timed, fragment="now() >")
         expect_served(conn, timed, "now() >", [("1", "t")])
         simple(conn, "update cache_rule_plain set v = 5")
-        expect(simple(conn, forced) == [("6",)], "a forced result outlived a write to its table")
+        expect(simple(conn, forced) == [("205",)], "a forced result outlived a write to its table")
         ok("force rules cache reads of volatile and time functions, still invalidated by writes")
         # Without a rule (the one forcing now() names another table) it passes through.
         plain = "select now() > '2000-01-01', v from cache_rule_short"

@@ -86,9 +86,19 @@ TEST_CASE("cache protocol: portals pgstash bound from the cache behave as the se
   CHECK(s.both(bound + sync_msg()) == std::vector<std::string>{"2", "T", "Z:T"});
   CHECK(s.both(execute_msg("p") + sync_msg()) == std::vector<std::string>{"D", "D", "C", "Z:T"});
   CHECK(s.both(bind_msg("p", "s") + sync_msg()) == std::vector<std::string>{"E:42P03", "Z:E"});
+  // In the failed transaction its rows are refused.
+  CHECK(s.both(execute_msg("p") + sync_msg()) == std::vector<std::string>{"E:25P02", "Z:E"});
+  CHECK(s.both(frame('D', "Pp" + std::string(1, '\0')) + sync_msg()) ==
+        std::vector<std::string>{"E:25P02", "Z:E"});
   s.both(query_frame("rollback"));
   // ...and is gone with it.
   CHECK(s.both(execute_msg("p") + sync_msg()) == std::vector<std::string>{"E:34000", "Z:I"});
+  // A Query drops the unnamed portal, one pgstash bound too.
+  s.both(query_frame("begin"));
+  CHECK(s.both(bind_msg("", "s") + sync_msg()) == std::vector<std::string>{"2", "Z:T"});
+  s.both(query_frame("select 1"));
+  CHECK(s.both(execute_msg("") + sync_msg()) == std::vector<std::string>{"E:34000", "Z:E"});
+  s.both(query_frame("rollback"));
 
   direct.exec("drop table " + table);
 }

@@ -546,16 +546,20 @@ TEST_CASE("cache analysis: leaving READ COMMITTED") {
   }
 }
 
-TEST_CASE("cache analysis: DO, CALL and EXECUTE run code; DDL does not") {
-  for (const char* sql : {"DO $$BEGIN PERFORM 1; END$$", "CALL p(1)", "EXECUTE q(2)",
-                          "BEGIN; DO $$BEGIN NULL; END$$; COMMIT"}) {
+TEST_CASE("cache analysis: DO, CALL, EXECUTE and DDL that runs queries run code") {
+  for (const char* sql :
+       {"DO $$BEGIN PERFORM 1; END$$", "CALL p(1)", "EXECUTE q(2)",
+        "BEGIN; DO $$BEGIN NULL; END$$; COMMIT", "CREATE TABLE t2 AS SELECT set_tenant(7)",
+        "CREATE TABLE t3 AS EXECUTE q", "CREATE MATERIALIZED VIEW mv AS SELECT f()",
+        "ALTER TABLE t ADD c int DEFAULT f()", "CREATE EXTENSION hstore"}) {
     INFO("sql: ", sql);
     const cache_analysis a = analyze_for_cache(sql);
     CHECK(a.runs_code);
     CHECK(a.invalidates_database);
   }
-  for (const char* sql : {"CREATE TABLE t (a int)", "DROP TABLE t", "ALTER TABLE t ADD b int",
-                          "CREATE VIEW v AS SELECT 1", "SELECT 1", "UPDATE t SET a = 1"}) {
+  for (const char* sql :
+       {"CREATE TABLE t (a int)", "DROP TABLE t", "CREATE INDEX i ON t (a)",
+        "GRANT SELECT ON t TO x", "CREATE VIEW v AS SELECT 1", "SELECT 1", "UPDATE t SET a = 1"}) {
     INFO("sql: ", sql);
     CHECK_FALSE(analyze_for_cache(sql).runs_code);
   }
