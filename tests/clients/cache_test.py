@@ -47,9 +47,10 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
       transaction mode answers a DEALLOCATE of a protocol-level statement run through
       Bind/Execute itself; with the cache on it still does.
   stale_read_checker, stale_read_checker_fails_without_invalidation
-      writers (simple, extended, explicit transactions) and readers (simple and extended protocol)
-      race on versioned rows; each read is checked against every write acknowledged before it was
-      sent. 0 stale reads; and stale reads are reported when pgstash
+      writers, one per write path (UPDATE simple, extended and in a transaction, an updatable
+      view, a trigger, an FK ON UPDATE CASCADE, MERGE, COPY FROM, TRUNCATE, DO, CALL, a function),
+      and readers (simple and extended protocol) race on versioned rows; each read is checked
+      against every write acknowledged before it was sent. 0 stale reads; and stale reads are reported when pgstash
       runs with invalidation switched off (so the checker can fail).
 
 Arguments, if any, name the cases to run (all by default).
@@ -603,9 +604,18 @@ def case_bad_store(case):
                    "a result too big for the map came back wrong")
         warm(conn, sql, fragment="from cache_bad_store")
         expect_served(conn, sql, "from cache_bad_store", [("1",)])
+        # Past the 1 MiB budget in small entries: evictions, never an error.
+        for i in range(3000):
+            rows = simple(conn, f"select {i} as k, repeat('y', 600) from cache_bad_store where v = 1")
+            expect(rows == [(str(i), "y" * 600)], f"read {i} past the budget came back wrong")
+        last = "select 2999 as k, repeat('y', 600) from cache_bad_store where v = 1"
+        warm(conn, last, fragment="as k, repeat(")
+        before = server_calls("as k, repeat(")
+        simple(conn, last)
+        expect(server_calls("as k, repeat(") == before, "the cache stopped storing past its budget")
     full = log_lines(inst, "is full")
     expect(len(full) == 1, f"expected one log line for the full map, got {full}")
-    ok("a full LMDB map fails no query, is logged once, and the cache keeps working")
+    ok("a full LMDB map fails no query, is logged once; past the budget entries are evicted")
 
 
 def case_rollback_keeps_entry(case):
@@ -664,6 +674,8 @@ NOT_CACHED = [
     ("catalog", "select count(*) from pg_class where relname = 'cache_nc'", "from pg_class"),
     ("volatile_user_function", "select cache_nc_f() from cache_nc", "select cache_nc_f()"),
     ("current_timestamp", "select current_timestamp from cache_nc", "select current_timestamp"),
+    ("too_large", "select id, repeat('x', 1100000) from cache_nc", "repeat($1, $2) from cache_nc"),
+    ("notice", "select cache_nc_loud(id) from cache_nc", "select cache_nc_loud("),
 ]
 
 
@@ -671,7 +683,9 @@ def case_not_cached(case):
     setup("drop table if exists cache_nc cascade; drop sequence if exists cache_nc_seq;"
           "create table cache_nc (id int); insert into cache_nc values (1);"
           "create sequence cache_nc_seq;"
-          "create or replace function cache_nc_f() returns int language sql volatile as $$select 1$$")
+          "create or replace function cache_nc_f() returns int language sql volatile as $$select 1$$;"
+          "create or replace function cache_nc_loud(int) returns int language plpgsql immutable as "
+          "$$begin raise notice 'loud'; return $1; end$$")
     inst = start_cached(case, TRANSACTION)
     failures = []
     with connect(inst.port) as conn:
@@ -685,6 +699,16 @@ def case_not_cached(case):
                 failures.append(f"{name}: reached the server {moved} of 5 times")
             else:
                 ok(f"{name}: never answered from the cache")
+        # A temporary table (which pins the client to its server connection: last).
+        with connect(inst.port) as pinned:
+            simple(pinned, "create temp table cache_nc_tmp as select 1 as a")
+            sql = "select a from cache_nc_tmp"
+            warm(pinned, sql, rounds=3)
+            moved = reaches_server(pinned, sql, "from cache_nc_tmp", times=5)
+            if moved != 5:
+                failures.append(f"temp table: reached the server {moved} of 5 times")
+            else:
+                ok("temp table: never answered from the cache")
         # In a transaction that has written, reads bypass the cache.
         sql = "select count(*) from cache_nc"
         warm(conn, sql)
@@ -728,36 +752,100 @@ def case_row_level_security(case):
 
 
 CHECKER_SECONDS = 6
-CHECKER_ROWS = 4
+
+
+# Each row of the checker is written through one write path of its own (what the statement
+# writes through, and how): (name, setup SQL with {r} for the row, the write with {r} and {v},
+# the read with {r} that returns the row's version).
+CHECKER_PATHS = [
+    ("update, simple", "", "update cache_checker set version = {v} where id = {r}",
+     "select version from cache_checker where id = {r}"),
+    ("update, extended", "", "EXTENDED update cache_checker set version = {v} where id = {r}",
+     "select version from cache_checker where id = {r}"),
+    ("update in a transaction", "", "TRANSACTION update cache_checker set version = {v} where id = {r}",
+     "select version from cache_checker where id = {r}"),
+    ("updatable view", "", "update cache_checker_v set version = {v} where id = {r}",
+     "select version from cache_checker where id = {r}"),
+    ("trigger", "insert into cache_checker_src values ({r}, 0)",
+     "update cache_checker_src set version = {v} where id = {r}",
+     "select version from cache_checker where id = {r}"),
+    ("FK ON UPDATE CASCADE", "insert into cache_checker_parent values ({r} * 1000000);"
+     "insert into cache_checker_child values ({r}, {r} * 1000000)",
+     "update cache_checker_parent set k = {r} * 1000000 + {v} where k / 1000000 = {r}",
+     "select k - {r} * 1000000 from cache_checker_child where id = {r}"),
+    ("MERGE", "", "merge into cache_checker t using (select {r} as id, {v} as v) s on t.id = s.id "
+     "when matched then update set version = s.v",
+     "select version from cache_checker where id = {r}"),
+    ("COPY FROM", "insert into cache_checker_log values ({r}, 0)", "COPY {r}\t{v}",
+     "select max(version) from cache_checker_log where id = {r}"),
+    ("TRUNCATE and INSERT", "create table if not exists cache_checker_t{r} (version int);"
+     "insert into cache_checker_t{r} values (0)",
+     "begin; truncate cache_checker_t{r}; insert into cache_checker_t{r} values ({v}); commit",
+     "select version from cache_checker_t{r}"),
+    ("DO", "", "do $$begin update cache_checker set version = {v} where id = {r}; end$$",
+     "select version from cache_checker where id = {r}"),
+    ("CALL", "", "call cache_checker_set({r}, {v})",
+     "select version from cache_checker where id = {r}"),
+    ("a function", "", "select cache_checker_fn({r}, {v})",
+     "select version from cache_checker where id = {r}"),
+]
 
 
 def stale_reads(case, *extra):
-    """Runs writers and readers through one pgstash; returns (reads, stale reads)."""
-    table = "cache_checker"
-    setup(f"drop table if exists {table}; create table {table} (id int primary key, version int);"
-          f"insert into {table} select g, 0 from generate_series(1, {CHECKER_ROWS}) g")
+    """Runs writers (one row per write path) and readers (simple and extended protocol) through
+    one pgstash; returns (reads, stale reads)."""
+    rows = len(CHECKER_PATHS)
+    setup("drop table if exists cache_checker cascade; drop table if exists cache_checker_src;"
+          "drop table if exists cache_checker_child; drop table if exists cache_checker_parent;"
+          "drop table if exists cache_checker_log;"
+          + "".join(f"drop table if exists cache_checker_t{r};" for r in range(1, rows + 1)) +
+          "create table cache_checker (id int primary key, version int);"
+          f"insert into cache_checker select g, 0 from generate_series(1, {rows}) g;"
+          "create view cache_checker_v as select id, version from cache_checker;"
+          "create table cache_checker_src (id int primary key, version int);"
+          "create or replace function cache_checker_copy() returns trigger language plpgsql as "
+          "$$begin update cache_checker set version = new.version where id = new.id; "
+          "return new; end$$;"
+          "create trigger cache_checker_copy after update on cache_checker_src "
+          "for each row execute function cache_checker_copy();"
+          "create table cache_checker_parent (k int primary key);"
+          "create table cache_checker_child (id int primary key, "
+          "k int references cache_checker_parent (k) on update cascade);"
+          "create table cache_checker_log (id int, version int);"
+          "create or replace procedure cache_checker_set(r int, v int) language sql as "
+          "$$update cache_checker set version = v where id = r$$;"
+          "create or replace function cache_checker_fn(r int, v int) returns int language sql as "
+          "$$update cache_checker set version = v where id = r returning v$$")
+    for r, (_, row_setup, _, _) in enumerate(CHECKER_PATHS, start=1):
+        if row_setup:
+            setup(row_setup.format(r=r))
     inst = start_cached(case, TRANSACTION, *extra)
-    acknowledged = [0] * (CHECKER_ROWS + 1)  # per row: the last version whose commit returned
+    acknowledged = [0] * (rows + 1)  # per row: the last version whose commit returned
     lock = threading.Lock()
     stop = time.monotonic() + CHECKER_SECONDS
     counts = {"reads": 0, "stale": 0, "writes": 0}
     errors = []
 
-    def writer(row, style):
+    def write(conn, sql):
+        if sql.startswith("EXTENDED "):
+            conn.execute(sql.removeprefix("EXTENDED "))
+        elif sql.startswith("TRANSACTION "):
+            with conn.transaction():
+                conn.execute(sql.removeprefix("TRANSACTION "))
+        elif sql.startswith("COPY "):
+            with conn.cursor().copy("copy cache_checker_log from stdin") as copy:
+                copy.write(sql.removeprefix("COPY ") + "\n")
+        else:
+            simple(conn, sql)
+
+    def writer(row):
+        _, _, template, _ = CHECKER_PATHS[row - 1]
         try:
             with connect(inst.port) as conn:
                 version = 0
                 while time.monotonic() < stop:
                     version += 1
-                    if style == "simple":
-                        simple(conn, f"update {table} set version = {version} where id = {row}")
-                    elif style == "extended":
-                        conn.execute(f"update {table} set version = %s where id = %s",
-                                     (version, row))
-                    else:
-                        with conn.transaction():
-                            conn.execute(f"update {table} set version = %s where id = %s",
-                                         (version, row))
+                    write(conn, template.format(r=row, v=version))
                     with lock:
                         acknowledged[row] = version
                         counts["writes"] += 1
@@ -766,28 +854,27 @@ def stale_reads(case, *extra):
             errors.append(e)
 
     def reader(row, extended):
+        sql = CHECKER_PATHS[row - 1][3].format(r=row)
         try:
             with connect(inst.port) as conn:
                 while time.monotonic() < stop:
                     with lock:
                         floor = acknowledged[row]
                     if extended:
-                        got = conn.execute(f"select version from {table} where id = %s",
-                                           (row,)).fetchone()[0]
+                        got = conn.execute(sql).fetchone()[0]
                     else:
-                        got = int(simple(conn, f"select version from {table} where id = {row}")[0][0])
+                        got = simple(conn, sql)[0][0]
                     with lock:
                         counts["reads"] += 1
-                        if got < floor:
+                        if int(got) < floor:
                             counts["stale"] += 1
         except Exception as e:  # noqa: BLE001 - reported by the main thread
             errors.append(e)
 
-    styles = ["simple", "extended", "transaction"]
-    threads = [threading.Thread(target=writer, args=(row, styles[row % 3]), daemon=True)
-               for row in range(1, CHECKER_ROWS + 1)]
-    threads += [threading.Thread(target=reader, args=(1 + i % CHECKER_ROWS, i % 2 == 1), daemon=True)
-                for i in range(8)]
+    threads = [threading.Thread(target=writer, args=(row,), daemon=True)
+               for row in range(1, rows + 1)]
+    threads += [threading.Thread(target=reader, args=(1 + i % rows, i % 2 == 1), daemon=True)
+                for i in range(2 * rows)]
     for t in threads:
         t.start()
     for t in threads:

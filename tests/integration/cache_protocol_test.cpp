@@ -103,5 +103,29 @@ TEST_CASE("cache protocol: portals pgstash bound from the cache behave as the se
   direct.exec("drop table " + table);
 }
 
+TEST_CASE("cache protocol: a partial fetch is never stored") {
+  const std::string table = "itest_cache_partial_" + unique_suffix();
+  pg_conn direct(direct_conninfo("dbname=pgstash_test"));
+  direct.exec("create table " + table + " (id int primary key, v text)");
+  direct.exec("insert into " + table + " values (1, 'one'), (2, 'two')");
+  temp_dir dir;
+  pgstash_instance px({"pool.mode = \"transaction\"", "pool.size = 2", "cache.enabled = true",
+                       "cache.path = " + toml_string(dir.path() + "/cache")});
+  sides s(px.port());
+  const std::string read = "select v from " + table + " order by id desc";
+  s.both(parse_msg("s", read) + sync_msg());
+  const std::string first_row = bind_msg("p", "s") + frame('D', "Pp" + std::string(1, '\0')) +
+                                frame('E', cstr("p") + be32(1)) + sync_msg();
+  for (int i = 0; i < 10; ++i) {
+    CHECK(s.both(first_row) == std::vector<std::string>{"2", "T", "D", "s", "Z:I"});
+    sleep_for(milliseconds(25));
+  }
+  // Both sides run every one: pgstash stored none of them.
+  const std::string before = calls_of(direct, table + " order by id desc");
+  for (int i = 0; i < 10; ++i) s.both(first_row);
+  CHECK(std::stoi(calls_of(direct, table + " order by id desc")) - std::stoi(before) == 20);
+  direct.exec("drop table " + table);
+}
+
 }  // namespace
 }  // namespace pgstash::itest
