@@ -33,20 +33,10 @@ import urllib.request
 
 import psycopg
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLUSTER = os.path.join(ROOT, "scripts", "pg_test_cluster.sh")
-INSTANCE = os.path.join(ROOT, "tests", "lib", "pgstash_instance.sh")
+from follow_lag import CLUSTER, INSTANCE, ROOT, env_of
+
 TOKEN = "cache-scale"
 HOT_SCRIPT = "\\set aid random(1, 1000)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
-
-
-def env_of(cluster_dir):
-    env = {}
-    with open(os.path.join(cluster_dir, "env")) as f:
-        for line in f:
-            key, _, value = line.strip().partition("=")
-            env[key] = value
-    return env
 
 
 def free_port():

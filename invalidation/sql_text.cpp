@@ -31,4 +31,14 @@ std::string ascii_lower(std::string_view s) {
   return out;
 }
 
+std::string fold_identifier(std::string_view word) {
+  if (word.size() < 2 || word.front() != '"' || word.back() != '"') return ascii_lower(word);
+  std::string out;
+  for (std::size_t i = 1; i + 1 < word.size(); ++i) {
+    out += word[i];
+    if (word[i] == '"' && word[i + 1] == '"') ++i;
+  }
+  return out;
+}
+
 }  // namespace pgstash::invalidation

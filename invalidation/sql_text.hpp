@@ -16,5 +16,8 @@ std::string quote_identifier(std::string_view name);
 
 char ascii_lower(char c);
 std::string ascii_lower(std::string_view s);
+// A name as typed: "Quoted" keeps its case (and "" stands for "), a bare
+// one is folded to lower case, as PostgreSQL folds identifiers.
+std::string fold_identifier(std::string_view word);
 
 }  // namespace pgstash::invalidation

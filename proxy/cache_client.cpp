@@ -1,14 +1,13 @@
 #include "proxy/cache_client.hpp"
 
 #include <algorithm>
-#include <cctype>
 
 // The streaming state is declared only for static use.
 #define XXH_STATIC_LINKING_ONLY
+#include <spdlog/spdlog.h>
 #include <xxhash.h>
 
-#include <spdlog/spdlog.h>
-
+#include "invalidation/sql_text.hpp"
 #include "invalidation/text_memo.hpp"
 #include "proxy/entry_label.hpp"
 #include "proxy/session_state.hpp"
@@ -198,11 +197,8 @@ std::string cache_client::current_role(const pool::settings_map& settings) const
 
 bool cache_client::starts_read_committed(const pool::settings_map& settings) {
   if (auto it = settings.find("default_transaction_isolation"); it != settings.end()) {
-    std::string level;
-    for (char c : it->second.text) {
-      if (c != '\'' && c != '"')
-        level += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
+    std::string level = invalidation::ascii_lower(it->second.text);
+    std::erase_if(level, [](char c) { return c == '\'' || c == '"'; });
     return level == "read committed" || level == "read uncommitted";
   }
   const auto level = shared_.catalog().try_isolation(who_.database, who_.conninfo, who_.user);

@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "invalidation/sql_text.hpp"
+
 namespace pgstash::proxy {
 
 namespace {
@@ -33,22 +35,6 @@ bool is(std::string_view word, std::string_view keyword) {
   for (std::size_t i = 0; i < word.size(); ++i)
     if (std::tolower(static_cast<unsigned char>(word[i])) != keyword[i]) return false;
   return true;
-}
-
-// A name as typed: "Quoted" keeps its case (and "" stands for "), a bare
-// one is folded to lower case, as PostgreSQL folds identifiers.
-std::string identifier(std::string_view word) {
-  if (word.size() >= 2 && word.front() == '"' && word.back() == '"') {
-    std::string out;
-    for (std::size_t i = 1; i + 1 < word.size(); ++i) {
-      out += word[i];
-      if (word[i] == '"' && word[i + 1] == '"') ++i;
-    }
-    return out;
-  }
-  std::string out(word);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 // The SQL string literal ('...', '' for a quote) that starts `text`, and
@@ -114,7 +100,7 @@ console_command parse_console_command(std::string_view sql) {
   if ((is(w[0], "pause") || is(w[0], "resume")) && w.size() <= 2) {
     const console_verb verb = is(w[0], "pause") ? console_verb::pause : console_verb::resume;
     if (w.size() == 1) return {verb, {}, {}};
-    std::string name = identifier(w[1]);
+    std::string name = invalidation::fold_identifier(w[1]);
     if (name.empty() || (w[1].front() == '"') != (w[1].back() == '"') || w[1] == "\"")
       return invalid("PAUSE and RESUME take a database name, or none for all");
     return {verb, std::move(name), {}};
@@ -130,7 +116,7 @@ console_command parse_console_command(std::string_view sql) {
       return {console_verb::invalidate_statement, std::move(*pattern), {}};
     }
     if (w.size() == 3 && is(w[1], "database")) {
-      std::string name = identifier(w[2]);
+      std::string name = invalidation::fold_identifier(w[2]);
       if (name.empty() || w[2] == "\"" || (w[2].front() == '"') != (w[2].back() == '"'))
         return invalid("INVALIDATE DATABASE needs a database name");
       return {console_verb::invalidate_database, std::move(name), {}};
@@ -147,7 +133,7 @@ console_command parse_console_command(std::string_view sql) {
       }
       if (last_dot != std::string_view::npos) name.remove_prefix(last_dot + 1);
       if (name.empty() || quoted) return invalid("INVALIDATE TABLE needs a table name");
-      return {console_verb::invalidate_table, identifier(name), {}};
+      return {console_verb::invalidate_table, invalidation::fold_identifier(name), {}};
     }
     return invalid("INVALIDATE takes TABLE name, DATABASE name or ALL");
   }

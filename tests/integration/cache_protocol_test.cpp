@@ -54,15 +54,40 @@ std::string calls_of(pg_conn& direct, const std::string& fragment) {
                      fragment + "%' and query not like '%pg_stat_statements%'");
 }
 
-TEST_CASE("cache protocol: portals pgstash bound from the cache behave as the server's") {
-  const std::string table = "itest_cache_portal_" + unique_suffix();
-  pg_conn direct(direct_conninfo("dbname=pgstash_test"));
-  direct.exec("create table " + table + " (id int primary key, v text)");
-  direct.exec("insert into " + table + " values (1, 'one'), (2, 'two')");
+// A table of two rows, and a pgstash with the cache on (transaction
+// pooling) in front of the test PostgreSQL; the table is dropped at the end.
+struct cached_table {
+  explicit cached_table(const std::string& prefix)
+      : name(prefix + unique_suffix()),
+        direct(direct_conninfo("dbname=pgstash_test")),
+        px({"pool.mode = \"transaction\"", "pool.size = 2", "cache.enabled = true",
+            "cache.path = " + toml_string(dir.path() + "/cache")}),
+        s(create_then_port()) {}
+  ~cached_table() {
+    try {
+      direct.exec("drop table " + name);
+    } catch (const std::exception& e) {
+      MESSAGE("cleanup: " << e.what());
+    }
+  }
+  int create_then_port() {
+    direct.exec("create table " + name + " (id int primary key, v text)");
+    direct.exec("insert into " + name + " values (1, 'one'), (2, 'two')");
+    return px.port();
+  }
+
+  const std::string name;
+  pg_conn direct;
   temp_dir dir;
-  pgstash_instance px({"pool.mode = \"transaction\"", "pool.size = 2", "cache.enabled = true",
-                       "cache.path = " + toml_string(dir.path() + "/cache")});
-  sides s(px.port());
+  pgstash_instance px;
+  sides s;
+};
+
+TEST_CASE("cache protocol: portals pgstash bound from the cache behave as the server's") {
+  cached_table t("itest_cache_portal_");
+  const std::string& table = t.name;
+  pg_conn& direct = t.direct;
+  sides& s = t.s;
   const std::string read = "select v from " + table + " order by id";
   s.both(parse_msg("s", read) + sync_msg());
   const std::string bound = bind_msg("p", "s") + frame('D', "Pp" + std::string(1, '\0'));
@@ -99,19 +124,13 @@ TEST_CASE("cache protocol: portals pgstash bound from the cache behave as the se
   s.both(query_frame("select 1"));
   CHECK(s.both(execute_msg("") + sync_msg()) == std::vector<std::string>{"E:34000", "Z:E"});
   s.both(query_frame("rollback"));
-
-  direct.exec("drop table " + table);
 }
 
 TEST_CASE("cache protocol: a partial fetch is never stored") {
-  const std::string table = "itest_cache_partial_" + unique_suffix();
-  pg_conn direct(direct_conninfo("dbname=pgstash_test"));
-  direct.exec("create table " + table + " (id int primary key, v text)");
-  direct.exec("insert into " + table + " values (1, 'one'), (2, 'two')");
-  temp_dir dir;
-  pgstash_instance px({"pool.mode = \"transaction\"", "pool.size = 2", "cache.enabled = true",
-                       "cache.path = " + toml_string(dir.path() + "/cache")});
-  sides s(px.port());
+  cached_table t("itest_cache_partial_");
+  const std::string& table = t.name;
+  pg_conn& direct = t.direct;
+  sides& s = t.s;
   const std::string read = "select v from " + table + " order by id desc";
   s.both(parse_msg("s", read) + sync_msg());
   const std::string first_row = bind_msg("p", "s") + frame('D', "Pp" + std::string(1, '\0')) +
@@ -124,7 +143,6 @@ TEST_CASE("cache protocol: a partial fetch is never stored") {
   const std::string before = calls_of(direct, table + " order by id desc");
   for (int i = 0; i < 10; ++i) s.both(first_row);
   CHECK(std::stoi(calls_of(direct, table + " order by id desc")) - std::stoi(before) == 20);
-  direct.exec("drop table " + table);
 }
 
 }  // namespace
