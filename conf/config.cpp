@@ -352,6 +352,12 @@ class loader {
              "e.g. slot = \"pgstash_a\"");
     }
     const auto& c = cfg_.cache;
+    if (c.enabled && c.consistency == cache_consistency::strict && !cfg_.invalidation.replication) {
+      report(set_at_["cache.consistency"],
+             "cache.consistency \"strict\" needs invalidation.replication = true",
+             "set replication = true under [invalidation] (wal_level = logical on the server), "
+             "or consistency = \"instance\"");
+    }
     if (!c.warm_statements.empty() && (c.warm_database.empty() || c.warm_user.empty())) {
       report(set_at_["cache.warm_statements"],
              "cache.warm_statements needs cache.warm_database and cache.warm_user",

@@ -23,6 +23,10 @@ enum class auth_method { trust, md5, scram_sha_256 };
 enum class pool_mode { session, transaction };
 // How pgstash secures its connections to PostgreSQL (libpq's sslmode names).
 enum class server_tls { disable, prefer, require, verify_full };
+// Which writes a cache hit is proven to have seen: those through this
+// pgstash (others within the stream's lag), or every write acknowledged
+// before the read (each hit waits for the replication stream).
+enum class cache_consistency { instance, strict };
 
 struct listen_section {
   // Affects behaviour.
@@ -132,6 +136,10 @@ struct cache_section {
   // A miss of a key another client is fetching waits for that result this
   // long at most before it goes to the server itself; 0 = never waits.
   std::uint32_t coalesce_wait_ms = 5000;
+  cache_consistency consistency = cache_consistency::instance;
+  // Strict: a hit the stream has not proven within this long goes to the
+  // server instead.
+  std::uint32_t strict_wait_ms = 1000;
   // Run through pgstash as warm_user in warm_database at start and after
   // every global invalidation, so that the first clients get hits.
   std::vector<std::string> warm_statements;

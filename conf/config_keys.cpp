@@ -133,6 +133,7 @@ consteval key_row counting(key_unit unit, key_row row) {
 constexpr std::array<std::string_view, 3> k_auth_methods = {"trust", "md5", "scram-sha-256"};
 constexpr std::array<std::string_view, 6> k_log_levels = {"trace", "debug", "info",
                                                           "warn",  "error", "off"};
+constexpr std::array<std::string_view, 2> k_consistency = {"instance", "strict"};
 constexpr std::array<std::string_view, 2> k_log_formats = {"text", "json"};
 constexpr std::array<std::string_view, 2> k_pool_modes = {"session", "transaction"};
 constexpr std::array<std::string_view, 1> k_pool_modes_later = {"statement"};
@@ -193,6 +194,12 @@ constexpr std::array k_keys = {
              integer_key<&config::cache, &cache_section::compress_min_size>(
                  "cache.compress_min_size", 64, 1'073'741'824,
                  "Cached responses at least this many bytes are stored zstd-compressed.")),
+    choice_key<&config::cache, &cache_section::consistency, k_consistency>(
+        "cache.consistency", {},
+        "`instance`: a hit has seen every write acknowledged through this pgstash, and writes "
+        "elsewhere within the replication stream's lag; `strict`: every write acknowledged "
+        "before the read, wherever it was made (each hit waits for the stream to pass a WAL "
+        "position read after it arrived; needs `invalidation.replication`)."),
     counting(key_unit::seconds,
              integer_key<&config::cache, &cache_section::default_ttl>(
                  "cache.default_ttl", 0, 31'536'000,
@@ -213,6 +220,10 @@ constexpr std::array k_keys = {
         "cache.path", true,
         "Directory of the cache's LMDB files (created; entries of an earlier run are "
         "discarded)."),
+    integer_key<&config::cache, &cache_section::strict_wait_ms>(
+        "cache.strict_wait_ms", 1, k_max_timeout_ms,
+        "Strict consistency: a hit the replication stream has not proven within this many ms "
+        "goes to the server instead."),
     string_key<&config::cache, &cache_section::warm_database>(
         "cache.warm_database", false,
         "Database (as clients name it) that `cache.warm_statements` run in; required with them."),

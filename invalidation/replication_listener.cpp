@@ -1,8 +1,5 @@
 #include "invalidation/replication_listener.hpp"
 
-#include <libpq-fe.h>
-#include <poll.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -11,9 +8,13 @@
 #include <thread>
 #include <vector>
 
+#include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 
 #include "invalidation/change_stream.hpp"
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 namespace pgstash::invalidation {
 
@@ -41,6 +42,30 @@ constexpr const char* k_ddl_function =
 constexpr const char* k_ddl_trigger =
     "CREATE EVENT TRIGGER pgstash_ddl ON ddl_command_end "
     "EXECUTE FUNCTION public.pgstash_ddl_message()";
+
+// Strict consistency's poll: the end of the WAL inserted so far, which
+// covers every commit acknowledged before it, also those of transactions
+// that committed without waiting for the WAL to be flushed.
+constexpr const char* k_position_query = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
+
+// An eventfd that wakes the stream's thread when a hit wants a poll. Shared
+// with the waker the stream's status keeps, which may outlive the stream.
+struct wake_fd {
+  wake_fd() : fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~wake_fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  wake_fd(const wake_fd&) = delete;
+  wake_fd& operator=(const wake_fd&) = delete;
+  void signal() const {
+    if (fd >= 0) ::eventfd_write(fd, 1);
+  }
+  void drain() const {
+    eventfd_t ignored;
+    if (fd >= 0) ::eventfd_read(fd, &ignored);
+  }
+  const int fd;
+};
 
 struct result_deleter {
   void operator()(PGresult* r) const { PQclear(r); }
@@ -82,7 +107,8 @@ class database_stream {
         options_(options),
         generations_(generations),
         ddl_seen_(ddl_seen),
-        status_(std::make_shared<stream_status>()),
+        poll_wanted_(std::make_shared<wake_fd>()),
+        status_(std::make_shared<stream_status>([wake = poll_wanted_] { wake->signal(); })),
         thread_([this] { run(); }) {}
 
   ~database_stream() {
@@ -137,6 +163,8 @@ class database_stream {
       } else {
         set_state(stream_state::connecting);
       }
+      // Hits waiting for its proof go to the server.
+      status_->barrier().reset();
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, e.unavailable ? k_retry_unavailable : k_retry_down,
                      [this] { return stopping_; });
@@ -155,6 +183,17 @@ class database_stream {
   static bool wait_socket(PGconn* c, short events) {
     pollfd p{PQsocket(c), events, 0};
     return ::poll(&p, 1, static_cast<int>(k_poll.count())) >= 0 || errno == EINTR;
+  }
+
+  // wait_socket(), also woken by the answer of a position poll in flight
+  // and by a hit that wants a poll.
+  bool wait_stream(PGconn* c, short events, PGconn* position) {
+    pollfd p[] = {{PQsocket(c), events, 0},
+                  {poll_wanted_->fd, POLLIN, 0},
+                  {position ? PQsocket(position) : -1, POLLIN, 0}};
+    const bool ok = ::poll(p, 3, static_cast<int>(k_poll.count())) >= 0 || errno == EINTR;
+    if (p[1].revents & POLLIN) poll_wanted_->drain();
+    return ok;
   }
 
   // Runs one command without blocking the thread for good: a stop is
@@ -271,6 +310,15 @@ class database_stream {
     ddl_seen_(database_);
     bump_database();
 
+    connection position;
+    if (options_.strict) {
+      const char* const keywords[] = {"connect_timeout", "application_name", "dbname", nullptr};
+      const char* const values[] = {"5", "pgstash wal position", conninfo_.c_str(), nullptr};
+      position.reset(PQconnectdbParams(keywords, values, 1));
+      if (PQstatus(position.get()) != CONNECTION_OK || PQsetnonblocking(position.get(), 1) != 0)
+        return {false, "WAL position connection: " + error_of(position.get(), nullptr)};
+    }
+
     result started = exec(c, "START_REPLICATION SLOT " + identifier(c, slot) +
                                  " LOGICAL 0/0 (\"include-xids\" '0', \"skip-empty-xacts\" '1')");
     if (!started || PQresultStatus(started.get()) != PGRES_COPY_BOTH)
@@ -280,7 +328,7 @@ class database_stream {
     set_state(stream_state::following);
     spdlog::info("cache invalidation: following database \"{}\" (slot {})", database_, slot);
     last_logged_.clear();
-    return follow(c);
+    return follow(c, position.get());
   }
 
   void bump_database() {
@@ -308,8 +356,41 @@ class database_stream {
            PQflush(c) >= 0;
   }
 
-  ended follow(PGconn* c) {
+  // Strict consistency: reads the answer of the position poll in flight, if
+  // it has come, and sends the next one if a hit wants it. A position the
+  // stream has not reached yet makes it ask the server where it stands.
+  std::optional<ended> poll_position(PGconn* c, PGconn* position, bool& in_flight,
+                                     std::uint64_t confirmable) {
+    wal_barrier& barrier = status_->barrier();
+    if (in_flight) {
+      if (!PQconsumeInput(position))
+        return ended{false, "WAL position connection: " + error_of(position, nullptr)};
+      if (PQisBusy(position)) return std::nullopt;
+      result r(PQgetResult(position));
+      while (result more{PQgetResult(position)}) {
+      }
+      const auto lsn = r && PQresultStatus(r.get()) == PGRES_TUPLES_OK && PQntuples(r.get()) == 1
+                           ? parse_lsn(PQgetvalue(r.get(), 0, 0))
+                           : std::nullopt;
+      if (!lsn) return ended{false, "WAL position connection: " + error_of(position, r.get())};
+      in_flight = false;
+      barrier.polled(*lsn);
+      if (barrier.behind() && !send_status(c, confirmable))
+        return ended{false, error_of(c, nullptr)};
+    }
+    if (barrier.poll_due()) {
+      barrier.poll_sent(std::chrono::steady_clock::now());
+      if (!PQsendQuery(position, k_position_query))
+        return ended{false, "WAL position connection: " + error_of(position, nullptr)};
+      in_flight = true;
+    }
+    barrier.expire(std::chrono::steady_clock::now());
+    return std::nullopt;
+  }
+
+  ended follow(PGconn* c, PGconn* position) {
     change_stream decoder;
+    bool position_in_flight = false;
     std::uint64_t confirmable = 0;
     auto now = std::chrono::steady_clock::now();
     auto last_status = now, last_heard = now;
@@ -326,8 +407,12 @@ class database_stream {
           apply(decoder.last_commit());
           status_->commits_.fetch_add(1, std::memory_order_relaxed);
           confirmable = std::max(confirmable, decoder.last_commit().end_lsn);
+          status_->barrier().applied(confirmable);
         } else if (ev == change_stream::event::keepalive) {
+          // Outside a transaction's changes the server's position is
+          // passed: every commit before it has been sent and applied.
           if (!decoder.in_transaction()) confirmable = std::max(confirmable, decoder.keepalive_end());
+          status_->barrier().applied(confirmable);
           if (decoder.reply_requested()) {
             if (!send_status(c, confirmable)) return {false, error_of(c, nullptr)};
             last_status = std::chrono::steady_clock::now();
@@ -348,8 +433,13 @@ class database_stream {
         if (!send_status(c, confirmable)) return {false, error_of(c, nullptr)};
         last_status = now;
       }
+      if (position) {
+        if (auto e = poll_position(c, position, position_in_flight, confirmable)) return *e;
+      }
       const bool unsent = PQflush(c) == 1;
-      if (!wait_socket(c, unsent ? POLLIN | POLLOUT : POLLIN)) return {false, "poll failed"};
+      if (!wait_stream(c, unsent ? POLLIN | POLLOUT : POLLIN,
+                       position_in_flight ? position : nullptr))
+        return {false, "poll failed"};
       if (PQconsumeInput(c) == 0) return {false, error_of(c, nullptr)};
     }
     return {false, "stopping"};
@@ -360,6 +450,7 @@ class database_stream {
   const replication_options& options_;
   generations& generations_;
   const replication_listener::ddl_callback& ddl_seen_;
+  const std::shared_ptr<wake_fd> poll_wanted_;
   std::shared_ptr<stream_status> status_;
   std::mutex mutex_;
   std::condition_variable wake_;

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "invalidation/generations.hpp"
+#include "invalidation/wal_barrier.hpp"
 
 namespace pgstash::invalidation {
 
@@ -50,6 +51,10 @@ struct replication_options {
   // Where the stream cannot run, serve hits anyway (the cache's TTL bounds
   // them); false when nothing would bound them.
   bool serve_unfollowed = true;
+  // Strict consistency: each stream also polls the server's WAL position,
+  // on a control connection of its own, for the hits waiting on its proof
+  // (stream_status::barrier()).
+  bool strict = false;
 };
 
 enum class stream_state : std::uint8_t { connecting, following, unavailable };
@@ -60,6 +65,8 @@ constexpr std::string_view to_string(stream_state s) {
 
 class stream_status {
  public:
+  explicit stream_status(wal_barrier::waker poll_wanted) : barrier_(std::move(poll_wanted)) {}
+
   stream_state state() const { return state_.load(std::memory_order_acquire); }
   // Hits may be served: the stream follows the server, or cannot and the
   // TTL bounds what it would have caught.
@@ -73,12 +80,17 @@ class stream_status {
   }
   // Committed transactions applied (their relations invalidated).
   std::uint64_t commits_applied() const { return commits_.load(std::memory_order_relaxed); }
+  // Strict consistency: proves hits once the stream has applied the WAL up
+  // to a position read after they arrived. Proves nothing while the stream
+  // is not following, and without the strict option.
+  wal_barrier& barrier() const { return barrier_; }
 
  private:
   friend class database_stream;
   std::atomic<stream_state> state_ = stream_state::connecting;
   std::atomic<std::chrono::steady_clock::rep> last_heard_ = 0;
   std::atomic<std::uint64_t> commits_ = 0;
+  mutable wal_barrier barrier_;
 };
 
 class replication_listener {

@@ -167,7 +167,8 @@ cache_client::cache_client(result_cache& shared, identity who)
       startup_settings_(session_state(who_.startup).settings()),
       database_id_(invalidation::database_id(who_.database)),
       any_write_id_(invalidation::any_write_id(who_.database)),
-      stream_(shared_.follow(who_.database, who_.conninfo)) {
+      stream_(shared_.follow(who_.database, who_.conninfo)),
+      strict_(stream_ && shared_.config().consistency == conf::cache_consistency::strict) {
   // Asked now, so that the answer is there by the session's first
   // transaction.
   shared_.catalog().try_isolation(who_.database, who_.conninfo, who_.user);
@@ -353,8 +354,16 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   // While the stream is down a write elsewhere may be unseen: no hits, but
   // results are still stored (the reconnection invalidates them all if one
   // was missed).
-  const bool serving = !stream_ || stream_->serving();
+  bool serving = !stream_ || stream_->serving();
+  // Strict: a hit waits for the stream's proof, once; unproven after the
+  // wait, the read goes to the server.
+  const bool unproven = serving && strict_ && !stream_->barrier().passed(arrived_);
+  if (unproven && stream_waited_) serving = false;
   if (serving && shared_.store().get(key, result_cache::now_ms(), response)) {
+    if (unproven) {
+      unproven_ = unproven_hit{&stream_->barrier(), arrived_};
+      return {};
+    }
     shared_.count_hit();
     out.response = std::move(response);
     return out;

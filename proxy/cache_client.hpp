@@ -168,6 +168,23 @@ class cache_client {
 
   result_cache& shared() { return shared_; }
 
+  // ---- Strict consistency (cache.consistency = "strict"): a hit is served
+  // only once the replication stream proves it (invalidation::wal_barrier).
+  // The client's bytes last read arrived `at`.
+  void read_arrived(std::chrono::steady_clock::time_point at) { arrived_ = at; }
+  bool strict() const { return strict_; }
+  // The last look-up found a hit the stream has not proven yet: it was
+  // answered as a pass-through, to be looked up again once the barrier
+  // returned has proven when the read arrived (or has given up).
+  struct unproven_hit {
+    invalidation::wal_barrier* barrier;
+    std::chrono::steady_clock::time_point arrived;
+  };
+  std::optional<unproven_hit> take_unproven_hit() { return std::exchange(unproven_, {}); }
+  // The session waited for the proof: until stream_waited(false), look-ups
+  // serve a hit if it came, and miss if not.
+  void stream_waited(bool waited) { stream_waited_ = waited; }
+
  private:
   // The reads `a` depends on, or the reason it cannot be cached; their
   // bare names too if `names` is not null.
@@ -205,6 +222,10 @@ class cache_client {
   std::uint64_t any_write_id_;
   // Null unless writes that bypass pgstash are followed.
   std::shared_ptr<const invalidation::stream_status> stream_;
+  const bool strict_;
+  std::chrono::steady_clock::time_point arrived_{};
+  std::optional<unproven_hit> unproven_;
+  bool stream_waited_ = false;
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote
   bool pending_ddl_ = false;
   bool transaction_wrote_ = false;  // see cache_write_set::ends_transaction_hits

@@ -340,8 +340,7 @@ awaitable<void> client_session::client_loop() {
     // pump starts it again when the last answer arrives.
     if (!relay_->owed()) arm_idle_timer();
     error_code ec;
-    const std::size_t n = co_await client_.read_more(ec);
-    traffic_->received(n);
+    co_await read_from_client(ec);
     idle_timer_.reset();
     if (!idle_sqlstate_.empty()) {
       end_sqlstate_ = idle_sqlstate_;
@@ -362,20 +361,26 @@ awaitable<void> client_session::client_loop() {
   }
 }
 
-awaitable<void> client_session::wait_for_fetch(cache::key key) {
+awaitable<void> client_session::read_from_client(error_code& ec) {
+  const std::size_t n = co_await client_.read_more(ec);
+  traffic_->received(n);
+  if (cache_ && cache_->strict()) cache_->read_arrived(std::chrono::steady_clock::now());
+}
+
+awaitable<void> client_session::wait_until_woken(const subscription& subscribe) {
   auto timer = std::make_shared<asio::steady_timer>(client_.socket().get_executor());
   auto woken = std::make_shared<bool>(false);
-  // The releasing session may run on another worker: the wake-up is posted
-  // to this one's.
+  // The waker may run on another thread: the wake-up is posted to this
+  // session's worker.
   auto wake = [timer, woken] {
     asio::post(timer->get_executor(), [timer, woken] {
       *woken = true;
       timer->cancel();
     });
   };
-  const auto since = ctx_.cache->in_flight().wait(key, std::move(wake));
-  if (!since) co_return;
-  timer->expires_at(*since + std::chrono::milliseconds(ctx_.cfg->cache.coalesce_wait_ms));
+  const auto deadline = subscribe(std::move(wake));
+  if (!deadline) co_return;
+  timer->expires_at(*deadline);
   co_await flush_to_server();
   if (*woken) co_return;
   error_code ec;
@@ -384,13 +389,31 @@ awaitable<void> client_session::wait_for_fetch(cache::key key) {
 
 awaitable<relay::plan> client_session::plan_frame(char tag, std::string_view frame) {
   relay::plan plan = relay_->plan_frame(tag, frame);
+  if (cache_) {
+    if (auto hit = cache_->take_unproven_hit()) {
+      plan = {};
+      const auto give_up = std::chrono::steady_clock::now() +
+                           std::chrono::milliseconds(ctx_.cfg->cache.strict_wait_ms);
+      co_await wait_until_woken([&](std::function<void()> wake) -> std::optional<clock_time> {
+        if (hit->barrier->wait(hit->arrived, give_up, std::move(wake))) return std::nullopt;
+        return give_up;
+      });
+      cache_->stream_waited(true);
+      plan = relay_->plan_frame(tag, frame);
+      cache_->stream_waited(false);
+    }
+  }
   // A session that holds claims of its own never waits: it could be
   // waiting for itself, or for one that waits for it.
   if (!plan.capture || !plan.capture->fetched_elsewhere() || relay_->holds_captures())
     co_return plan;
   const cache::key key = plan.capture->key();
   plan = {};
-  co_await wait_for_fetch(key);
+  co_await wait_until_woken([&](std::function<void()> wake) -> std::optional<clock_time> {
+    const auto since = ctx_.cache->in_flight().wait(key, std::move(wake));
+    if (!since) return std::nullopt;
+    return *since + std::chrono::milliseconds(ctx_.cfg->cache.coalesce_wait_ms);
+  });
   co_return relay_->plan_frame(tag, frame);
 }
 
@@ -419,8 +442,7 @@ awaitable<bool> client_session::read_whole_frame(std::string& frame, std::uint32
     if (frame.size() == size) break;
     client_.compact();
     error_code ec;
-    const std::size_t n = co_await client_.read_more(ec);
-    traffic_->received(n);
+    co_await read_from_client(ec);
     if (ec) co_return false;
   }
   co_return true;

@@ -21,7 +21,9 @@
 // running it (shared_ptr).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -104,10 +106,19 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // ended first: the answers will never come (the server connection was
   // lost), so the client cannot go on.
   awaitable<bool> wait_for_answers();
-  // `key`'s result is being fetched by another client: waits until it is
-  // stored (or will not be), at most cache.coalesce_wait_ms.
-  awaitable<void> wait_for_fetch(cache::key key);
-  // plan_frame(), after waiting once for a result another client fetches.
+  // Reads more of the client's bytes (noting when they arrived, for strict
+  // cache consistency).
+  awaitable<void> read_from_client(error_code& ec);
+  // `subscribe` hands a waker to whatever will call it and returns the
+  // deadline of the wait, or nothing if there is nothing to wait for. Waits
+  // until the waker is called or the deadline passes.
+  using clock_time = std::chrono::steady_clock::time_point;
+  using subscription = std::function<std::optional<clock_time>(std::function<void()>)>;
+  awaitable<void> wait_until_woken(const subscription& subscribe);
+  // relay::plan_frame(), after waiting once if the cache holds a hit back
+  // for the replication stream's proof (strict consistency), and once more
+  // if another client is fetching the result of a miss
+  // (cache.coalesce_wait_ms).
   awaitable<relay::plan> plan_frame(char tag, std::string_view frame);
   // Reads the frame at the head of the buffer, larger than the buffer,
   // whole into `frame`. Returns false if the client is gone.

@@ -36,9 +36,13 @@ std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
   if (!shared->store_) return nullptr;
   if (followed.replication) {
     invalidation::catalog_service& catalog = shared->catalog_;
+    const bool strict = cfg.consistency == conf::cache_consistency::strict;
     shared->listener_ = std::make_unique<invalidation::replication_listener>(
-        invalidation::replication_options{followed.slot, cfg.default_ttl > 0}, generations,
-        [&catalog](const std::string& database) { catalog.forget(database); });
+        invalidation::replication_options{.slot = followed.slot,
+                                          // Strict promises what no TTL can bound.
+                                          .serve_unfollowed = cfg.default_ttl > 0 && !strict,
+                                          .strict = strict},
+        generations, [&catalog](const std::string& database) { catalog.forget(database); });
   }
   return shared;
 }

@@ -19,6 +19,12 @@ replication stream (invalidation.replication = true), seen from psycopg through 
   server_restarted
       PostgreSQL restarted (a private cluster): a write made right after the restart is seen by
       the first read through pgstash.
+  strict_read_your_writes
+      cache.consistency = "strict": a read sent right after a direct write's acknowledgement
+      returns the new row every time, whether the writer waited for the WAL flush
+      (synchronous_commit = on) or not (off, as the test cluster runs); and the cache still
+      answers the reads that follow. The same traffic through a pgstash in the default mode gets
+      stale rows (so the case can fail).
   unlogged_not_cached
       an UNLOGGED table's writes are in no stream: its reads are never answered from the cache.
   no_replication_privilege, wal_level_replica
@@ -44,7 +50,8 @@ SESSION = ['pool.mode = "session"', "pool.size = 8"]
 SEEN_WITHIN = 5.0
 
 
-def start_following(case, mode, cluster_dir=None, follow=True, ttl=0, user="postgres"):
+def start_following(case, mode, cluster_dir=None, follow=True, ttl=0, user="postgres",
+                    extra=()):
     """A pgstash with the cache on; its stream of DB starts with the first client there (this
     function's, as `user`: the stream logs in as the first client)."""
     path = os.path.join(case.root, f"{case.name}-cache-{len(case.instances) + 1}")
@@ -52,7 +59,7 @@ def start_following(case, mode, cluster_dir=None, follow=True, ttl=0, user="post
              f'invalidation.slot = "t_{case.name[:30]}"']
     if follow:
         lines.append("invalidation.replication = true")
-    inst = case.start(*lines, cluster_dir=cluster_dir)
+    inst = case.start(*lines, *extra, cluster_dir=cluster_dir)
     first_read(inst.port, "select 1", user=user)
     return inst
 
@@ -304,6 +311,49 @@ def case_server_restarted(case):
     ok("after a PostgreSQL restart, a direct write is seen by the first read")
 
 
+def read_after_writes(conn, t, sql, synchronous_commit, writes=15):
+    """Each write made directly, then read through pgstash at once; how many of those reads
+    were stale. Every value is then read until seen and once more (a hit again)."""
+    stale = 0
+    with admin(DB) as writer:
+        writer.execute(f"set synchronous_commit = {synchronous_commit}")
+        for i in range(writes):
+            value = f"{synchronous_commit}-{i}"
+            writer.execute(f"update {t} set v = %s where id = 1", (value,))
+            if read(conn, sql) != [(value,)]:
+                stale += 1
+            seen_within(conn, sql, [(value,)])
+            read(conn, sql)
+    return stale
+
+
+def case_strict_read_your_writes(case):
+    ensure_database()
+    t = f"fw_{case.name}"
+    sql = one_row_table(t)
+    strict = start_following(case, TRANSACTION, extra=['cache.consistency = "strict"'])
+    wait_for_log(strict, FOLLOWING)
+    with connect(strict.port, dbname=DB) as conn:
+        cached(conn, sql, t, [("one",)])
+        ok("in strict mode repeated reads are still answered from the cache")
+        for synchronous_commit in ["on", "off"]:
+            stale = read_after_writes(conn, t, sql, synchronous_commit)
+            expect(stale == 0, f"strict mode returned {stale} stale rows of 15 right after a "
+                               f"direct write (synchronous_commit = {synchronous_commit})")
+            ok(f"strict: 0 of 15 reads right after a direct write were stale "
+               f"(synchronous_commit = {synchronous_commit})")
+        cached(conn, sql, t, [("off-14",)])
+    server(f"update {t} set v = 'one' where id = 1")
+    default = start_following(case, TRANSACTION, extra=['invalidation.slot = "t_default_mode"'])
+    wait_for_log(default, FOLLOWING)
+    with connect(default.port, dbname=DB) as conn:
+        cached(conn, sql, t, [("one",)])
+        stale = read_after_writes(conn, t, sql, "off")
+        expect(stale > 0, "the default mode returned no stale row right after direct writes: "
+                          "this case cannot tell strict mode from it")
+        ok(f"default mode: {stale} of 15 reads right after a direct write were stale")
+
+
 def case_unlogged_not_cached(case):
     ensure_database()
     t = f"fw_{case.name}"
@@ -359,6 +409,7 @@ CASES = [
     ("no_hits_while_down", case_no_hits_while_down, 60),
     ("stream_killed", case_stream_killed, 60),
     ("server_restarted", case_server_restarted, 90),
+    ("strict_read_your_writes", case_strict_read_your_writes, 90),
     ("unlogged_not_cached", case_unlogged_not_cached, CASE_TIMEOUT),
     ("no_replication_privilege", case_no_replication_privilege, CASE_TIMEOUT),
     ("wal_level_replica", case_wal_level_replica, 60),

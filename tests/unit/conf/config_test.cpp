@@ -30,9 +30,9 @@ std::string only_error(const std::string& text) {
 const std::vector<std::string> k_all_keys = {
     "admin.host", "admin.max_connections", "admin.port", "admin.token", "admin.users",
     "auth.database", "auth.file", "auth.method", "auth.query", "auth.query_cache_ms", "auth.user",
-    "cache.coalesce_wait_ms", "cache.compress_min_size", "cache.default_ttl", "cache.enabled",
-    "cache.max_entry_size",
-    "cache.max_size", "cache.path", "cache.warm_database", "cache.warm_statements",
+    "cache.coalesce_wait_ms", "cache.compress_min_size", "cache.consistency", "cache.default_ttl",
+    "cache.enabled", "cache.max_entry_size", "cache.max_size", "cache.path", "cache.strict_wait_ms",
+    "cache.warm_database", "cache.warm_statements",
     "cache.warm_user",
     "invalidation.replication", "invalidation.slot",
     "limits.analysis_cache_entries", "limits.client_idle_timeout_ms",
@@ -497,6 +497,20 @@ TEST_CASE("client TLS needs both the certificate and the key") {
         "t.toml:3:16: listen.tls_key_file is set without listen.tls_cert_file "
         "(set both to enable TLS for clients, or neither)");
   CHECK(load("[listen]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n").errors.empty());
+}
+
+TEST_CASE("strict cache consistency needs the replication stream") {
+  CHECK(only_error("[cache]\nenabled = true\nconsistency = \"strict\"\n") ==
+        "t.toml:3:15: cache.consistency \"strict\" needs invalidation.replication = true "
+        "(set replication = true under [invalidation] (wal_level = logical on the server), or "
+        "consistency = \"instance\")");
+  const load_result strict = load(
+      "[cache]\nenabled = true\nconsistency = \"strict\"\nstrict_wait_ms = 250\n"
+      "[invalidation]\nreplication = true\n");
+  REQUIRE(strict.errors.empty());
+  CHECK(strict.cfg->cache.consistency == cache_consistency::strict);
+  CHECK(strict.cfg->cache.strict_wait_ms == 250);
+  CHECK(load("").cfg->cache.consistency == cache_consistency::instance);
 }
 
 TEST_CASE("the admin port must not be the client port") {
