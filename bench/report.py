@@ -51,6 +51,11 @@ WORKLOADS = {
                            "cacheable, prepared"),
     "readmostly": ("read-mostly: 95% `cacheable.sql`, 5% `UPDATE pgbench_branches`, simple "
                    "protocol", "read-mostly"),
+    "cacheable_followed": ("cacheable reads, prepared protocol, pgstash alone following the "
+                           "replication stream (default consistency)", "cacheable, followed"),
+    "cacheable_strict": ("cacheable reads, prepared protocol, pgstash alone following the "
+                         "replication stream, `cache.consistency = \"strict\"`",
+                         "cacheable, strict"),
     "tpcb": ("TPC-B (pgbench's default read-write transaction)", "TPC-B"),
 }
 
@@ -269,7 +274,7 @@ def workload_title(wid, meta, short=False):
     return title.format(clients=f"{meta['many_clients']:,}", pool=meta["pool_size"])
 
 
-def evaluate(meta, get):
+def evaluate(meta, get, outdir):
     """The project's targets, beside what was measured. Nothing here is asserted."""
     rows = []
     mode = meta["pgstash_mode"]
@@ -351,7 +356,29 @@ def evaluate(meta, get):
                          f"({2 * pp['tps'] / floor['tps']:.2f}×)")
         rows.append((f"cache hit vs `SELECT 1` direct, {proto}", "cheaper (more statements/s)",
                      measured, verdict(ok, None if cache_built else "cache not built yet")))
+
+    st, df = get("cacheable_strict", "pgstash"), get("cacheable_followed", "pgstash")
+    r = ratio(st, df)
+    rows.append(("strict consistency against the default mode (both following the stream)",
+                 "measured (about one round trip added per hit)",
+                 "–" if r is None else f"{st['tps']:,.0f} vs {df['tps']:,.0f} TPS ({r:.2f}×)",
+                 verdict(None if r is None else True)))
+
+    lag = follow_lag(outdir)
+    if lag:
+        load = lag["under_write_load"]
+        rows.append(("lag of a direct write under write load", "p99 ≤ 100 ms",
+                     f"p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms "
+                     f"({load['server_commits_per_s']:,} commits/s on the server); idle: p50 "
+                     f"{lag['idle']['p50_ms']} ms, p99 {lag['idle']['p99_ms']} ms",
+                     verdict(load["p99_ms"] <= 100)))
     return rows
+
+
+def follow_lag(outdir):
+    """bench/follow_lag.py's figures from this run, if it ran."""
+    path = os.path.join(outdir, "raw", "follow_lag.json")
+    return json.load(open(path)) if os.path.exists(path) else None
 
 
 def mean(values):
@@ -503,7 +530,7 @@ def render(outdir):
     md.append("")
     md.append("| target | goal | measured | |")
     md.append("|---|---|---|---|")
-    targets = evaluate(meta, get)
+    targets = evaluate(meta, get, outdir)
     for row in targets:
         md.append("| " + " | ".join(row) + " |")
     md.append("")

@@ -230,7 +230,8 @@ detect_pgstash_features() {
   fi
 }
 
-# start_pgstash [cache]: with "cache", the result cache is on.
+# start_pgstash [cache [LINE...]]: with "cache", the result cache is on, with these config lines
+# besides.
 start_pgstash() {
   local extra=(
     "listen.max_client_conn = $MAX_CLIENTS"
@@ -243,7 +244,9 @@ start_pgstash() {
   # waits for one. Make it give up after 3 s instead of the default 2 min, so that the
   # 1,000-client and idle runs fail quickly rather than hang.
   [[ $PGSTASH_MODE == transaction ]] || extra+=("pool.wait_timeout_ms = 3000")
-  [[ ${1:-} != cache ]] || extra+=("${PGSTASH_CACHE_CONFIG[@]}" "cache.path = \"$WORK/pgstash-cache\"")
+  if [[ ${1:-} == cache ]]; then
+    extra+=("${PGSTASH_CACHE_CONFIG[@]}" "cache.path = \"$WORK/pgstash-cache\"" "${@:2}")
+  fi
   local out
   out=$(PGSTASH_TEST_CLUSTER_DIR=$WORK/cluster PGSTASH_BIN=$PGSTASH_BIN \
     "$ROOT/tests/lib/pgstash_instance.sh" start "$WORK/pgstash" "${extra[@]}") ||
