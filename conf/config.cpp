@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -29,10 +30,11 @@ namespace {
 using namespace detail;
 
 constexpr std::string_view k_databases = "databases";
+constexpr std::string_view k_peers = "peers";
 
-// Every section name, sorted, [databases] included.
+// Every section name, sorted, [databases] and [peers] included.
 std::vector<std::string_view> section_names() {
-  std::vector<std::string_view> names{k_databases};
+  std::vector<std::string_view> names{k_databases, k_peers};
   for (const auto& row : all_keys()) names.push_back(section_of(row.name));
   std::ranges::sort(names);
   names.erase(std::unique(names.begin(), names.end()), names.end());
@@ -150,6 +152,7 @@ class loader {
     std::string_view name = key.str();
     if (const auto* table = node.as_table()) {
       if (name == k_databases) return read_databases(*table);
+      if (name == k_peers) return read_peers(*table);
       if (is_section(name)) {
         for (auto&& [k, v] : *table) read_key(name, k, v);
         return;
@@ -297,6 +300,40 @@ class loader {
     return std::nullopt;
   }
 
+  void read_peers(const toml::table& table) {
+    for (auto&& [key, node] : table) {
+      const std::string name = "peers." + std::string(key.str());
+      std::uint32_t id = 0;
+      const auto [end, ec] =
+          std::from_chars(key.str().data(), key.str().data() + key.str().size(), id);
+      if (ec != std::errc() || end != key.str().data() + key.str().size() || id == 0 ||
+          id > k_max_peer_id) {
+        report(place_of(key.source()),
+               "peer id " + quoted(key.str()) + " is not a number from 1 to " +
+                   std::to_string(k_max_peer_id),
+               "write <peer_id> = \"host:port\", e.g. 2 = \"10.0.0.2:6432\"");
+        continue;
+      }
+      const auto* value = node.as_string();
+      const std::string text = value ? value->get() : "";
+      const auto colon = text.rfind(':');
+      std::uint32_t port = 0;
+      const char* port_end = text.data() + text.size();
+      const bool parsed =
+          colon != std::string::npos && colon > 0 &&
+          std::from_chars(text.data() + colon + 1, port_end, port).ptr == port_end &&
+          colon + 1 < text.size() && port >= 1 && port <= 65535;
+      if (!parsed) {
+        report(place_of(node.source()), name + " must be \"host:port\"",
+               "the address peer " + std::to_string(id) + " accepts clients on, e.g. " +
+                   quoted("10.0.0." + std::to_string(id) + ":6432"));
+        continue;
+      }
+      cfg_.peers[id] = {text.substr(0, colon), static_cast<std::uint16_t>(port)};
+      if (!set_at_.contains(k_peers)) set_at_[k_peers] = place_of(key.source());
+    }
+  }
+
   void read_databases(const toml::table& table) {
     for (auto&& [key, node] : table) {
       std::string name = "databases." + quoted(key.str());
@@ -350,6 +387,10 @@ class loader {
                  " is not a replication slot name prefix (lower-case letters, digits and _, at "
                  "most 40)",
              "e.g. slot = \"pgstash_a\"");
+    }
+    if (!cfg_.peers.empty() && cfg_.process.peer_id == 0) {
+      report(set_at_[k_peers], "[peers] is set without process.peer_id",
+             "give this instance its own number, e.g. peer_id = 1 under [process]");
     }
     const auto& c = cfg_.cache;
     if (c.enabled && c.consistency == cache_consistency::strict && !cfg_.invalidation.replication) {
@@ -451,6 +492,11 @@ std::string reference_markdown() {
       "| `databases.<name>` | string | none | restart | Server database that client database "
       "`<name>` maps to. With no [databases] entries every name passes through unchanged; "
       "otherwise names not listed are refused with SQLSTATE 3D000. |\n";
+  out +=
+      "| `peers.<id>` | string, `\"host:port\"` | none | restart | Where peer `<id>` (its "
+      "`process.peer_id`, 1 to 255) accepts clients, as an address that reaches that instance "
+      "only (a host, or the directory of its unix socket): a cancel request carrying that id is "
+      "forwarded there. The instance's own entry may be listed too (one file for all). |\n";
   return out;
 }
 
@@ -469,6 +515,9 @@ std::vector<std::pair<std::string, std::string>> current_settings(const config& 
   out.emplace_back(std::string(k_cache_rules), render_cache_rules(cfg.cache.rules));
   for (const auto& [client, server] : cfg.databases)
     out.emplace_back("databases." + quoted(client), quoted(server));
+  for (const auto& [id, peer] : cfg.peers)
+    out.emplace_back("peers." + std::to_string(id),
+                     quoted(peer.host + ":" + std::to_string(peer.port)));
   return out;
 }
 

@@ -42,6 +42,8 @@ struct listen_section {
   // as PostgreSQL's and PgBouncer's do by default; empty = none.
   std::string unix_socket_dir = "/tmp";
   std::string unix_socket_mode = "0777";  // octal, as chmod takes it
+  // SO_REUSEPORT: several instances on one host share the port.
+  bool reuse_port = false;
 };
 
 struct server_section {
@@ -172,6 +174,9 @@ struct admin_section {
 struct process_section {
   // Threads running client sessions; 0 = one per CPU core.
   std::uint32_t workers = 0;
+  // This instance's number among its [peers], carried in every cancel key
+  // it hands out; 0 = no peering.
+  std::uint32_t peer_id = 0;
 };
 
 struct log_section {
@@ -186,6 +191,18 @@ struct log_section {
 // refused with 3D000.
 using database_map = std::map<std::string, std::string>;
 
+// The other pgstash instances a client may reach (behind SO_REUSEPORT or a
+// TCP balancer), by peer id: a cancel request carrying another's id is
+// forwarded there.
+struct peer_address {
+  std::string host;
+  std::uint16_t port = 0;
+  bool operator==(const peer_address&) const = default;
+};
+using peer_map = std::map<std::uint32_t, peer_address>;
+// Peer ids fit the top byte of a cancel key's secret.
+inline constexpr std::uint32_t k_max_peer_id = 255;
+
 struct config {
   admin_section admin;
   listen_section listen;
@@ -198,6 +215,7 @@ struct config {
   process_section process;
   log_section log;
   database_map databases;
+  peer_map peers;
 };
 
 // One problem found in a file, with where it is and, when there is one, a

@@ -274,6 +274,11 @@ constexpr std::array k_keys = {
         "`listen.max_client_conn`."),
     integer_key<&config::listen, &listen_section::port>("listen.port", 1, 65535,
                                                         "TCP port to accept clients on."),
+    boolean_key<&config::listen, &listen_section::reuse_port>(
+        "listen.reuse_port",
+        "Bind `listen.port` with SO_REUSEPORT, so that several pgstash instances on one host "
+        "share it (the kernel spreads new connections over them); give each a "
+        "`process.peer_id` and list them all in `[peers]`."),
     string_key<&config::listen, &listen_section::tls_cert_file>(
         "listen.tls_cert_file", false,
         "PEM certificate; with `listen.tls_key_file`, enables TLS for clients."),
@@ -346,6 +351,11 @@ constexpr std::array k_keys = {
         "pool.unpooled_databases",
         "Server databases whose connections are never pooled: a client there keeps its own "
         "server connection, closed when it leaves (so `CREATE DATABASE` can copy a template)."),
+    integer_key<&config::process, &process_section::peer_id>(
+        "process.peer_id", 0, k_max_peer_id,
+        "This instance's number among its `[peers]`, carried in every cancel key it hands out, "
+        "so that a cancel request that reaches another instance is forwarded here; 0 = no "
+        "peering."),
     integer_key<&config::process, &process_section::workers>(
         "process.workers", 0, 256, "Threads running client sessions; 0 = one per CPU core."),
     live(integer_key<&config::server, &server_section::connect_timeout_ms>(

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "invalidation/change_stream.hpp"
+#include "invalidation/wal_position.hpp"
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -32,6 +33,9 @@ constexpr auto k_slow_command = 5s;
 // deadline is taken for dead (hits stop), however healthy the socket looks.
 constexpr auto k_status_interval = 2s;
 constexpr std::chrono::seconds k_reply_deadline = 6s;
+// Strict consistency: a polled position the stream has not reached this
+// long after the poll makes the server flush its WAL (at most this often).
+constexpr auto k_flush_grace = 20ms;
 
 // Installed per database: every DDL command's transaction carries a logical
 // message, which the stream delivers with that transaction.
@@ -42,11 +46,6 @@ constexpr const char* k_ddl_function =
 constexpr const char* k_ddl_trigger =
     "CREATE EVENT TRIGGER pgstash_ddl ON ddl_command_end "
     "EXECUTE FUNCTION public.pgstash_ddl_message()";
-
-// Strict consistency's poll: the end of the WAL inserted so far, which
-// covers every commit acknowledged before it, also those of transactions
-// that committed without waiting for the WAL to be flushed.
-constexpr const char* k_position_query = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
 
 // An eventfd that wakes the stream's thread when a hit wants a poll. Shared
 // with the waker the stream's status keeps, which may outlive the stream.
@@ -187,11 +186,11 @@ class database_stream {
 
   // wait_socket(), also woken by the answer of a position poll in flight
   // and by a hit that wants a poll.
-  bool wait_stream(PGconn* c, short events, PGconn* position) {
-    pollfd p[] = {{PQsocket(c), events, 0},
-                  {poll_wanted_->fd, POLLIN, 0},
-                  {position ? PQsocket(position) : -1, POLLIN, 0}};
-    const bool ok = ::poll(p, 3, static_cast<int>(k_poll.count())) >= 0 || errno == EINTR;
+  bool wait_stream(PGconn* c, short events, int position_socket,
+                   std::chrono::milliseconds timeout = k_poll) {
+    pollfd p[] = {
+        {PQsocket(c), events, 0}, {poll_wanted_->fd, POLLIN, 0}, {position_socket, POLLIN, 0}};
+    const bool ok = ::poll(p, 3, static_cast<int>(timeout.count())) >= 0 || errno == EINTR;
     if (p[1].revents & POLLIN) poll_wanted_->drain();
     return ok;
   }
@@ -259,10 +258,12 @@ class database_stream {
   // Installs the DDL event trigger when it is missing or not enabled ALWAYS
   // (sessions with session_replication_role = replica skip the others), if
   // we may; says once when we may not.
-  void ensure_ddl_trigger(PGconn* c) {
+  // True if the trigger is there.
+  bool ensure_ddl_trigger(PGconn* c) {
     result r = exec(c, "SELECT 1 FROM pg_catalog.pg_event_trigger "
                        "WHERE evtname = 'pgstash_ddl' AND evtenabled = 'A'");
-    if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) > 0) return;
+    if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) return false;
+    if (PQntuples(r.get()) > 0) return true;
     const char* const steps[] = {
         "BEGIN", k_ddl_function, "DROP EVENT TRIGGER IF EXISTS pgstash_ddl", k_ddl_trigger,
         "ALTER EVENT TRIGGER pgstash_ddl ENABLE ALWAYS"};
@@ -285,13 +286,17 @@ class database_stream {
           "({}); DDL made elsewhere is seen only through cache.default_ttl",
           database_, why);
     }
+    return why.empty();
   }
 
   ended set_up_and_stream(PGconn* c) {
     result oid = exec(c, "SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()");
     if (!oid || PQresultStatus(oid.get()) != PGRES_TUPLES_OK || PQntuples(oid.get()) != 1)
       return {false, error_of(c, oid.get())};
-    ensure_ddl_trigger(c);
+    if (!ensure_ddl_trigger(c) && options_.strict)
+      return {true,
+              "strict consistency needs event trigger pgstash_ddl, or DDL made elsewhere "
+              "would go unseen (a superuser lets pgstash install it)"};
 
     const std::string slot = options_.slot + "_" + PQgetvalue(oid.get(), 0, 0);
     result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
@@ -310,14 +315,8 @@ class database_stream {
     ddl_seen_(database_);
     bump_database();
 
-    connection position;
-    if (options_.strict) {
-      const char* const keywords[] = {"connect_timeout", "application_name", "dbname", nullptr};
-      const char* const values[] = {"5", "pgstash wal position", conninfo_.c_str(), nullptr};
-      position.reset(PQconnectdbParams(keywords, values, 1));
-      if (PQstatus(position.get()) != CONNECTION_OK || PQsetnonblocking(position.get(), 1) != 0)
-        return {false, "WAL position connection: " + error_of(position.get(), nullptr)};
-    }
+    std::optional<wal_position> position;
+    if (options_.strict) position.emplace(conninfo_);
 
     result started = exec(c, "START_REPLICATION SLOT " + identifier(c, slot) +
                                  " LOGICAL 0/0 (\"include-xids\" '0', \"skip-empty-xacts\" '1')");
@@ -328,7 +327,7 @@ class database_stream {
     set_state(stream_state::following);
     spdlog::info("cache invalidation: following database \"{}\" (slot {})", database_, slot);
     last_logged_.clear();
-    return follow(c, position.get());
+    return follow(c, position ? &*position : nullptr);
   }
 
   void bump_database() {
@@ -356,41 +355,69 @@ class database_stream {
            PQflush(c) >= 0;
   }
 
-  // Strict consistency: reads the answer of the position poll in flight, if
-  // it has come, and sends the next one if a hit wants it. A position the
-  // stream has not reached yet makes it ask the server where it stands.
-  std::optional<ended> poll_position(PGconn* c, PGconn* position, bool& in_flight,
-                                     std::uint64_t confirmable) {
+  // Strict consistency: takes the answer of the position query in flight,
+  // if it has come; sends a poll if a hit wants one, or a flush if a polled
+  // position stays out of the stream's reach. A polled position the stream
+  // has not passed makes it ask the server where it stands.
+  std::optional<ended> strict_step(PGconn* c, wal_position& position, std::uint64_t confirmable) {
     wal_barrier& barrier = status_->barrier();
-    if (in_flight) {
-      if (!PQconsumeInput(position))
-        return ended{false, "WAL position connection: " + error_of(position, nullptr)};
-      if (PQisBusy(position)) return std::nullopt;
-      result r(PQgetResult(position));
-      while (result more{PQgetResult(position)}) {
+    std::uint64_t polled = 0;
+    std::string error;
+    switch (position.read(polled, error)) {
+      case wal_position::outcome::polled:
+        barrier.polled(polled);
+        if (barrier.behind_since() && !send_status(c, confirmable))
+          return ended{false, error_of(c, nullptr)};
+        break;
+      case wal_position::outcome::flushed:
+        if (!error.empty())
+          spdlog::warn(
+              "cache invalidation: database \"{}\": cannot make the server flush its WAL "
+              "({}); strict hits may wait for PostgreSQL's WAL writer",
+              database_, error);
+        break;
+      case wal_position::outcome::failed:
+        strict_failed(error);
+        break;
+      case wal_position::outcome::waiting:
+        break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (!position.busy()) {
+      const auto behind = barrier.behind_since();
+      if (barrier.poll_due()) {
+        barrier.poll_sent(now);
+        if (!position.send_poll(error)) strict_failed(error);
+      } else if (behind && now - *behind > k_flush_grace && now - last_flush_ > k_flush_grace) {
+        last_flush_ = now;
+        if (!position.send_flush(error) && !error.empty()) strict_failed(error);
       }
-      const auto lsn = r && PQresultStatus(r.get()) == PGRES_TUPLES_OK && PQntuples(r.get()) == 1
-                           ? parse_lsn(PQgetvalue(r.get(), 0, 0))
-                           : std::nullopt;
-      if (!lsn) return ended{false, "WAL position connection: " + error_of(position, r.get())};
-      in_flight = false;
-      barrier.polled(*lsn);
-      if (barrier.behind() && !send_status(c, confirmable))
-        return ended{false, error_of(c, nullptr)};
     }
-    if (barrier.poll_due()) {
-      barrier.poll_sent(std::chrono::steady_clock::now());
-      if (!PQsendQuery(position, k_position_query))
-        return ended{false, "WAL position connection: " + error_of(position, nullptr)};
-      in_flight = true;
-    }
-    barrier.expire(std::chrono::steady_clock::now());
+    barrier.expire(now);
     return std::nullopt;
   }
 
-  ended follow(PGconn* c, PGconn* position) {
+  // How long the stream's thread may wait before strict_step() has work:
+  // a flush is due once a polled position has been out of reach for
+  // k_flush_grace.
+  std::chrono::milliseconds strict_wait(std::chrono::steady_clock::time_point now) const {
+    const auto behind = status_->barrier().behind_since();
+    if (!behind) return k_poll;
+    const auto due = std::max(*behind, last_flush_) + k_flush_grace;
+    return std::clamp(std::chrono::ceil<std::chrono::milliseconds>(due - now), 1ms,
+                      std::chrono::milliseconds(k_poll));
+  }
+
+  // The position connection failed: the hits waiting go to the server; the
+  // next poll connects again.
+  void strict_failed(const std::string& why) {
+    spdlog::warn("cache invalidation: database \"{}\": WAL position connection: {}", database_,
+                 why);
+    status_->barrier().reset();
+  }
+
+  ended follow(PGconn* c, wal_position* position) {
     change_stream decoder;
-    bool position_in_flight = false;
     std::uint64_t confirmable = 0;
     auto now = std::chrono::steady_clock::now();
     auto last_status = now, last_heard = now;
@@ -434,11 +461,11 @@ class database_stream {
         last_status = now;
       }
       if (position) {
-        if (auto e = poll_position(c, position, position_in_flight, confirmable)) return *e;
+        if (auto e = strict_step(c, *position, confirmable)) return *e;
       }
       const bool unsent = PQflush(c) == 1;
-      if (!wait_stream(c, unsent ? POLLIN | POLLOUT : POLLIN,
-                       position_in_flight ? position : nullptr))
+      if (!wait_stream(c, unsent ? POLLIN | POLLOUT : POLLIN, position ? position->socket() : -1,
+                       position ? strict_wait(now) : k_poll))
         return {false, "poll failed"};
       if (PQconsumeInput(c) == 0) return {false, error_of(c, nullptr)};
     }
@@ -457,6 +484,7 @@ class database_stream {
   bool stopping_ = false;
   std::string last_logged_;
   bool ddl_warned_ = false;
+  std::chrono::steady_clock::time_point last_flush_{};
   std::thread thread_;  // last: starts once everything above is built
 };
 

@@ -19,12 +19,21 @@ std::optional<std::uint64_t> parse_lsn(std::string_view text) {
   return (std::uint64_t{high} << 32) | low;
 }
 
+std::uint64_t last_record_end(std::uint64_t insert_position, std::uint32_t wal_block_size) {
+  constexpr std::uint64_t k_short_header = 24, k_long_header = 40;
+  if (wal_block_size == 0) return insert_position;
+  const std::uint64_t offset = insert_position % wal_block_size;
+  return offset == k_short_header || offset == k_long_header ? insert_position - offset
+                                                             : insert_position;
+}
+
 bool wal_barrier::wait(clock::time_point since, clock::time_point give_up, waker wake) {
   bool wanted = false;
   {
     std::lock_guard lock(mutex_);
     if (passed(since)) return true;
     waiters_.push_back({since, give_up, std::move(wake)});
+    latest_waiting_ = std::max(latest_waiting_, since);
     wanted = !running_ && since > last_sent_;
   }
   if (wanted && poll_wanted_) poll_wanted_();
@@ -73,9 +82,10 @@ void wal_barrier::applied(std::uint64_t position) {
   for (auto& w : woken) w();
 }
 
-bool wal_barrier::behind() const {
+std::optional<wal_barrier::clock::time_point> wal_barrier::behind_since() const {
   std::lock_guard lock(mutex_);
-  return !unproven_.empty();
+  if (unproven_.empty()) return std::nullopt;
+  return unproven_.front().first;
 }
 
 std::vector<wal_barrier::waker> wal_barrier::prove_locked(clock::time_point start) {
@@ -96,6 +106,7 @@ void wal_barrier::reset() {
     std::lock_guard lock(mutex_);
     woken.swap(waiters_);
     running_.reset();
+    last_sent_ = latest_waiting_ = clock::time_point::min();
     unproven_.clear();
     applied_ = 0;
   }

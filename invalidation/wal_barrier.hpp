@@ -32,6 +32,13 @@ namespace pgstash::invalidation {
 // "16/B374D848" as PostgreSQL prints an LSN; nothing if it is not one.
 std::optional<std::uint64_t> parse_lsn(std::string_view text);
 
+// The position a stream that has read every record inserted before
+// `insert_position` (pg_current_wal_insert_lsn()) reports: at the start of
+// a WAL page the insert position counts the page's header (24 bytes, 40 at
+// a segment's start), which no record ends in, and a stream reports the
+// end of the last record it read.
+std::uint64_t last_record_end(std::uint64_t insert_position, std::uint32_t wal_block_size);
+
 class wal_barrier {
  public:
   using clock = std::chrono::steady_clock;
@@ -60,9 +67,10 @@ class wal_barrier {
   void polled(std::uint64_t position);
   // The stream has applied every commit up to `position`.
   void applied(std::uint64_t position);
-  // A poll's position is not applied yet: the stream should ask the server
-  // where it stands.
-  bool behind() const;
+  // When the oldest poll whose position is not applied yet was sent: the
+  // stream should ask the server where it stands, and if that stays short
+  // of it, make the server flush its WAL.
+  std::optional<clock::time_point> behind_since() const;
   // The stream stopped following, or a poll failed: every waiter is woken
   // unproven, and what is not proven yet is forgotten.
   void reset();
@@ -83,6 +91,9 @@ class wal_barrier {
   std::vector<waiter> waiters_;
   std::optional<clock::time_point> running_;  // when the poll in flight was sent
   clock::time_point last_sent_ = clock::time_point::min();
+  // The latest `since` of the waiters (may be stale-high after they left:
+  // that costs one poll at most).
+  clock::time_point latest_waiting_ = clock::time_point::min();
   // Polls answered whose positions are not applied yet: (sent, position).
   std::deque<std::pair<clock::time_point, std::uint64_t>> unproven_;
   std::uint64_t applied_ = 0;

@@ -304,9 +304,10 @@ awaitable<std::optional<std::string>> server_connection::exchange_internal(
   }
 }
 
-awaitable<void> send_cancel(tcp::endpoint endpoint, std::uint32_t process_id,
-                            std::uint32_t secret_key, std::chrono::milliseconds timeout) {
-  tcp::socket socket(co_await asio::this_coro::executor);
+awaitable<void> send_cancel(asio::generic::stream_protocol::endpoint endpoint,
+                            std::uint32_t process_id, std::uint32_t secret_key,
+                            std::chrono::milliseconds timeout) {
+  stream_socket socket(co_await asio::this_coro::executor);
   net::deadline give_up(socket.get_executor(), timeout, [&socket] {
     error_code ignored;
     socket.close(ignored);

@@ -157,7 +157,9 @@ class server_connection {
 // is running, and returns once the server has delivered it (it closes the
 // connection after signalling the backend) or `timeout` has passed. Best
 // effort, as in PostgreSQL: errors are ignored.
-awaitable<void> send_cancel(tcp::endpoint endpoint, std::uint32_t process_id,
-                            std::uint32_t secret_key, std::chrono::milliseconds timeout);
+// `endpoint`: TCP or a unix socket.
+awaitable<void> send_cancel(asio::generic::stream_protocol::endpoint endpoint,
+                            std::uint32_t process_id, std::uint32_t secret_key,
+                            std::chrono::milliseconds timeout);
 
 }  // namespace pgstash::pool

@@ -168,7 +168,9 @@ cache_client::cache_client(result_cache& shared, identity who)
       database_id_(invalidation::database_id(who_.database)),
       any_write_id_(invalidation::any_write_id(who_.database)),
       stream_(shared_.follow(who_.database, who_.conninfo)),
-      strict_(stream_ && shared_.config().consistency == conf::cache_consistency::strict) {
+      strict_(stream_ && shared_.config().consistency == conf::cache_consistency::strict),
+      // Later than anything the client sent during its login.
+      arrived_(std::chrono::steady_clock::now()) {
   // Asked now, so that the answer is there by the session's first
   // transaction.
   shared_.catalog().try_isolation(who_.database, who_.conninfo, who_.user);
@@ -317,6 +319,7 @@ cache_client::lookup cache_client::bind(const wire::parse_message& statement,
 cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_message* statement,
                                         const wire::bind_message* bind,
                                         const pool::settings_map* settings) {
+  unproven_.reset();
   const auto a = analyzed(sql);
   const pool::settings_map& s = settings_or_startup(settings);
   // The database's generation first, before the catalog's answers are

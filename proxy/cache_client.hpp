@@ -223,7 +223,7 @@ class cache_client {
   // Null unless writes that bypass pgstash are followed.
   std::shared_ptr<const invalidation::stream_status> stream_;
   const bool strict_;
-  std::chrono::steady_clock::time_point arrived_{};
+  std::chrono::steady_clock::time_point arrived_;
   std::optional<unproven_hit> unproven_;
   bool stream_waited_ = false;
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote

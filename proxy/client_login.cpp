@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/client_session.hpp"
+#include "proxy/listener.hpp"
+#include "proxy/peer_cancel.hpp"
 #include "proxy/proxy_context.hpp"
 #include "wire/auth.hpp"
 #include "wire/errc.hpp"
@@ -82,6 +84,8 @@ awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup
     if (auto* cancel = std::get_if<wire::cancel_request>(&parsed)) {
       if (auto target = ctx_.find_cancel_key({cancel->process_id, cancel->secret_key}))
         target->cancel_server_query();
+      else
+        co_await forward_cancel(*cancel);
       client_.close();
       co_return false;
     }
@@ -127,6 +131,35 @@ awaitable<std::optional<std::string>> client_session::ask_for_password(std::stri
     co_return std::nullopt;
   }
   co_return std::string(f.body);
+}
+
+awaitable<void> client_session::forward_cancel(const wire::cancel_request& cancel) {
+  const auto cfg = ctx_.cfg.get();
+  const std::uint32_t peer = peer_of_cancel_secret(cancel.secret_key);
+  if (cfg->process.peer_id == 0 || peer == cfg->process.peer_id) co_return;
+  const auto it = cfg->peers.find(peer);
+  if (it == cfg->peers.end()) co_return;
+  const conf::peer_address& to = it->second;
+  const std::chrono::milliseconds timeout(cfg->server.connect_timeout_ms);
+  spdlog::debug("{} cancel request forwarded to peer {}", prefix(), peer);
+  // A directory is where the peer's unix socket is, as in libpq's host.
+  if (to.host.starts_with('/')) {
+    co_await pool::send_cancel(
+        asio::local::stream_protocol::endpoint(unix_socket_path(to.host, to.port)),
+        cancel.process_id, cancel.secret_key, timeout);
+    co_return;
+  }
+  tcp::resolver resolver(co_await asio::this_coro::executor);
+  error_code ec;
+  const auto found =
+      co_await resolver.async_resolve(to.host, std::to_string(to.port), on_error(ec));
+  if (ec || found.empty()) {
+    spdlog::warn("{} cannot forward a cancel request to peer {} ({}:{}): {}", prefix(), peer,
+                 to.host, to.port, ec ? ec.message() : "no address");
+    co_return;
+  }
+  co_await pool::send_cancel(found.begin()->endpoint(), cancel.process_id, cancel.secret_key,
+                             timeout);
 }
 
 awaitable<bool> client_session::authenticate(pool::server_credentials& credentials,

@@ -4,12 +4,13 @@
 // startup and authentication stages in client_login.cpp.
 #include "proxy/client_session.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
+
+#include <spdlog/spdlog.h>
 
 #include "net/deadline.hpp"
 #include "proxy/console_command.hpp"
+#include "proxy/peer_cancel.hpp"
 #include "proxy/proxy_context.hpp"
 #include "wire/framing.hpp"
 #include "wire/message_writer.hpp"
@@ -201,7 +202,8 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   // mode the client has no one server, so it gets a number of pgstash's.
   const std::uint32_t pid =
       transaction_mode() ? wire::random_uint32() & 0x7fffffff : server_->process_id();
-  cancel_key_ = std::make_pair(pid, wire::random_uint32());
+  cancel_key_ =
+      std::make_pair(pid, cancel_secret(wire::random_uint32(), ctx_.cfg->process.peer_id));
   ctx_.register_cancel_key(*cancel_key_, self);
   std::string hello;
   wire::write_authentication_ok(hello);
@@ -389,8 +391,8 @@ awaitable<void> client_session::wait_until_woken(const subscription& subscribe) 
 
 awaitable<relay::plan> client_session::plan_frame(char tag, std::string_view frame) {
   relay::plan plan = relay_->plan_frame(tag, frame);
-  if (cache_) {
-    if (auto hit = cache_->take_unproven_hit()) {
+  for (bool waited_for_fetch = false;; waited_for_fetch = true) {
+    if (auto hit = cache_ ? cache_->take_unproven_hit() : std::nullopt) {
       plan = {};
       const auto give_up = std::chrono::steady_clock::now() +
                            std::chrono::milliseconds(ctx_.cfg->cache.strict_wait_ms);
@@ -402,19 +404,20 @@ awaitable<relay::plan> client_session::plan_frame(char tag, std::string_view fra
       plan = relay_->plan_frame(tag, frame);
       cache_->stream_waited(false);
     }
+    // Once only; and a session that holds claims of its own never waits: it
+    // could be waiting for itself, or for one that waits for it.
+    if (waited_for_fetch || !plan.capture || !plan.capture->fetched_elsewhere() ||
+        relay_->holds_captures())
+      co_return plan;
+    const cache::key key = plan.capture->key();
+    plan = {};
+    co_await wait_until_woken([&](std::function<void()> wake) -> std::optional<clock_time> {
+      const auto since = ctx_.cache->in_flight().wait(key, std::move(wake));
+      if (!since) return std::nullopt;
+      return *since + std::chrono::milliseconds(ctx_.cfg->cache.coalesce_wait_ms);
+    });
+    plan = relay_->plan_frame(tag, frame);
   }
-  // A session that holds claims of its own never waits: it could be
-  // waiting for itself, or for one that waits for it.
-  if (!plan.capture || !plan.capture->fetched_elsewhere() || relay_->holds_captures())
-    co_return plan;
-  const cache::key key = plan.capture->key();
-  plan = {};
-  co_await wait_until_woken([&](std::function<void()> wake) -> std::optional<clock_time> {
-    const auto since = ctx_.cache->in_flight().wait(key, std::move(wake));
-    if (!since) return std::nullopt;
-    return *since + std::chrono::milliseconds(ctx_.cfg->cache.coalesce_wait_ms);
-  });
-  co_return relay_->plan_frame(tag, frame);
 }
 
 awaitable<bool> client_session::wait_for_answers() {

@@ -86,6 +86,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // Sends an authentication request and returns the body of the client's
   // password message ('p'), or nullopt if the session must end.
   awaitable<std::optional<std::string>> ask_for_password(std::string_view request);
+  // A cancel request for a key this instance did not hand out: sent on to
+  // the peer the key names ([peers]), if it names another one.
+  awaitable<void> forward_cancel(const wire::cancel_request& cancel);
   // Reads client frames and routes each (relay::plan_frame) until the
   // client leaves or its server connection fails.
   awaitable<void> client_loop();

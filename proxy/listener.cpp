@@ -14,13 +14,16 @@
 
 namespace pgstash::proxy {
 
-tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std::uint16_t port) {
+tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std::uint16_t port,
+                            bool reuse_port) {
   tcp::resolver resolver(ioc);
   auto results = resolver.resolve(host, std::to_string(port), tcp::resolver::passive);
   tcp::endpoint ep = results.begin()->endpoint();
   tcp::acceptor acceptor(ioc);
   acceptor.open(ep.protocol());
   acceptor.set_option(tcp::acceptor::reuse_address(true));
+  if (reuse_port)
+    acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
   acceptor.bind(ep);
   acceptor.listen(asio::socket_base::max_listen_connections);
   return acceptor;

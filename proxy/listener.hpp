@@ -14,7 +14,8 @@ struct proxy_context;
 using unix_acceptor = asio::local::stream_protocol::acceptor;
 
 // Bind now; throw std::system_error if the address is taken.
-tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std::uint16_t port);
+tcp::acceptor bind_listener(asio::io_context& ioc, const std::string& host, std::uint16_t port,
+                            bool reuse_port = false);
 // The socket `dir`/.s.PGSQL.<port>, as PostgreSQL names it, with file mode
 // `mode`. A socket file left by a process that is gone is replaced; one
 // that still accepts connections is an error (std::runtime_error).

@@ -155,7 +155,8 @@ int run(loaded config, const std::string& config_path) {
       spdlog::warn("PGSTASH_TEST_DISABLE_INVALIDATION is set: writes do not invalidate the cache");
     }
   }
-  tcp::acceptor acceptor = proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port);
+  tcp::acceptor acceptor =
+      proxy::bind_listener(ioc, cfg.listen.host, cfg.listen.port, cfg.listen.reuse_port);
   if (ctx.cache && !cfg.cache.warm_statements.empty())
     ctx.warmer = std::make_unique<proxy::cache_warmer>(warming_connection(cfg, *ctx.users.get()),
                                                        cfg.cache.warm_statements, *ctx.cache);

@@ -24,7 +24,8 @@ replication stream (invalidation.replication = true), seen from psycopg through 
       returns the new row every time, whether the writer waited for the WAL flush
       (synchronous_commit = on) or not (off, as the test cluster runs); and the cache still
       answers the reads that follow. The same traffic through a pgstash in the default mode gets
-      stale rows (so the case can fail).
+      stale rows (so the case can fail). A transaction left open after writing (its WAL out of
+      the stream's reach until flushed) does not stop the hits.
   unlogged_not_cached
       an UNLOGGED table's writes are in no stream: its reads are never answered from the cache.
   no_replication_privilege, wal_level_replica
@@ -343,6 +344,17 @@ def case_strict_read_your_writes(case):
             ok(f"strict: 0 of 15 reads right after a direct write were stale "
                f"(synchronous_commit = {synchronous_commit})")
         cached(conn, sql, t, [("off-14",)])
+        # A transaction left open after writing keeps its WAL unflushed, out of the stream's
+        # reach: pgstash makes the server flush it, and the reads stay hits.
+        holder = admin(DB)
+        holder.autocommit = False
+        try:
+            holder.execute(f"insert into {t} values (2, 'held')")
+            cached(conn, sql, t, [("off-14",)])
+        finally:
+            holder.rollback()
+            holder.close()
+        ok("strict: with a writing transaction left open, reads are still answered from the cache")
     server(f"update {t} set v = 'one' where id = 1")
     default = start_following(case, TRANSACTION, extra=['invalidation.slot = "t_default_mode"'])
     wait_for_log(default, FOLLOWING)

@@ -38,7 +38,7 @@ const std::vector<std::string> k_all_keys = {
     "limits.analysis_cache_entries", "limits.client_idle_timeout_ms",
     "limits.client_login_timeout_ms", "limits.idle_transaction_timeout_ms",
     "limits.io_buffer_size", "limits.max_message_size",
-    "listen.host", "listen.max_client_conn", "listen.max_replication_conn", "listen.port", "listen.tls_cert_file",
+    "listen.host", "listen.max_client_conn", "listen.max_replication_conn", "listen.port", "listen.reuse_port", "listen.tls_cert_file",
     "listen.tls_key_file", "listen.unix_socket_dir", "listen.unix_socket_mode",
     "log.format", "log.level", "log.slow_query_ms",
     "pool.cleanup_timeout_ms", "pool.max_db_connections", "pool.max_prepared_statements",
@@ -46,7 +46,7 @@ const std::vector<std::string> k_all_keys = {
     "pool.reserve_pool_timeout_ms", "pool.server_check_delay_ms", "pool.server_check_query",
     "pool.server_idle_timeout_ms", "pool.server_lifetime_ms", "pool.server_reset_query",
     "pool.size", "pool.unpooled_databases",
-    "process.workers",
+    "process.peer_id", "process.workers",
     "server.connect_timeout_ms", "server.host", "server.port", "server.tls", "server.tls_ca_file",
 };
 // clang-format on
@@ -224,8 +224,9 @@ TEST_CASE("unknown keys") {
   }
   SUBCASE("a sub-table of a section is an unknown key") {
     CHECK(only_error("[listen.extra]\nx = 1\n") ==
-          "t.toml:1:9: unknown key \"listen.extra\" ([listen] accepts host max_client_conn max_replication_conn "
-          "port tls_cert_file tls_key_file unix_socket_dir unix_socket_mode)");
+          "t.toml:1:9: unknown key \"listen.extra\" ([listen] accepts host max_client_conn "
+          "max_replication_conn "
+          "port reuse_port tls_cert_file tls_key_file unix_socket_dir unix_socket_mode)");
   }
 }
 
@@ -285,8 +286,9 @@ TEST_CASE("unknown sections") {
   CHECK(only_error("[lisen]\nport = 1\n") ==
         "t.toml:1:2: unknown section [lisen] (did you mean [listen]?)");
   CHECK(only_error("\n[metrics]\n") ==
-        "t.toml:2:2: unknown section [metrics] (sections are [admin] [auth] [cache] [databases] [invalidation] [limits] "
-        "[listen] [log] [pool] [process] [server])");
+        "t.toml:2:2: unknown section [metrics] (sections are [admin] [auth] [cache] [databases] "
+        "[invalidation] [limits] "
+        "[listen] [log] [peers] [pool] [process] [server])");
 }
 
 TEST_CASE("a section written as a value") {
@@ -513,6 +515,30 @@ TEST_CASE("strict cache consistency needs the replication stream") {
   CHECK(load("").cfg->cache.consistency == cache_consistency::instance);
 }
 
+TEST_CASE("[peers]: ids and addresses, and this instance's own id") {
+  const load_result r = load(
+      "[process]\npeer_id = 2\n[listen]\nreuse_port = true\n"
+      "[peers]\n1 = \"10.0.0.1:6432\"\n2 = \"10.0.0.2:6433\"\n255 = \"db-proxy.internal:7000\"\n");
+  REQUIRE(r.errors.empty());
+  CHECK(r.cfg->process.peer_id == 2);
+  CHECK(r.cfg->listen.reuse_port);
+  CHECK(r.cfg->peers == peer_map{{1, {"10.0.0.1", 6432}},
+                                 {2, {"10.0.0.2", 6433}},
+                                 {255, {"db-proxy.internal", 7000}}});
+  CHECK(only_error("[process]\npeer_id = 1\n[peers]\n0 = \"a:1\"\n") ==
+        "t.toml:4:1: peer id \"0\" is not a number from 1 to 255 "
+        "(write <peer_id> = \"host:port\", e.g. 2 = \"10.0.0.2:6432\")");
+  CHECK(only_error("[process]\npeer_id = 1\n[peers]\n2 = \"10.0.0.2\"\n") ==
+        "t.toml:4:5: peers.2 must be \"host:port\" "
+        "(the address peer 2 accepts clients on, e.g. \"10.0.0.2:6432\")");
+  CHECK(only_error("[process]\npeer_id = 1\n[peers]\n2 = \"h:70000\"\n") ==
+        "t.toml:4:5: peers.2 must be \"host:port\" "
+        "(the address peer 2 accepts clients on, e.g. \"10.0.0.2:6432\")");
+  CHECK(only_error("[peers]\n2 = \"h:1\"\n") ==
+        "t.toml:2:1: [peers] is set without process.peer_id "
+        "(give this instance its own number, e.g. peer_id = 1 under [process])");
+}
+
 TEST_CASE("the admin port must not be the client port") {
   CHECK(only_error("[admin]\nport = 6432\n") ==
         "t.toml:2:8: admin.port is listen.port (6432) "
@@ -568,7 +594,7 @@ mode = "statement"
         "with auth.query)\n"
         "t.toml:8:2: unknown section [bogus] (sections are [admin] [auth] [cache] [databases] "
         "[invalidation] [limits] "
-        "[listen] [log] [pool] [process] [server])\n"
+        "[listen] [log] [peers] [pool] [process] [server])\n"
         "t.toml:10:8: pool.size must be an integer, not a string (e.g. size = 20)\n"
         "t.toml:11:8: pool.mode \"statement\" is not supported yet (supported: \"session\", "
         "\"transaction\")\n");
@@ -663,9 +689,10 @@ TEST_CASE("reference_markdown documents every key from the table") {
     CHECK(md.find("| `" + key + "` |") != std::string::npos);
   }
   CHECK(md.find("| `databases.<name>` |") != std::string::npos);
+  CHECK(md.find("| `peers.<id>` |") != std::string::npos);
   CHECK(md.find("| `cache.rules` |") != std::string::npos);
-  // One header, one rule, one row per key, one for [[cache.rules]], one for [databases].
-  CHECK(std::count(md.begin(), md.end(), '\n') == static_cast<long>(k_all_keys.size()) + 4);
+  // One header, one rule, one row per key, one each for [[cache.rules]], [databases], [peers].
+  CHECK(std::count(md.begin(), md.end(), '\n') == static_cast<long>(k_all_keys.size()) + 5);
   CHECK(md.find("| `listen.port` | integer, 1 to 65535 | `6432` | restart |") != std::string::npos);
   CHECK(md.find("| `pool.server_reset_query` | string | `\"DISCARD ALL\"` | applied |") !=
         std::string::npos);

@@ -27,6 +27,14 @@ TEST_CASE("parse_lsn: PostgreSQL's text form of a WAL position") {
   CHECK_FALSE(parse_lsn("1/2 "));
 }
 
+TEST_CASE("last_record_end: a page header is no record's end") {
+  CHECK(last_record_end(0x1000028, 8192) == 0x1000000);  // long header, segment start
+  CHECK(last_record_end(0x1002018, 8192) == 0x1002000);  // short header
+  CHECK(last_record_end(0x1002028, 8192) == 0x1002000);  // no record ends 16 bytes in
+  CHECK(last_record_end(0x1002030, 8192) == 0x1002030);  // a record ends here
+  CHECK(last_record_end(0x1002018, 0) == 0x1002018);
+}
+
 TEST_CASE(
     "wal_barrier: a read is proven only by a poll sent after it, once its position is applied") {
   int wanted = 0;
@@ -42,14 +50,14 @@ TEST_CASE(
   b.poll_sent(t0 + 1ms);
   CHECK_FALSE(b.poll_due());
   b.polled(500);
-  CHECK(b.behind());
+  CHECK(b.behind_since() == t0 + 1ms);
   CHECK(woken == 0);
   b.applied(499);
   CHECK(woken == 0);
   CHECK_FALSE(b.passed(t0));
   b.applied(500);
   CHECK(woken == 1);
-  CHECK_FALSE(b.behind());
+  CHECK_FALSE(b.behind_since());
   CHECK(b.passed(t0));
   CHECK(b.passed(t0 + 1ms));
   // A read that arrived after the poll was sent is not covered by it.
@@ -89,7 +97,7 @@ TEST_CASE("wal_barrier: a position already applied proves its poll when it is re
   b.poll_sent(t0 + 1ms);
   b.polled(1000);
   CHECK(woken == 1);
-  CHECK_FALSE(b.behind());
+  CHECK_FALSE(b.behind_since());
 }
 
 TEST_CASE("wal_barrier: a stream that stops wakes its waiters unproven and forgets its positions") {
@@ -102,10 +110,13 @@ TEST_CASE("wal_barrier: a stream that stops wakes its waiters unproven and forge
   b.reset();
   CHECK(woken == 1);
   CHECK_FALSE(b.passed(t0));
-  CHECK_FALSE(b.behind());
+  CHECK_FALSE(b.behind_since());
   // The new stream's positions start again; the old poll proves nothing.
   b.applied(800);
   CHECK_FALSE(b.passed(t0));
+  // A read that arrived before the forgotten poll was sent wants a new one.
+  b.wait(t0, t0 + 1s, [&] { ++woken; });
+  CHECK(b.poll_due());
 }
 
 TEST_CASE("wal_barrier: a waiter that gave up is dropped without a call") {
