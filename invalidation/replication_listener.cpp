@@ -387,10 +387,14 @@ class database_stream {
       const auto behind = barrier.behind_since();
       if (barrier.poll_due()) {
         barrier.poll_sent(now);
+        status_->strict_polls_.fetch_add(1, std::memory_order_relaxed);
         if (!position.send_poll(error)) strict_failed(error);
       } else if (behind && now - *behind > k_flush_grace && now - last_flush_ > k_flush_grace) {
         last_flush_ = now;
-        if (!position.send_flush(error) && !error.empty()) strict_failed(error);
+        if (position.send_flush(error))
+          status_->strict_flushes_.fetch_add(1, std::memory_order_relaxed);
+        else if (!error.empty())
+          strict_failed(error);
       }
     }
     barrier.expire(now);

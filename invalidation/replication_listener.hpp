@@ -80,6 +80,10 @@ class stream_status {
   }
   // Committed transactions applied (their relations invalidated).
   std::uint64_t commits_applied() const { return commits_.load(std::memory_order_relaxed); }
+  // Strict consistency: WAL positions polled, and flushes the server was
+  // asked for (a polled position out of the stream's reach).
+  std::uint64_t strict_polls() const { return strict_polls_.load(std::memory_order_relaxed); }
+  std::uint64_t strict_flushes() const { return strict_flushes_.load(std::memory_order_relaxed); }
   // Strict consistency: proves hits once the stream has applied the WAL up
   // to a position read after they arrived. Proves nothing while the stream
   // is not following, and without the strict option.
@@ -90,6 +94,8 @@ class stream_status {
   std::atomic<stream_state> state_ = stream_state::connecting;
   std::atomic<std::chrono::steady_clock::rep> last_heard_ = 0;
   std::atomic<std::uint64_t> commits_ = 0;
+  std::atomic<std::uint64_t> strict_polls_ = 0;
+  std::atomic<std::uint64_t> strict_flushes_ = 0;
   mutable wal_barrier barrier_;
 };
 

@@ -53,12 +53,14 @@ admin_response admin_api::cache() const {
   json streams = json::array();
   for (const auto& [database, status] : c.streams()) {
     const auto heard = status->last_heard();
-    streams.push_back({{"database", database},
-                       {"state", invalidation::to_string(status->state())},
-                       {"last_heard_seconds", heard.time_since_epoch().count() == 0
-                                                  ? json(nullptr)
-                                                  : json(seconds(now - heard))},
-                       {"commits_applied", status->commits_applied()}});
+    streams.push_back(
+        {{"database", database},
+         {"state", invalidation::to_string(status->state())},
+         {"last_heard_seconds",
+          heard.time_since_epoch().count() == 0 ? json(nullptr) : json(seconds(now - heard))},
+         {"commits_applied", status->commits_applied()},
+         {"strict_polls", status->strict_polls()},
+         {"strict_flushes", status->strict_flushes()}});
   }
   json table_rows = json::array();
   for (const auto& t : cache_tables(c)) {
@@ -68,24 +70,27 @@ admin_response admin_api::cache() const {
                           {"bytes", t.bytes},
                           {"hits", t.hits}});
   }
-  return json_response({{"enabled", true},
-                  {"hits", hits},
-                  {"misses", misses},
-                  {"hit_rate", hits + misses ? static_cast<double>(hits) / static_cast<double>(hits + misses) : 0.0},
-                  {"entries", s.entries},
-                  {"bytes", s.bytes},
-                  {"max_size", c.config().max_size},
-                  {"map_size", s.map_size},
-                  {"map_used", s.map_used},
-                  {"stores", s.stores},
-                  {"evictions", s.evictions},
-                  {"expirations", s.expirations},
-                  {"invalidated_entries", s.invalidations},
-                  {"rejected", s.rejected},
-                  {"failures", s.failures},
-                  {"uncacheable", reasons},
-                  {"streams", streams},
-                  {"tables", table_rows}});
+  return json_response(
+      {{"enabled", true},
+       {"hits", hits},
+       {"misses", misses},
+       {"strict_unproven", c.unproven()},
+       {"hit_rate",
+        hits + misses ? static_cast<double>(hits) / static_cast<double>(hits + misses) : 0.0},
+       {"entries", s.entries},
+       {"bytes", s.bytes},
+       {"max_size", c.config().max_size},
+       {"map_size", s.map_size},
+       {"map_used", s.map_used},
+       {"stores", s.stores},
+       {"evictions", s.evictions},
+       {"expirations", s.expirations},
+       {"invalidated_entries", s.invalidations},
+       {"rejected", s.rejected},
+       {"failures", s.failures},
+       {"uncacheable", reasons},
+       {"streams", streams},
+       {"tables", table_rows}});
 }
 
 admin_response admin_api::cache_entries(std::string_view query) const {

@@ -98,6 +98,10 @@ void cache_metrics(prometheus_text& out, result_cache& c) {
   };
   counter("pgstash_cache_hits_total", "Statements answered from the result cache.", c.hits());
   counter("pgstash_cache_misses_total", "Cacheable statements sent to the server.", c.misses());
+  counter("pgstash_cache_strict_unproven_total",
+          "Strict consistency: hits the replication stream did not prove within "
+          "cache.strict_wait_ms, sent to the server instead (counted as misses too).",
+          c.unproven());
   counter("pgstash_cache_stores_total", "Results stored.", s.stores);
   counter("pgstash_cache_evictions_total", "Entries evicted for cache.max_size.", s.evictions);
   counter("pgstash_cache_expirations_total", "Entries removed past their TTL.", s.expirations);
@@ -146,6 +150,17 @@ void cache_metrics(prometheus_text& out, result_cache& c) {
     out.sample("pgstash_replication_commits_total", {{"database", database}},
                status->commits_applied());
   }
+  out.family("pgstash_replication_strict_polls_total", kind::counter,
+             "Strict consistency: WAL positions polled for hits waiting on the stream.");
+  for (const auto& [database, status] : streams)
+    out.sample("pgstash_replication_strict_polls_total", {{"database", database}},
+               status->strict_polls());
+  out.family("pgstash_replication_strict_flushes_total", kind::counter,
+             "Strict consistency: WAL flushes asked of the server for a polled position out of "
+             "the stream's reach.");
+  for (const auto& [database, status] : streams)
+    out.sample("pgstash_replication_strict_flushes_total", {{"database", database}},
+               status->strict_flushes());
 }
 
 }  // namespace

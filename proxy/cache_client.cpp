@@ -361,7 +361,10 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   // Strict: a hit waits for the stream's proof, once; unproven after the
   // wait, the read goes to the server.
   const bool unproven = serving && strict_ && !stream_->barrier().passed(arrived_);
-  if (unproven && stream_waited_) serving = false;
+  if (unproven && stream_waited_) {
+    serving = false;
+    shared_.count_unproven();
+  }
   if (serving && shared_.store().get(key, result_cache::now_ms(), response)) {
     if (unproven) {
       unproven_ = unproven_hit{&stream_->barrier(), arrived_};

@@ -71,6 +71,10 @@ class result_cache {
   // through uncached (by reason).
   void count_hit() { hits_.fetch_add(1, std::memory_order_relaxed); }
   void count_miss() { misses_.fetch_add(1, std::memory_order_relaxed); }
+  // Strict consistency: a hit the stream did not prove within
+  // cache.strict_wait_ms, sent to the server instead (also a miss).
+  void count_unproven() { unproven_.fetch_add(1, std::memory_order_relaxed); }
+  std::uint64_t unproven() const { return unproven_.load(std::memory_order_relaxed); }
   void count_uncacheable(invalidation::uncacheable why);
   std::uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
   std::uint64_t misses() const { return misses_.load(std::memory_order_relaxed); }
@@ -87,6 +91,7 @@ class result_cache {
   std::unique_ptr<cache::result_store> store_;
   std::atomic<std::uint64_t> hits_ = 0;
   std::atomic<std::uint64_t> misses_ = 0;
+  std::atomic<std::uint64_t> unproven_ = 0;
   static constexpr std::size_t k_reasons = 64;
   std::array<std::atomic<std::uint64_t>, k_reasons> uncacheable_{};
   // Last: its threads use the generations and the catalog until it is gone.
