@@ -146,8 +146,10 @@ class database_stream {
             "followed ({}); {}",
             database_, e.why,
             options_.serve_unfollowed ? "cached results are served for at most cache.default_ttl"
-                                      : "no cached results are served for it, since "
-                                        "cache.default_ttl = 0 would not bound them");
+            : options_.strict
+                ? "strict consistency serves no cached results of it meanwhile"
+                : "no cached results are served for it, since cache.default_ttl = 0 would not "
+                  "bound them");
       } else if (changed) {
         spdlog::warn(
             "cache invalidation: replication stream of database \"{}\" is down ({}); no cached "

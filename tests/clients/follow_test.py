@@ -25,7 +25,11 @@ replication stream (invalidation.replication = true), seen from psycopg through 
       (synchronous_commit = on) or not (off, as the test cluster runs); and the cache still
       answers the reads that follow. The same traffic through a pgstash in the default mode gets
       stale rows (so the case can fail). A transaction left open after writing (its WAL out of
-      the stream's reach until flushed) does not stop the hits.
+      the stream's reach until flushed) does not stop the hits; the admin port counts the polls
+      and flushes.
+  strict_needs_ddl_trigger
+      a stream that cannot install the DDL event trigger (a REPLICATION role, no superuser):
+      strict mode serves nothing, and the log says why.
   unlogged_not_cached
       an UNLOGGED table's writes are in no stream: its reads are never answered from the cache.
   no_replication_privilege, wal_level_replica
@@ -35,7 +39,10 @@ replication stream (invalidation.replication = true), seen from psycopg through 
 Arguments, if any, name the cases to run (all by default).
 """
 
+import http.client
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -328,11 +335,38 @@ def read_after_writes(conn, t, sql, synchronous_commit, writes=15):
     return stale
 
 
+ADMIN_TOKEN = "follow-token"
+
+
+def admin_port_lines():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return port, [f"admin.port = {port}", f'admin.token = "{ADMIN_TOKEN}"']
+
+
+def cache_stats(admin_port):
+    """GET /api/cache from pgstash's admin port."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
+    conn.request("GET", "/api/cache", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    body = conn.getresponse().read()
+    conn.close()
+    return json.loads(body)
+
+
+def stream_stats(admin_port):
+    streams = [s for s in cache_stats(admin_port)["streams"] if s["database"] == DB]
+    expect(len(streams) == 1, f"the admin port shows no stream of {DB}")
+    return streams[0]
+
+
 def case_strict_read_your_writes(case):
     ensure_database()
     t = f"fw_{case.name}"
     sql = one_row_table(t)
-    strict = start_following(case, TRANSACTION, extra=['cache.consistency = "strict"'])
+    admin_port, admin_lines = admin_port_lines()
+    strict = start_following(case, TRANSACTION,
+                             extra=['cache.consistency = "strict"', *admin_lines])
     wait_for_log(strict, FOLLOWING)
     with connect(strict.port, dbname=DB) as conn:
         cached(conn, sql, t, [("one",)])
@@ -355,6 +389,11 @@ def case_strict_read_your_writes(case):
             holder.rollback()
             holder.close()
         ok("strict: with a writing transaction left open, reads are still answered from the cache")
+        stream = stream_stats(admin_port)
+        expect(stream["strict_polls"] > 0 and stream["strict_flushes"] > 0,
+               f"the admin port does not count strict polls and flushes: {stream}")
+        ok(f"the admin port counts {stream['strict_polls']} polls and {stream['strict_flushes']} "
+           "flushes")
     server(f"update {t} set v = 'one' where id = 1")
     default = start_following(case, TRANSACTION, extra=['invalidation.slot = "t_default_mode"'])
     wait_for_log(default, FOLLOWING)
@@ -364,6 +403,27 @@ def case_strict_read_your_writes(case):
         expect(stale > 0, "the default mode returned no stale row right after direct writes: "
                           "this case cannot tell strict mode from it")
         ok(f"default mode: {stale} of 15 reads right after a direct write were stale")
+
+
+def case_strict_needs_ddl_trigger(case):
+    """A stream that cannot install the DDL event trigger (no superuser) would miss DDL made
+    elsewhere: strict mode then serves nothing, and says why."""
+    ensure_database()
+    t = f"fw_{case.name}"
+    server("do $$ begin if not exists (select from pg_roles where rolname = 'follow_repl') then "
+           "create role follow_repl login replication; end if; end $$", dbname="postgres")
+    sql = one_row_table(t)
+    server(f"grant select on {t} to follow_repl")
+    # The superuser streams of the other cases install it again.
+    server("drop event trigger if exists pgstash_ddl")
+    admin_port, admin_lines = admin_port_lines()
+    inst = start_following(case, TRANSACTION, user="follow_repl",
+                           extra=['cache.consistency = "strict"', *admin_lines])
+    wait_for_log(inst, "strict consistency needs event trigger pgstash_ddl")
+    with connect(inst.port, dbname=DB, user="follow_repl") as conn:
+        moved = server_reads(conn, sql, t, [("one",)])
+        expect(moved == 5, f"strict mode without the DDL trigger served {5 - moved} of 5 reads")
+    ok("strict mode without the DDL event trigger serves no hits, and its log says why")
 
 
 def case_unlogged_not_cached(case):
@@ -422,6 +482,7 @@ CASES = [
     ("stream_killed", case_stream_killed, 60),
     ("server_restarted", case_server_restarted, 90),
     ("strict_read_your_writes", case_strict_read_your_writes, 90),
+    ("strict_needs_ddl_trigger", case_strict_needs_ddl_trigger, CASE_TIMEOUT),
     ("unlogged_not_cached", case_unlogged_not_cached, CASE_TIMEOUT),
     ("no_replication_privilege", case_no_replication_privilege, CASE_TIMEOUT),
     ("wal_level_replica", case_wal_level_replica, 60),

@@ -59,7 +59,21 @@ def start_peers(case, mode, peering=True, same_port=True, count=2):
             lines.append(f"process.peer_id = {i + 1}")
             lines += [f'peers.{j + 1} = "{addresses[j]}"' for j in range(count)]
         insts.append(case.start(*lines))
+        if same_port:
+            # The shared port accepted connections before this instance bound it: wait for its
+            # own listening line.
+            wait_until_listening(insts[-1])
     return insts
+
+
+def wait_until_listening(inst, limit=20.0):
+    deadline = time.monotonic() + limit
+    while True:
+        with open(os.path.join(inst.work, "pgstash.log")) as f:
+            if "pgstash listening on" in f.read():
+                return
+        expect(time.monotonic() < deadline, f"pgstash (pid {inst.pid}) did not say it listens")
+        time.sleep(0.02)
 
 
 def logins(inst):
