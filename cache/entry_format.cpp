@@ -92,4 +92,24 @@ std::optional<entry_view> decode_entry(std::string_view value) {
   return e;
 }
 
+std::string encode_checkpoint(const checkpoint_view& c) {
+  std::string out(sizeof c.size + 1, '\0');
+  std::memcpy(out.data(), &c.size, sizeof c.size);
+  out[sizeof c.size] = c.compressed ? 1 : 0;
+  out.append(c.body);
+  return out;
+}
+
+std::optional<checkpoint_view> decode_checkpoint(std::string_view value) {
+  checkpoint_view c;
+  if (value.size() < sizeof c.size + 1) return std::nullopt;
+  std::memcpy(&c.size, value.data(), sizeof c.size);
+  const auto flags = static_cast<unsigned char>(value[sizeof c.size]);
+  if (flags > 1) return std::nullopt;
+  c.compressed = flags == 1;
+  c.body = value.substr(sizeof c.size + 1);
+  if (!c.compressed && c.body.size() != c.size) return std::nullopt;
+  return c;
+}
+
 }  // namespace pgstash::cache

@@ -6,9 +6,9 @@
 //   u64 response size (uncompressed) | dependencies (u64 relation,
 //   u64 generation each) | label | body
 //
-// Integers are in native byte order: the file never outlives the process
-// that wrote it (result_store::open discards it), so it is never read on
-// another machine. LMDB aligns values to 2 bytes only, so fields are read
+// Integers are in native byte order: the file is read again only on the
+// boot of the machine that wrote it (result_store::open discards it
+// otherwise). LMDB aligns values to 2 bytes only, so fields are read
 // with memcpy, never through a cast pointer.
 //
 // Pure functions; no LMDB.
@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -69,5 +70,17 @@ void encode_entry(const entry_header& header, std::span<const dependency> deps,
 
 // The entry in `value`, or nullopt if it is not one this version wrote.
 std::optional<entry_view> decode_entry(std::string_view value);
+
+// The checkpoint a store keeps beside its entries (result_store::
+// save_checkpoint): u64 size (uncompressed) | u8 flags (bit 0: body is
+// zstd) | body.
+inline constexpr std::string_view k_checkpoint_key = "checkpoint";  // in the meta database
+struct checkpoint_view {
+  std::uint64_t size = 0;
+  bool compressed = false;
+  std::string_view body;
+};
+std::string encode_checkpoint(const checkpoint_view& c);
+std::optional<checkpoint_view> decode_checkpoint(std::string_view value);
 
 }  // namespace pgstash::cache

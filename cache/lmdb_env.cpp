@@ -21,12 +21,14 @@ void check(const char* function, int rc) {
   if (rc != MDB_SUCCESS) throw error(function, rc);
 }
 
-env env::open(const std::string& dir, std::size_t map_size, unsigned max_readers, unsigned flags) {
+env env::open(const std::string& dir, std::size_t map_size, unsigned max_readers, unsigned max_dbs,
+              unsigned flags) {
   MDB_env* raw = nullptr;
   check("mdb_env_create", mdb_env_create(&raw));
   env e(raw);  // closes `raw` if a step below throws
   check("mdb_env_set_mapsize", mdb_env_set_mapsize(raw, map_size));
   check("mdb_env_set_maxreaders", mdb_env_set_maxreaders(raw, max_readers));
+  check("mdb_env_set_maxdbs", mdb_env_set_maxdbs(raw, max_dbs));
   check("mdb_env_open", mdb_env_open(raw, dir.c_str(), flags, 0600));
   return e;
 }
@@ -76,9 +78,9 @@ void txn::reset() noexcept { mdb_txn_reset(handle_); }
 
 void txn::renew() { check("mdb_txn_renew", mdb_txn_renew(handle_)); }
 
-dbi dbi::open(const txn& t, unsigned flags) {
+dbi dbi::open(const txn& t, const char* name, unsigned flags) {
   MDB_dbi raw = 0;
-  check("mdb_dbi_open", mdb_dbi_open(t.handle(), nullptr, flags, &raw));
+  check("mdb_dbi_open", mdb_dbi_open(t.handle(), name, flags, &raw));
   return dbi(raw);
 }
 

@@ -40,9 +40,10 @@ class env {
  public:
   env() = default;
   // Opens (creating if needed) the environment in the existing directory
-  // `dir`, files mode 0600. `flags` are mdb_env_open's.
+  // `dir`, files mode 0600, with room for `max_dbs` named databases.
+  // `flags` are mdb_env_open's.
   static env open(const std::string& dir, std::size_t map_size, unsigned max_readers,
-                  unsigned flags);
+                  unsigned max_dbs, unsigned flags);
 
   env(env&& other) noexcept;
   env& operator=(env&& other) noexcept;
@@ -86,14 +87,14 @@ class txn {
   MDB_txn* handle_ = nullptr;
 };
 
-// The environment's unnamed database. Plain handle: LMDB frees it with
+// A named database of the environment. Plain handle: LMDB frees it with
 // the env.
 class dbi {
  public:
   dbi() = default;
   // REQUIRES: `t` is a write txn when `flags` has MDB_CREATE; commit it
   // before using the handle in other txns.
-  static dbi open(const txn& t, unsigned flags);
+  static dbi open(const txn& t, const char* name, unsigned flags);
 
   // Sets `value` to the value stored under `key`; false if there is none.
   bool get(const txn& t, std::string_view key, std::string_view& value) const;

@@ -2,10 +2,13 @@
 
 #include <array>
 #include <exception>
+#include <stdexcept>
 #include <utility>
 
 #include "cache/compression.hpp"
 #include "cache/entry_format.hpp"
+#include "cache/entry_index.hpp"
+#include "cache/lmdb_env.hpp"
 #include "cache/store_state.hpp"
 #include "cache/store_writer.hpp"
 
@@ -28,13 +31,62 @@ void truncate_label(std::string& label) {
 
 std::unique_ptr<result_store> result_store::open(const store_options& options,
                                                  validity_check still_valid, failure_report report,
-                                                 std::string& error) {
+                                                 std::string& error, const restore_check& restore) {
   try {
-    return std::unique_ptr<result_store>(new result_store(
-        std::make_unique<state>(options, std::move(still_valid), std::move(report))));
+    auto s = std::make_unique<state>(options, std::move(still_valid), std::move(report));
+    if (s->kept) restore_entries(*s, restore);
+    return std::unique_ptr<result_store>(new result_store(std::move(s)));
   } catch (const std::exception& e) {
     error = e.what();
     return nullptr;
+  }
+}
+
+void result_store::restore_entries(state& s, const restore_check& restore) {
+  try {
+    lmdb::txn t = lmdb::txn::begin(s.env, 0);
+    std::string checkpoint;
+    std::string_view value;
+    if (s.meta.get(t, k_checkpoint_key, value)) {
+      const std::optional<checkpoint_view> c = decode_checkpoint(value);
+      if (c && !c->compressed) checkpoint.assign(c->body);
+      if (c && c->compressed && !decompress(c->body, c->size, checkpoint)) checkpoint.clear();
+    }
+    if (!restore || !restore(checkpoint)) {
+      s.dbi.clear(t);
+      t.commit();
+      return;
+    }
+    // The index learns of every entry kept; the others go now rather than
+    // at the writer's next reclaim, so the totals are right from the start.
+    index_delta delta(s.index);
+    std::vector<std::string> doomed;
+    {
+      lmdb::cursor c = lmdb::cursor::open(t, s.dbi);
+      std::string_view k, v;
+      std::vector<dependency> deps;
+      for (bool more = c.get(k, v, MDB_FIRST); more; more = c.get(k, v, MDB_NEXT)) {
+        const std::optional<entry_view> e = decode_entry(v);
+        bool valid = e && k.size() == k_key_size;
+        if (valid) {
+          deps.resize(e->dep_count);
+          e->copy_deps(deps.data());
+          valid = s.still_valid(deps);
+        }
+        if (valid) {
+          delta.put(decode_key(k), k.size() + v.size(), e->header.created_ms);
+        } else {
+          doomed.emplace_back(k);
+        }
+      }
+    }
+    for (const std::string& k : doomed) s.dbi.del(t, k);
+    t.commit();
+    s.index.apply(delta);
+    state::count(s.invalidations, doomed.size());
+  } catch (const lmdb::error& e) {
+    throw std::runtime_error("cache directory " + s.options.path +
+                             ": cannot read the earlier run's entries (" + e.what() + ")");
   }
 }
 
@@ -121,6 +173,10 @@ void result_store::erase_all() { writer_->enqueue_erase_all(); }
 
 void result_store::erase(std::vector<key> keys) {
   if (!keys.empty()) writer_->enqueue_erase(std::move(keys));
+}
+
+void result_store::save_checkpoint(std::string checkpoint, std::function<void(bool saved)> done) {
+  writer_->enqueue_checkpoint(std::move(checkpoint), std::move(done));
 }
 
 void result_store::flush() { writer_->flush(); }

@@ -5,8 +5,10 @@
 // Coherence is the caller's: it computes keys and generations; the store
 // serves an entry only while still_valid(its dependencies) holds and it has
 // not expired, and re-checks validity before writing one, so a result that
-// raced with a write is never stored. Entries never outlive the process:
-// open() discards whatever an earlier run left.
+// raced with a write is never stored. Entries outlive the process only
+// when the caller can prove them (store_options::keep_entries): it saves
+// checkpoints of what it compares with, and open() hands the last one
+// back before any kept entry can be served.
 //
 // Reads (get, list) run on the calling thread on LMDB read snapshots and
 // never wait for writes. Writes (put, erase_all, eviction, reclaiming
@@ -43,6 +45,12 @@ struct store_options {
   // Responses at least this large are stored zstd-compressed.
   std::uint64_t compress_min_size = 4096;
 
+  // Keep the entries an earlier run left, if this boot of the machine
+  // wrote them (the map is written without fsync, so an operating system
+  // crash may tear it; a crash of the process does not) and the restore
+  // callback vouches for them (see open()). Otherwise they are discarded.
+  bool keep_entries = false;
+
   // For tests. The LMDB map size; 0 derives it from max_size with room
   // for LMDB's page overhead, so the budget is reached before the map is
   // full.
@@ -73,16 +81,23 @@ using validity_check = std::function<bool(std::span<const dependency>)>;
 // full", "cannot write"), for the log. One line; called from the writer
 // thread or a reader's, so it must be thread-safe.
 using failure_report = std::function<void(std::string_view)>;
+// Given the checkpoint last saved by the run that left the entries (empty
+// if it saved none), sets up what validity_check compares with, and says
+// whether the entries can be proven against it at all.
+using restore_check = std::function<bool(std::string_view checkpoint)>;
 
 class result_store {
  public:
-  // Opens or creates the environment at options.path and DISCARDS every
-  // entry an earlier run left (a derived cache cannot prove it is still
-  // valid). Returns null and sets `error` to a one-line message if it
-  // cannot (unwritable directory, directory in use by another store, ...).
+  // Opens or creates the environment at options.path. The entries an
+  // earlier run left are DISCARDED (a derived cache cannot prove them
+  // still valid) unless options.keep_entries, the files were kept, and
+  // `restore` returns true; then the entries kept are those not expired
+  // whose dependencies are still_valid() right after it. Returns null and
+  // sets `error` to a one-line message if it cannot open (unwritable
+  // directory, directory in use by another store, ...).
   static std::unique_ptr<result_store> open(const store_options& options,
                                             validity_check still_valid, failure_report report,
-                                            std::string& error);
+                                            std::string& error, const restore_check& restore = {});
 
   result_store(const result_store&) = delete;
   result_store& operator=(const result_store&) = delete;
@@ -113,6 +128,12 @@ class result_store {
   // invalidations), after the puts queued before it.
   void erase(std::vector<key> keys);
 
+  // Queues replacing the checkpoint the next open() hands to its restore
+  // callback. `done(true)` once it is committed (it survives a crash of
+  // the process from then on), `done(false)` if the write failed; on the
+  // writer thread.
+  void save_checkpoint(std::string checkpoint, std::function<void(bool saved)> done);
+
   // Blocks until everything queued before the call has been applied.
   void flush();
 
@@ -134,6 +155,8 @@ class result_store {
   class writer;
 
   explicit result_store(std::unique_ptr<state> s);
+  // open()'s work on kept files, before the writer starts.
+  static void restore_entries(state& s, const restore_check& restore);
 
   std::unique_ptr<state> state_;
   std::unique_ptr<writer> writer_;  // declared last: stops first

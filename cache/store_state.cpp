@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <system_error>
@@ -31,6 +33,10 @@ std::uint64_t derived_map_size(std::uint64_t max_size) {
   return max_size > (most - slack) / 3 ? most : 3 * max_size + slack;
 }
 
+std::uint64_t effective_map_size(const store_options& options) {
+  return options.map_size ? options.map_size : derived_map_size(options.max_size);
+}
+
 [[noreturn]] void fail_open(const std::string& path, const std::string& why) {
   throw std::runtime_error("cache directory " + path + ": " + why);
 }
@@ -54,32 +60,101 @@ directory_lock lock_directory(const std::string& path) {
   }
 }
 
-lmdb::env open_fresh_env(const std::string& path, std::uint64_t map_size) {
+// What the files of a store's directory were written on: this format, on
+// this boot of this machine. The map is written without fsync, so after an
+// operating system crash it may be torn; after a crash of the process alone
+// the page cache kept every committed txn.
+std::string boot_mark() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  if (!std::getline(in, id) || id.empty()) return {};
+  return "pgstash cache format 1, boot " + id + "\n";
+}
+
+constexpr const char* k_boot_file = "boot";
+
+bool written_on_this_boot(const std::string& path) {
+  const std::string mark = boot_mark();
+  if (mark.empty()) return false;
+  std::ifstream in(fs::path(path) / k_boot_file);
+  const std::string found((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return found == mark;
+}
+
+// Written before anything is stored, so files of this boot say so.
+void write_boot_mark(const std::string& path) {
+  const fs::path file = fs::path(path) / k_boot_file;
+  const fs::path temporary = fs::path(path) / "boot.new";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << boot_mark();
+    if (!out) fail_open(path, "cannot write " + temporary.string());
+  }
+  std::error_code ec;
+  fs::rename(temporary, file, ec);
+  if (ec) fail_open(path, "cannot write " + file.string() + ": " + ec.message());
+}
+
+void remove_files(const std::string& path) {
   // Delete the files rather than the entries in them: this also recovers
   // from a file too damaged to open, and gives back the disk a larger
   // budget once took. The directory lock makes sure no one uses them.
-  for (const char* name : {"data.mdb", "lock.mdb"}) {
+  for (const char* name : {"data.mdb", "lock.mdb", k_boot_file}) {
     std::error_code ec;
     fs::remove(fs::path(path) / name, ec);
     if (ec) fail_open(path, std::string("cannot remove the earlier ") + name + ": " + ec.message());
   }
-  try {
-    return lmdb::env::open(path, static_cast<std::size_t>(map_size), k_max_readers, k_env_flags);
-  } catch (const lmdb::error& e) {
-    fail_open(path, e.what());
-  }
 }
 
-lmdb::dbi open_dbi(const lmdb::env& env, const std::string& path) {
-  try {
-    lmdb::txn t = lmdb::txn::begin(env, 0);
-    const lmdb::dbi d = lmdb::dbi::open(t, MDB_CREATE);
-    t.commit();
-    return d;
-  } catch (const lmdb::error& e) {
-    fail_open(path, e.what());
-  }
+struct opened_environment {
+  lmdb::env env;
+  lmdb::dbi entries, meta;
+};
+
+opened_environment open_environment(const std::string& path, std::uint64_t map_size) {
+  opened_environment o;
+  o.env = lmdb::env::open(path, static_cast<std::size_t>(map_size), k_max_readers, 2, k_env_flags);
+  lmdb::txn t = lmdb::txn::begin(o.env, 0);
+  o.entries = lmdb::dbi::open(t, "entries", MDB_CREATE);
+  o.meta = lmdb::dbi::open(t, "meta", MDB_CREATE);
+  t.commit();
+  return o;
 }
+
+}  // namespace
+
+// Takes the directory, then opens the files an earlier run left if it may
+// keep them and they open, or fresh ones.
+result_store::state::prepared result_store::state::prepare(const store_options& options,
+                                                           std::uint64_t map_size) {
+  make_directory(options.path);
+  prepared p{lock_directory(options.path), {}, {}, {}, false};
+  if (options.keep_entries && written_on_this_boot(options.path)) {
+    try {
+      opened_environment o = open_environment(options.path, map_size);
+      p.env = std::move(o.env);
+      p.dbi = o.entries;
+      p.meta = o.meta;
+      p.kept = true;
+      return p;
+    } catch (const lmdb::error&) {
+      // Too damaged to open, or from another format: start afresh.
+    }
+  }
+  remove_files(options.path);
+  write_boot_mark(options.path);
+  try {
+    opened_environment o = open_environment(options.path, map_size);
+    p.env = std::move(o.env);
+    p.dbi = o.entries;
+    p.meta = o.meta;
+  } catch (const lmdb::error& e) {
+    fail_open(options.path, e.what());
+  }
+  return p;
+}
+
+namespace {
 
 validity_check always_valid_if_empty(validity_check check) {
   if (check) return check;
@@ -90,12 +165,19 @@ validity_check always_valid_if_empty(validity_check check) {
 
 result_store::state::state(const store_options& options_in, validity_check still_valid_in,
                            failure_report report)
+    : state(options_in, std::move(still_valid_in), std::move(report),
+            prepare(options_in, effective_map_size(options_in))) {}
+
+result_store::state::state(const store_options& options_in, validity_check still_valid_in,
+                           failure_report report, prepared p)
     : options(options_in),
       still_valid(always_valid_if_empty(std::move(still_valid_in))),
-      map_size(options_in.map_size ? options_in.map_size : derived_map_size(options_in.max_size)),
-      lock((make_directory(options.path), lock_directory(options.path))),
-      env(open_fresh_env(options.path, map_size)),
-      dbi(open_dbi(env, options.path)),
+      map_size(effective_map_size(options_in)),
+      kept(p.kept),
+      lock(std::move(p.lock)),
+      env(std::move(p.env)),
+      dbi(p.dbi),
+      meta(p.meta),
       readers(env),
       report_(std::move(report)) {}
 

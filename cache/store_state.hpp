@@ -25,8 +25,10 @@ namespace pgstash::cache {
 
 class result_store::state {
  public:
-  // Takes the directory, discards earlier files, opens the environment.
-  // Throws std::runtime_error with the one-line message open() returns.
+  // Takes the directory and opens the environment: the earlier run's
+  // files when options.keep_entries and this boot wrote them (`kept`),
+  // else fresh ones. Throws std::runtime_error with the one-line message
+  // open() returns.
   state(const store_options& options, validity_check still_valid, failure_report report);
   state(const state&) = delete;
   state& operator=(const state&) = delete;
@@ -47,10 +49,12 @@ class result_store::state {
   const store_options options;
   const validity_check still_valid;  // never empty
   const std::uint64_t map_size;
+  const bool kept;  // the files are an earlier run's
 
   directory_lock lock;
   lmdb::env env;
-  lmdb::dbi dbi;
+  lmdb::dbi dbi;   // the entries
+  lmdb::dbi meta;  // the checkpoint
   read_txn_pool readers;
   entry_index index;
 
@@ -58,6 +62,16 @@ class result_store::state {
       invalidations{0}, rejected{0}, failures{0};
 
  private:
+  struct prepared {
+    directory_lock lock;
+    lmdb::env env;
+    lmdb::dbi dbi, meta;
+    bool kept;
+  };
+  static prepared prepare(const store_options& options, std::uint64_t map_size);
+  state(const store_options& options, validity_check still_valid, failure_report report,
+        prepared p);
+
   const failure_report report_;  // may be empty
   std::mutex reported_mutex_;
   std::set<std::string, std::less<>> reported_;  // kinds

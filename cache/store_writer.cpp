@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <string_view>
 #include <utility>
@@ -35,7 +36,7 @@ std::string size_text(std::uint64_t bytes) {
 
 std::size_t result_store::writer::op::bytes() const {
   return put.response.size() + put.label.size() + put.deps.size() * sizeof(dependency) +
-         erase.size() * sizeof(key) + 64;
+         erase.size() * sizeof(key) + (checkpoint ? checkpoint->size() : 0) + 64;
 }
 
 result_store::writer::writer(state& s)
@@ -54,13 +55,29 @@ result_store::writer::~writer() {
 }
 
 bool result_store::writer::enqueue_put(put_request r) {
-  return enqueue(op{false, std::move(r), {}}, true);
+  op o;
+  o.put = std::move(r);
+  return enqueue(std::move(o), true);
 }
 
-void result_store::writer::enqueue_erase_all() { enqueue(op{true, {}, {}}, false); }
+void result_store::writer::enqueue_erase_all() {
+  op o;
+  o.erase_all = true;
+  enqueue(std::move(o), false);
+}
 
 void result_store::writer::enqueue_erase(std::vector<key> keys) {
-  enqueue(op{false, {}, std::move(keys)}, false);
+  op o;
+  o.erase = std::move(keys);
+  enqueue(std::move(o), false);
+}
+
+void result_store::writer::enqueue_checkpoint(std::string checkpoint,
+                                              std::function<void(bool saved)> done) {
+  op o;
+  o.checkpoint = std::move(checkpoint);
+  o.saved = std::move(done);
+  enqueue(std::move(o), false);
 }
 
 bool result_store::writer::enqueue(op o, bool may_drop) {
@@ -112,9 +129,10 @@ void result_store::writer::run() {
     }
     take_batch(batch);
     lock.unlock();
-    apply(batch);
+    const bool committed = apply(batch);
     for (op& o : batch) {
       if (o.put.applied) o.put.applied();
+      if (o.saved) o.saved(committed);
     }
     // Busy: reclaim keeps its pace, a chunk per interval.
     if (clock::now() >= next_reclaim) {
@@ -144,13 +162,17 @@ void result_store::writer::take_batch(std::vector<op>& batch) {
   }
 }
 
-void result_store::writer::apply(std::vector<op>& batch) {
+bool result_store::writer::apply(std::vector<op>& batch) {
   index_delta delta(state_.index);
   tally counts;
+  bool checkpointed = false;
   try {
     lmdb::txn t = lmdb::txn::begin(state_.env, 0);
     for (const op& o : batch) {
-      if (o.erase_all) {
+      if (o.checkpoint) {
+        write_checkpoint(t, *o.checkpoint);
+        checkpointed = true;
+      } else if (o.erase_all) {
         state_.dbi.clear(t);
         counts.invalidations += delta.entries();
         delta.erase_all();
@@ -165,11 +187,23 @@ void result_store::writer::apply(std::vector<op>& batch) {
       }
     }
     evict(t, delta, counts);
-    if (delta.empty()) return;  // every put was stale: nothing to commit
-    if (!commit(t, delta, counts, "a batch of cache writes")) return;
+    if (delta.empty() && !checkpointed) return false;  // every put was stale: nothing to commit
+    return commit(t, delta, counts, "a batch of cache writes");
   } catch (const std::exception& e) {
     failed(e, "a batch of cache writes");
+    return false;
   }
+}
+
+void result_store::writer::write_checkpoint(const lmdb::txn& t, const std::string& checkpoint) {
+  checkpoint_view c{checkpoint.size(), false, checkpoint};
+  if (compressor_.compress(checkpoint, compressed_)) {
+    c.compressed = true;
+    c.body = compressed_;
+  }
+  const std::string value = encode_checkpoint(c);
+  char* out = state_.meta.reserve(t, k_checkpoint_key, value.size());
+  std::memcpy(out, value.data(), value.size());
 }
 
 void result_store::writer::write_put(const lmdb::txn& t, index_delta& delta, const put_request& r,

@@ -59,6 +59,7 @@ class result_store::writer {
   bool enqueue_put(put_request r);
   void enqueue_erase_all();
   void enqueue_erase(std::vector<key> keys);
+  void enqueue_checkpoint(std::string checkpoint, std::function<void(bool saved)> done);
   // Blocks until what was queued before the call has been applied.
   // REQUIRES: not called on the writer thread (from a callback).
   void flush();
@@ -68,6 +69,8 @@ class result_store::writer {
     bool erase_all = false;
     put_request put;
     std::vector<key> erase;  // when not empty, the op removes these instead
+    std::optional<std::string> checkpoint;  // when set, the op saves it instead
+    std::function<void(bool saved)> saved;  // with the checkpoint
     std::size_t bytes() const;  // memory it holds, roughly
   };
   // Counts of a txn, added to the store's counters once it commits.
@@ -80,7 +83,9 @@ class result_store::writer {
   void run();
   // Moves the first queued ops to `batch`. REQUIRES: mutex_ held.
   void take_batch(std::vector<op>& batch);
-  void apply(std::vector<op>& batch);
+  // True if the batch's txn committed.
+  bool apply(std::vector<op>& batch);
+  void write_checkpoint(const lmdb::txn& t, const std::string& checkpoint);
   void write_put(const lmdb::txn& t, index_delta& delta, const put_request& r, tally& counts);
   void evict(const lmdb::txn& t, index_delta& delta, tally& counts);
   std::optional<key> pick_victim(const index_delta& delta);

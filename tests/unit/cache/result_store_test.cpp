@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -313,6 +314,102 @@ TEST_CASE("store: reopening discards the entries of the earlier run") {
   out.clear();
   CHECK(f.store->get(key_of(1), 0, out));
   CHECK(out == "second run");
+}
+
+namespace {
+
+// Saves `checkpoint` and waits until the writer says whether it committed.
+bool save(result_store& store, std::string checkpoint) {
+  std::atomic<int> outcome = -1;
+  store.save_checkpoint(std::move(checkpoint), [&](bool saved) { outcome = saved ? 1 : 0; });
+  store.flush();
+  return outcome == 1;
+}
+
+}  // namespace
+
+TEST_CASE("store: kept entries are those the restored checkpoint proves still valid") {
+  store_options options;
+  options.keep_entries = true;
+  store_fixture f(options);
+  options.path = f.dir.path() + "/cache";
+  f.store->put(key_of(1), "reads relation 1", f.deps_on({1}), 0, 0, "one");
+  f.store->put(key_of(2), std::string(10000, 'x'), f.deps_on({2}), 0, 0, "two");
+  REQUIRE(save(*f.store, std::string(5000, 'g') + "checkpoint 1"));
+  REQUIRE(save(*f.store, std::string(5000, 'g') + "checkpoint 2"));  // replaces the first
+  f.store.reset();
+
+  std::string handed;
+  const auto restore = [&](std::string_view checkpoint) {
+    handed = checkpoint;
+    f.generations[2] += 1;  // what the checkpoint says was written since
+    return true;
+  };
+  std::string error;
+  f.store = f.open(options, error, restore);
+  REQUIRE(f.store);
+  CHECK(handed == std::string(5000, 'g') + "checkpoint 2");
+  std::string out;
+  CHECK(f.store->get(key_of(1), 0, out));
+  CHECK(out == "reads relation 1");
+  CHECK_FALSE(f.store->get(key_of(2), 0, out));
+  const store_stats stats = f.store->stats();
+  CHECK(stats.entries == 1);
+  CHECK(stats.invalidations == 1);
+  REQUIRE(f.store->list(10).size() == 1);
+  CHECK(f.store->list(10)[0].label == "one");
+}
+
+TEST_CASE("store: without the checkpoint's consent, or from another boot, entries are discarded") {
+  store_options options;
+  options.keep_entries = true;
+  store_fixture f(options);
+  options.path = f.dir.path() + "/cache";
+  const auto fill = [&] {
+    f.store->put(key_of(1), "earlier run", {}, 0, 0, "");
+    f.store->flush();
+    f.store.reset();
+  };
+  std::string error;
+  std::string out;
+  int restores = 0;
+
+  SUBCASE("the checkpoint cannot prove them") {
+    fill();
+    f.store = f.open(options, error, [&](std::string_view checkpoint) {
+      ++restores;
+      CHECK(checkpoint.empty());  // none was saved
+      return false;
+    });
+    CHECK(restores == 1);
+  }
+  SUBCASE("the machine restarted since: the files may be torn") {
+    fill();
+    {
+      std::ofstream boot(options.path + "/boot", std::ios::trunc);
+      boot << "pgstash cache format 1, boot of another day\n";
+    }
+    f.store = f.open(options, error, [&](std::string_view) { return ++restores, true; });
+    CHECK(restores == 0);
+  }
+  SUBCASE("keep_entries is off") {
+    fill();
+    options.keep_entries = false;
+    f.store = f.open(options, error, [&](std::string_view) { return ++restores, true; });
+    CHECK(restores == 0);
+  }
+  REQUIRE(f.store);
+  CHECK_FALSE(f.store->get(key_of(1), 0, out));
+  CHECK(f.store->stats().entries == 0);
+  // And what it stores now is kept by the next run.
+  f.store->put(key_of(3), "this run", {}, 0, 0, "");
+  REQUIRE(save(*f.store, "proof"));
+  f.store.reset();
+  options.keep_entries = true;
+  f.store =
+      f.open(options, error, [](std::string_view checkpoint) { return checkpoint == "proof"; });
+  REQUIRE(f.store);
+  CHECK(f.store->get(key_of(3), 0, out));
 }
 
 TEST_CASE("store: readers on four threads while the writer stores and evicts") {

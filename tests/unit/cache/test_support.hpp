@@ -85,7 +85,8 @@ struct store_fixture {
     if (!store) throw std::runtime_error("open failed: " + error);
   }
 
-  std::unique_ptr<result_store> open(const store_options& options, std::string& error) {
+  std::unique_ptr<result_store> open(const store_options& options, std::string& error,
+                                     const restore_check& restore = {}) {
     return result_store::open(
         options,
         [this](std::span<const dependency> deps) {
@@ -98,7 +99,7 @@ struct store_fixture {
           std::lock_guard lock(reports_mutex);
           reports.emplace_back(message);
         },
-        error);
+        error, restore);
   }
 
   std::vector<std::string> reported() {
