@@ -399,6 +399,11 @@ class loader {
              "set replication = true under [invalidation] (wal_level = logical on the server), "
              "or consistency = \"instance\"");
     }
+    if (cfg_.invalidation.persistent_slot && !cfg_.invalidation.replication) {
+      report(set_at_["invalidation.persistent_slot"],
+             "invalidation.persistent_slot needs invalidation.replication = true",
+             "set replication = true under [invalidation] as well");
+    }
     if (!c.warm_statements.empty() && (c.warm_database.empty() || c.warm_user.empty())) {
       report(set_at_["cache.warm_statements"],
              "cache.warm_statements needs cache.warm_database and cache.warm_user",

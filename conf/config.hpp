@@ -156,6 +156,8 @@ struct cache_section {
 struct invalidation_section {
   bool replication = false;
   std::string slot = "pgstash";  // per database: <slot>_<database oid>
+  // The slots outlive pgstash, and the cache its restarts (checkpoints).
+  bool persistent_slot = false;
 };
 
 // The admin port: HTTP (health, readiness, Prometheus metrics, a JSON API)

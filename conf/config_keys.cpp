@@ -235,13 +235,18 @@ constexpr std::array k_keys = {
         "cache.warm_user", false,
         "User `cache.warm_statements` run as, with its auth file password if it has one in "
         "clear; required with them. Entries are shared only with clients of the same settings."),
+    boolean_key<&config::invalidation, &invalidation_section::persistent_slot>(
+        "invalidation.persistent_slot",
+        "Keep each database's replication slot when pgstash stops, so that a restart replays "
+        "what was written meanwhile and serves the cached results that survived; an instance "
+        "gone for good leaves its slots holding WAL on the server until they are dropped."),
     boolean_key<&config::invalidation, &invalidation_section::replication>(
         "invalidation.replication",
         "Follow PostgreSQL's logical replication stream (needs `wal_level = logical` and the "
         "REPLICATION privilege) so that writes bypassing pgstash invalidate the cache."),
     string_key<&config::invalidation, &invalidation_section::slot>(
         "invalidation.slot", true,
-        "Prefix of the temporary replication slot of each database (`<slot>_<database oid>`); "
+        "Prefix of the replication slot of each database (`<slot>_<database oid>`); "
         "unique per pgstash instance: lower-case letters, digits and `_`, at most 40."),
     integer_key<&config::limits, &limits_section::analysis_cache_entries>(
         "limits.analysis_cache_entries", 1, 10'000'000,

@@ -44,4 +44,17 @@ void generations::bump(std::span<const std::uint64_t> ids) {
   for (std::uint64_t id : ids) at(id).fetch_add(1, std::memory_order_acq_rel);
 }
 
+std::vector<std::uint64_t> generations::snapshot() const {
+  std::vector<std::uint64_t> out;
+  out.reserve(k_slots);
+  for (const slot& s : slots_) out.push_back(s.load(std::memory_order_acquire));
+  return out;
+}
+
+bool generations::restore(std::span<const std::uint64_t> values) {
+  if (values.size() != k_slots) return false;
+  for (std::size_t i = 0; i < k_slots; ++i) slots_[i].store(values[i], std::memory_order_release);
+  return true;
+}
+
 }  // namespace pgstash::invalidation

@@ -54,6 +54,13 @@ class generations {
   bool still_current(std::span<const dependency> captured) const;
   void bump(std::span<const std::uint64_t> ids);
 
+  // Every counter, for a checkpoint (replication_listener); each read
+  // atomically, so it holds at least every bump made before the call.
+  std::vector<std::uint64_t> snapshot() const;
+  // Sets every counter from a snapshot; false, and nothing changed, if
+  // `values` is not one. REQUIRES: nothing else uses the table yet.
+  bool restore(std::span<const std::uint64_t> values);
+
   // A test-only switch: a table whose bumps do nothing, so that a stale-
   // read checker can show it is able to fail.
   void disable_bumps_for_testing() { bumps_enabled_ = false; }

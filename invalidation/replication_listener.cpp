@@ -1,7 +1,10 @@
 #include "invalidation/replication_listener.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -36,6 +39,9 @@ constexpr std::chrono::seconds k_reply_deadline = 6s;
 // Strict consistency: a polled position the stream has not reached this
 // long after the poll makes the server flush its WAL (at most this often).
 constexpr auto k_flush_grace = 20ms;
+// Persistent slots: how often a checkpoint is saved when the streams have
+// applied something since the last one.
+constexpr auto k_checkpoint_interval = 1s;
 
 // Installed per database: every DDL command's transaction carries a logical
 // message, which the stream delivers with that transaction.
@@ -94,18 +100,43 @@ std::int64_t postgres_clock_us() {
   return since_unix.count() - 946'684'800'000'000;
 }
 
+// What a stream that records its progress in checkpoints learns of their
+// saving: the position up to which the slot may be confirmed. One per
+// incarnation of the stream's proof, so that a late answer for an earlier
+// one changes nothing.
+struct slot_progress {
+  std::atomic<std::uint64_t> saved = 0;
+  // A restored position was saved: the slot may be confirmed up to it.
+  static std::shared_ptr<slot_progress> at(const std::optional<followed_database>& restored) {
+    auto p = std::make_shared<slot_progress>();
+    if (restored) p->saved = restored->applied_lsn;
+    return p;
+  }
+  void raise(std::uint64_t lsn) {
+    std::uint64_t seen = saved.load();
+    while (lsn > seen && !saved.compare_exchange_weak(seen, lsn)) {
+    }
+  }
+};
+
 }  // namespace
 
 // One database's stream and the thread that runs it.
 class database_stream {
  public:
+  // `persistence` null: temporary slots. `restored`: what the checkpoint
+  // the generations came from says of this database.
   database_stream(std::string database, std::string conninfo, const replication_options& options,
-                  generations& generations, const replication_listener::ddl_callback& ddl_seen)
+                  generations& generations, const replication_listener::ddl_callback& ddl_seen,
+                  const slot_persistence* persistence, std::optional<followed_database> restored)
       : database_(std::move(database)),
         conninfo_(std::move(conninfo)),
         options_(options),
         generations_(generations),
         ddl_seen_(ddl_seen),
+        persistence_(persistence),
+        known_(std::move(restored)),
+        progress_(slot_progress::at(known_)),
         poll_wanted_(std::make_shared<wake_fd>()),
         status_(std::make_shared<stream_status>([wake = poll_wanted_] { wake->signal(); })),
         thread_([this] { run(); }) {}
@@ -125,6 +156,17 @@ class database_stream {
   }
 
   std::shared_ptr<const stream_status> status() const { return status_; }
+
+  // Persistent slots: what a checkpoint says of this database (nullopt
+  // before anything is known), and where to report that it was saved.
+  // Read the position before the generations are snapshotted.
+  std::optional<std::pair<followed_database, std::shared_ptr<slot_progress>>> record() {
+    std::lock_guard lock(record_mutex_);
+    if (!known_) return std::nullopt;
+    followed_database r = *known_;
+    r.applied_lsn = std::max(r.applied_lsn, applied_.load());
+    return std::pair{std::move(r), progress_};
+  }
 
  private:
   // Why a stream ended: the server may be back in a second, or cannot
@@ -295,27 +337,27 @@ class database_stream {
     result oid = exec(c, "SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()");
     if (!oid || PQresultStatus(oid.get()) != PGRES_TUPLES_OK || PQntuples(oid.get()) != 1)
       return {false, error_of(c, oid.get())};
-    if (!ensure_ddl_trigger(c) && options_.strict)
+    const bool ddl_followed = ensure_ddl_trigger(c);
+    if (!ddl_followed && options_.strict)
       return {true,
               "strict consistency needs event trigger pgstash_ddl, or DDL made elsewhere "
               "would go unseen (a superuser lets pgstash install it)"};
 
     const std::string slot = options_.slot + "_" + PQgetvalue(oid.get(), 0, 0);
-    result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
-                              " TEMPORARY LOGICAL test_decoding NOEXPORT_SNAPSHOT");
-    if (!made || PQresultStatus(made.get()) != PGRES_TUPLES_OK) {
-      const char* state = made ? PQresultErrorField(made.get(), PG_DIAG_SQLSTATE) : nullptr;
-      const std::string code = state ? state : "";
-      // No privilege, or wal_level below logical: nothing a retry in a
-      // second changes. Anything else (the name still held by our own
-      // previous connection, or by another pgstash with the same
-      // invalidation.slot; no free slot) is waited out without hits.
-      const bool config = code == "42501" || code == "55000";
-      return {config, "slot " + slot + ": " + error_of(c, made.get())};
+    // Where the stream must have got to before hits are served (0: at
+    // once), and up to where the generations hold what it replays.
+    std::uint64_t catch_up_to = 0, already_applied = 0;
+    if (persistence_) {
+      if (auto e = resume_or_create_slot(c, slot, ddl_followed, catch_up_to, already_applied))
+        return *e;
+    } else {
+      result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
+                                " TEMPORARY LOGICAL test_decoding NOEXPORT_SNAPSHOT");
+      if (auto e = slot_not_made(c, slot, made.get())) return *e;
+      // From here on every commit reaches us; before it, some may not have.
+      ddl_seen_(database_);
+      bump_database();
     }
-    // From here on every commit reaches us; before it, some may not have.
-    ddl_seen_(database_);
-    bump_database();
 
     std::optional<wal_position> position;
     if (options_.strict) position.emplace(conninfo_);
@@ -326,10 +368,108 @@ class database_stream {
       return {false, error_of(c, started.get())};
     started.reset();
     if (PQsetnonblocking(c, 1) != 0) return {false, error_of(c, nullptr)};
-    set_state(stream_state::following);
-    spdlog::info("cache invalidation: following database \"{}\" (slot {})", database_, slot);
+    if (catch_up_to == 0) set_state(stream_state::following);
+    spdlog::info("cache invalidation: following database \"{}\" (slot {}{})", database_, slot,
+                 catch_up_to ? ", replaying from its position" : "");
     last_logged_.clear();
-    return follow(c, position ? &*position : nullptr);
+    return follow(c, position ? &*position : nullptr, catch_up_to, already_applied);
+  }
+
+  // Why a slot was not made, if it was not.
+  std::optional<ended> slot_not_made(PGconn* c, const std::string& slot, const PGresult* made) {
+    if (made && PQresultStatus(made) == PGRES_TUPLES_OK) return std::nullopt;
+    const char* state = made ? PQresultErrorField(made, PG_DIAG_SQLSTATE) : nullptr;
+    const std::string code = state ? state : "";
+    // No privilege, or wal_level below logical: nothing a retry in a
+    // second changes. Anything else (the name still held by our own
+    // previous connection, or by another pgstash with the same
+    // invalidation.slot; no free slot) is waited out without hits.
+    const bool config = code == "42501" || code == "55000";
+    return ended{config, "slot " + slot + ": " + error_of(c, made)};
+  }
+
+  // Persistent slots: takes up the slot where it stands if it is the one
+  // this database's results were proven against and the DDL trigger is
+  // there to tell of DDL made meanwhile (then `catch_up_to` and
+  // `already_applied` are set), else invalidates them and makes the slot
+  // if it is missing.
+  std::optional<ended> resume_or_create_slot(PGconn* c, const std::string& slot, bool ddl_followed,
+                                             std::uint64_t& catch_up_to,
+                                             std::uint64_t& already_applied) {
+    result system = exec(c, "IDENTIFY_SYSTEM");
+    if (!system || PQresultStatus(system.get()) != PGRES_TUPLES_OK || PQntuples(system.get()) != 1)
+      return ended{false, error_of(c, system.get())};
+    const std::string system_id = PQgetvalue(system.get(), 0, 0);
+    const std::string literal = quoted(c, slot);
+    result found = exec(c,
+                        "SELECT slot_type, database = current_database(), plugin, active, "
+                        "confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
+                        "WHERE slot_name = " +
+                            literal);
+    if (!found || PQresultStatus(found.get()) != PGRES_TUPLES_OK)
+      return ended{false, error_of(c, found.get())};
+    std::uint64_t start = 0;
+    bool proven = false;
+    if (PQntuples(found.get()) == 1) {
+      const auto field = [&](int column) {
+        return std::string(PQgetvalue(found.get(), 0, column));
+      };
+      if (field(0) != "logical" || field(1) != "t" || field(2) != "test_decoding")
+        return ended{true,
+                     "slot " + slot + " exists and is not a test_decoding slot of this database"};
+      if (field(3) == "t") return ended{false, "slot " + slot + " is in use by another connection"};
+      const std::optional<std::uint64_t> confirmed = parse_lsn(field(4));
+      if (!confirmed) return ended{false, "slot " + slot + " has no position"};
+      start = *confirmed;
+      std::lock_guard lock(record_mutex_);
+      already_applied = known_ ? std::max(known_->applied_lsn, applied_.load()) : 0;
+      proven = ddl_followed && known_ && known_->slot == slot && known_->system_id == system_id &&
+               start <= already_applied;
+    } else {
+      result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
+                                " LOGICAL test_decoding NOEXPORT_SNAPSHOT");
+      if (auto e = slot_not_made(c, slot, made.get())) return e;
+      const std::optional<std::uint64_t> consistent = parse_lsn(PQgetvalue(made.get(), 0, 1));
+      if (!consistent) return ended{false, "slot " + slot + ": no consistent point"};
+      start = *consistent;
+    }
+    if (!proven) {
+      already_applied = 0;
+      // Anything committed before the slot's position may have been missed.
+      ddl_seen_(database_);
+      bump_database();
+      std::lock_guard lock(record_mutex_);
+      known_ = followed_database{database_, slot, system_id, start};
+      applied_ = start;
+      progress_ = std::make_shared<slot_progress>();
+      return std::nullopt;
+    }
+    // A logical message of ours, flushed: every commit acknowledged before
+    // it is in the WAL before it, and applied once the stream passes it.
+    result marked =
+        exec(c,
+             "SET synchronous_commit = local; SELECT pg_catalog.pg_logical_emit_message("
+             "true, 'pgstash.flush', '')");
+    const std::optional<std::uint64_t> mark =
+        marked && PQresultStatus(marked.get()) == PGRES_TUPLES_OK
+            ? parse_lsn(PQgetvalue(marked.get(), 0, 0))
+            : std::nullopt;
+    if (!mark || *mark == 0)
+      return ended{false, "cannot mark the stream's position: " + error_of(c, marked.get())};
+    catch_up_to = *mark;
+    return std::nullopt;
+  }
+
+  std::string quoted(PGconn* c, const std::string& s) {
+    char* q = PQescapeLiteral(c, s.c_str(), s.size());
+    std::string out = q ? q : "''";
+    PQfreemem(q);
+    return out;
+  }
+
+  std::shared_ptr<slot_progress> current_progress() {
+    std::lock_guard lock(record_mutex_);
+    return progress_;
   }
 
   void bump_database() {
@@ -352,6 +492,9 @@ class database_stream {
   // (its keepalive proves the connection alive). Nonblocking: a peer that
   // stops reading leaves it queued, and the reply deadline ends the stream.
   bool send_status(PGconn* c, std::uint64_t lsn) {
+    // A persistent slot is confirmed no further than a saved checkpoint's
+    // position: a restart replays what comes after it.
+    if (persistence_) lsn = std::min(lsn, current_progress()->saved.load());
     const std::string update = standby_status_update(lsn, postgres_clock_us(), true);
     return PQputCopyData(c, update.data(), static_cast<int>(update.size())) == 1 &&
            PQflush(c) >= 0;
@@ -422,7 +565,31 @@ class database_stream {
     status_->barrier().reset();
   }
 
-  ended follow(PGconn* c, wal_position* position) {
+  // Publishes what the stream has applied: to hits waiting for strict
+  // proof, to checkpoints, and (once it reaches `catch_up_to`) as
+  // following.
+  void applied(std::uint64_t confirmable, std::uint64_t catch_up_to) {
+    status_->barrier().applied(confirmable);
+    if (persistence_) {
+      std::uint64_t seen = applied_.load();
+      while (confirmable > seen && !applied_.compare_exchange_weak(seen, confirmable)) {
+      }
+    }
+    if (catch_up_to != 0 && confirmable >= catch_up_to &&
+        status_->state() != stream_state::following) {
+      set_state(stream_state::following);
+      spdlog::info(
+          "cache invalidation: database \"{}\" replayed what was written while it was "
+          "not followed; its cached results are served again",
+          database_);
+    }
+  }
+
+  // Commits that end at or before `already_applied` are replayed from a
+  // slot confirmed behind what the generations hold: not applied again,
+  // which would only drop results captured after them.
+  ended follow(PGconn* c, wal_position* position, std::uint64_t catch_up_to,
+               std::uint64_t already_applied) {
     change_stream decoder;
     std::uint64_t confirmable = 0;
     auto now = std::chrono::steady_clock::now();
@@ -437,15 +604,18 @@ class database_stream {
         PQfreemem(buf);
         if (ev == change_stream::event::malformed) return {false, "unexpected message in the stream"};
         if (ev == change_stream::event::committed) {
-          apply(decoder.last_commit());
+          const committed_changes& commit = decoder.last_commit();
+          // (A DDL message whose transaction's end is not given is applied
+          // again: an invalidation too many, never one too few.)
+          if (commit.end_lsn == 0 || commit.end_lsn > already_applied) apply(commit);
           status_->commits_.fetch_add(1, std::memory_order_relaxed);
           confirmable = std::max(confirmable, decoder.last_commit().end_lsn);
-          status_->barrier().applied(confirmable);
+          applied(confirmable, catch_up_to);
         } else if (ev == change_stream::event::keepalive) {
           // Outside a transaction's changes the server's position is
           // passed: every commit before it has been sent and applied.
           if (!decoder.in_transaction()) confirmable = std::max(confirmable, decoder.keepalive_end());
-          status_->barrier().applied(confirmable);
+          applied(confirmable, catch_up_to);
           if (decoder.reply_requested()) {
             if (!send_status(c, confirmable)) return {false, error_of(c, nullptr)};
             last_status = std::chrono::steady_clock::now();
@@ -483,6 +653,11 @@ class database_stream {
   const replication_options& options_;
   generations& generations_;
   const replication_listener::ddl_callback& ddl_seen_;
+  const slot_persistence* const persistence_;
+  std::mutex record_mutex_;
+  std::optional<followed_database> known_;   // what this database's results are proven against
+  std::shared_ptr<slot_progress> progress_;  // of known_
+  std::atomic<std::uint64_t> applied_ = 0;   // by the stream, since known_ was set
   const std::shared_ptr<wake_fd> poll_wanted_;
   std::shared_ptr<stream_status> status_;
   std::mutex mutex_;
@@ -495,21 +670,98 @@ class database_stream {
 };
 
 struct replication_listener::state {
+  state(replication_options options_in, generations& gens_in, ddl_callback ddl_seen_in,
+        std::optional<slot_persistence> persistence_in)
+      : options(std::move(options_in)),
+        gens(gens_in),
+        ddl_seen(std::move(ddl_seen_in)),
+        persistence(std::move(persistence_in)) {}
+
+  // Saves a checkpoint if the streams applied something since the last one
+  // (or `always`); with `wait`, returns once it is saved or failed.
+  void checkpoint(bool always, bool wait) {
+    std::unique_lock building(checkpoint_mutex);  // saved in the order built
+    stream_checkpoint c;
+    std::vector<std::pair<std::shared_ptr<slot_progress>, std::uint64_t>> progress;
+    {
+      std::lock_guard lock(mutex);
+      for (const followed_database& d : persistence->restored) {
+        if (!streams.contains(d.database)) c.databases.push_back(d);
+      }
+      for (const auto& [database, stream] : streams) {
+        if (auto r = stream->record()) {
+          progress.emplace_back(r->second, r->first.applied_lsn);
+          c.databases.push_back(std::move(r->first));
+        }
+      }
+    }
+    if (!always && c.databases == last_saved) return;
+    last_saved = c.databases;
+    // After the positions: it holds every bump they count.
+    c.generations = gens.snapshot();
+    auto saved = std::make_shared<std::promise<void>>();
+    std::future<void> done = saved->get_future();
+    persistence->save(encode(c), [progress = std::move(progress), saved](bool ok) {
+      if (ok) {
+        for (const auto& [p, lsn] : progress) p->raise(lsn);
+      }
+      saved->set_value();
+    });
+    building.unlock();
+    if (wait) done.wait();
+  }
+
+  void run_checkpoints() {
+    std::unique_lock lock(checkpoint_stop_mutex);
+    while (!checkpoint_wake.wait_for(lock, k_checkpoint_interval, [&] { return stopping; })) {
+      lock.unlock();
+      checkpoint(false, false);
+      lock.lock();
+    }
+  }
+
   replication_options options;
   generations& gens;
   ddl_callback ddl_seen;
+  const std::optional<slot_persistence> persistence;
   mutable std::mutex mutex;
   std::map<std::string, std::unique_ptr<database_stream>> streams;
+
+  std::mutex checkpoint_mutex;
+  std::vector<followed_database> last_saved;
+  std::mutex checkpoint_stop_mutex;
+  std::condition_variable checkpoint_wake;
+  bool stopping = false;
+  std::thread checkpointer;  // started once the listener is built
 };
 
 replication_listener::replication_listener(replication_options options, generations& generations,
-                                           ddl_callback ddl_seen)
-    : state_(new state{std::move(options), generations, std::move(ddl_seen), {}, {}}) {}
+                                           ddl_callback ddl_seen,
+                                           std::optional<slot_persistence> persistence)
+    : state_(std::make_unique<state>(std::move(options), generations, std::move(ddl_seen),
+                                     std::move(persistence))) {
+  if (state_->persistence)
+    state_->checkpointer = std::thread([s = state_.get()] { s->run_checkpoints(); });
+}
 
 replication_listener::~replication_listener() {
+  if (state_->checkpointer.joinable()) {
+    {
+      std::lock_guard lock(state_->checkpoint_stop_mutex);
+      state_->stopping = true;
+    }
+    state_->checkpoint_wake.notify_all();
+    state_->checkpointer.join();
+  }
+  {
+    std::lock_guard lock(state_->mutex);
+    // All asked first, so that they end together.
+    for (auto& [database, stream] : state_->streams) stream->stop();
+  }
+  // What they applied is kept for the next run (the store saves it before
+  // it closes).
+  if (state_->persistence) state_->checkpoint(false, false);
   std::lock_guard lock(state_->mutex);
-  // All asked first, so that they end together.
-  for (auto& [database, stream] : state_->streams) stream->stop();
   state_->streams.clear();
 }
 
@@ -517,10 +769,22 @@ std::shared_ptr<const stream_status> replication_listener::follow(const std::str
                                                                   const std::string& conninfo) {
   std::lock_guard lock(state_->mutex);
   auto& stream = state_->streams[database];
-  if (!stream)
+  if (!stream) {
+    std::optional<followed_database> restored;
+    const slot_persistence* persistence = state_->persistence ? &*state_->persistence : nullptr;
+    if (persistence) {
+      for (const followed_database& d : persistence->restored) {
+        if (d.database == database) restored = d;
+      }
+    }
     stream = std::make_unique<database_stream>(database, conninfo, state_->options, state_->gens,
-                                               state_->ddl_seen);
+                                               state_->ddl_seen, persistence, std::move(restored));
+  }
   return stream->status();
+}
+
+void replication_listener::checkpoint_now() {
+  if (state_->persistence) state_->checkpoint(true, true);
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<const stream_status>>>

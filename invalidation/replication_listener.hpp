@@ -17,6 +17,21 @@
 //   been missed. Only then are hits served again. Creating the slot waits
 //   for the transactions running on the server that have written.
 //
+// Persistent slots (slot_persistence given): the slot `<slot>_<database
+// oid>` outlives the connection and pgstash, and every second the
+// listener saves a checkpoint (stream_checkpoint.hpp) through the result
+// store: the generation table, and per database the position up to which
+// every commit was applied to it. The slot is confirmed only up to the
+// position of the last checkpoint saved, so the server keeps the WAL after
+// it. A (re)connection that finds the slot it was following, on the same
+// server, confirmed no further than the checkpoint (or this run) applied,
+// invalidates nothing: it replays the stream from the slot's position and
+// serves hits once it has applied a logical message it wrote itself just
+// before, so every commit acknowledged before the connection is applied.
+// Any other case (no checkpoint, another server, the slot dropped or
+// consumed by someone else) invalidates the database's results as a
+// temporary slot does, and goes on with the slot there is, or a new one.
+//
 // A database's stream_status says whether its hits may be served:
 // - following: every commit is applied as it arrives (lag: the stream's);
 // - connecting: not following yet, or it broke and is being re-established
@@ -36,12 +51,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "invalidation/generations.hpp"
+#include "invalidation/stream_checkpoint.hpp"
 #include "invalidation/wal_barrier.hpp"
 
 namespace pgstash::invalidation {
@@ -99,14 +116,26 @@ class stream_status {
   mutable wal_barrier barrier_;
 };
 
+// Persistent slots and checkpoints (see above).
+struct slot_persistence {
+  // The databases of the checkpoint the generations were restored from.
+  std::vector<followed_database> restored;
+  // Saves an encoded stream_checkpoint; done(true) once it would survive a
+  // crash of the process, done(false) if it failed. May call back on any
+  // thread.
+  std::function<void(std::string checkpoint, std::function<void(bool saved)> done)> save;
+};
+
 class replication_listener {
  public:
   // `ddl_seen(database)`: DDL was made in the database (the catalog's
   // answers for it are stale). Called on the stream's thread.
   using ddl_callback = std::function<void(const std::string& database)>;
-  replication_listener(replication_options options, generations& generations,
-                       ddl_callback ddl_seen);
-  // Stops every stream (their temporary slots go with their connections).
+  // Slots are temporary without `persistence`.
+  replication_listener(replication_options options, generations& generations, ddl_callback ddl_seen,
+                       std::optional<slot_persistence> persistence = std::nullopt);
+  // Stops every stream (temporary slots go with their connections) and
+  // saves a last checkpoint.
   ~replication_listener();
   replication_listener(const replication_listener&) = delete;
   replication_listener& operator=(const replication_listener&) = delete;
@@ -115,6 +144,11 @@ class replication_listener {
   // `conninfo` (libpq keywords for a normal connection to it).
   std::shared_ptr<const stream_status> follow(const std::string& database,
                                               const std::string& conninfo);
+  // Persistent slots: saves a checkpoint of the generations as they are
+  // now and waits until it is saved, so that bumps made before the call
+  // (an operator's invalidation) survive a crash. Nothing otherwise.
+  void checkpoint_now();
+
   // Every database followed so far, with its stream's status.
   std::vector<std::pair<std::string, std::shared_ptr<const stream_status>>> streams() const;
 

@@ -192,9 +192,12 @@ int run(loaded config, const std::string& config_path) {
   // tearing down sessions that are mid-flight one by one.
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   asio::signal_set hangup(ioc, SIGHUP);
-  signals.async_wait([unix_path](const error_code& ec, int signo) {
+  signals.async_wait([unix_path, &ctx](const error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("signal {}: shutting down", signo);
+    // The cache's entries are kept for the next run only as far as a
+    // checkpoint proves them.
+    if (ctx.cache) ctx.cache->checkpoint();
     if (!unix_path.empty()) ::unlink(unix_path.c_str());
     spdlog::shutdown();
     std::_Exit(0);

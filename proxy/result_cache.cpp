@@ -1,8 +1,9 @@
 #include "proxy/result_cache.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <chrono>
+#include <optional>
+
+#include <spdlog/spdlog.h>
 
 namespace pgstash::proxy {
 
@@ -23,7 +24,12 @@ std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
   options.max_size = cfg.max_size;
   options.max_entry_size = cfg.max_entry_size;
   options.compress_min_size = cfg.compress_min_size;
+  // Entries outlive a restart only where a persistent slot can replay what
+  // was written meanwhile.
+  options.keep_entries = followed.replication && followed.persistent_slot;
   invalidation::generations& generations = shared->generations_;
+  std::optional<invalidation::slot_persistence> persistence;
+  if (options.keep_entries) persistence.emplace();
   shared->store_ = cache::result_store::open(
       options,
       [&generations](std::span<const cache::dependency> deps) {
@@ -32,8 +38,26 @@ std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
       [](std::string_view failure) {
         spdlog::error("result cache: {}; statements pass through uncached meanwhile", failure);
       },
-      error);
+      error,
+      [&](std::string_view saved) {
+        const auto checkpoint = invalidation::decode_checkpoint(saved);
+        if (!checkpoint || !generations.restore(checkpoint->generations)) return false;
+        persistence->restored = checkpoint->databases;
+        return true;
+      });
   if (!shared->store_) return nullptr;
+  if (persistence) {
+    const cache::store_stats kept = shared->store_->stats();
+    if (kept.entries > 0)
+      spdlog::info(
+          "result cache: kept {} entries of the earlier run; each database's are served "
+          "once its stream has replayed what was written since",
+          kept.entries);
+    persistence->save = [store = shared->store_.get()](std::string checkpoint,
+                                                       std::function<void(bool)> done) {
+      store->save_checkpoint(std::move(checkpoint), std::move(done));
+    };
+  }
   if (followed.replication) {
     invalidation::catalog_service& catalog = shared->catalog_;
     const bool strict = cfg.consistency == conf::cache_consistency::strict;
@@ -42,7 +66,8 @@ std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
                                           // Strict promises what no TTL can bound.
                                           .serve_unfollowed = cfg.default_ttl > 0 && !strict,
                                           .strict = strict},
-        generations, [&catalog](const std::string& database) { catalog.forget(database); });
+        generations, [&catalog](const std::string& database) { catalog.forget(database); },
+        std::move(persistence));
   }
   return shared;
 }
@@ -62,17 +87,28 @@ void result_cache::invalidate_table(const std::string& database, std::string_vie
   const std::uint64_t ids[] = {invalidation::relation_id(database, table),
                                invalidation::any_write_id(database)};
   generations_.bump(ids);
+  checkpoint();
 }
 
 void result_cache::invalidate_database(const std::string& database) {
-  const std::uint64_t id = invalidation::database_id(database);
-  generations_.bump({&id, 1});
+  bump_database(database);
+  checkpoint();
 }
 
 void result_cache::invalidate_all(const std::vector<std::string>& databases) {
   // The bumps make every result unservable now; erasing frees the space.
-  for (const auto& database : databases) invalidate_database(database);
+  for (const auto& database : databases) bump_database(database);
   store_->erase_all();
+  checkpoint();
+}
+
+void result_cache::bump_database(const std::string& database) {
+  const std::uint64_t id = invalidation::database_id(database);
+  generations_.bump({&id, 1});
+}
+
+void result_cache::checkpoint() {
+  if (listener_) listener_->checkpoint_now();
 }
 
 void result_cache::count_uncacheable(invalidation::uncacheable why) {

@@ -31,9 +31,10 @@ namespace pgstash::proxy {
 
 class result_cache {
  public:
-  // Opens the store at cfg.path (discarding an earlier run's entries), and
-  // follows the replication stream if `followed.replication`. Returns null
-  // and sets `error` if it cannot.
+  // Opens the store at cfg.path, and follows the replication stream if
+  // `followed.replication`. An earlier run's entries are discarded, unless
+  // it kept its slots (`followed.persistent_slot`) and its last checkpoint
+  // proves them. Returns null and sets `error` if it cannot.
   static std::unique_ptr<result_cache> open(const conf::cache_section& cfg,
                                             const conf::invalidation_section& followed,
                                             std::string& error);
@@ -66,6 +67,11 @@ class result_cache {
   void invalidate_database(const std::string& database);
   // Every result, and the store emptied.
   void invalidate_all(const std::vector<std::string>& databases);
+  // Persistent slots: saves what proves the stored entries now, and waits.
+  // Entries kept across a restart are proven by the last checkpoint, so one
+  // that predates an operator's invalidation would bring back what it
+  // invalidated (the invalidations above call it); and a stop saves one.
+  void checkpoint();
 
   // Statements served from the cache, sent on to be captured, and passed
   // through uncached (by reason).
@@ -82,6 +88,7 @@ class result_cache {
 
  private:
   explicit result_cache(const conf::cache_section& cfg);
+  void bump_database(const std::string& database);
 
   const conf::cache_section& cfg_;
   const cache_rules rules_;

@@ -32,6 +32,17 @@ replication stream (invalidation.replication = true), seen from psycopg through 
       strict mode serves nothing, and the log says why.
   unlogged_not_cached
       an UNLOGGED table's writes are in no stream: its reads are never answered from the cache.
+  persistent_restart
+      invalidation.persistent_slot = true: pgstash stopped, a direct write made while it is
+      down, pgstash started again on the same cache: the write is seen, and a result it did not
+      touch is answered from the cache without reaching the server. With the slot dropped while
+      pgstash was down (nothing proves the kept results), the first read goes to the server.
+  persistent_kill9, persistent_kill9_strict
+      pgstash killed with SIGKILL at random moments under reads and writes (through pgstash, and
+      directly on the server, which go on while it is down), then started again on the same
+      cache: no read returns a row older than a write acknowledged before it was sent (direct
+      writes in the default mode: more than LAG_BOUND before), and a read-only table's cached
+      result is served again after every restart.
   no_replication_privilege, wal_level_replica
       the stream cannot run: one clear log line; the cache still serves, bounded by
       cache.default_ttl, and serves nothing when default_ttl = 0 would not bound it.
@@ -42,9 +53,12 @@ Arguments, if any, name the cases to run (all by default).
 import http.client
 import json
 import os
+import random
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psycopg
@@ -59,10 +73,11 @@ SEEN_WITHIN = 5.0
 
 
 def start_following(case, mode, cluster_dir=None, follow=True, ttl=0, user="postgres",
-                    extra=()):
-    """A pgstash with the cache on; its stream of DB starts with the first client there (this
-    function's, as `user`: the stream logs in as the first client)."""
-    path = os.path.join(case.root, f"{case.name}-cache-{len(case.instances) + 1}")
+                    extra=(), path=None):
+    """A pgstash with the cache on (its cache directory: `path`, or one of its own); its stream
+    of DB starts with the first client there (this function's, as `user`: the stream logs in as
+    the first client)."""
+    path = path or os.path.join(case.root, f"{case.name}-cache-{len(case.instances) + 1}")
     lines = [*mode, "cache.enabled = true", f'cache.path = "{path}"', f"cache.default_ttl = {ttl}",
              f'invalidation.slot = "t_{case.name[:30]}"']
     if follow:
@@ -426,6 +441,243 @@ def case_strict_needs_ddl_trigger(case):
     ok("strict mode without the DDL event trigger serves no hits, and its log says why")
 
 
+PERSISTENT = ["invalidation.persistent_slot = true"]
+REPLAYED = "replayed what was written while it was not followed"
+
+
+def drop_slots(case):
+    """Persistent slots outlive pgstash: the case drops its own, at its start (an earlier run's)
+    and end, ending the stream of any pgstash still on one."""
+    slots = f"from pg_replication_slots where slot_name like 't\\_{case.name[:30]}%'"
+    deadline = time.monotonic() + 10
+    while server(f"select count(*) {slots}", dbname="postgres")[0][0]:
+        server(f"select pg_terminate_backend(active_pid) {slots} and active", dbname="postgres")
+        server(f"select pg_drop_replication_slot(slot_name) {slots} and not active",
+               dbname="postgres")
+        expect(time.monotonic() < deadline, "the case's replication slots could not be dropped")
+        time.sleep(0.1)
+
+
+def stop(inst):
+    expect(inst.stop(show_log=False), f"pgstash (pid {inst.pid}) reported a sanitizer error")
+
+
+def start_persistent(case, path):
+    """A pgstash with a persistent slot on the cache directory `path`, its admin port, and when
+    it was started."""
+    admin_port, lines = admin_port_lines()
+    started = time.monotonic()
+    inst = start_following(case, TRANSACTION, extra=[*PERSISTENT, *lines], path=path)
+    return inst, admin_port, started
+
+
+def entry_of(admin_port, sql):
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
+    conn.request("GET", "/api/cache/entries", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    entries = json.loads(conn.getresponse().read())["entries"]
+    conn.close()
+    return next((e for e in entries if e["statement"] == sql), None)
+
+
+def served_entry_kept(conn, admin_port, started, sql, expected):
+    """Reads `sql` through pgstash until its cache entry has been served (a new process learns
+    the catalog first: until then reads pass through uncached); whether that entry is older than
+    the process, i.e. kept from an earlier run."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = read(conn, sql)
+        expect(rows == expected, f"{sql!r} returned {rows}, expected {expected}")
+        entry = entry_of(admin_port, sql)
+        if entry and entry["hits"] > 0:
+            return entry["age_seconds"] > time.monotonic() - started
+        expect(time.monotonic() < deadline, f"{sql!r} was not answered from the cache in 10 s")
+        time.sleep(0.02)
+
+
+def case_persistent_restart(case):
+    ensure_database()
+    drop_slots(case)
+    case.cleanups.append(lambda: drop_slots(case))
+    kept, changed = f"fw_{case.name}_kept", f"fw_{case.name}_changed"
+    view = f"fw_{case.name}_view"
+    server(f"drop view if exists {view}")
+    kept_sql, changed_sql = one_row_table(kept), one_row_table(changed)
+    server(f"create view {view} as select v from {kept} where id = 1")
+    view_sql = f"select v from {view}"
+    path = os.path.join(case.root, f"{case.name}-cache")
+    inst, _, _ = start_persistent(case, path)
+    wait_for_log(inst, FOLLOWING)
+    with connect(inst.port, dbname=DB) as conn:
+        cached(conn, kept_sql, kept, [("one",)])
+        cached(conn, changed_sql, changed, [("one",)])
+    stop(inst)
+    server(f"update {changed} set v = 'uno' where id = 1")
+
+    inst, admin_port, started = start_persistent(case, path)
+    wait_for_log(inst, REPLAYED)
+    expect("kept 2 entries of the earlier run" in log_of(inst),
+           f"pgstash did not keep the two entries: {log_of(inst)[-600:]}")
+    with connect(inst.port, dbname=DB) as conn:
+        # Until a hit: the entry kept of the row written while pgstash was down must not be one.
+        cached(conn, changed_sql, changed, [("uno",)])
+        expect(served_entry_kept(conn, admin_port, started, kept_sql, [("one",)]),
+               "the result not written to was stored again rather than served from the entry kept")
+        cached(conn, kept_sql, kept, [("one",)])
+        cached(conn, view_sql, view, [("one",)])
+    ok("after a restart, a write made while pgstash was down is seen and the result it did not "
+       "touch is served from the entry kept")
+
+    stop(inst)
+    server(f"create or replace view {view} as select 'changed'::text as v")
+    inst, _, _ = start_persistent(case, path)
+    wait_for_log(inst, REPLAYED)
+    with connect(inst.port, dbname=DB) as conn:
+        cached(conn, view_sql, view, [("changed",)])
+    ok("DDL made while pgstash was down (CREATE OR REPLACE VIEW) is seen after the restart")
+
+    stop(inst)
+    drop_slots(case)
+    inst, admin_port, started = start_persistent(case, path)
+    wait_for_log(inst, FOLLOWING)
+    with connect(inst.port, dbname=DB) as conn:
+        expect(not served_entry_kept(conn, admin_port, started, kept_sql, [("one",)]),
+               "with the slot gone (nothing proves it), the entry kept was served")
+    stop(inst)
+    ok("with the slot dropped while pgstash was down, the kept results are not served")
+
+
+LAG_BOUND = 2.0
+KEYS = 16
+
+
+class AckedWrites:
+    """Per row, the values acknowledged (they only grow) and when; a direct write is owed to
+    readers `direct_lag` s after its acknowledgement, one through pgstash at once."""
+
+    def __init__(self, direct_lag):
+        self.lock = threading.Lock()
+        self.acks = {}
+        self.direct_lag = direct_lag
+
+    def add(self, row, value, direct):
+        with self.lock:
+            self.acks.setdefault(row, []).append((value, time.monotonic(), direct))
+
+    def floor(self, row, sent):
+        """The newest value a read sent at `sent` must see."""
+        with self.lock:
+            return max((v for v, at, direct in self.acks.get(row, [])
+                        if at <= sent - (self.direct_lag if direct else 0)), default=0)
+
+
+def kill9_under_load(case, extra, direct_lag):
+    """Rounds of: start pgstash on the same cache (a persistent slot), reads of two tables
+    through it (one written only directly, on the server, also while pgstash is down; one
+    through pgstash, from half a second in), SIGKILL at a random moment."""
+    ensure_database()
+    drop_slots(case)
+    case.cleanups.append(lambda: drop_slots(case))
+    direct_t, proxied_t, ro = (f"fw_{case.name[:20]}_{n}" for n in ("direct", "proxied", "ro"))
+    for t in (direct_t, proxied_t):
+        server(f"drop table if exists {t}; create table {t} (id int primary key, v int);"
+               f"insert into {t} select g, 0 from generate_series(0, {KEYS - 1}) g")
+    ro_sql = one_row_table(ro)
+    path = os.path.join(case.root, f"{case.name}-cache")
+    acked = AckedWrites(direct_lag)
+    stale, reads, writes = [], [0], [0]
+    rng = random.Random(int(os.environ.get("PGSTASH_TEST_SEED", "9")))
+
+    def write_loop(port, direct, until):
+        t, conn = (direct_t if direct else proxied_t), None
+        while not until.is_set():
+            try:
+                if conn is None:
+                    conn = admin(DB) if direct else connect(port, dbname=DB)
+                k = rng.randrange(KEYS)
+                v = conn.execute(f"update {t} set v = v + 1 where id = %s returning v",
+                                 (k,)).fetchone()[0]
+                acked.add((t, k), v, direct)
+                writes[0] += 1
+            except psycopg.Error:
+                conn = None
+                time.sleep(0.05)
+
+    def read_loop(port, until):
+        conn = None
+        while not until.is_set():
+            try:
+                if conn is None:
+                    conn = connect(port, dbname=DB)
+                t, k = rng.choice((direct_t, proxied_t)), rng.randrange(KEYS)
+                sent = time.monotonic()
+                floor = acked.floor((t, k), sent)
+                v = conn.execute(f"select v from {t} where id = {k}", prepare=False).fetchone()[0]
+                reads[0] += 1
+                if v < floor:
+                    stale.append((t, k, v, floor))
+            except psycopg.Error:
+                conn = None
+                time.sleep(0.05)
+
+    def start(target, *args):
+        th = threading.Thread(target=target, args=args, daemon=True)
+        th.start()
+        return th
+
+    stop_direct = threading.Event()
+    load = [start(write_loop, 0, True, stop_direct)]
+    try:
+        for round_ in range(6):
+            admin_port, lines = admin_port_lines()
+            started = time.monotonic()
+            inst = start_following(case, TRANSACTION, extra=[*PERSISTENT, *lines, *extra],
+                                   path=path)
+            if round_ > 0:
+                wait_for_log(inst, REPLAYED)
+                with connect(inst.port, dbname=DB) as conn:
+                    expect(served_entry_kept(conn, admin_port, started, ro_sql, [("one",)]),
+                           f"after kill -9 number {round_}, a result kept from before was stored "
+                           "again rather than served")
+            else:
+                wait_for_log(inst, FOLLOWING)
+            until = threading.Event()
+            round_load = [start(read_loop, inst.port, until) for _ in range(3)]
+            # The results kept are read for a while before the first write through this process,
+            # which invalidates the whole database (the catalog has not told it yet what the
+            # write touches).
+            time.sleep(0.5)
+            round_load.append(start(write_loop, inst.port, False, until))
+            time.sleep(0.5)
+            with connect(inst.port, dbname=DB) as conn:
+                cached(conn, ro_sql, ro, [("one",)])
+            # Past a checkpoint (every second) that holds the result cached just now.
+            time.sleep(rng.uniform(1.2, 3.0))
+            os.kill(inst.pid, signal.SIGKILL)
+            inst.stopped = True
+            time.sleep(rng.uniform(0.0, 0.5))  # direct writes go on while it is down
+            until.set()
+            for th in round_load:
+                th.join(10)
+    finally:
+        stop_direct.set()
+        for th in load:
+            th.join(10)
+    print(f"   {writes[0]} writes, {reads[0]} reads through 6 kills, {len(stale)} stale",
+          flush=True)
+    expect(reads[0] > 100 and writes[0] > 100,
+           f"too little load: {reads[0]} reads, {writes[0]} writes")
+    expect(not stale, f"stale reads (table and row, value, acknowledged before): {stale[:5]}")
+    ok("kill -9 under load and a restart: no stale read, and kept results are served again")
+
+
+def case_persistent_kill9(case):
+    kill9_under_load(case, [], LAG_BOUND)
+
+
+def case_persistent_kill9_strict(case):
+    kill9_under_load(case, ['cache.consistency = "strict"'], 0)
+
+
 def case_unlogged_not_cached(case):
     ensure_database()
     t = f"fw_{case.name}"
@@ -483,6 +735,9 @@ CASES = [
     ("server_restarted", case_server_restarted, 90),
     ("strict_read_your_writes", case_strict_read_your_writes, 90),
     ("strict_needs_ddl_trigger", case_strict_needs_ddl_trigger, CASE_TIMEOUT),
+    ("persistent_restart", case_persistent_restart, 90),
+    ("persistent_kill9", case_persistent_kill9, 150),
+    ("persistent_kill9_strict", case_persistent_kill9_strict, 150),
     ("unlogged_not_cached", case_unlogged_not_cached, CASE_TIMEOUT),
     ("no_replication_privilege", case_no_replication_privilege, CASE_TIMEOUT),
     ("wal_level_replica", case_wal_level_replica, 60),

@@ -34,7 +34,7 @@ const std::vector<std::string> k_all_keys = {
     "cache.enabled", "cache.max_entry_size", "cache.max_size", "cache.path", "cache.strict_wait_ms",
     "cache.warm_database", "cache.warm_statements",
     "cache.warm_user",
-    "invalidation.replication", "invalidation.slot",
+    "invalidation.persistent_slot", "invalidation.replication", "invalidation.slot",
     "limits.analysis_cache_entries", "limits.client_idle_timeout_ms",
     "limits.client_login_timeout_ms", "limits.idle_transaction_timeout_ms",
     "limits.io_buffer_size", "limits.max_message_size",
@@ -513,6 +513,14 @@ TEST_CASE("strict cache consistency needs the replication stream") {
   CHECK(strict.cfg->cache.consistency == cache_consistency::strict);
   CHECK(strict.cfg->cache.strict_wait_ms == 250);
   CHECK(load("").cfg->cache.consistency == cache_consistency::instance);
+  CHECK(only_error("[invalidation]\npersistent_slot = true\n") ==
+        "t.toml:2:19: invalidation.persistent_slot needs invalidation.replication = true (set "
+        "replication = true under [invalidation] as well)");
+  const load_result persistent =
+      load("[invalidation]\nreplication = true\npersistent_slot = true\n");
+  REQUIRE(persistent.errors.empty());
+  CHECK(persistent.cfg->invalidation.persistent_slot);
+  CHECK_FALSE(load("").cfg->invalidation.persistent_slot);
 }
 
 TEST_CASE("[peers]: ids and addresses, and this instance's own id") {
