@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "invalidation/change_stream.hpp"
+#include "invalidation/replication_slots.hpp"
 #include "invalidation/wal_position.hpp"
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -156,6 +158,7 @@ class database_stream {
   }
 
   std::shared_ptr<const stream_status> status() const { return status_; }
+  const std::string& conninfo() const { return conninfo_; }
 
   // Persistent slots: what a checkpoint says of this database (nullopt
   // before anything is known), and where to report that it was saved.
@@ -337,6 +340,7 @@ class database_stream {
     result oid = exec(c, "SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()");
     if (!oid || PQresultStatus(oid.get()) != PGRES_TUPLES_OK || PQntuples(oid.get()) != 1)
       return {false, error_of(c, oid.get())};
+    report_abandoned_slots();
     const bool ddl_followed = ensure_ddl_trigger(c);
     if (!ddl_followed && options_.strict)
       return {true,
@@ -373,6 +377,28 @@ class database_stream {
                  catch_up_to ? ", replaying from its position" : "");
     last_logged_.clear();
     return follow(c, position ? &*position : nullptr, catch_up_to, already_applied);
+  }
+
+  // Says once per slot of another pgstash (another invalidation.slot)
+  // that nothing consumes: if its instance is gone for good, the WAL it
+  // holds only grows.
+  void report_abandoned_slots() {
+    std::vector<replication_slot> slots;
+    try {
+      slots = list_slots(conninfo_);
+    } catch (const std::runtime_error&) {
+      return;  // the stream's own connection will say what is wrong
+    }
+    for (const replication_slot& s : slots) {
+      if (s.active || s.temporary || s.name.starts_with(options_.slot + "_") ||
+          !reported_slots_.insert(s.name).second)
+        continue;
+      spdlog::warn(
+          "cache invalidation: replication slot {} (database \"{}\") has no consumer and holds "
+          "{} MB of WAL on the server; if the pgstash that made it is gone, drop it (admin port: "
+          "DELETE /api/slots/{})",
+          s.name, s.database, s.retained_bytes >> 20, s.name);
+    }
   }
 
   // Why a slot was not made, if it was not.
@@ -665,6 +691,7 @@ class database_stream {
   bool stopping_ = false;
   std::string last_logged_;
   bool ddl_warned_ = false;
+  std::set<std::string> reported_slots_;
   std::chrono::steady_clock::time_point last_flush_{};
   std::thread thread_;  // last: starts once everything above is built
 };
@@ -781,6 +808,12 @@ std::shared_ptr<const stream_status> replication_listener::follow(const std::str
                                                state_->ddl_seen, persistence, std::move(restored));
   }
   return stream->status();
+}
+
+std::optional<std::string> replication_listener::conninfo() const {
+  std::lock_guard lock(state_->mutex);
+  if (state_->streams.empty()) return std::nullopt;
+  return state_->streams.begin()->second->conninfo();
 }
 
 void replication_listener::checkpoint_now() {

@@ -31,6 +31,9 @@
 // Any other case (no checkpoint, another server, the slot dropped or
 // consumed by someone else) invalidates the database's results as a
 // temporary slot does, and goes on with the slot there is, or a new one.
+// Each connection also logs, once per name, the test_decoding slots of
+// other prefixes that nothing consumes (an instance gone for good leaves
+// its persistent slots holding WAL; replication_slots.hpp drops them).
 //
 // A database's stream_status says whether its hits may be served:
 // - following: every commit is applied as it arrives (lag: the stream's);
@@ -148,6 +151,10 @@ class replication_listener {
   // now and waits until it is saved, so that bumps made before the call
   // (an operator's invalidation) survive a crash. Nothing otherwise.
   void checkpoint_now();
+
+  // How a stream logs in (libpq keywords of a normal connection to its
+  // database): for looking at the server's slots. Nullopt before the first.
+  std::optional<std::string> conninfo() const;
 
   // Every database followed so far, with its stream's status.
   std::vector<std::pair<std::string, std::shared_ptr<const stream_status>>> streams() const;

@@ -96,6 +96,14 @@ awaitable<admin_response> admin_api::handle(const admin_request& request) {
     if (request.method != "POST") co_return admin_error(405, "use POST");
     co_return co_await pause_or_resume(path == "/api/pause", request.body);
   }
+  if (path == "/api/slots") {
+    if (!get) co_return admin_error(405, "use GET");
+    co_return co_await slots();
+  }
+  if (path.starts_with("/api/slots/")) {
+    if (request.method != "DELETE") co_return admin_error(405, "use DELETE");
+    co_return co_await drop_slot(std::string(path.substr(std::string_view("/api/slots/").size())));
+  }
   if (!get) {
     co_return admin_error(405, "use GET");
   }

@@ -28,6 +28,10 @@
 //   POST /api/reload           reads the config file again (as SIGHUP):
 //                              what was applied, what needs a restart; 422
 //                              with the file's problems, nothing changed
+//   GET  /api/slots            the server's test_decoding replication slots
+//                              (any pgstash's): consumer or not, WAL held
+//   DELETE /api/slots/<name>   drops one nothing consumes (409 if in use):
+//                              the persistent slot of an instance gone
 //
 // Every path but /health needs `Authorization: Bearer <token>` (401).
 //
@@ -37,6 +41,8 @@
 
 #include <string>
 #include <string_view>
+
+#include <boost/asio/thread_pool.hpp>
 
 #include "net/asio.hpp"
 
@@ -82,9 +88,13 @@ class admin_api {
   admin_response reload();
   admin_response slow() const;
   awaitable<admin_response> pause_or_resume(bool pause, std::string_view body);
+  awaitable<admin_response> slots();
+  awaitable<admin_response> drop_slot(std::string name);
 
   proxy_context& ctx_;
   const std::string token_;
+  // Runs the libpq calls the admin's io thread must not wait for.
+  asio::thread_pool blocking_{1};
 };
 
 }  // namespace pgstash::proxy

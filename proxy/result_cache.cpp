@@ -77,6 +77,10 @@ std::shared_ptr<const invalidation::stream_status> result_cache::follow(
   return listener_ ? listener_->follow(database, conninfo) : nullptr;
 }
 
+std::optional<std::string> result_cache::stream_conninfo() const {
+  return listener_ ? listener_->conninfo() : std::nullopt;
+}
+
 std::vector<std::pair<std::string, std::shared_ptr<const invalidation::stream_status>>>
 result_cache::streams() const {
   if (!listener_) return {};

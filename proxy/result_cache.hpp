@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -55,6 +56,10 @@ class result_cache {
   // pgstash are not followed (the TTL bounds them).
   std::shared_ptr<const invalidation::stream_status> follow(const std::string& database,
                                                             const std::string& conninfo);
+
+  // How the streams log in (libpq keywords), to look at the server's
+  // replication slots; nullopt before the first stream or without them.
+  std::optional<std::string> stream_conninfo() const;
 
   // Every database whose stream runs, with its status (none when writes
   // that bypass pgstash are not followed).

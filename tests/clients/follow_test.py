@@ -37,6 +37,14 @@ replication stream (invalidation.replication = true), seen from psycopg through 
       down, pgstash started again on the same cache: the write is seen, and a result it did not
       touch is answered from the cache without reaching the server. With the slot dropped while
       pgstash was down (nothing proves the kept results), the first read goes to the server.
+  persistent_stream_killed
+      the same while pgstash runs: the replication connection terminated, a direct write made
+      while it is down; once the slot is taken up again the write is seen and the other result
+      is still answered from the cache.
+  abandoned_slot
+      a test_decoding slot nothing consumes (a gone instance's persistent slot) is reported in
+      the log; GET /api/slots lists it and this instance's own; DELETE /api/slots/<name> drops
+      it, refuses a slot in use, and says 404 for a missing one.
   persistent_kill9, persistent_kill9_strict
       pgstash killed with SIGKILL at random moments under reads and writes (through pgstash, and
       directly on the server, which go on while it is down), then started again on the same
@@ -546,6 +554,78 @@ def case_persistent_restart(case):
     ok("with the slot dropped while pgstash was down, the kept results are not served")
 
 
+def case_persistent_stream_killed(case):
+    """A persistent slot is taken up where it stands after the stream broke: what was written
+    meanwhile is invalidated, the rest stays cached."""
+    ensure_database()
+    drop_slots(case)
+    case.cleanups.append(lambda: drop_slots(case))
+    kept, changed = f"fw_{case.name[:20]}_kept", f"fw_{case.name[:20]}_changed"
+    kept_sql, changed_sql = one_row_table(kept), one_row_table(changed)
+    inst, _, _ = start_persistent(case, os.path.join(case.root, f"{case.name}-cache"))
+    wait_for_log(inst, FOLLOWING)
+    with connect(inst.port, dbname=DB) as conn:
+        cached(conn, kept_sql, kept, [("one",)])
+        cached(conn, changed_sql, changed, [("one",)])
+        kill_stream(case)
+        wait_for_log(inst, "is down")
+        server(f"update {changed} set v = 'uno' where id = 1")
+        wait_for_log(inst, REPLAYED)
+        rows = read(conn, changed_sql)
+        expect(rows == [("uno",)], f"the first read after the stream came back returned {rows}")
+        moved = server_reads(conn, kept_sql, kept, [("one",)], warm=False)
+        expect(moved == 0, f"{moved} of 5 reads of a result nothing wrote to reached the server")
+    ok("after the stream broke, a persistent slot is taken up where it stands: the write made "
+       "meanwhile is seen, the other result stays cached")
+
+
+def admin_call(admin_port, method, path):
+    """(status, JSON body) of a request to pgstash's admin port."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
+    conn.request(method, path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    response = conn.getresponse()
+    status, body = response.status, json.loads(response.read())
+    conn.close()
+    return status, body
+
+
+def case_abandoned_slot(case):
+    ensure_database()
+    drop_slots(case)
+    gone = f"x_{case.name}_gone"
+    drop_gone = (f"select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+                 f"where slot_name = '{gone}'")
+    server(drop_gone)
+    case.cleanups.append(lambda: server(drop_gone))
+    case.cleanups.append(lambda: drop_slots(case))
+    server(f"select pg_create_logical_replication_slot('{gone}', 'test_decoding')")
+    inst, admin_port, _ = start_persistent(case, os.path.join(case.root, f"{case.name}-cache"))
+    wait_for_log(inst, FOLLOWING)
+    wait_for_log(inst, f"replication slot {gone} (database \"{DB}\") has no consumer")
+    ok("a slot nothing consumes is reported in the log")
+
+    status, body = admin_call(admin_port, "GET", "/api/slots")
+    expect(status == 200, f"GET /api/slots: {status} {body}")
+    slots = {s["name"]: s for s in body["slots"]}
+    own = [s for s in slots.values() if s["this_instance"]]
+    expect(gone in slots and not slots[gone]["active"] and not slots[gone]["this_instance"],
+           f"GET /api/slots does not show {gone} as another's, unconsumed: {slots}")
+    expect(len(own) == 1 and own[0]["active"] and not own[0]["temporary"],
+           f"GET /api/slots does not show this instance's persistent slot in use: {own}")
+    ok("GET /api/slots lists the abandoned slot and this instance's own")
+
+    status, body = admin_call(admin_port, "DELETE", f"/api/slots/{own[0]['name']}")
+    expect(status == 409, f"dropping the slot in use answered {status} {body}")
+    status, body = admin_call(admin_port, "DELETE", f"/api/slots/{gone}")
+    expect(status == 200 and body == {"dropped": gone}, f"DELETE answered {status} {body}")
+    left = server(f"select count(*) from pg_replication_slots where slot_name = '{gone}'")
+    expect(left == [(0,)], f"{gone} is still on the server")
+    status, body = admin_call(admin_port, "DELETE", f"/api/slots/{gone}")
+    expect(status == 404, f"dropping it again answered {status} {body}")
+    ok("DELETE /api/slots/<name> drops a slot nothing consumes, refuses one in use (409), "
+       "and says 404 for one that is not there")
+
+
 LAG_BOUND = 2.0
 KEYS = 16
 
@@ -736,6 +816,8 @@ CASES = [
     ("strict_read_your_writes", case_strict_read_your_writes, 90),
     ("strict_needs_ddl_trigger", case_strict_needs_ddl_trigger, CASE_TIMEOUT),
     ("persistent_restart", case_persistent_restart, 90),
+    ("persistent_stream_killed", case_persistent_stream_killed, 60),
+    ("abandoned_slot", case_abandoned_slot, 60),
     ("persistent_kill9", case_persistent_kill9, 150),
     ("persistent_kill9_strict", case_persistent_kill9_strict, 150),
     ("unlogged_not_cached", case_unlogged_not_cached, CASE_TIMEOUT),
