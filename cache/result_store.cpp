@@ -33,8 +33,18 @@ std::unique_ptr<result_store> result_store::open(const store_options& options,
                                                  validity_check still_valid, failure_report report,
                                                  std::string& error, const restore_check& restore) {
   try {
-    auto s = std::make_unique<state>(options, std::move(still_valid), std::move(report));
-    if (s->kept) restore_entries(*s, restore);
+    auto s = std::make_unique<state>(options, still_valid, report);
+    if (s->kept) {
+      try {
+        restore_entries(*s, restore);
+      } catch (const std::exception&) {
+        // Unreadable: the entries go, as after any unclean stop.
+        s.reset();
+        store_options fresh = options;
+        fresh.keep_entries = false;
+        s = std::make_unique<state>(fresh, still_valid, report);
+      }
+    }
     return std::unique_ptr<result_store>(new result_store(std::move(s)));
   } catch (const std::exception& e) {
     error = e.what();
@@ -50,7 +60,9 @@ void result_store::restore_entries(state& s, const restore_check& restore) {
     if (s.meta.get(t, k_checkpoint_key, value)) {
       const std::optional<checkpoint_view> c = decode_checkpoint(value);
       if (c && !c->compressed) checkpoint.assign(c->body);
-      if (c && c->compressed && !decompress(c->body, c->size, checkpoint)) checkpoint.clear();
+      // (A size no checkpoint has is a damaged one.)
+      if (c && c->compressed && c->size < (1ull << 30) && !decompress(c->body, c->size, checkpoint))
+        checkpoint.clear();
     }
     if (!restore || !restore(checkpoint)) {
       s.dbi.clear(t);
@@ -178,6 +190,8 @@ void result_store::erase(std::vector<key> keys) {
 void result_store::save_checkpoint(std::string checkpoint, std::function<void(bool saved)> done) {
   writer_->enqueue_checkpoint(std::move(checkpoint), std::move(done));
 }
+
+void result_store::discard_at_next_open() { state::forget_boot(state_->options.path); }
 
 void result_store::flush() { writer_->flush(); }
 

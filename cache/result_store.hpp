@@ -134,6 +134,10 @@ class result_store {
   // writer thread.
   void save_checkpoint(std::string checkpoint, std::function<void(bool saved)> done);
 
+  // The next open() discards the entries, whatever keep_entries says: for
+  // when a checkpoint they would be proven by could not be saved.
+  void discard_at_next_open();
+
   // Blocks until everything queued before the call has been applied.
   void flush();
 

@@ -95,6 +95,15 @@ void write_boot_mark(const std::string& path) {
   if (ec) fail_open(path, "cannot write " + file.string() + ": " + ec.message());
 }
 
+}  // namespace
+
+void result_store::state::forget_boot(const std::string& path) {
+  std::error_code ec;
+  fs::remove(fs::path(path) / k_boot_file, ec);
+}
+
+namespace {
+
 void remove_files(const std::string& path) {
   // Delete the files rather than the entries in them: this also recovers
   // from a file too damaged to open, and gives back the disk a larger

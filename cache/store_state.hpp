@@ -69,6 +69,13 @@ class result_store::state {
     bool kept;
   };
   static prepared prepare(const store_options& options, std::uint64_t map_size);
+
+ public:
+  // Makes the files look written on another boot: the next open discards
+  // them.
+  static void forget_boot(const std::string& path);
+
+ private:
   state(const store_options& options, validity_check still_valid, failure_report report,
         prepared p);
 

@@ -302,15 +302,16 @@ class database_stream {
     return out;
   }
 
+  enum class ddl_trigger { present, installed, missing };
+
   // Installs the DDL event trigger when it is missing or not enabled ALWAYS
   // (sessions with session_replication_role = replica skip the others), if
   // we may; says once when we may not.
-  // True if the trigger is there.
-  bool ensure_ddl_trigger(PGconn* c) {
+  ddl_trigger ensure_ddl_trigger(PGconn* c) {
     result r = exec(c, "SELECT 1 FROM pg_catalog.pg_event_trigger "
                        "WHERE evtname = 'pgstash_ddl' AND evtenabled = 'A'");
-    if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) return false;
-    if (PQntuples(r.get()) > 0) return true;
+    if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) return ddl_trigger::missing;
+    if (PQntuples(r.get()) > 0) return ddl_trigger::present;
     const char* const steps[] = {
         "BEGIN", k_ddl_function, "DROP EVENT TRIGGER IF EXISTS pgstash_ddl", k_ddl_trigger,
         "ALTER EVENT TRIGGER pgstash_ddl ENABLE ALWAYS"};
@@ -333,7 +334,7 @@ class database_stream {
           "({}); DDL made elsewhere is seen only through cache.default_ttl",
           database_, why);
     }
-    return why.empty();
+    return why.empty() ? ddl_trigger::installed : ddl_trigger::missing;
   }
 
   ended set_up_and_stream(PGconn* c) {
@@ -341,8 +342,8 @@ class database_stream {
     if (!oid || PQresultStatus(oid.get()) != PGRES_TUPLES_OK || PQntuples(oid.get()) != 1)
       return {false, error_of(c, oid.get())};
     report_abandoned_slots();
-    const bool ddl_followed = ensure_ddl_trigger(c);
-    if (!ddl_followed && options_.strict)
+    const ddl_trigger trigger = ensure_ddl_trigger(c);
+    if (trigger == ddl_trigger::missing && options_.strict)
       return {true,
               "strict consistency needs event trigger pgstash_ddl, or DDL made elsewhere "
               "would go unseen (a superuser lets pgstash install it)"};
@@ -352,7 +353,9 @@ class database_stream {
     // once), and up to where the generations hold what it replays.
     std::uint64_t catch_up_to = 0, already_applied = 0;
     if (persistence_) {
-      if (auto e = resume_or_create_slot(c, slot, ddl_followed, catch_up_to, already_applied))
+      // (A trigger installed just now did not see the DDL made before.)
+      if (auto e = resume_or_create_slot(c, slot, trigger == ddl_trigger::present, catch_up_to,
+                                         already_applied))
         return *e;
     } else {
       result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
@@ -390,7 +393,7 @@ class database_stream {
       return;  // the stream's own connection will say what is wrong
     }
     for (const replication_slot& s : slots) {
-      if (s.active || s.temporary || s.name.starts_with(options_.slot + "_") ||
+      if (s.active || s.temporary || named_by(s.name, options_.slot) ||
           !reported_slots_.insert(s.name).second)
         continue;
       spdlog::warn(
@@ -415,28 +418,33 @@ class database_stream {
   }
 
   // Persistent slots: takes up the slot where it stands if it is the one
-  // this database's results were proven against and the DDL trigger is
-  // there to tell of DDL made meanwhile (then `catch_up_to` and
-  // `already_applied` are set), else invalidates them and makes the slot
-  // if it is missing.
+  // this database's results were proven against and the DDL trigger was
+  // there all along to tell of DDL made meanwhile (`ddl_followed`); else
+  // invalidates them, and makes the slot if it is missing or lost. A slot
+  // taken up is replayed before hits are served (`catch_up_to`), and the
+  // commits the generations already hold are not applied again
+  // (`already_applied`).
   std::optional<ended> resume_or_create_slot(PGconn* c, const std::string& slot, bool ddl_followed,
                                              std::uint64_t& catch_up_to,
                                              std::uint64_t& already_applied) {
     result system = exec(c, "IDENTIFY_SYSTEM");
     if (!system || PQresultStatus(system.get()) != PGRES_TUPLES_OK || PQntuples(system.get()) != 1)
       return ended{false, error_of(c, system.get())};
-    const std::string system_id = PQgetvalue(system.get(), 0, 0);
-    const std::string literal = quoted(c, slot);
+    // The timeline too: a promoted standby keeps the system identifier and
+    // reuses the positions past the point it forked at.
+    const std::string system_id =
+        std::string(PQgetvalue(system.get(), 0, 0)) + "/" + PQgetvalue(system.get(), 0, 1);
     result found = exec(c,
                         "SELECT slot_type, database = current_database(), plugin, active, "
-                        "confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
+                        "confirmed_flush_lsn, wal_status FROM pg_catalog.pg_replication_slots "
                         "WHERE slot_name = " +
-                            literal);
+                            quoted(c, slot));
     if (!found || PQresultStatus(found.get()) != PGRES_TUPLES_OK)
       return ended{false, error_of(c, found.get())};
     std::uint64_t start = 0;
+    bool existed = PQntuples(found.get()) == 1;
     bool proven = false;
-    if (PQntuples(found.get()) == 1) {
+    if (existed) {
       const auto field = [&](int column) {
         return std::string(PQgetvalue(found.get(), 0, column));
       };
@@ -444,14 +452,25 @@ class database_stream {
         return ended{true,
                      "slot " + slot + " exists and is not a test_decoding slot of this database"};
       if (field(3) == "t") return ended{false, "slot " + slot + " is in use by another connection"};
-      const std::optional<std::uint64_t> confirmed = parse_lsn(field(4));
-      if (!confirmed) return ended{false, "slot " + slot + " has no position"};
-      start = *confirmed;
-      std::lock_guard lock(record_mutex_);
-      already_applied = known_ ? std::max(known_->applied_lsn, applied_.load()) : 0;
-      proven = ddl_followed && known_ && known_->slot == slot && known_->system_id == system_id &&
-               start <= already_applied;
-    } else {
+      if (field(5) == "lost") {
+        // The server removed WAL it needed (max_slot_wal_keep_size): it can
+        // stream nothing any more.
+        spdlog::warn("cache invalidation: slot {} lost the WAL it needed; dropping it", slot);
+        result dropped = exec(c, "DROP_REPLICATION_SLOT " + identifier(c, slot));
+        if (!dropped || PQresultStatus(dropped.get()) != PGRES_COMMAND_OK)
+          return ended{false, "slot " + slot + ": " + error_of(c, dropped.get())};
+        existed = false;
+      } else {
+        const std::optional<std::uint64_t> confirmed = parse_lsn(field(4));
+        if (!confirmed) return ended{false, "slot " + slot + " has no position"};
+        start = *confirmed;
+        std::lock_guard lock(record_mutex_);
+        already_applied = known_ ? std::max(known_->applied_lsn, applied_.load()) : 0;
+        proven = ddl_followed && known_ && known_->slot == slot && known_->system_id == system_id &&
+                 start <= already_applied;
+      }
+    }
+    if (!existed) {
       result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
                                 " LOGICAL test_decoding NOEXPORT_SNAPSHOT");
       if (auto e = slot_not_made(c, slot, made.get())) return e;
@@ -468,8 +487,11 @@ class database_stream {
       known_ = followed_database{database_, slot, system_id, start};
       applied_ = start;
       progress_ = std::make_shared<slot_progress>();
-      return std::nullopt;
     }
+    // A new slot starts at the server's position; one taken up, proven or
+    // not, first replays what was written since it was confirmed, and a
+    // write made elsewhere meanwhile is seen only once that is done.
+    if (!existed) return std::nullopt;
     // A logical message of ours, flushed: every commit acknowledged before
     // it is in the WAL before it, and applied once the stream passes it.
     result marked =
@@ -521,6 +543,7 @@ class database_stream {
     // A persistent slot is confirmed no further than a saved checkpoint's
     // position: a restart replays what comes after it.
     if (persistence_) lsn = std::min(lsn, current_progress()->saved.load());
+    confirmed_sent_ = std::max(confirmed_sent_, lsn);
     const std::string update = standby_status_update(lsn, postgres_clock_us(), true);
     return PQputCopyData(c, update.data(), static_cast<int>(update.size())) == 1 &&
            PQflush(c) >= 0;
@@ -658,7 +681,11 @@ class database_stream {
       if (now - last_heard > k_reply_deadline)
         return {false, "no message from the server for " +
                            std::to_string(k_reply_deadline.count()) + " s"};
-      if (now - last_status >= k_status_interval) {
+      // A checkpoint saved since lets the slot move on now: a restart then
+      // replays less.
+      const bool newly_saved = persistence_ && current_progress()->saved.load() > confirmed_sent_ &&
+                               confirmable > confirmed_sent_;
+      if (now - last_status >= k_status_interval || newly_saved) {
         if (!send_status(c, confirmable)) return {false, error_of(c, nullptr)};
         last_status = now;
       }
@@ -692,6 +719,7 @@ class database_stream {
   std::string last_logged_;
   bool ddl_warned_ = false;
   std::set<std::string> reported_slots_;
+  std::uint64_t confirmed_sent_ = 0;  // the furthest position a status update confirmed
   std::chrono::steady_clock::time_point last_flush_{};
   std::thread thread_;  // last: starts once everything above is built
 };
@@ -705,8 +733,9 @@ struct replication_listener::state {
         persistence(std::move(persistence_in)) {}
 
   // Saves a checkpoint if the streams applied something since the last one
-  // (or `always`); with `wait`, returns once it is saved or failed.
-  void checkpoint(bool always, bool wait) {
+  // (or `always`, or the last failed); with `wait`, returns once it is
+  // saved or failed, and whether it was saved.
+  bool checkpoint(bool always, bool wait) {
     std::unique_lock building(checkpoint_mutex);  // saved in the order built
     stream_checkpoint c;
     std::vector<std::pair<std::shared_ptr<slot_progress>, std::uint64_t>> progress;
@@ -722,20 +751,23 @@ struct replication_listener::state {
         }
       }
     }
-    if (!always && c.databases == last_saved) return;
+    if (!always && c.databases == last_saved && !*last_failed) return true;
     last_saved = c.databases;
     // After the positions: it holds every bump they count.
     c.generations = gens.snapshot();
-    auto saved = std::make_shared<std::promise<void>>();
-    std::future<void> done = saved->get_future();
-    persistence->save(encode(c), [progress = std::move(progress), saved](bool ok) {
-      if (ok) {
-        for (const auto& [p, lsn] : progress) p->raise(lsn);
-      }
-      saved->set_value();
-    });
+    auto saved = std::make_shared<std::promise<bool>>();
+    std::future<bool> done = saved->get_future();
+    // (The store may answer after the listener is gone: its last save.)
+    persistence->save(encode(c),
+                      [failed = last_failed, progress = std::move(progress), saved](bool ok) {
+                        if (ok) {
+                          for (const auto& [p, lsn] : progress) p->raise(lsn);
+                        }
+                        *failed = !ok;
+                        saved->set_value(ok);
+                      });
     building.unlock();
-    if (wait) done.wait();
+    return !wait || done.get();
   }
 
   void run_checkpoints() {
@@ -756,6 +788,7 @@ struct replication_listener::state {
 
   std::mutex checkpoint_mutex;
   std::vector<followed_database> last_saved;
+  const std::shared_ptr<std::atomic<bool>> last_failed = std::make_shared<std::atomic<bool>>(false);
   std::mutex checkpoint_stop_mutex;
   std::condition_variable checkpoint_wake;
   bool stopping = false;
@@ -816,8 +849,8 @@ std::optional<std::string> replication_listener::conninfo() const {
   return state_->streams.begin()->second->conninfo();
 }
 
-void replication_listener::checkpoint_now() {
-  if (state_->persistence) state_->checkpoint(true, true);
+bool replication_listener::checkpoint_now() {
+  return !state_->persistence || state_->checkpoint(true, true);
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<const stream_status>>>

@@ -149,8 +149,9 @@ class replication_listener {
                                               const std::string& conninfo);
   // Persistent slots: saves a checkpoint of the generations as they are
   // now and waits until it is saved, so that bumps made before the call
-  // (an operator's invalidation) survive a crash. Nothing otherwise.
-  void checkpoint_now();
+  // (an operator's invalidation) survive a crash. False if it could not
+  // be saved; true without persistent slots.
+  bool checkpoint_now();
 
   // How a stream logs in (libpq keywords of a normal connection to its
   // database): for looking at the server's slots. Nullopt before the first.

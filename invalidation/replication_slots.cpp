@@ -1,5 +1,6 @@
 #include "invalidation/replication_slots.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <stdexcept>
 
@@ -25,8 +26,13 @@ std::string first_line(const char* message) {
 }
 
 connection connect(const std::string& conninfo) {
-  const char* const keywords[] = {"connect_timeout", "application_name", "dbname", nullptr};
-  const char* const values[] = {"5", "pgstash slots", conninfo.c_str(), nullptr};
+  // Bounded: the admin request waiting for it gives up with the server.
+  const char* const keywords[] = {
+      "connect_timeout",  "application_name", "keepalives", "keepalives_idle",
+      "tcp_user_timeout", "options",          "dbname",     nullptr};
+  const char* const values[] = {
+      "5",    "pgstash slots", "1", "5", "10000", "-c statement_timeout=10000", conninfo.c_str(),
+      nullptr};
   connection c(PQconnectdbParams(keywords, values, 1));
   if (PQstatus(c.get()) != CONNECTION_OK)
     throw std::runtime_error(first_line(PQerrorMessage(c.get())));
@@ -49,6 +55,13 @@ result run(PGconn* c, const char* sql, int params, const char* const* values, Ex
 }
 
 }  // namespace
+
+bool named_by(std::string_view slot, std::string_view prefix) {
+  if (!slot.starts_with(prefix) || slot.size() < prefix.size() + 2 || slot[prefix.size()] != '_')
+    return false;
+  const std::string_view oid = slot.substr(prefix.size() + 1);
+  return std::all_of(oid.begin(), oid.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
 
 std::vector<replication_slot> list_slots(const std::string& conninfo) {
   connection c = connect(conninfo);

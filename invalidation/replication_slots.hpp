@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace pgstash::invalidation {
@@ -23,6 +24,10 @@ struct replication_slot {
 // keywords of a normal connection) reaches. Throws std::runtime_error with
 // the server's one-line message.
 std::vector<replication_slot> list_slots(const std::string& conninfo);
+
+// Whether `slot` is one an instance with invalidation.slot = `prefix`
+// makes: `<prefix>_<database oid>`.
+bool named_by(std::string_view slot, std::string_view prefix);
 
 enum class drop_outcome { dropped, not_found, active };
 // Drops the test_decoding slot `name` unless a consumer uses it. Throws

@@ -14,18 +14,21 @@ namespace {
 
 // Runs `work` on `pool` and comes back to the caller's executor; the
 // server's one-line message if it threw.
+// (A coroutine spawned there: awaiting a post() would resume on the
+// caller's executor, not the pool.)
 template <typename Work>
 awaitable<std::string> off_thread(asio::thread_pool& pool, Work work) {
-  const auto home = co_await asio::this_coro::executor;
-  co_await asio::post(pool.get_executor(), use_awaitable);
-  std::string error;
-  try {
-    work();
-  } catch (const std::runtime_error& e) {
-    error = e.what();
-  }
-  co_await asio::post(home, use_awaitable);
-  co_return error;
+  co_return co_await asio::co_spawn(
+      pool.get_executor(),
+      [&work]() -> awaitable<std::string> {
+        try {
+          work();
+        } catch (const std::runtime_error& e) {
+          co_return e.what();
+        }
+        co_return std::string();
+      },
+      use_awaitable);
 }
 
 constexpr std::string_view k_no_stream =
@@ -36,7 +39,7 @@ constexpr std::string_view k_no_stream =
 awaitable<admin_response> admin_api::slots() {
   const auto conninfo = ctx_.cache ? ctx_.cache->stream_conninfo() : std::nullopt;
   if (!conninfo) co_return admin_error(503, k_no_stream);
-  const std::string own = ctx_.cfg.get()->invalidation.slot + "_";
+  const std::string own = ctx_.cfg.get()->invalidation.slot;
   std::vector<invalidation::replication_slot> slots;
   const std::string error =
       co_await off_thread(blocking_, [&] { slots = invalidation::list_slots(*conninfo); });
@@ -49,7 +52,7 @@ awaitable<admin_response> admin_api::slots() {
                     {"temporary", s.temporary},
                     {"confirmed_flush_lsn", s.confirmed_lsn},
                     {"retained_bytes", s.retained_bytes},
-                    {"this_instance", s.name.starts_with(own)}});
+                    {"this_instance", invalidation::named_by(s.name, own)}});
   }
   co_return json_response({{"slots", rows}});
 }

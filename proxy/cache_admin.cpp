@@ -61,7 +61,8 @@ void invalidate_table(proxy_context& ctx, const std::optional<std::string>& data
     ctx.cache->invalidate_table(*database, table);
     return;
   }
-  for (const auto& seen : ctx.traffic.databases()) ctx.cache->invalidate_table(seen, table);
+  for (const auto& known : ctx.cache->databases(ctx.traffic.databases()))
+    ctx.cache->invalidate_table(known, table);
 }
 
 void invalidate_everything(proxy_context& ctx) {

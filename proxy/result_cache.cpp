@@ -1,5 +1,6 @@
 #include "proxy/result_cache.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 
@@ -43,6 +44,7 @@ std::unique_ptr<result_cache> result_cache::open(const conf::cache_section& cfg,
         const auto checkpoint = invalidation::decode_checkpoint(saved);
         if (!checkpoint || !generations.restore(checkpoint->generations)) return false;
         persistence->restored = checkpoint->databases;
+        for (const auto& d : checkpoint->databases) shared->kept_databases_.push_back(d.database);
         return true;
       });
   if (!shared->store_) return nullptr;
@@ -106,13 +108,22 @@ void result_cache::invalidate_all(const std::vector<std::string>& databases) {
   checkpoint();
 }
 
+std::vector<std::string> result_cache::databases(std::vector<std::string> seen) const {
+  for (const auto& kept : kept_databases_) {
+    if (std::find(seen.begin(), seen.end(), kept) == seen.end()) seen.push_back(kept);
+  }
+  return seen;
+}
+
 void result_cache::bump_database(const std::string& database) {
   const std::uint64_t id = invalidation::database_id(database);
   generations_.bump({&id, 1});
 }
 
 void result_cache::checkpoint() {
-  if (listener_) listener_->checkpoint_now();
+  // Without a checkpoint holding what was just invalidated, the next run
+  // must not keep any entry.
+  if (listener_ && !listener_->checkpoint_now()) store_->discard_at_next_open();
 }
 
 void result_cache::count_uncacheable(invalidation::uncacheable why) {

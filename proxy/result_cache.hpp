@@ -72,6 +72,8 @@ class result_cache {
   void invalidate_database(const std::string& database);
   // Every result, and the store emptied.
   void invalidate_all(const std::vector<std::string>& databases);
+  // `seen` and the databases whose entries were kept from the earlier run.
+  std::vector<std::string> databases(std::vector<std::string> seen) const;
   // Persistent slots: saves what proves the stored entries now, and waits.
   // Entries kept across a restart are proven by the last checkpoint, so one
   // that predates an operator's invalidation would bring back what it
@@ -101,6 +103,7 @@ class result_cache {
   invalidation::catalog_service catalog_;
   in_flight_results in_flight_;
   std::unique_ptr<cache::result_store> store_;
+  std::vector<std::string> kept_databases_;  // of the checkpoint the store was opened with
   std::atomic<std::uint64_t> hits_ = 0;
   std::atomic<std::uint64_t> misses_ = 0;
   std::atomic<std::uint64_t> unproven_ = 0;

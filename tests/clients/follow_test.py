@@ -19,6 +19,10 @@ replication stream (invalidation.replication = true), seen from psycopg through 
   server_restarted
       PostgreSQL restarted (a private cluster): a write made right after the restart is seen by
       the first read through pgstash.
+  server_restarted_under_load
+      the same three times under reads and writes through pgstash and on the server directly:
+      no read returns a row older than a write acknowledged before it was sent (direct writes:
+      more than LAG_BOUND before).
   strict_read_your_writes
       cache.consistency = "strict": a read sent right after a direct write's acknowledgement
       returns the new row every time, whether the writer waited for the WAL flush
@@ -35,8 +39,9 @@ replication stream (invalidation.replication = true), seen from psycopg through 
   persistent_restart
       invalidation.persistent_slot = true: pgstash stopped, a direct write made while it is
       down, pgstash started again on the same cache: the write is seen, and a result it did not
-      touch is answered from the cache without reaching the server. With the slot dropped while
-      pgstash was down (nothing proves the kept results), the first read goes to the server.
+      touch is answered from the cache without reaching the server. DDL made while it is down is
+      seen, also with the DDL event trigger dropped meanwhile. With the slot dropped while
+      pgstash was down (nothing proves the kept results), the kept result is not served.
   persistent_stream_killed
       the same while pgstash runs: the replication connection terminated, a direct write made
       while it is down; once the slot is taken up again the write is seen and the other result
@@ -537,11 +542,31 @@ def case_persistent_restart(case):
 
     stop(inst)
     server(f"create or replace view {view} as select 'changed'::text as v")
+    after_ddl = server("select pg_current_wal_lsn()::text")[0][0]
     inst, _, _ = start_persistent(case, path)
     wait_for_log(inst, REPLAYED)
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, view_sql, view, [("changed",)])
     ok("DDL made while pgstash was down (CREATE OR REPLACE VIEW) is seen after the restart")
+    # Once the slot is confirmed past that DDL, the next restart does not replay it.
+    deadline = time.monotonic() + 10
+    while not server(f"select bool_and(confirmed_flush_lsn >= '{after_ddl}'::pg_lsn) "
+                     f"from pg_replication_slots where slot_name like 't\\_{case.name[:30]}%'",
+                     dbname="postgres")[0][0]:
+        expect(time.monotonic() < deadline, "the slot was not confirmed past the DDL in 10 s")
+        time.sleep(0.1)
+
+    # DDL with the event trigger gone leaves no message: the trigger pgstash installs again at
+    # the restart did not see it, so nothing proves the kept results.
+    stop(inst)
+    server("drop event trigger pgstash_ddl")
+    server(f"create or replace view {view} as select 'unseen'::text as v")
+    inst, _, _ = start_persistent(case, path)
+    wait_for_log(inst, "installed event trigger pgstash_ddl")
+    wait_for_log(inst, REPLAYED)
+    with connect(inst.port, dbname=DB) as conn:
+        cached(conn, view_sql, view, [("unseen",)])
+    ok("DDL made while the event trigger was gone is not taken as seen")
 
     stop(inst)
     drop_slots(case)
@@ -630,82 +655,110 @@ LAG_BOUND = 2.0
 KEYS = 16
 
 
-class AckedWrites:
-    """Per row, the values acknowledged (they only grow) and when; a direct write is owed to
-    readers `direct_lag` s after its acknowledgement, one through pgstash at once."""
+class CheckedLoad:
+    """Reads through pgstash of two tables, one written only directly on the server (also while
+    pgstash is down), one written through pgstash; every read is checked against the writes
+    acknowledged before it was sent: one through pgstash must be seen, a direct one once it is
+    `direct_lag` s old (0 in strict mode)."""
 
-    def __init__(self, direct_lag):
+    def __init__(self, case, direct_lag, cluster=None):
+        self.tables = {d: f"fw_{case.name[:20]}_{'direct' if d else 'proxied'}" for d in (True,
+                                                                                           False)}
+        self.cluster = cluster
+        for t in self.tables.values():
+            server(f"drop table if exists {t}; create table {t} (id int primary key, v int);"
+                   f"insert into {t} select g, 0 from generate_series(0, {KEYS - 1}) g",
+                   cluster=cluster)
+        self.direct_lag = direct_lag
         self.lock = threading.Lock()
         self.acks = {}
-        self.direct_lag = direct_lag
+        self.stale, self.reads, self.writes = [], 0, 0
+        self.rng = random.Random(int(os.environ.get("PGSTASH_TEST_SEED", "9")))
+        self.threads = []
+        self.stop_direct = threading.Event()
+        self.spawn(self.write_loop, None, True, self.stop_direct)
 
-    def add(self, row, value, direct):
-        with self.lock:
-            self.acks.setdefault(row, []).append((value, time.monotonic(), direct))
+    def spawn(self, target, *args):
+        th = threading.Thread(target=target, args=args, daemon=True)
+        th.start()
+        self.threads.append(th)
+
+    def direct_connection(self):
+        if self.cluster:
+            return psycopg.connect(host=self.cluster["PGSTASH_PG_SOCKET_DIR"],
+                                   port=self.cluster["PGSTASH_PG_PORT"], user="postgres",
+                                   dbname=DB, autocommit=True, connect_timeout=10)
+        return admin(DB)
 
     def floor(self, row, sent):
-        """The newest value a read sent at `sent` must see."""
         with self.lock:
             return max((v for v, at, direct in self.acks.get(row, [])
                         if at <= sent - (self.direct_lag if direct else 0)), default=0)
 
-
-def kill9_under_load(case, extra, direct_lag):
-    """Rounds of: start pgstash on the same cache (a persistent slot), reads of two tables
-    through it (one written only directly, on the server, also while pgstash is down; one
-    through pgstash, from half a second in), SIGKILL at a random moment."""
-    ensure_database()
-    drop_slots(case)
-    case.cleanups.append(lambda: drop_slots(case))
-    direct_t, proxied_t, ro = (f"fw_{case.name[:20]}_{n}" for n in ("direct", "proxied", "ro"))
-    for t in (direct_t, proxied_t):
-        server(f"drop table if exists {t}; create table {t} (id int primary key, v int);"
-               f"insert into {t} select g, 0 from generate_series(0, {KEYS - 1}) g")
-    ro_sql = one_row_table(ro)
-    path = os.path.join(case.root, f"{case.name}-cache")
-    acked = AckedWrites(direct_lag)
-    stale, reads, writes = [], [0], [0]
-    rng = random.Random(int(os.environ.get("PGSTASH_TEST_SEED", "9")))
-
-    def write_loop(port, direct, until):
-        t, conn = (direct_t if direct else proxied_t), None
+    def write_loop(self, port, direct, until):
+        t, conn = self.tables[direct], None
         while not until.is_set():
             try:
                 if conn is None:
-                    conn = admin(DB) if direct else connect(port, dbname=DB)
-                k = rng.randrange(KEYS)
+                    conn = self.direct_connection() if direct else connect(port, dbname=DB)
+                k = self.rng.randrange(KEYS)
                 v = conn.execute(f"update {t} set v = v + 1 where id = %s returning v",
                                  (k,)).fetchone()[0]
-                acked.add((t, k), v, direct)
-                writes[0] += 1
+                with self.lock:
+                    self.acks.setdefault((t, k), []).append((v, time.monotonic(), direct))
+                    self.writes += 1
             except psycopg.Error:
                 conn = None
                 time.sleep(0.05)
 
-    def read_loop(port, until):
+    def read_loop(self, port, until):
         conn = None
         while not until.is_set():
             try:
                 if conn is None:
                     conn = connect(port, dbname=DB)
-                t, k = rng.choice((direct_t, proxied_t)), rng.randrange(KEYS)
+                t, k = self.rng.choice(list(self.tables.values())), self.rng.randrange(KEYS)
                 sent = time.monotonic()
-                floor = acked.floor((t, k), sent)
+                floor = self.floor((t, k), sent)
                 v = conn.execute(f"select v from {t} where id = {k}", prepare=False).fetchone()[0]
-                reads[0] += 1
-                if v < floor:
-                    stale.append((t, k, v, floor))
+                with self.lock:
+                    self.reads += 1
+                    if v < floor:
+                        self.stale.append((t, k, v, floor))
             except psycopg.Error:
                 conn = None
                 time.sleep(0.05)
 
-    def start(target, *args):
-        th = threading.Thread(target=target, args=args, daemon=True)
-        th.start()
-        return th
+    def readers(self, port, until, n=3):
+        for _ in range(n):
+            self.spawn(self.read_loop, port, until)
 
-    stop_direct = threading.Event()
-    load = [start(write_loop, 0, True, stop_direct)]
+    def proxied_writer(self, port, until):
+        self.spawn(self.write_loop, port, False, until)
+
+    def finish(self, what):
+        self.stop_direct.set()
+        for th in self.threads:
+            th.join(10)
+        print(f"   {self.writes} writes, {self.reads} reads {what}, {len(self.stale)} stale",
+              flush=True)
+        expect(self.reads > 100 and self.writes > 100,
+               f"too little load: {self.reads} reads, {self.writes} writes")
+        expect(not self.stale,
+               f"stale reads (table, row, value, acknowledged before): {self.stale[:5]}")
+
+
+def kill9_under_load(case, extra, direct_lag):
+    """Rounds of: start pgstash on the same cache (a persistent slot), the checked load (its
+    write through pgstash from half a second in), SIGKILL at a random moment."""
+    ensure_database()
+    drop_slots(case)
+    case.cleanups.append(lambda: drop_slots(case))
+    ro_sql = one_row_table(f"fw_{case.name[:20]}_ro")
+    ro = ro_sql.split(" from ")[1].split()[0]
+    path = os.path.join(case.root, f"{case.name}-cache")
+    load = CheckedLoad(case, direct_lag)
+    rng = random.Random(int(os.environ.get("PGSTASH_TEST_SEED", "9")))
     try:
         for round_ in range(6):
             admin_port, lines = admin_port_lines()
@@ -721,12 +774,12 @@ def kill9_under_load(case, extra, direct_lag):
             else:
                 wait_for_log(inst, FOLLOWING)
             until = threading.Event()
-            round_load = [start(read_loop, inst.port, until) for _ in range(3)]
+            load.readers(inst.port, until)
             # The results kept are read for a while before the first write through this process,
             # which invalidates the whole database (the catalog has not told it yet what the
             # write touches).
             time.sleep(0.5)
-            round_load.append(start(write_loop, inst.port, False, until))
+            load.proxied_writer(inst.port, until)
             time.sleep(0.5)
             with connect(inst.port, dbname=DB) as conn:
                 cached(conn, ro_sql, ro, [("one",)])
@@ -736,18 +789,33 @@ def kill9_under_load(case, extra, direct_lag):
             inst.stopped = True
             time.sleep(rng.uniform(0.0, 0.5))  # direct writes go on while it is down
             until.set()
-            for th in round_load:
-                th.join(10)
     finally:
-        stop_direct.set()
-        for th in load:
-            th.join(10)
-    print(f"   {writes[0]} writes, {reads[0]} reads through 6 kills, {len(stale)} stale",
-          flush=True)
-    expect(reads[0] > 100 and writes[0] > 100,
-           f"too little load: {reads[0]} reads, {writes[0]} writes")
-    expect(not stale, f"stale reads (table and row, value, acknowledged before): {stale[:5]}")
+        load.finish("through 6 kills")
     ok("kill -9 under load and a restart: no stale read, and kept results are served again")
+
+
+def case_server_restarted_under_load(case):
+    cluster_dir, cluster = case.private_cluster()
+    server(f"create database {DB}", dbname="postgres", cluster=cluster)
+    inst = start_following(case, TRANSACTION, cluster_dir=cluster_dir)
+    wait_for_log(inst, FOLLOWING)
+    load = CheckedLoad(case, LAG_BOUND, cluster)
+    until = threading.Event()
+    load.readers(inst.port, until)
+    load.proxied_writer(inst.port, until)
+    rng = random.Random(int(os.environ.get("PGSTASH_TEST_SEED", "9")))
+    try:
+        for restart in range(3):
+            time.sleep(rng.uniform(1.0, 2.0))
+            subprocess.run([os.path.join(SOURCE_DIR, "scripts", "pg_test_cluster.sh"), "restart",
+                            cluster_dir], check=True, stdout=subprocess.DEVNULL)
+            wait_for_log(inst, FOLLOWING, restart + 2)
+        time.sleep(1.0)
+    finally:
+        until.set()
+        load.finish("through 3 restarts of PostgreSQL")
+    ok("PostgreSQL restarted three times under reads and writes: no stale read, and the stream "
+       "comes back each time")
 
 
 def case_persistent_kill9(case):
@@ -813,6 +881,7 @@ CASES = [
     ("no_hits_while_down", case_no_hits_while_down, 60),
     ("stream_killed", case_stream_killed, 60),
     ("server_restarted", case_server_restarted, 90),
+    ("server_restarted_under_load", case_server_restarted_under_load, 120),
     ("strict_read_your_writes", case_strict_read_your_writes, 90),
     ("strict_needs_ddl_trigger", case_strict_needs_ddl_trigger, CASE_TIMEOUT),
     ("persistent_restart", case_persistent_restart, 90),

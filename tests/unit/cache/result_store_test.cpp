@@ -392,6 +392,14 @@ TEST_CASE("store: without the checkpoint's consent, or from another boot, entrie
     f.store = f.open(options, error, [&](std::string_view) { return ++restores, true; });
     CHECK(restores == 0);
   }
+  SUBCASE("a checkpoint they needed could not be saved") {
+    f.store->put(key_of(1), "earlier run", {}, 0, 0, "");
+    REQUIRE(save(*f.store, "proof"));
+    f.store->discard_at_next_open();
+    f.store.reset();
+    f.store = f.open(options, error, [&](std::string_view) { return ++restores, true; });
+    CHECK(restores == 0);
+  }
   SUBCASE("keep_entries is off") {
     fill();
     options.keep_entries = false;
