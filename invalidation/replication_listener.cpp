@@ -302,16 +302,21 @@ class database_stream {
     return out;
   }
 
-  enum class ddl_trigger { present, installed, missing };
-
-  // Installs the DDL event trigger when it is missing or not enabled ALWAYS
-  // (sessions with session_replication_role = replica skip the others), if
-  // we may; says once when we may not.
-  ddl_trigger ensure_ddl_trigger(PGconn* c) {
-    result r = exec(c, "SELECT 1 FROM pg_catalog.pg_event_trigger "
-                       "WHERE evtname = 'pgstash_ddl' AND evtenabled = 'A'");
-    if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) return ddl_trigger::missing;
-    if (PQntuples(r.get()) > 0) return ddl_trigger::present;
+  // The DDL event trigger's identity (its oid and xmin: a drop, a
+  // re-creation or an ALTER changes them), once it is there and enabled
+  // ALWAYS (sessions with session_replication_role = replica skip the
+  // others): installed if it is not, if we may; says once when we may not.
+  // Empty: no trigger.
+  std::string ensure_ddl_trigger(PGconn* c) {
+    constexpr const char* k_identity =
+        "SELECT oid::text || '/' || xmin::text FROM pg_catalog.pg_event_trigger "
+        "WHERE evtname = 'pgstash_ddl' AND evtenabled = 'A'";
+    const auto identity = [&]() -> std::string {
+      result r = exec(c, k_identity);
+      if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1) return "";
+      return PQgetvalue(r.get(), 0, 0);
+    };
+    if (std::string present = identity(); !present.empty()) return present;
     const char* const steps[] = {
         "BEGIN", k_ddl_function, "DROP EVENT TRIGGER IF EXISTS pgstash_ddl", k_ddl_trigger,
         "ALTER EVENT TRIGGER pgstash_ddl ENABLE ALWAYS"};
@@ -327,14 +332,16 @@ class database_stream {
     if (why.empty()) {
       spdlog::info("cache invalidation: installed event trigger pgstash_ddl in database \"{}\"",
                    database_);
-    } else if (!ddl_warned_) {
+      return identity();
+    }
+    if (!ddl_warned_) {
       ddl_warned_ = true;
       spdlog::warn(
           "cache invalidation: could not install event trigger pgstash_ddl in database \"{}\" "
           "({}); DDL made elsewhere is seen only through cache.default_ttl",
           database_, why);
     }
-    return why.empty() ? ddl_trigger::installed : ddl_trigger::missing;
+    return "";
   }
 
   ended set_up_and_stream(PGconn* c) {
@@ -342,8 +349,8 @@ class database_stream {
     if (!oid || PQresultStatus(oid.get()) != PGRES_TUPLES_OK || PQntuples(oid.get()) != 1)
       return {false, error_of(c, oid.get())};
     report_abandoned_slots();
-    const ddl_trigger trigger = ensure_ddl_trigger(c);
-    if (trigger == ddl_trigger::missing && options_.strict)
+    const std::string ddl_trigger = ensure_ddl_trigger(c);
+    if (ddl_trigger.empty() && options_.strict)
       return {true,
               "strict consistency needs event trigger pgstash_ddl, or DDL made elsewhere "
               "would go unseen (a superuser lets pgstash install it)"};
@@ -353,9 +360,7 @@ class database_stream {
     // once), and up to where the generations hold what it replays.
     std::uint64_t catch_up_to = 0, already_applied = 0;
     if (persistence_) {
-      // (A trigger installed just now did not see the DDL made before.)
-      if (auto e = resume_or_create_slot(c, slot, trigger == ddl_trigger::present, catch_up_to,
-                                         already_applied))
+      if (auto e = resume_or_create_slot(c, slot, ddl_trigger, catch_up_to, already_applied))
         return *e;
     } else {
       result made = exec(c, "CREATE_REPLICATION_SLOT " + identifier(c, slot) +
@@ -418,13 +423,15 @@ class database_stream {
   }
 
   // Persistent slots: takes up the slot where it stands if it is the one
-  // this database's results were proven against and the DDL trigger was
-  // there all along to tell of DDL made meanwhile (`ddl_followed`); else
+  // this database's results were proven against and the DDL trigger
+  // `ddl_trigger` is the one that was there then, to tell of DDL made
+  // meanwhile (one installed or altered since did not see it all); else
   // invalidates them, and makes the slot if it is missing or lost. A slot
   // taken up is replayed before hits are served (`catch_up_to`), and the
   // commits the generations already hold are not applied again
   // (`already_applied`).
-  std::optional<ended> resume_or_create_slot(PGconn* c, const std::string& slot, bool ddl_followed,
+  std::optional<ended> resume_or_create_slot(PGconn* c, const std::string& slot,
+                                             const std::string& ddl_trigger,
                                              std::uint64_t& catch_up_to,
                                              std::uint64_t& already_applied) {
     result system = exec(c, "IDENTIFY_SYSTEM");
@@ -466,7 +473,8 @@ class database_stream {
         start = *confirmed;
         std::lock_guard lock(record_mutex_);
         already_applied = known_ ? std::max(known_->applied_lsn, applied_.load()) : 0;
-        proven = ddl_followed && known_ && known_->slot == slot && known_->system_id == system_id &&
+        proven = !ddl_trigger.empty() && known_ && known_->slot == slot &&
+                 known_->system_id == system_id && known_->ddl_trigger == ddl_trigger &&
                  start <= already_applied;
       }
     }
@@ -484,7 +492,7 @@ class database_stream {
       ddl_seen_(database_);
       bump_database();
       std::lock_guard lock(record_mutex_);
-      known_ = followed_database{database_, slot, system_id, start};
+      known_ = followed_database{database_, slot, system_id, start, ddl_trigger};
       applied_ = start;
       progress_ = std::make_shared<slot_progress>();
     }
@@ -641,6 +649,7 @@ class database_stream {
                std::uint64_t already_applied) {
     change_stream decoder;
     std::uint64_t confirmable = 0;
+    confirmed_sent_ = 0;
     auto now = std::chrono::steady_clock::now();
     auto last_status = now, last_heard = now;
     while (!stopping()) {

@@ -6,7 +6,7 @@ namespace pgstash::invalidation {
 
 namespace {
 
-constexpr std::string_view k_magic = "pgstash stream checkpoint 1\n";
+constexpr std::string_view k_magic = "pgstash stream checkpoint 2\n";
 
 void put_u64(std::string& out, std::uint64_t v) {
   out.append(reinterpret_cast<const char*>(&v), sizeof v);
@@ -57,6 +57,7 @@ std::string encode(const stream_checkpoint& checkpoint) {
     put_text(out, d.slot);
     put_text(out, d.system_id);
     put_u64(out, d.applied_lsn);
+    put_text(out, d.ddl_trigger);
   }
   put_u64(out, checkpoint.generations.size());
   for (std::uint64_t g : checkpoint.generations) put_u64(out, g);
@@ -70,7 +71,8 @@ std::optional<stream_checkpoint> decode_checkpoint(std::string_view bytes) {
   if (!in.prefix(k_magic) || !in.u64(count)) return std::nullopt;
   for (std::uint64_t i = 0; i < count; ++i) {
     followed_database d;
-    if (!in.text(d.database) || !in.text(d.slot) || !in.text(d.system_id) || !in.u64(d.applied_lsn))
+    if (!in.text(d.database) || !in.text(d.slot) || !in.text(d.system_id) ||
+        !in.u64(d.applied_lsn) || !in.text(d.ddl_trigger))
       return std::nullopt;
     c.databases.push_back(std::move(d));
   }

@@ -21,6 +21,9 @@ struct followed_database {
   std::string slot;
   std::string system_id;  // the server's (IDENTIFY_SYSTEM): the same cluster
   std::uint64_t applied_lsn = 0;
+  // The DDL event trigger that was there all along (its oid and xmin,
+  // which a drop, a re-creation or an ALTER changes); empty: none.
+  std::string ddl_trigger;
 
   friend bool operator==(const followed_database&, const followed_database&) = default;
 };

@@ -23,7 +23,7 @@ awaitable<std::string> off_thread(asio::thread_pool& pool, Work work) {
       [&work]() -> awaitable<std::string> {
         try {
           work();
-        } catch (const std::runtime_error& e) {
+        } catch (const std::exception& e) {
           co_return e.what();
         }
         co_return std::string();

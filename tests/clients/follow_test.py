@@ -19,10 +19,11 @@ replication stream (invalidation.replication = true), seen from psycopg through 
   server_restarted
       PostgreSQL restarted (a private cluster): a write made right after the restart is seen by
       the first read through pgstash.
-  server_restarted_under_load
-      the same three times under reads and writes through pgstash and on the server directly:
-      no read returns a row older than a write acknowledged before it was sent (direct writes:
-      more than LAG_BOUND before).
+  server_restarted_under_load, server_restarted_under_load_persistent
+      the same three times under reads and writes through pgstash and on the server directly,
+      with a temporary and with a persistent slot (taken up again, replayed): no read returns a
+      row older than a write acknowledged before it was sent (direct writes: more than LAG_BOUND
+      before), and the cache answers again after each restart.
   strict_read_your_writes
       cache.consistency = "strict": a read sent right after a direct write's acknowledgement
       returns the new row every time, whether the writer waited for the WAL flush
@@ -548,7 +549,8 @@ def case_persistent_restart(case):
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, view_sql, view, [("changed",)])
     ok("DDL made while pgstash was down (CREATE OR REPLACE VIEW) is seen after the restart")
-    # Once the slot is confirmed past that DDL, the next restart does not replay it.
+    # Once the slot is confirmed past that DDL, the next restart does not replay it (which would
+    # invalidate the database, and hide what the next step shows).
     deadline = time.monotonic() + 10
     while not server(f"select bool_and(confirmed_flush_lsn >= '{after_ddl}'::pg_lsn) "
                      f"from pg_replication_slots where slot_name like 't\\_{case.name[:30]}%'",
@@ -556,13 +558,16 @@ def case_persistent_restart(case):
         expect(time.monotonic() < deadline, "the slot was not confirmed past the DDL in 10 s")
         time.sleep(0.1)
 
-    # DDL with the event trigger gone leaves no message: the trigger pgstash installs again at
-    # the restart did not see it, so nothing proves the kept results.
+    # DDL with the event trigger gone leaves no message. A trigger made again before the restart
+    # (as another pgstash on the database would) is not the one that was there: nothing proves
+    # the kept results.
     stop(inst)
     server("drop event trigger pgstash_ddl")
     server(f"create or replace view {view} as select 'unseen'::text as v")
+    server("create event trigger pgstash_ddl on ddl_command_end "
+           "execute function public.pgstash_ddl_message(); "
+           "alter event trigger pgstash_ddl enable always")
     inst, _, _ = start_persistent(case, path)
-    wait_for_log(inst, "installed event trigger pgstash_ddl")
     wait_for_log(inst, REPLAYED)
     with connect(inst.port, dbname=DB) as conn:
         cached(conn, view_sql, view, [("unseen",)])
@@ -794,10 +799,15 @@ def kill9_under_load(case, extra, direct_lag):
     ok("kill -9 under load and a restart: no stale read, and kept results are served again")
 
 
-def case_server_restarted_under_load(case):
+def restarted_under_load(case, extra):
+    """PostgreSQL (a private cluster) restarted three times under the checked load; after each
+    restart, once the stream is back, a result nothing writes to is answered from the cache."""
     cluster_dir, cluster = case.private_cluster()
     server(f"create database {DB}", dbname="postgres", cluster=cluster)
-    inst = start_following(case, TRANSACTION, cluster_dir=cluster_dir)
+    ro_sql = one_row_table(f"fw_{case.name[:20]}_ro", cluster=cluster)
+    ro = ro_sql.split(" from ")[1].split()[0]
+    inst = start_following(case, TRANSACTION, cluster_dir=cluster_dir, extra=extra,
+                           path=os.path.join(case.root, f"{case.name}-cache"))
     wait_for_log(inst, FOLLOWING)
     load = CheckedLoad(case, LAG_BOUND, cluster)
     until = threading.Event()
@@ -810,12 +820,29 @@ def case_server_restarted_under_load(case):
             subprocess.run([os.path.join(SOURCE_DIR, "scripts", "pg_test_cluster.sh"), "restart",
                             cluster_dir], check=True, stdout=subprocess.DEVNULL)
             wait_for_log(inst, FOLLOWING, restart + 2)
+            if extra:
+                wait_for_log(inst, REPLAYED, restart + 1)
+            # (With a temporary slot the catalog answers are dropped too: until they are back,
+            # each write through pgstash invalidates the whole database.)
+            deadline = time.monotonic() + 10
+            with connect(inst.port, dbname=DB) as conn:
+                while server_reads(conn, ro_sql, ro, [("one",)], cluster) > 0:
+                    expect(time.monotonic() < deadline,
+                           f"after restart {restart + 1} the cache did not answer {ro_sql!r}")
         time.sleep(1.0)
     finally:
         until.set()
         load.finish("through 3 restarts of PostgreSQL")
-    ok("PostgreSQL restarted three times under reads and writes: no stale read, and the stream "
-       "comes back each time")
+    ok("PostgreSQL restarted three times under reads and writes: no stale read, and the cache "
+       "answers again after each")
+
+
+def case_server_restarted_under_load(case):
+    restarted_under_load(case, [])
+
+
+def case_server_restarted_under_load_persistent(case):
+    restarted_under_load(case, PERSISTENT)
 
 
 def case_persistent_kill9(case):
@@ -882,6 +909,7 @@ CASES = [
     ("stream_killed", case_stream_killed, 60),
     ("server_restarted", case_server_restarted, 90),
     ("server_restarted_under_load", case_server_restarted_under_load, 120),
+    ("server_restarted_under_load_persistent", case_server_restarted_under_load_persistent, 120),
     ("strict_read_your_writes", case_strict_read_your_writes, 90),
     ("strict_needs_ddl_trigger", case_strict_needs_ddl_trigger, CASE_TIMEOUT),
     ("persistent_restart", case_persistent_restart, 90),
