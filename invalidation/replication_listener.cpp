@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "invalidation/change_stream.hpp"
+#include "invalidation/libpq_handles.hpp"
 #include "invalidation/replication_slots.hpp"
 #include "invalidation/wal_position.hpp"
 #include <poll.h>
@@ -74,20 +75,9 @@ struct wake_fd {
   const int fd;
 };
 
-struct result_deleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using result = std::unique_ptr<PGresult, result_deleter>;
-struct conn_deleter {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-using connection = std::unique_ptr<PGconn, conn_deleter>;
-
-std::string first_line(const char* message) {
-  std::string s = message ? message : "";
-  if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
-  return s;
-}
+using pq::connection;
+using pq::first_line;
+using pq::result;
 
 std::string error_of(PGconn* c, const PGresult* r) {
   std::string why = r ? first_line(PQresultErrorMessage(r)) : "";

@@ -4,24 +4,17 @@
 #include <memory>
 #include <stdexcept>
 
-#include <libpq-fe.h>
+#include "invalidation/libpq_handles.hpp"
 
 namespace pgstash::invalidation {
 
 namespace {
 
-struct result_deleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using result = std::unique_ptr<PGresult, result_deleter>;
-struct conn_deleter {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-using connection = std::unique_ptr<PGconn, conn_deleter>;
+using pq::connection;
+using pq::result;
 
-std::string first_line(const char* message) {
-  std::string s = message ? message : "";
-  if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
+std::string message_of(const char* message) {
+  const std::string s = pq::first_line(message);
   return s.empty() ? "the server closed the connection" : s;
 }
 
@@ -35,7 +28,7 @@ connection connect(const std::string& conninfo) {
       nullptr};
   connection c(PQconnectdbParams(keywords, values, 1));
   if (PQstatus(c.get()) != CONNECTION_OK)
-    throw std::runtime_error(first_line(PQerrorMessage(c.get())));
+    throw std::runtime_error(message_of(PQerrorMessage(c.get())));
   return c;
 }
 
@@ -50,7 +43,7 @@ constexpr const char* k_query =
 
 result run(PGconn* c, const char* sql, int params, const char* const* values, ExecStatusType want) {
   result r(PQexecParams(c, sql, params, nullptr, values, nullptr, nullptr, 0));
-  if (PQresultStatus(r.get()) != want) throw std::runtime_error(first_line(PQerrorMessage(c)));
+  if (PQresultStatus(r.get()) != want) throw std::runtime_error(message_of(PQerrorMessage(c)));
   return r;
 }
 
@@ -92,7 +85,7 @@ drop_outcome drop_slot(const std::string& conninfo, const std::string& name) {
   const char* state = PQresultErrorField(dropped.get(), PG_DIAG_SQLSTATE);
   if (state && std::string(state) == "55006") return drop_outcome::active;
   if (state && std::string(state) == "42704") return drop_outcome::not_found;
-  throw std::runtime_error(first_line(PQerrorMessage(c.get())));
+  throw std::runtime_error(message_of(PQerrorMessage(c.get())));
 }
 
 }  // namespace pgstash::invalidation
