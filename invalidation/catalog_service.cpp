@@ -1,6 +1,7 @@
 #include "invalidation/catalog_service.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -62,6 +63,7 @@ struct catalog_service::state {
                                const object_name& name);
   void run();
   answer ask(const job& j);
+  void bump_version() { version.fetch_add(1, std::memory_order_release); }
 
   const std::size_t max_entries;
 
@@ -75,6 +77,7 @@ struct catalog_service::state {
   std::unordered_map<std::string, entry> entries;
   std::list<std::string> lru;  // keys of `entries`, most recently used first
   std::unordered_map<std::string, std::uint64_t> epochs;  // by database; absent = 0
+  std::atomic<std::uint64_t> version{0};                  // answers_version()
   bool busy = false;  // the worker is running a look-up
   bool stop = false;
 
@@ -172,11 +175,13 @@ void catalog_service::state::run() {
     if (auto p = pending.find(j.key); p != pending.end() && p->second == j.epoch) pending.erase(p);
     if (current()) {
       if (auto it = entries.find(j.key); it != entries.end()) {
+        if (it->second.value != a || it->second.epoch != j.epoch) bump_version();
         it->second.value = std::move(a);
         it->second.epoch = j.epoch;
         it->second.refresh_at = refresh_at;
       } else {
         if (entries.size() >= max_entries) {
+          bump_version();
           entries.erase(lru.back());
           lru.pop_back();
         }
@@ -245,6 +250,11 @@ void catalog_service::forget(const std::string& database) {
   // Entries of older epochs are dropped lazily, when next looked up or when
   // they reach the end of the LRU list: forget() stays O(1).
   ++state_->epochs[database];
+  state_->bump_version();
+}
+
+std::uint64_t catalog_service::answers_version() const {
+  return state_->version.load(std::memory_order_acquire);
 }
 
 void catalog_service::drain() {

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,6 +66,14 @@ class catalog_service {
   // DDL was seen in `database`: its memoized answers are dropped, and look-ups
   // under way for it are discarded when they complete.
   void forget(const std::string& database);
+
+  // Changes whenever a memoized answer changes or is dropped (forget, a
+  // refresh with a different answer, eviction): what a caller derived from
+  // try_*() answers stays what they would give while this stays the same.
+  // A caller that keeps such a derivation must still call try_*() again
+  // now and then (within a second or so), since a call is what starts the
+  // refresh of an old answer.
+  std::uint64_t answers_version() const;
 
   // For tests: blocks until no look-up is queued or running.
   void drain();

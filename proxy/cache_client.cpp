@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-// The streaming state is declared only for static use.
-#define XXH_STATIC_LINKING_ONLY
 #include <spdlog/spdlog.h>
 #include <xxhash.h>
 
@@ -29,23 +27,39 @@ std::shared_ptr<const invalidation::cache_analysis> analyzed(std::string_view sq
   return memo.get(sql);
 }
 
+// XXH3-128 over length-prefixed fields, so that no two sequences of fields
+// hash alike. The fields are gathered and hashed at once, which gives what
+// XXH3's streaming state would (the same keys) at less cost per field.
 class key_hasher {
  public:
-  key_hasher() { XXH3_128bits_reset(&state_); }
-  // Length-prefixed, so that no two sequences of fields hash alike.
-  void add(std::string_view field) {
-    const std::uint64_t size = field.size();
-    XXH3_128bits_update(&state_, &size, sizeof size);
-    XXH3_128bits_update(&state_, field.data(), field.size());
+  key_hasher() : bytes_(buffer()) { bytes_.clear(); }
+  key_hasher(const key_hasher&) = delete;
+  key_hasher& operator=(const key_hasher&) = delete;
+  ~key_hasher() {
+    // A large parameter is not kept hold of.
+    if (bytes_.capacity() > k_kept_bytes) std::string().swap(bytes_);
   }
-  void add(std::uint64_t number) { XXH3_128bits_update(&state_, &number, sizeof number); }
-  cache::key digest() {
-    const XXH128_hash_t h = XXH3_128bits_digest(&state_);
+  void add(std::string_view field) {
+    add(static_cast<std::uint64_t>(field.size()));
+    bytes_.append(field);
+  }
+  void add(std::uint64_t number) {
+    bytes_.append(reinterpret_cast<const char*>(&number), sizeof number);
+  }
+  cache::key digest() const {
+    const XXH128_hash_t h = XXH3_128bits(bytes_.data(), bytes_.size());
     return {h.low64, h.high64};
   }
 
  private:
-  XXH3_state_t state_;
+  static constexpr std::size_t k_kept_bytes = 64 * 1024;
+  // One per thread, so a key is made without allocating: at most one
+  // key_hasher per thread at a time.
+  static std::string& buffer() {
+    thread_local std::string bytes;
+    return bytes;
+  }
+  std::string& bytes_;
 };
 
 // The elements of a search_path as SQL wrote them after SET ... TO: quoted
@@ -268,38 +282,71 @@ cache::key cache_client::key_of(const invalidation::cache_analysis& a,
   return h.digest();
 }
 
-std::optional<uncacheable> cache_client::dependencies(const invalidation::cache_analysis& a,
-                                                      const pool::settings_map& settings,
-                                                      std::vector<std::uint64_t>& ids,
-                                                      std::vector<std::string>* names) {
+std::optional<uncacheable> cache_client::ask_catalog(read_plan& plan) {
   invalidation::catalog_service& catalog = shared_.catalog();
-  const std::string path = search_path(settings);
-  const std::string role = current_role(settings);
   // Relations first: a rule may force a statement whose functions are not
   // trusted, and its dependencies must then be complete.
-  for (const auto& relation : a.reads) {
-    auto facts = catalog.try_read(who_.database, who_.conninfo, path, role, relation);
+  for (const auto& relation : plan.analysis->reads) {
+    auto facts =
+        catalog.try_read(who_.database, who_.conninfo, plan.search_path, plan.role, relation);
     if (!facts) return uncacheable::unknown_relation;
     if (auto why = reason_of(facts->what)) return why;
     // Written elsewhere, it would never be invalidated.
     if (stream_ && facts->unlogged) return uncacheable::unlogged_relation;
-    for (const auto& name : facts->depends_on) ids.push_back(invalidation::relation_id(who_.database, name));
-    if (names) names->insert(names->end(), facts->depends_on.begin(), facts->depends_on.end());
+    for (auto& name : facts->depends_on) {
+      plan.ids.push_back(invalidation::relation_id(who_.database, name));
+      plan.names.push_back(std::move(name));
+    }
   }
-  if (names) {
-    std::sort(names->begin(), names->end());
-    names->erase(std::unique(names->begin(), names->end()), names->end());
-  }
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  for (const auto& function : a.functions) {
-    auto verdict = catalog.try_function(who_.database, who_.conninfo, path, role, function);
+  std::sort(plan.names.begin(), plan.names.end());
+  plan.names.erase(std::unique(plan.names.begin(), plan.names.end()), plan.names.end());
+  std::sort(plan.ids.begin(), plan.ids.end());
+  plan.ids.erase(std::unique(plan.ids.begin(), plan.ids.end()), plan.ids.end());
+  for (const auto& function : plan.analysis->functions) {
+    auto verdict =
+        catalog.try_function(who_.database, who_.conninfo, plan.search_path, plan.role, function);
     if (!verdict || *verdict == invalidation::function_verdict::unknown)
       return uncacheable::unknown_function;
     if (*verdict != invalidation::function_verdict::cacheable)
       return uncacheable::volatile_function;
   }
   return std::nullopt;
+}
+
+std::optional<uncacheable> cache_client::dependencies(const analysis_ptr& a,
+                                                      const pool::settings_map& settings,
+                                                      std::vector<std::uint64_t>& ids,
+                                                      std::vector<std::string>* names) {
+  invalidation::catalog_service& catalog = shared_.catalog();
+  // Read before the answers: a change after it is seen at the next look-up.
+  const std::uint64_t version = catalog.answers_version();
+  const std::int64_t now = result_cache::now_ms();
+  std::string path = search_path(settings);
+  std::string role = current_role(settings);
+  auto use = [&](const read_plan& plan) -> std::optional<uncacheable> {
+    ids.insert(ids.end(), plan.ids.begin(), plan.ids.end());
+    if (names) names->insert(names->end(), plan.names.begin(), plan.names.end());
+    return std::nullopt;
+  };
+  for (const read_plan& plan : read_plans_) {
+    if (plan.analysis == a && plan.answers_version == version && now < plan.until_ms &&
+        plan.search_path == path && plan.role == role)
+      return use(plan);
+  }
+  read_plan plan{a, std::move(path), std::move(role), version, now + k_read_plan_ms, {}, {}};
+  const std::optional<uncacheable> why = ask_catalog(plan);
+  if (why) {
+    // Partial, but what a rule matching by table needs.
+    use(plan);
+    return why;
+  }
+  if (read_plans_.size() < k_read_plans) {
+    read_plans_.push_back(std::move(plan));
+    return use(read_plans_.back());
+  }
+  read_plan& replaced = read_plans_[next_read_plan_++ % k_read_plans];
+  replaced = std::move(plan);
+  return use(replaced);
 }
 
 bool cache_client::cacheable(std::string_view sql) const {
@@ -333,7 +380,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   std::optional<uncacheable> why;
   if (a->reason != uncacheable::none) why = a->reason;
   if (!why || (!rules.empty() && forceable(*why))) {
-    const auto found = dependencies(*a, s, ids, rules.empty() ? nullptr : &tables);
+    const auto found = dependencies(a, s, ids, rules.empty() ? nullptr : &tables);
     if (found && (!why || !forceable(*found))) why = found;
   }
   if (!why && bind && binds_current_time(*bind)) why = uncacheable::time_function;
@@ -378,7 +425,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   // For the admin listing; asked again rather than on every hit.
   entry_label label{who_.database, {}, std::string(sql.substr(0, k_statement_bytes))};
   std::vector<std::uint64_t> unused;
-  dependencies(*a, s, unused, &label.tables);
+  dependencies(a, s, unused, &label.tables);
   // Before the query is sent: a write committed after this makes the
   // result unstorable (or, once stored, unservable).
   shared_.generations().capture(ids, deps);
@@ -419,10 +466,10 @@ bool cache_client::functions_may_write(const invalidation::cache_analysis& a,
   return may;
 }
 
-bool cache_client::forced(std::string_view sql, const invalidation::cache_analysis& a,
+bool cache_client::forced(std::string_view sql, const analysis_ptr& a,
                           const pool::settings_map& settings) {
   const cache_rules& rules = shared_.rules();
-  if (rules.empty() || !a.read_only || a.reason == uncacheable::several_statements) return false;
+  if (rules.empty() || !a->read_only || a->reason == uncacheable::several_statements) return false;
   std::vector<std::uint64_t> ids;
   std::vector<std::string> tables;
   dependencies(a, settings, ids, &tables);
@@ -458,7 +505,7 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
   const pool::settings_map& s = settings_or_startup(settings);
   // A forced read's functions are vouched for by the operator: they write
   // nothing and change no setting.
-  const bool functions_write = !forced(sql, *a, s) && functions_may_write(*a, s);
+  const bool functions_write = !forced(sql, a, s) && functions_may_write(*a, s);
   if (a->read_only && !functions_write) {
     // SET LOCAL is in no key: the transaction's reads after it are not
     // served.

@@ -188,18 +188,22 @@ class cache_client {
  private:
   // The reads `a` depends on, or the reason it cannot be cached; their
   // bare names too if `names` is not null.
-  std::optional<invalidation::uncacheable> dependencies(const invalidation::cache_analysis& a,
+  using analysis_ptr = std::shared_ptr<const invalidation::cache_analysis>;
+  std::optional<invalidation::uncacheable> dependencies(const analysis_ptr& a,
                                                         const pool::settings_map& settings,
                                                         std::vector<std::uint64_t>& ids,
                                                         std::vector<std::string>* names = nullptr);
+  struct read_plan;
+  // dependencies() for `plan`'s statement, path and role, into its ids
+  // and names (partial if it is not cacheable).
+  std::optional<invalidation::uncacheable> ask_catalog(read_plan& plan);
   // True if `a` calls a function that may write (a volatile one of the
   // user's, or one the catalog does not know yet); notes what it means for
   // the session (session_followed()).
   bool functions_may_write(const invalidation::cache_analysis& a,
                            const pool::settings_map& settings);
   // True if a [[cache.rules]] rule forces `sql` (a single read).
-  bool forced(std::string_view sql, const invalidation::cache_analysis& a,
-              const pool::settings_map& settings);
+  bool forced(std::string_view sql, const analysis_ptr& a, const pool::settings_map& settings);
   const pool::settings_map& settings_or_startup(const pool::settings_map* settings) const;
   std::string search_path(const pool::settings_map& settings) const;
   // The role names are looked up for (what "$user" and USAGE mean): the
@@ -226,6 +230,23 @@ class cache_client {
   std::chrono::steady_clock::time_point arrived_;
   std::optional<unproven_hit> unproven_;
   bool stream_waited_ = false;
+  // What dependencies() found for a cacheable statement under one
+  // search_path and role, so that a hit asks the shared catalog memo (and
+  // takes its lock) only once a second: valid while the catalog's answers
+  // stay the same (catalog_service::answers_version), until `until_ms`.
+  struct read_plan {
+    analysis_ptr analysis;  // held, so that its address is not reused
+    std::string search_path;
+    std::string role;
+    std::uint64_t answers_version;
+    std::int64_t until_ms;
+    std::vector<std::uint64_t> ids;  // sorted, no duplicates
+    std::vector<std::string> names;  // sorted, no duplicates
+  };
+  static constexpr std::size_t k_read_plans = 16;
+  static constexpr std::int64_t k_read_plan_ms = 1000;
+  std::vector<read_plan> read_plans_;
+  std::size_t next_read_plan_ = 0;             // the one replaced next once all are in use
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote
   bool pending_ddl_ = false;
   bool transaction_wrote_ = false;  // see cache_write_set::ends_transaction_hits

@@ -192,7 +192,7 @@ relay::server_action client_session::on_server_frame(char tag, std::optional<std
 
 awaitable<void> client_session::relay_server() {
   net::pg_stream& from = server_->stream();
-  const std::uint32_t max = ctx_.cfg->limits.max_message_size;
+  const std::uint32_t max = cfg_->limits.max_message_size;
   std::uint64_t streaming = 0;
   bool discarding = false;  // the frame being streamed is dropped, not forwarded
   for (;;) {
@@ -324,7 +324,7 @@ awaitable<void> client_session::cancel_on_server(std::shared_ptr<client_session>
   if (!server_) co_return;  // gone since the cancel request was posted
   ++cancels_in_flight_;
   co_await pool::send_cancel(server_->endpoint(), server_->process_id(), server_->secret_key(),
-                             std::chrono::milliseconds(ctx_.cfg->server.connect_timeout_ms));
+                             std::chrono::milliseconds(cfg_->server.connect_timeout_ms));
   --cancels_in_flight_;
   if (client_gone_) co_await cleanup_step();
   if (lease_ != lease::active) wake_pump();
@@ -364,7 +364,7 @@ awaitable<bool> client_session::reset_backend() {
   // backend's temporary schema, which a fresh backend lacks and which
   // changes what the next client sees (current_schema() under search_path
   // pg_temp, PREPARE TRANSACTION): such a backend is closed, not handed on.
-  const std::string reset = ctx_.cfg->pool.server_reset_query;
+  const std::string reset = cfg_->pool.server_reset_query;
   try {
     std::optional<std::string> no_temp_schema;
     // Qualified: the client's search_path is still in force.

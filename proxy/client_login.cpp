@@ -17,7 +17,7 @@ namespace pgstash::proxy {
 
 awaitable<bool> client_session::negotiate_startup(wire::startup_message& startup,
                                                   std::string& packet) {
-  const std::uint32_t max = ctx_.cfg->limits.max_message_size;
+  const std::uint32_t max = cfg_->limits.max_message_size;
   for (;;) {
     error_code ec;
     wire::decoded_frame f = co_await client_.read_frame(wire::phase::startup, max, ec);
@@ -123,7 +123,7 @@ awaitable<std::optional<std::string>> client_session::ask_for_password(std::stri
   co_await client_.write(request, ec);
   if (ec) co_return std::nullopt;
   wire::decoded_frame f =
-      co_await client_.read_frame(wire::phase::normal, ctx_.cfg->limits.max_message_size, ec);
+      co_await client_.read_frame(wire::phase::normal, cfg_->limits.max_message_size, ec);
   if (ec) co_return std::nullopt;
   if (f.status == wire::decode_status::error ||
       f.header.tag != static_cast<char>(wire::frontend_tag::password_message)) {

@@ -29,6 +29,7 @@ constexpr std::size_t k_initial_client_buffer = 512;
 
 client_session::client_session(proxy_context& ctx, stream_socket socket, std::string peer)
     : ctx_(ctx),
+      cfg_(ctx.cfg),
       id_(ctx.next_client_id++),
       client_(std::move(socket), ctx.cfg->limits.io_buffer_size, k_initial_client_buffer),
       peer_(std::move(peer)),
@@ -103,7 +104,7 @@ void client_session::begin_request(char tag, std::string_view frame) {
   request_started_ = std::chrono::steady_clock::now();
   // Cleared even with the log off: a reload may turn it on before the answer.
   request_text_.clear();
-  if (ctx_.cfg->log.slow_query_ms == 0) return;
+  if (cfg_->log.slow_query_ms == 0) return;
   // What the slow-query line shows: the statement's text, never a Bind's
   // parameter values.
   const std::string_view body = frame.size() >= 5 ? frame.substr(5) : std::string_view{};
@@ -126,31 +127,31 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   std::string startup_packet;  // keeps the views in `startup` alive
   {
     net::deadline login_timeout(client_.socket().get_executor(),
-                                std::chrono::milliseconds(ctx_.cfg->limits.client_login_timeout_ms),
+                                std::chrono::milliseconds(cfg_->limits.client_login_timeout_ms),
                                 [this] { client_.close(); });
     if (!co_await negotiate_startup(startup, startup_packet)) co_return false;
     if (replication_) {
       replication_counted_ = true;
-      if (++ctx_.replication_clients > ctx_.cfg->listen.max_replication_conn) {
+      if (++ctx_.replication_clients > cfg_->listen.max_replication_conn) {
         co_await fail("53300", "sorry, too many replication clients already");
         co_return false;
       }
     } else if (static_cast<std::int64_t>(ctx_.clients) - ctx_.replication_clients >
-               ctx_.cfg->listen.max_client_conn) {  // signed: the two are read apart
+               cfg_->listen.max_client_conn) {  // signed: the two are read apart
       co_await fail("53300", "sorry, too many clients already");
       co_return false;
     }
     // The console is pgstash's own: no PostgreSQL login stands behind it, so
     // a password is asked for it even where clients are trusted.
     const bool console = wants_console();
-    auto method = ctx_.cfg->auth.method;
+    auto method = cfg_->auth.method;
     if (console && method == conf::auth_method::trust) method = conf::auth_method::scram_sha_256;
     if (!co_await authenticate(request_.credentials, method)) co_return false;
     if (console) co_return co_await console_login();
   }
 
   request_.user = user_;
-  if (auto database = server_database(*ctx_.cfg.get())) {
+  if (auto database = server_database(*cfg_)) {
     request_.database = std::move(*database);
   } else {
     co_await fail("3D000", "database \"" + database_ + "\" does not exist");
@@ -178,8 +179,8 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
     options.cache = &*cache_;
   }
   options.transaction_mode = transaction_mode();
-  options.replay_limit = ctx_.cfg->limits.io_buffer_size;
-  options.analysis_cache_entries = ctx_.cfg->limits.analysis_cache_entries;
+  options.replay_limit = cfg_->limits.io_buffer_size;
+  options.analysis_cache_entries = cfg_->limits.analysis_cache_entries;
   relay_.emplace(options, transaction_mode() ? client_parameters
                                              : std::vector<std::pair<std::string, std::string>>{});
   if (!transaction_mode()) request_.parameters = std::move(client_parameters);
@@ -202,8 +203,7 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
   // mode the client has no one server, so it gets a number of pgstash's.
   const std::uint32_t pid =
       transaction_mode() ? wire::random_uint32() & 0x7fffffff : server_->process_id();
-  cancel_key_ =
-      std::make_pair(pid, cancel_secret(wire::random_uint32(), ctx_.cfg->process.peer_id));
+  cancel_key_ = std::make_pair(pid, cancel_secret(wire::random_uint32(), cfg_->process.peer_id));
   ctx_.register_cancel_key(*cancel_key_, self);
   std::string hello;
   wire::write_authentication_ok(hello);
@@ -217,10 +217,11 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
 }
 
 awaitable<void> client_session::client_loop() {
-  const std::uint32_t max = ctx_.cfg->limits.max_message_size;
+  const std::uint32_t max = cfg_->limits.max_message_size;
   std::uint64_t& streaming = client_streaming_;
   bool dropping = false;  // the frame streaming through is skipped, being part of a failed batch
   for (;;) {
+    cfg_.refresh();
     std::string_view in = client_.buffered();
     std::size_t pos = 0;
     bool stop = false;
@@ -394,8 +395,8 @@ awaitable<relay::plan> client_session::plan_frame(char tag, std::string_view fra
   for (bool waited_for_fetch = false;; waited_for_fetch = true) {
     if (auto hit = cache_ ? cache_->take_unproven_hit() : std::nullopt) {
       plan = {};
-      const auto give_up = std::chrono::steady_clock::now() +
-                           std::chrono::milliseconds(ctx_.cfg->cache.strict_wait_ms);
+      const auto give_up =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg_->cache.strict_wait_ms);
       co_await wait_until_woken([&](std::function<void()> wake) -> std::optional<clock_time> {
         if (hit->barrier->wait(hit->arrived, give_up, std::move(wake))) return std::nullopt;
         return give_up;
@@ -414,7 +415,7 @@ awaitable<relay::plan> client_session::plan_frame(char tag, std::string_view fra
     co_await wait_until_woken([&](std::function<void()> wake) -> std::optional<clock_time> {
       const auto since = ctx_.cache->in_flight().wait(key, std::move(wake));
       if (!since) return std::nullopt;
-      return *since + std::chrono::milliseconds(ctx_.cfg->cache.coalesce_wait_ms);
+      return *since + std::chrono::milliseconds(cfg_->cache.coalesce_wait_ms);
     });
     plan = relay_->plan_frame(tag, frame);
   }
@@ -458,7 +459,7 @@ awaitable<void> client_session::leave() {
   idle_timer_.reset();
   {
     net::deadline give_up(client_.socket().get_executor(),
-                          std::chrono::milliseconds(ctx_.cfg->pool.cleanup_timeout_ms), [this] {
+                          std::chrono::milliseconds(cfg_->pool.cleanup_timeout_ms), [this] {
                             spdlog::warn("{} server connection did not come back clean in time: closing it",
                                          prefix());
                             lease_ = lease::closing;
@@ -491,7 +492,7 @@ void client_session::count_ready(char status) {
   const auto latency =
       request_started_ ? now - *request_started_ : std::chrono::steady_clock::duration::zero();
   traffic_->answered(latency, status == 'I');
-  const std::uint32_t slow_ms = ctx_.cfg->log.slow_query_ms;
+  const std::uint32_t slow_ms = cfg_->log.slow_query_ms;
   if (slow_ms > 0 && latency >= std::chrono::milliseconds(slow_ms)) {
     const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(latency).count() / 1000.0;
     log_client_event(spdlog::level::info, "slow_query",
@@ -530,10 +531,10 @@ awaitable<void> client_session::fail(std::string_view sqlstate, std::string_view
 void client_session::arm_idle_timer() {
   // Idle clients are bounded by limits.client_idle_timeout_ms, idle
   // transactions by limits.idle_transaction_timeout_ms.
-  std::uint32_t limit = ctx_.cfg->limits.client_idle_timeout_ms;
+  std::uint32_t limit = cfg_->limits.client_idle_timeout_ms;
   const char* sqlstate = "57P05";
-  if (relay_->transaction_status() != 'I' && ctx_.cfg->limits.idle_transaction_timeout_ms > 0) {
-    limit = ctx_.cfg->limits.idle_transaction_timeout_ms;
+  if (relay_->transaction_status() != 'I' && cfg_->limits.idle_transaction_timeout_ms > 0) {
+    limit = cfg_->limits.idle_transaction_timeout_ms;
     sqlstate = "25P03";
   }
   if (limit == 0 || client_gone_) return;
@@ -562,7 +563,7 @@ std::string client_session::prefix() const {
 }
 
 bool client_session::transaction_mode() const {
-  return !own_server_ && ctx_.cfg->pool.mode == conf::pool_mode::transaction;
+  return !own_server_ && cfg_->pool.mode == conf::pool_mode::transaction;
 }
 
 

@@ -28,6 +28,8 @@
 #include <optional>
 #include <string>
 
+#include "conf/config.hpp"
+#include "conf/live.hpp"
 #include "net/asio.hpp"
 #include "net/deadline.hpp"
 #include "net/pg_stream.hpp"
@@ -187,6 +189,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
       const std::vector<std::pair<std::string, std::string>>& startup) const;
 
   proxy_context& ctx_;
+  // The config this session follows: taken again at the start of each
+  // batch of client frames, so a reload reaches it at its next request.
+  conf::held<conf::config> cfg_;
   std::uint64_t id_;
   net::pg_stream client_;
   std::string peer_;

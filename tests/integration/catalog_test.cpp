@@ -5,9 +5,12 @@
 //
 // Environment: PGSTASH_TEST_CLUSTER_DIR (the cluster's env file is read from it).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "invalidation/catalog.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -22,7 +25,6 @@
 #include <doctest/doctest.h>
 #include <libpq-fe.h>
 
-#include "invalidation/catalog.hpp"
 #include "invalidation/catalog_service.hpp"
 
 namespace {
@@ -607,10 +609,14 @@ TEST_CASE("catalog_service memoizes, coalesces, forgets") {
   CHECK(w->affected == strings{"memo"});
   CHECK(svc.try_function(db, info, s.name, "postgres", bare("abs")) == function_verdict::cacheable);
 
+  // New answers change none that was given: the version stays.
+  const std::uint64_t version = svc.answers_version();
   // DDL: the memoized answer is gone; the next look-up sees the new catalog.
   s.run("DROP TABLE S.memo; CREATE VIEW S.memo AS SELECT relname FROM pg_class");
   CHECK(svc.try_read(db, info, s.name, "postgres", bare("memo")) == r);  // not forgotten yet
+  CHECK(svc.answers_version() == version);
   svc.forget(db);
+  CHECK(svc.answers_version() != version);
   CHECK_FALSE(svc.try_read(db, info, s.name, "postgres", bare("memo")));
   svc.drain();
   auto after = svc.try_read(db, info, s.name, "postgres", bare("memo"));
@@ -625,9 +631,13 @@ TEST_CASE("catalog_service keeps at most max_entries answers") {
   scratch s;
   catalog_service svc(2);
   const std::string info = conninfo();
+  std::uint64_t version = svc.answers_version();
   for (const char* name : {"abs", "now", "random"}) {
     CHECK_FALSE(svc.try_function("pgstash_test", info, "public", "postgres", bare(name)));
     svc.drain();
+    // The third answer evicts the first: a derivation from it is stale.
+    CHECK((svc.answers_version() != version) == (std::string_view(name) == "random"));
+    version = svc.answers_version();
   }
   CHECK(svc.try_function("pgstash_test", info, "public", "postgres", bare("random")) ==
         function_verdict::may_write);
