@@ -315,12 +315,12 @@ std::optional<uncacheable> cache_client::ask_catalog(read_plan& plan) {
 
 std::optional<uncacheable> cache_client::dependencies(const analysis_ptr& a,
                                                       const pool::settings_map& settings,
+                                                      std::int64_t now,
                                                       std::vector<std::uint64_t>& ids,
                                                       std::vector<std::string>* names) {
   invalidation::catalog_service& catalog = shared_.catalog();
   // Read before the answers: a change after it is seen at the next look-up.
   const std::uint64_t version = catalog.answers_version();
-  const std::int64_t now = result_cache::now_ms();
   std::string path = search_path(settings);
   std::string role = current_role(settings);
   auto use = [&](const read_plan& plan) -> std::optional<uncacheable> {
@@ -367,6 +367,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
                                         const wire::bind_message* bind,
                                         const pool::settings_map* settings) {
   unproven_.reset();
+  const std::int64_t now = result_cache::now_ms();
   const auto a = analyzed(sql);
   const pool::settings_map& s = settings_or_startup(settings);
   // The database's generation first, before the catalog's answers are
@@ -380,7 +381,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   std::optional<uncacheable> why;
   if (a->reason != uncacheable::none) why = a->reason;
   if (!why || (!rules.empty() && forceable(*why))) {
-    const auto found = dependencies(a, s, ids, rules.empty() ? nullptr : &tables);
+    const auto found = dependencies(a, s, now, ids, rules.empty() ? nullptr : &tables);
     if (found && (!why || !forceable(*found))) why = found;
   }
   if (!why && bind && binds_current_time(*bind)) why = uncacheable::time_function;
@@ -412,7 +413,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
     serving = false;
     shared_.count_unproven();
   }
-  if (serving && shared_.store().get(key, result_cache::now_ms(), response)) {
+  if (serving && shared_.store().get(key, now, response)) {
     if (unproven) {
       unproven_ = unproven_hit{&stream_->barrier(), arrived_};
       return {};
@@ -425,7 +426,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   // For the admin listing; asked again rather than on every hit.
   entry_label label{who_.database, {}, std::string(sql.substr(0, k_statement_bytes))};
   std::vector<std::uint64_t> unused;
-  dependencies(a, s, unused, &label.tables);
+  dependencies(a, s, now, unused, &label.tables);
   // Before the query is sent: a write committed after this makes the
   // result unstorable (or, once stored, unservable).
   shared_.generations().capture(ids, deps);
@@ -472,7 +473,7 @@ bool cache_client::forced(std::string_view sql, const analysis_ptr& a,
   if (rules.empty() || !a->read_only || a->reason == uncacheable::several_statements) return false;
   std::vector<std::uint64_t> ids;
   std::vector<std::string> tables;
-  dependencies(a, settings, ids, &tables);
+  dependencies(a, settings, result_cache::now_ms(), ids, &tables);
   const conf::cache_rule* rule = rules.find(sql, tables);
   return rule && rule->what == conf::cache_rule::action::force;
 }

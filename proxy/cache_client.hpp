@@ -181,16 +181,18 @@ class cache_client {
     std::chrono::steady_clock::time_point arrived;
   };
   std::optional<unproven_hit> take_unproven_hit() { return std::exchange(unproven_, {}); }
+  bool holds_unproven_hit() const { return unproven_.has_value(); }
   // The session waited for the proof: until stream_waited(false), look-ups
   // serve a hit if it came, and miss if not.
   void stream_waited(bool waited) { stream_waited_ = waited; }
 
  private:
-  // The reads `a` depends on, or the reason it cannot be cached; their
-  // bare names too if `names` is not null.
   using analysis_ptr = std::shared_ptr<const invalidation::cache_analysis>;
+  // The reads `a` depends on, or the reason it cannot be cached; their
+  // bare names too if `names` is not null. `now_ms` as result_cache::now_ms().
   std::optional<invalidation::uncacheable> dependencies(const analysis_ptr& a,
                                                         const pool::settings_map& settings,
+                                                        std::int64_t now_ms,
                                                         std::vector<std::uint64_t>& ids,
                                                         std::vector<std::string>* names = nullptr);
   struct read_plan;

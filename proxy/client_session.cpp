@@ -274,7 +274,8 @@ awaitable<void> client_session::client_loop() {
       }
       if (in.size() - pos < size) break;
       const std::string_view frame = in.substr(pos, size);
-      const relay::plan plan = co_await plan_frame(tag, frame);
+      relay::plan plan = relay_->plan_frame(tag, frame);
+      if (plan_must_wait(plan)) plan = co_await plan_after_waits(tag, frame, std::move(plan));
       if (plan.where == relay::route::refuse) {
         end_sqlstate_ = "08P01";
         end_message_ = plan.error;
@@ -317,7 +318,8 @@ awaitable<void> client_session::client_loop() {
       if (!co_await wait_for_answers()) co_return;
       std::string large;
       if (!co_await read_whole_frame(large, max)) co_return;
-      const relay::plan plan = co_await plan_frame(large[0], large);
+      relay::plan plan = relay_->plan_frame(large[0], large);
+      if (plan_must_wait(plan)) plan = co_await plan_after_waits(large[0], large, std::move(plan));
       if (plan.where == relay::route::refuse) {
         end_sqlstate_ = "08P01";
         end_message_ = plan.error;
@@ -390,8 +392,13 @@ awaitable<void> client_session::wait_until_woken(const subscription& subscribe) 
   co_await timer->async_wait(on_error(ec));
 }
 
-awaitable<relay::plan> client_session::plan_frame(char tag, std::string_view frame) {
-  relay::plan plan = relay_->plan_frame(tag, frame);
+bool client_session::plan_must_wait(const relay::plan& plan) const {
+  if (cache_ && cache_->holds_unproven_hit()) return true;
+  return plan.capture && plan.capture->fetched_elsewhere() && !relay_->holds_captures();
+}
+
+awaitable<relay::plan> client_session::plan_after_waits(char tag, std::string_view frame,
+                                                        relay::plan plan) {
   for (bool waited_for_fetch = false;; waited_for_fetch = true) {
     if (auto hit = cache_ ? cache_->take_unproven_hit() : std::nullopt) {
       plan = {};

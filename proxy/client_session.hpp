@@ -120,11 +120,15 @@ class client_session : public std::enable_shared_from_this<client_session> {
   using clock_time = std::chrono::steady_clock::time_point;
   using subscription = std::function<std::optional<clock_time>(std::function<void()>)>;
   awaitable<void> wait_until_woken(const subscription& subscribe);
-  // relay::plan_frame(), after waiting once if the cache holds a hit back
-  // for the replication stream's proof (strict consistency), and once more
-  // if another client is fetching the result of a miss
-  // (cache.coalesce_wait_ms).
-  awaitable<relay::plan> plan_frame(char tag, std::string_view frame);
+  // True if `plan` (from relay::plan_frame) must wait: the cache holds a
+  // hit back for the replication stream's proof (strict consistency), or
+  // another client is fetching the result of a miss
+  // (cache.coalesce_wait_ms). Most frames need not, and are planned
+  // without a coroutine of their own.
+  bool plan_must_wait(const relay::plan& plan) const;
+  // Waits for what `plan` must wait for (once for each), planning the
+  // frame again after each wait.
+  awaitable<relay::plan> plan_after_waits(char tag, std::string_view frame, relay::plan plan);
   // Reads the frame at the head of the buffer, larger than the buffer,
   // whole into `frame`. Returns false if the client is gone.
   awaitable<bool> read_whole_frame(std::string& frame, std::uint32_t max);

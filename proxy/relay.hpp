@@ -103,7 +103,8 @@ class relay {
   plan plan_frame(char tag, std::string_view frame);
   bool must_hold(char tag, std::string_view head) const;
   // REQUIRES: attached() if p.where is to_server. Returns false at Terminate.
-  bool on_client_frame(char tag, std::string_view frame, const plan& p);
+  // A cached answer in `p` is moved out.
+  bool on_client_frame(char tag, std::string_view frame, plan& p);
   // True before a frame that starts a new batch while an earlier batch's
   // changes to the client's statement names may still be undone by an
   // error, or are still to come: the frame must wait for those answers,
@@ -253,8 +254,9 @@ class relay {
   // Fails the batch with 25P02, as the server does in a failed transaction.
   plan failed_transaction_plan() const;
   // The cache's part of a frame: answers for portals it holds, captures,
-  // the writes a frame carries, settings it cannot follow.
-  bool answer_from_cache(char tag, std::string_view frame, const plan& p);
+  // the writes a frame carries, settings it cannot follow. Moves p.cached
+  // out if it uses it.
+  bool answer_from_cache(char tag, std::string_view frame, plan& p);
   // REQUIRES: e.portal is one of cache_.local_portals.
   void answer_execute_from_cache(const wire::execute_message& e);
   void tell_cache(char tag, std::string_view frame, const plan& p);
@@ -278,9 +280,13 @@ class relay {
   options opts_;
   // A portal pgstash bound from the cache: its answers.
   struct local_portal {
-    std::string row_description;  // RowDescription
-    std::string rows;             // DataRows
-    std::size_t sent = 0;         // bytes of `rows` already sent
+    std::string response;  // the RowDescription, then the DataRows
+    std::size_t rows_at;   // where the DataRows start
+    std::size_t sent = 0;  // bytes of the DataRows already sent
+    std::string_view row_description() const {
+      return std::string_view(response).substr(0, rows_at);
+    }
+    std::string_view rows_left() const { return std::string_view(response).substr(rows_at + sent); }
   };
   struct cache_batch_state {
     // Parse frames of the client's statements (as the server has them: a

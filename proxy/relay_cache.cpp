@@ -264,7 +264,7 @@ std::optional<relay::plan> relay::plan_for_cache(frontend_tag t, std::string_vie
   }
 }
 
-bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
+bool relay::answer_from_cache(char tag, std::string_view frame, plan& p) {
   const std::string_view body = frame.substr(5);
   if (p.fail) {
     fail_batch(*p.fail);
@@ -283,11 +283,9 @@ bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
       if (!p.cached) return false;
       wire::bind_message bind;
       if (wire::parse_bind(body, bind)) return false;
-      const std::string_view stored = *p.cached;
-      const std::size_t head = message_size(stored);
-      local_portal portal{std::string(stored.substr(0, head)), std::string(stored.substr(head))};
+      const std::size_t head = message_size(*p.cached);
       const std::string name(bind.portal);
-      cache_.local_portals.insert_or_assign(name, std::move(portal));
+      cache_.local_portals.insert_or_assign(name, local_portal{std::move(*p.cached), head});
       cache_.capture_portals.erase(name);
       cache_.portal_texts.erase(name);
       expect_synthetic(empty_message(backend_tag::bind_complete));
@@ -298,7 +296,7 @@ bool relay::answer_from_cache(char tag, std::string_view frame, const plan& p) {
       if (wire::parse_describe(body, d)) return false;
       auto it = cache_.local_portals.find(d.name);
       if (it == cache_.local_portals.end()) return false;
-      expect_synthetic(it->second.row_description);
+      expect_synthetic(std::string(it->second.row_description()));
       return true;
     }
     case frontend_tag::execute: {
@@ -326,7 +324,7 @@ void relay::answer_execute_from_cache(const wire::execute_message& e) {
   local_portal& portal = cache_.local_portals.find(e.portal)->second;
   // Rows up to the Execute's limit, then PortalSuspended, as the server
   // sends them; the rest for the next Execute of the portal.
-  const std::string_view rows = std::string_view(portal.rows).substr(portal.sent);
+  const std::string_view rows = portal.rows_left();
   std::size_t taken = 0;
   std::uint32_t count = 0;
   while (taken < rows.size() && rows[taken] == 'D' && (e.max_rows == 0 || count < e.max_rows)) {

@@ -36,7 +36,7 @@ void write_failed_transaction_error(std::string& out) {
 
 }  // namespace
 
-bool relay::on_client_frame(char tag, std::string_view frame, const plan& p) {
+bool relay::on_client_frame(char tag, std::string_view frame, plan& p) {
   switch (p.where) {
     case route::end:
     case route::refuse:

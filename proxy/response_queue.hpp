@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <boost/container/deque.hpp>
+#include <boost/container/options.hpp>
 
 #include "invalidation/statement_analysis.hpp"
 
@@ -115,7 +116,7 @@ class response_queue {
   expected_response& front() { return entries_.front(); }
   const expected_response& front() const { return entries_.front(); }
   expected_response& back() { return entries_.back(); }
-  void push(expected_response e) {
+  void push(expected_response&& e) {
     if (e.what == expected_response::kind::query || e.what == expected_response::kind::sync)
       e.cycle = next_cycle_++;
     entries_.push_back(std::move(e));
@@ -189,8 +190,12 @@ class response_queue {
     return !entries_.empty();
   }
 
-  // Allocates nothing until used.
-  boost::container::deque<expected_response> entries_;
+  // Allocates nothing until used. Four entries to a block: the default (one,
+  // for an entry this size) allocates at every push, and once used, four
+  // keep no more memory than one.
+  boost::container::deque<expected_response, void,
+                          boost::container::deque_options_t<boost::container::block_size<4u>>>
+      entries_;
   std::uint64_t next_cycle_ = 0;
 };
 

@@ -124,7 +124,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::uint8_t step = s.byte() % 8;
     if (step < 4) {
       const std::string frame = client_frame(s);
-      const proxy::relay::plan p = r.plan_frame(frame[0], frame);
+      proxy::relay::plan p = r.plan_frame(frame[0], frame);
       if (p.where == proxy::relay::route::to_server && !r.attached()) {
         r.attach(servers[s.byte() % 2]);
         r.settings_sql();
