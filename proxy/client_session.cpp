@@ -275,7 +275,7 @@ awaitable<void> client_session::client_loop() {
       if (in.size() - pos < size) break;
       const std::string_view frame = in.substr(pos, size);
       relay::plan plan = relay_->plan_frame(tag, frame);
-      if (plan_must_wait(plan)) plan = co_await plan_after_waits(tag, frame, std::move(plan));
+      if (plan_must_wait(plan)) co_await plan_after_waits(tag, frame, plan);
       if (plan.where == relay::route::refuse) {
         end_sqlstate_ = "08P01";
         end_message_ = plan.error;
@@ -319,7 +319,7 @@ awaitable<void> client_session::client_loop() {
       std::string large;
       if (!co_await read_whole_frame(large, max)) co_return;
       relay::plan plan = relay_->plan_frame(large[0], large);
-      if (plan_must_wait(plan)) plan = co_await plan_after_waits(large[0], large, std::move(plan));
+      if (plan_must_wait(plan)) co_await plan_after_waits(large[0], large, plan);
       if (plan.where == relay::route::refuse) {
         end_sqlstate_ = "08P01";
         end_message_ = plan.error;
@@ -397,8 +397,8 @@ bool client_session::plan_must_wait(const relay::plan& plan) const {
   return plan.capture && plan.capture->fetched_elsewhere() && !relay_->holds_captures();
 }
 
-awaitable<relay::plan> client_session::plan_after_waits(char tag, std::string_view frame,
-                                                        relay::plan plan) {
+awaitable<void> client_session::plan_after_waits(char tag, std::string_view frame,
+                                                 relay::plan& plan) {
   for (bool waited_for_fetch = false;; waited_for_fetch = true) {
     if (auto hit = cache_ ? cache_->take_unproven_hit() : std::nullopt) {
       plan = {};
@@ -416,7 +416,7 @@ awaitable<relay::plan> client_session::plan_after_waits(char tag, std::string_vi
     // could be waiting for itself, or for one that waits for it.
     if (waited_for_fetch || !plan.capture || !plan.capture->fetched_elsewhere() ||
         relay_->holds_captures())
-      co_return plan;
+      co_return;
     const cache::key key = plan.capture->key();
     plan = {};
     co_await wait_until_woken([&](std::function<void()> wake) -> std::optional<clock_time> {

@@ -127,8 +127,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // without a coroutine of their own.
   bool plan_must_wait(const relay::plan& plan) const;
   // Waits for what `plan` must wait for (once for each), planning the
-  // frame again after each wait.
-  awaitable<relay::plan> plan_after_waits(char tag, std::string_view frame, relay::plan plan);
+  // frame again into `plan` after each wait. (By reference: a plan passed
+  // by value would sit in every session's client_loop frame.)
+  awaitable<void> plan_after_waits(char tag, std::string_view frame, relay::plan& plan);
   // Reads the frame at the head of the buffer, larger than the buffer,
   // whole into `frame`. Returns false if the client is gone.
   awaitable<bool> read_whole_frame(std::string& frame, std::uint32_t max);

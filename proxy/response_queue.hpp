@@ -190,11 +190,11 @@ class response_queue {
     return !entries_.empty();
   }
 
-  // Allocates nothing until used. Four entries to a block: the default (one,
-  // for an entry this size) allocates at every push, and once used, four
-  // keep no more memory than one.
+  // Allocates nothing until used. Two entries to a block: the default (one,
+  // for an entry this size) allocates at every push, and once used two keep
+  // no more memory than it does (more would, in every idle client).
   boost::container::deque<expected_response, void,
-                          boost::container::deque_options_t<boost::container::block_size<4u>>>
+                          boost::container::deque_options_t<boost::container::block_size<2u>>>
       entries_;
   std::uint64_t next_cycle_ = 0;
 };
