@@ -315,12 +315,14 @@ std::optional<uncacheable> cache_client::ask_catalog(read_plan& plan) {
 
 std::optional<uncacheable> cache_client::dependencies(const analysis_ptr& a,
                                                       const pool::settings_map& settings,
-                                                      std::int64_t now,
                                                       std::vector<std::uint64_t>& ids,
                                                       std::vector<std::string>* names) {
   invalidation::catalog_service& catalog = shared_.catalog();
   // Read before the answers: a change after it is seen at the next look-up.
   const std::uint64_t version = catalog.answers_version();
+  // Steady: a wall clock set back must not keep a plan (and so the
+  // catalog's refresh, which a look-up starts) waiting.
+  const auto now = std::chrono::steady_clock::now();
   std::string path = search_path(settings);
   std::string role = current_role(settings);
   auto use = [&](const read_plan& plan) -> std::optional<uncacheable> {
@@ -328,25 +330,23 @@ std::optional<uncacheable> cache_client::dependencies(const analysis_ptr& a,
     if (names) names->insert(names->end(), plan.names.begin(), plan.names.end());
     return std::nullopt;
   };
-  for (const read_plan& plan : read_plans_) {
-    if (plan.analysis == a && plan.answers_version == version && now < plan.until_ms &&
-        plan.search_path == path && plan.role == role)
-      return use(plan);
+  read_plan* same = nullptr;  // this statement's, path's and role's, if kept
+  for (read_plan& plan : read_plans_) {
+    if (plan.analysis != a || plan.search_path != path || plan.role != role) continue;
+    if (plan.answers_version == version && now < plan.until) return use(plan);
+    same = &plan;
   }
-  read_plan plan{a, std::move(path), std::move(role), version, now + k_read_plan_ms, {}, {}};
+  read_plan plan{a, std::move(path), std::move(role), version, now + k_read_plan_life, {}, {}};
   const std::optional<uncacheable> why = ask_catalog(plan);
   if (why) {
     // Partial, but what a rule matching by table needs.
     use(plan);
     return why;
   }
-  if (read_plans_.size() < k_read_plans) {
-    read_plans_.push_back(std::move(plan));
-    return use(read_plans_.back());
-  }
-  read_plan& replaced = read_plans_[next_read_plan_++ % k_read_plans];
-  replaced = std::move(plan);
-  return use(replaced);
+  if (!same && read_plans_.size() < k_read_plans) same = &read_plans_.emplace_back();
+  if (!same) same = &read_plans_[next_read_plan_++ % k_read_plans];
+  *same = std::move(plan);
+  return use(*same);
 }
 
 bool cache_client::cacheable(std::string_view sql) const {
@@ -367,7 +367,6 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
                                         const wire::bind_message* bind,
                                         const pool::settings_map* settings) {
   unproven_.reset();
-  const std::int64_t now = result_cache::now_ms();
   const auto a = analyzed(sql);
   const pool::settings_map& s = settings_or_startup(settings);
   // The database's generation first, before the catalog's answers are
@@ -381,7 +380,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   std::optional<uncacheable> why;
   if (a->reason != uncacheable::none) why = a->reason;
   if (!why || (!rules.empty() && forceable(*why))) {
-    const auto found = dependencies(a, s, now, ids, rules.empty() ? nullptr : &tables);
+    const auto found = dependencies(a, s, ids, rules.empty() ? nullptr : &tables);
     if (found && (!why || !forceable(*found))) why = found;
   }
   if (!why && bind && binds_current_time(*bind)) why = uncacheable::time_function;
@@ -413,7 +412,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
     serving = false;
     shared_.count_unproven();
   }
-  if (serving && shared_.store().get(key, now, response)) {
+  if (serving && shared_.store().get(key, result_cache::now_ms(), response)) {
     if (unproven) {
       unproven_ = unproven_hit{&stream_->barrier(), arrived_};
       return {};
@@ -426,7 +425,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   // For the admin listing; asked again rather than on every hit.
   entry_label label{who_.database, {}, std::string(sql.substr(0, k_statement_bytes))};
   std::vector<std::uint64_t> unused;
-  dependencies(a, s, now, unused, &label.tables);
+  dependencies(a, s, unused, &label.tables);
   // Before the query is sent: a write committed after this makes the
   // result unstorable (or, once stored, unservable).
   shared_.generations().capture(ids, deps);
@@ -473,7 +472,7 @@ bool cache_client::forced(std::string_view sql, const analysis_ptr& a,
   if (rules.empty() || !a->read_only || a->reason == uncacheable::several_statements) return false;
   std::vector<std::uint64_t> ids;
   std::vector<std::string> tables;
-  dependencies(a, settings, result_cache::now_ms(), ids, &tables);
+  dependencies(a, settings, ids, &tables);
   const conf::cache_rule* rule = rules.find(sql, tables);
   return rule && rule->what == conf::cache_rule::action::force;
 }

@@ -189,10 +189,9 @@ class cache_client {
  private:
   using analysis_ptr = std::shared_ptr<const invalidation::cache_analysis>;
   // The reads `a` depends on, or the reason it cannot be cached; their
-  // bare names too if `names` is not null. `now_ms` as result_cache::now_ms().
+  // bare names too if `names` is not null.
   std::optional<invalidation::uncacheable> dependencies(const analysis_ptr& a,
                                                         const pool::settings_map& settings,
-                                                        std::int64_t now_ms,
                                                         std::vector<std::uint64_t>& ids,
                                                         std::vector<std::string>* names = nullptr);
   struct read_plan;
@@ -235,18 +234,18 @@ class cache_client {
   // What dependencies() found for a cacheable statement under one
   // search_path and role, so that a hit asks the shared catalog memo (and
   // takes its lock) only once a second: valid while the catalog's answers
-  // stay the same (catalog_service::answers_version), until `until_ms`.
+  // stay the same (catalog_service::answers_version), until `until`.
   struct read_plan {
     analysis_ptr analysis;  // held, so that its address is not reused
     std::string search_path;
     std::string role;
     std::uint64_t answers_version;
-    std::int64_t until_ms;
+    std::chrono::steady_clock::time_point until;
     std::vector<std::uint64_t> ids;  // sorted, no duplicates
     std::vector<std::string> names;  // sorted, no duplicates
   };
   static constexpr std::size_t k_read_plans = 16;
-  static constexpr std::int64_t k_read_plan_ms = 1000;
+  static constexpr std::chrono::seconds k_read_plan_life{1};
   std::vector<read_plan> read_plans_;
   std::size_t next_read_plan_ = 0;             // the one replaced next once all are in use
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote

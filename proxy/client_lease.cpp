@@ -324,7 +324,7 @@ awaitable<void> client_session::cancel_on_server(std::shared_ptr<client_session>
   if (!server_) co_return;  // gone since the cancel request was posted
   ++cancels_in_flight_;
   co_await pool::send_cancel(server_->endpoint(), server_->process_id(), server_->secret_key(),
-                             std::chrono::milliseconds(cfg_->server.connect_timeout_ms));
+                             std::chrono::milliseconds(ctx_.cfg->server.connect_timeout_ms));
   --cancels_in_flight_;
   if (client_gone_) co_await cleanup_step();
   if (lease_ != lease::active) wake_pump();

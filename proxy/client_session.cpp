@@ -130,6 +130,8 @@ awaitable<bool> client_session::log_in(const std::shared_ptr<client_session>& se
                                 std::chrono::milliseconds(cfg_->limits.client_login_timeout_ms),
                                 [this] { client_.close(); });
     if (!co_await negotiate_startup(startup, startup_packet)) co_return false;
+    // The login's decisions follow a reload made while the client connected.
+    cfg_.refresh();
     if (replication_) {
       replication_counted_ = true;
       if (++ctx_.replication_clients > cfg_->listen.max_replication_conn) {
@@ -466,7 +468,7 @@ awaitable<void> client_session::leave() {
   idle_timer_.reset();
   {
     net::deadline give_up(client_.socket().get_executor(),
-                          std::chrono::milliseconds(cfg_->pool.cleanup_timeout_ms), [this] {
+                          std::chrono::milliseconds(ctx_.cfg->pool.cleanup_timeout_ms), [this] {
                             spdlog::warn("{} server connection did not come back clean in time: closing it",
                                          prefix());
                             lease_ = lease::closing;

@@ -194,8 +194,10 @@ class client_session : public std::enable_shared_from_this<client_session> {
       const std::vector<std::pair<std::string, std::string>>& startup) const;
 
   proxy_context& ctx_;
-  // The config this session follows: taken again at the start of each
-  // batch of client frames, so a reload reaches it at its next request.
+  // The config this session's login and requests follow: taken again after
+  // the startup packet and at the start of each batch of client frames, so
+  // a reload reaches the session at its next request. What runs beside the
+  // requests (a cancel, the end) reads ctx_.cfg itself.
   conf::held<conf::config> cfg_;
   std::uint64_t id_;
   net::pg_stream client_;

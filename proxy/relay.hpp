@@ -163,7 +163,7 @@ class relay {
   analysis_ptr analyze(std::string_view sql) const;
   analysis_ptr analyze_query(std::string_view body) const;
   const std::string* deallocated_protocol_statement(const analysis_ptr& analysis) const;
-  void on_query(std::string_view frame, const plan& p);
+  void on_query(std::string_view frame, plan& p);
   void on_parse(std::string_view frame, const plan& p);
   void on_bind(std::string_view frame, const plan& p);
   void on_describe(std::string_view frame, const plan& p);

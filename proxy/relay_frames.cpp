@@ -103,9 +103,9 @@ bool relay::on_client_frame(char tag, std::string_view frame, plan& p) {
   return true;
 }
 
-void relay::on_query(std::string_view frame, const plan& p) {
+void relay::on_query(std::string_view frame, plan& p) {
   if (p.cached) {
-    std::string answer = *p.cached;
+    std::string answer = std::move(*p.cached);
     wire::write_ready_for_query(answer, tx_status_);
     expect_synthetic(std::move(answer));
     return;

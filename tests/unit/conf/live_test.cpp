@@ -14,7 +14,7 @@ TEST_CASE("a held snapshot changes only at refresh(), and then only if the value
   const int* before = &*mine;
 
   mine.refresh();
-  CHECK(&*mine == before);  // not replaced: the same snapshot, no new one taken
+  CHECK(&*mine == before);  // not replaced: still the same snapshot
 
   value.replace(2);
   CHECK(*mine == 1);  // a reference into it stays valid until the owner refreshes
