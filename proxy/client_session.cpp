@@ -395,7 +395,12 @@ awaitable<void> client_session::wait_until_woken(const subscription& subscribe) 
 }
 
 bool client_session::plan_must_wait(const relay::plan& plan) const {
-  if (cache_ && cache_->holds_unproven_hit()) return true;
+  return (cache_ && cache_->holds_unproven_hit()) || waits_for_fetch(plan);
+}
+
+bool client_session::waits_for_fetch(const relay::plan& plan) const {
+  // A session that holds claims of its own never waits: it could be
+  // waiting for itself, or for one that waits for it.
   return plan.capture && plan.capture->fetched_elsewhere() && !relay_->holds_captures();
 }
 
@@ -414,11 +419,7 @@ awaitable<void> client_session::plan_after_waits(char tag, std::string_view fram
       plan = relay_->plan_frame(tag, frame);
       cache_->stream_waited(false);
     }
-    // Once only; and a session that holds claims of its own never waits: it
-    // could be waiting for itself, or for one that waits for it.
-    if (waited_for_fetch || !plan.capture || !plan.capture->fetched_elsewhere() ||
-        relay_->holds_captures())
-      co_return;
+    if (waited_for_fetch || !waits_for_fetch(plan)) co_return;  // once only
     const cache::key key = plan.capture->key();
     plan = {};
     co_await wait_until_woken([&](std::function<void()> wake) -> std::optional<clock_time> {

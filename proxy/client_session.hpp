@@ -126,6 +126,8 @@ class client_session : public std::enable_shared_from_this<client_session> {
   // (cache.coalesce_wait_ms). Most frames need not, and are planned
   // without a coroutine of their own.
   bool plan_must_wait(const relay::plan& plan) const;
+  // The second of those: `plan` captures a miss another client is fetching.
+  bool waits_for_fetch(const relay::plan& plan) const;
   // Waits for what `plan` must wait for (once for each), planning the
   // frame again into `plan` after each wait. (By reference: a plan passed
   // by value would sit in every session's client_loop frame.)
