@@ -7,9 +7,13 @@
 
 #include "invalidation/cache_analysis.hpp"
 
+#include <algorithm>
+#include <charconv>
+
 #include "invalidation/cache_functions.hpp"
 #include "invalidation/canonical_hash.hpp"
 #include "invalidation/parse_tree.hpp"
+#include "invalidation/point_filter.hpp"
 #include "invalidation/sql_text.hpp"
 #include "invalidation/statement_walk.hpp"
 
@@ -361,6 +365,9 @@ cache_analysis analyze_for_cache(std::string_view sql) {
     }
     out.reason = stmts->size() > 1 ? uncacheable::several_statements : reason;
     out.read_only = read_only;
+    if (stmts->size() == 1) {
+      if (const json* stmt = member((*stmts)[0], "stmt")) out.point = find_point_filter(*stmt, src);
+    }
   } catch (const json::exception&) {
     return unreadable();
   }
@@ -368,5 +375,17 @@ cache_analysis analyze_for_cache(std::string_view sql) {
 }
 
 bool parameter_names_current_time(std::string_view value) { return names_current_time(value); }
+
+std::optional<std::int64_t> integer_value(std::string_view text) {
+  const std::string_view digits = text.starts_with('-') ? text.substr(1) : text;
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), [](char c) {
+        return is_digit(static_cast<unsigned char>(c));
+      }))
+    return std::nullopt;
+  std::int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
 
 }  // namespace pgstash::invalidation

@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -77,6 +78,26 @@ inline constexpr std::size_t uncacheable_count =
 
 // Stable snake_case names ("none", "parse_error", ...), used as metric labels.
 std::string_view to_string(uncacheable reason);
+
+// The rows of one table a statement reads or writes, when they are only
+// rows whose column equals an integer value: what lets a write of one value
+// invalidate only the reads of that value (generations.hpp, row keys).
+struct point_filter {
+  object_name relation;  // as written
+  struct equality {
+    std::string column;                    // as the parser spells it
+    std::optional<std::int64_t> constant;  // the value, written as a constant
+    int parameter = 0;                     // or the parameter ($n) that holds it
+    bool operator==(const equality&) const = default;
+  };
+  // The top-level conjuncts of its WHERE of the form `column = value`,
+  // either way round, with the column bare or qualified by the relation's
+  // alias (else its name), and the value an integer constant (a string
+  // constant only if it spells one plainly) or a parameter. Which column
+  // counts (the table's key) is the catalog's to say.
+  std::vector<equality> equalities;
+  bool operator==(const point_filter&) const = default;
+};
 
 // What one SQL text (a simple Query's whole text, or one Parse's text)
 // means for the cache.
@@ -147,11 +168,24 @@ struct cache_analysis {
   // CONSTRAINTS (it fires deferred triggers), NOTIFY, VACUUM, ANALYZE,
   // CLUSTER, REINDEX, CHECKPOINT: no writes, no invalidation, no hits after.
   bool read_only = false;
+
+  // Set only for a text of one statement of these shapes, whose rows are
+  // all in the filter: a SELECT from one table (no join, no other relation
+  // anywhere in it, no WITH, no set operation, no INTO); an UPDATE of one
+  // table without FROM or WITH (an equality on a column it assigns does not
+  // count); a DELETE without USING or WITH. Triggers, rules and what a
+  // write reaches through FKs are the caller's to rule out.
+  std::optional<point_filter> point;
 };
 
 // Analyzes `sql`. Text after an embedded NUL is ignored, as the server
 // would never see it.
 cache_analysis analyze_for_cache(std::string_view sql);
+
+// `text` as an integer, if it spells one plainly: an optional '-' and
+// digits, nothing else (no sign '+', spaces, underscores or other bases,
+// which some servers read and some do not). nullopt beyond 64 bits.
+std::optional<std::int64_t> integer_value(std::string_view text);
 
 // A text-format bind parameter that date/time input would read as the
 // current time ('now', 'today', ...): a statement bound to it is as

@@ -106,6 +106,26 @@ SELECT c.oid, c.relname, c.relkind, c.relpersistence,
 enum closure_column : int { c_oid, c_relname, c_relkind, c_persistence, c_system, c_reach, c_root,
                             c_triggers_or_rules };
 
+// The column whose equality with a value bounds the rows of relation $1 that
+// a read sees, or a write changes, to those of that value: its primary key,
+// if that is one integer column of a table no write reaches other rows of
+// behind the statement's back (no user trigger, no rule, no FK to itself)
+// and that no other table's reads or writes reach (no inheritance or
+// partitioning either way). No row otherwise.
+constexpr const char* k_point_key = R"sql(
+SELECT a.attname
+  FROM pg_class c
+  JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+ WHERE c.oid = $1 AND c.relkind = 'r' AND c.relpersistence <> 't' AND NOT c.relispartition
+   AND a.atttypid IN (20, 21, 23)
+   AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid OR h.inhparent = c.oid)
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint k
+                    WHERE k.contype = 'f' AND k.conrelid = c.oid AND k.confrelid = c.oid)
+   AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal)
+   AND NOT EXISTS (SELECT 1 FROM pg_rewrite w WHERE w.ev_class = c.oid)
+)sql";
+
 // What the views $1 call, as (provolatile, schema, name) rows: every function
 // in their rules' trees (FuncExpr, an operator's code, aggregates, window
 // functions; found in the node text, as pg_depend omits built-ins), plus a
@@ -458,6 +478,7 @@ read_facts catalog::read(std::string_view search_path, std::string_view user,
   sort_unique(names);
   out.what = what;
   out.depends_on = std::move(names);
+  if (what == verdict::cacheable && roots->size() == 1) out.point_key = point_key(roots->front());
   return out;
 }
 
@@ -469,14 +490,26 @@ write_facts catalog::write(std::string_view search_path, std::string_view user,
   const auto r = exec(k_closure, {array_literal(*roots), "true"});
   if (!r || PQntuples(r.get()) == 0) return out;
 
+  std::string root_name;
   for (int row = 0; row < PQntuples(r.get()); ++row) {
     if (value(r.get(), row, c_relkind) == "c" && !flag(r.get(), row, c_root)) continue;
     out.affected.emplace_back(value(r.get(), row, c_relname));
+    if (flag(r.get(), row, c_root)) root_name = out.affected.back();
     if (flag(r.get(), row, c_triggers_or_rules)) out.has_triggers_or_rules = true;
   }
+  // Another relation of the same bare name (an FK action's table in another
+  // schema) shares its generations: a write to it is not of one key.
+  const bool name_shared = std::count(out.affected.begin(), out.affected.end(), root_name) != 1;
   sort_unique(out.affected);
   out.known = true;
+  if (roots->size() == 1 && !name_shared) out.point_key = point_key(roots->front());
   return out;
+}
+
+std::string catalog::point_key(const std::string& oid) {
+  const auto r = exec(k_point_key, {oid});
+  if (!r || PQntuples(r.get()) != 1) return {};
+  return std::string(value(r.get(), 0, 0));
 }
 
 function_verdict catalog::function(std::string_view search_path, std::string_view user,

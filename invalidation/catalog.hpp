@@ -94,6 +94,11 @@ struct read_facts {
   // Some relation read (through views too) is UNLOGGED: it writes no WAL, so
   // no replication stream carries its changes.
   bool unlogged = false;
+  // For a cacheable read of one plain table: the column whose equality with
+  // a value bounds the rows read to that value's (its single-column integer
+  // primary key, when no trigger, rule, self-reference or inheritance
+  // reaches other rows); empty otherwise.
+  std::string point_key = {};
 
   bool operator==(const read_facts&) const = default;
 };
@@ -114,6 +119,9 @@ struct write_facts {
   // view's _RETURN is defined on a relation in `affected`: effects the caller
   // cannot bound statically (it must read the real write set from the server).
   bool has_triggers_or_rules = false;
+  // As read_facts::point_key, for the relation written; also empty when a
+  // relation it reaches through FK actions has the same bare name.
+  std::string point_key = {};
 
   bool operator==(const write_facts&) const = default;
 };
@@ -188,6 +196,9 @@ class catalog {
   std::optional<std::vector<std::string>> resolve(std::string_view search_path,
                                                   std::string_view user,
                                                   const object_name& relation);
+
+  // read_facts::point_key of the relation `oid`.
+  std::string point_key(const std::string& oid);
 
   std::string conninfo_;
   ::pg_conn* conn_ = nullptr;

@@ -28,6 +28,15 @@ std::uint64_t database_id(std::string_view database) {
   return hash_names(database, {});
 }
 
+std::uint64_t table_wide_id(std::uint64_t relation) {
+  return XXH3_64bits_withSeed("table-wide", 10, relation);
+}
+
+std::uint64_t row_key_id(std::uint64_t relation, std::string_view column, std::int64_t value) {
+  return XXH3_64bits_withSeed(&value, sizeof value,
+                              XXH3_64bits_withSeed(column.data(), column.size(), relation));
+}
+
 void generations::capture(std::span<const std::uint64_t> ids, std::vector<dependency>& out) const {
   for (std::uint64_t id : ids) out.push_back({id, at(id).load(std::memory_order_acquire)});
 }
@@ -40,6 +49,14 @@ bool generations::still_current(std::span<const dependency> captured) const {
 }
 
 void generations::bump(std::span<const std::uint64_t> ids) {
+  if (!bumps_enabled_.load(std::memory_order_relaxed)) return;
+  for (std::uint64_t id : ids) {
+    at(id).fetch_add(1, std::memory_order_acq_rel);
+    at(table_wide_id(id)).fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
+void generations::bump_rows(std::span<const std::uint64_t> ids) {
   if (!bumps_enabled_.load(std::memory_order_relaxed)) return;
   for (std::uint64_t id : ids) at(id).fetch_add(1, std::memory_order_acq_rel);
 }

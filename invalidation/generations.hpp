@@ -19,6 +19,14 @@
 // write whose outcome pgstash never learns (the connection broke) must be
 // bumped as committed.
 //
+// Row keys: a read of only the rows of one value of a table's key
+// (cache_analysis::point) depends on the table's table-wide id and on the
+// value's row key instead of the table's own id; every other read of the
+// table depends on its own id. bump() moves an id and its table-wide twin,
+// so it reaches both kinds of read; a write of only that value's rows moves
+// the table's own id and the value's row key with bump_rows(), which leaves
+// the reads of other values current.
+//
 // Lock-free: every call is a few atomic operations per relation.
 #pragma once
 
@@ -41,6 +49,9 @@ std::uint64_t database_id(std::string_view database);
 // result depends on when the relations it reads are not all known (a read
 // forced by a [[cache.rules]] rule, whose functions may read any table).
 std::uint64_t any_write_id(std::string_view database);
+// See "Row keys" above; `relation` is a relation_id().
+std::uint64_t table_wide_id(std::uint64_t relation);
+std::uint64_t row_key_id(std::uint64_t relation, std::string_view column, std::int64_t value);
 
 class generations {
  public:
@@ -52,7 +63,11 @@ class generations {
   void capture(std::span<const std::uint64_t> ids, std::vector<dependency>& out) const;
   // True if every captured generation is still the current one.
   bool still_current(std::span<const dependency> captured) const;
+  // Each id and its table-wide twin.
   void bump(std::span<const std::uint64_t> ids);
+  // The ids alone: a write of one key's rows (its table's own id and the
+  // key's row_key_id).
+  void bump_rows(std::span<const std::uint64_t> ids);
 
   // Every counter, for a checkpoint (replication_listener); each read
   // atomically, so it holds at least every bump made before the call.

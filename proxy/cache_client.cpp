@@ -154,6 +154,47 @@ bool binds_current_time(const wire::bind_message& bind) {
   return false;
 }
 
+// The key value an equality of a point filter compares with: its constant,
+// or the parameter a Bind gives it, when that is read as an integer of the
+// key's type (a parameter declared of another type, such as float8, may
+// compare equal to several keys).
+std::optional<std::int64_t> point_value(const invalidation::point_filter::equality& e,
+                                        const wire::parse_message* statement,
+                                        const wire::bind_message* bind) {
+  if (e.constant) return e.constant;
+  if (!bind || e.parameter < 1 || static_cast<std::size_t>(e.parameter) > bind->parameters.size())
+    return std::nullopt;
+  const auto i = static_cast<std::size_t>(e.parameter - 1);
+  const std::optional<std::string_view>& value = bind->parameters[i];
+  if (!value) return std::nullopt;
+  const std::uint32_t type =
+      statement && i < statement->parameter_types.size() ? statement->parameter_types[i] : 0;
+  constexpr std::uint32_t int8_oid = 20, int2_oid = 21, int4_oid = 23;
+  if (type != 0 && type != int8_oid && type != int2_oid && type != int4_oid) return std::nullopt;
+  const auto& formats = bind->parameter_formats;
+  const std::int16_t format = formats.empty()       ? 0
+                              : formats.size() == 1 ? formats[0]
+                              : i < formats.size()  ? formats[i]
+                                                    : -1;
+  if (format == 0) return invalidation::integer_value(*value);
+  if (format != 1 || (value->size() != 2 && value->size() != 4 && value->size() != 8))
+    return std::nullopt;
+  std::uint64_t bits = 0;
+  for (unsigned char byte : *value) bits = bits << 8 | byte;
+  // Sign-extended from the value's width.
+  const unsigned unused = 64 - 8 * static_cast<unsigned>(value->size());
+  return static_cast<std::int64_t>(bits << unused) >> unused;
+}
+
+// The equality of `a`'s point filter on the column `key`, if there is one.
+const invalidation::point_filter::equality* equality_on(const invalidation::cache_analysis& a,
+                                                        std::string_view key) {
+  if (!a.point || key.empty()) return nullptr;
+  for (const auto& e : a.point->equalities)
+    if (e.column == key) return &e;
+  return nullptr;
+}
+
 }  // namespace
 
 void result_capture::add(char tag, std::optional<std::string_view> body) {
@@ -293,8 +334,12 @@ std::optional<uncacheable> cache_client::ask_catalog(read_plan& plan) {
     if (auto why = reason_of(facts->what)) return why;
     // Written elsewhere, it would never be invalidated.
     if (stream_ && facts->unlogged) return uncacheable::unlogged_relation;
+    if (plan.analysis->reads.size() == 1 && facts->depends_on.size() == 1)
+      plan.key = equality_on(*plan.analysis, facts->point_key);
     for (auto& name : facts->depends_on) {
-      plan.ids.push_back(invalidation::relation_id(who_.database, name));
+      const std::uint64_t id = invalidation::relation_id(who_.database, name);
+      if (plan.key) plan.keyed_relation = id;
+      plan.ids.push_back(plan.key ? invalidation::table_wide_id(id) : id);
       plan.names.push_back(std::move(name));
     }
   }
@@ -316,7 +361,9 @@ std::optional<uncacheable> cache_client::ask_catalog(read_plan& plan) {
 std::optional<uncacheable> cache_client::dependencies(const analysis_ptr& a,
                                                       const pool::settings_map& settings,
                                                       std::vector<std::uint64_t>& ids,
-                                                      std::vector<std::string>* names) {
+                                                      std::vector<std::string>* names,
+                                                      const wire::parse_message* statement,
+                                                      const wire::bind_message* bind) {
   invalidation::catalog_service& catalog = shared_.catalog();
   // Read before the answers: a change after it is seen at the next look-up.
   const std::uint64_t version = catalog.answers_version();
@@ -327,6 +374,12 @@ std::optional<uncacheable> cache_client::dependencies(const analysis_ptr& a,
   std::string role = current_role(settings);
   auto use = [&](const read_plan& plan) -> std::optional<uncacheable> {
     ids.insert(ids.end(), plan.ids.begin(), plan.ids.end());
+    if (plan.key) {
+      // A key value that cannot be read makes it a read of the whole table.
+      const auto value = point_value(*plan.key, statement, bind);
+      ids.push_back(value ? invalidation::row_key_id(plan.keyed_relation, plan.key->column, *value)
+                          : plan.keyed_relation);
+    }
     if (names) names->insert(names->end(), plan.names.begin(), plan.names.end());
     return std::nullopt;
   };
@@ -336,7 +389,8 @@ std::optional<uncacheable> cache_client::dependencies(const analysis_ptr& a,
     if (plan.answers_version == version && now < plan.until) return use(plan);
     same = &plan;
   }
-  read_plan plan{a, std::move(path), std::move(role), version, now + k_read_plan_life, {}, {}};
+  read_plan plan{
+      a, std::move(path), std::move(role), version, now + k_read_plan_life, {}, {}, nullptr, 0};
   const std::optional<uncacheable> why = ask_catalog(plan);
   if (why) {
     // Partial, but what a rule matching by table needs.
@@ -380,7 +434,7 @@ cache_client::lookup cache_client::find(std::string_view sql, const wire::parse_
   std::optional<uncacheable> why;
   if (a->reason != uncacheable::none) why = a->reason;
   if (!why || (!rules.empty() && forceable(*why))) {
-    const auto found = dependencies(a, s, ids, rules.empty() ? nullptr : &tables);
+    const auto found = dependencies(a, s, ids, rules.empty() ? nullptr : &tables, statement, bind);
     if (found && (!why || !forceable(*found))) why = found;
   }
   if (!why && bind && binds_current_time(*bind)) why = uncacheable::time_function;
@@ -527,25 +581,49 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
   const std::string path = search_path(s);
   const std::string role = current_role(s);
   invalidation::catalog_service& catalog = shared_.catalog();
+  // Read before the answers: a change after it makes the rows' write
+  // table-wide at commit.
+  const std::uint64_t version = catalog.answers_version();
   for (const auto& target : a->writes) {
     auto facts = catalog.try_write(who_.database, who_.conninfo, path, role, target);
     if (!facts || !facts->known || facts->has_triggers_or_rules) {
       out.relations.push_back(database_id_);
       continue;
     }
-    for (const auto& name : facts->affected)
-      out.relations.push_back(invalidation::relation_id(who_.database, name));
+    // Only the rows of one key of the target change (a parameter's value
+    // is not known here: table-wide).
+    const auto* key = a->writes.size() == 1 ? equality_on(*a, facts->point_key) : nullptr;
+    if (key && !key->constant) key = nullptr;
+    for (const auto& name : facts->affected) {
+      const std::uint64_t id = invalidation::relation_id(who_.database, name);
+      if (key && name == target.name) {
+        out.rows.push_back(id);
+        out.rows.push_back(invalidation::row_key_id(id, key->column, *key->constant));
+        out.rows_version = version;
+      } else {
+        out.relations.push_back(id);
+      }
+    }
   }
   return out;
 }
 
 cache_client::write_set cache_client::opaque_writes() const {
   // What it ran is not known: it may also have changed the isolation level.
-  return {{database_id_}, false, true, true};
+  write_set out;
+  out.relations = {database_id_};
+  out.ends_transaction_hits = true;
+  out.leaves_read_committed = true;
+  return out;
 }
 
 void cache_client::wrote(const write_set& writes) {
   pending_writes_.insert(pending_writes_.end(), writes.relations.begin(), writes.relations.end());
+  if (!writes.rows.empty()) {
+    if (pending_rows_.empty() || writes.rows_version < pending_rows_version_)
+      pending_rows_version_ = writes.rows_version;
+    pending_rows_.insert(pending_rows_.end(), writes.rows.begin(), writes.rows.end());
+  }
   pending_ddl_ = pending_ddl_ || writes.ddl;
   transaction_wrote_ = transaction_wrote_ || writes.ends_transaction_hits;
   left_read_committed_ = left_read_committed_ || writes.leaves_read_committed;
@@ -556,12 +634,20 @@ void cache_client::transaction_committed(const write_set* also) {
   // Answers older than the DDL go before the bump: a reader whose capture
   // follows the bump must not read them.
   if (pending_ddl_) shared_.catalog().forget(who_.database);
-  if (pending_writes_.empty()) return;
+  if (pending_writes_.empty() && pending_rows_.empty()) return;
+  // The key a write's rows were found by may not be the one reads are
+  // keyed by now.
+  if (!pending_rows_.empty() && shared_.catalog().answers_version() != pending_rows_version_) {
+    pending_writes_.insert(pending_writes_.end(), pending_rows_.begin(), pending_rows_.end());
+    pending_rows_.clear();
+  }
   pending_writes_.push_back(any_write_id_);
-  std::sort(pending_writes_.begin(), pending_writes_.end());
-  pending_writes_.erase(std::unique(pending_writes_.begin(), pending_writes_.end()),
-                        pending_writes_.end());
+  for (auto* ids : {&pending_writes_, &pending_rows_}) {
+    std::sort(ids->begin(), ids->end());
+    ids->erase(std::unique(ids->begin(), ids->end()), ids->end());
+  }
   shared_.generations().bump(pending_writes_);
+  shared_.generations().bump_rows(pending_rows_);
 }
 
 void cache_client::transaction_ended(bool rolled_back) {
@@ -570,6 +656,7 @@ void cache_client::transaction_ended(bool rolled_back) {
   // catalog answered meanwhile may be of the uncommitted state).
   if (pending_ddl_) shared_.catalog().forget(who_.database);
   pending_writes_.clear();
+  pending_rows_.clear();
   pending_ddl_ = false;
   transaction_wrote_ = false;
 }

@@ -90,6 +90,12 @@ class result_capture {
 // ends.
 struct cache_write_set {
   std::vector<std::uint64_t> relations;
+  // A write of one key's rows: its table's own id and the key's row key
+  // (generations::bump_rows), valid while the catalog's answers are those
+  // of `rows_version`; otherwise bumped as relations (the key may have
+  // changed since).
+  std::vector<std::uint64_t> rows;
+  std::uint64_t rows_version = 0;
   bool ddl = false;  // the catalog's answers for the database are stale
   // Reads after it in its transaction are not answered from the cache: it
   // may write (also unseen, through a function), or it orders itself
@@ -100,7 +106,8 @@ struct cache_write_set {
   bool leaves_read_committed = false;
 
   bool empty() const {
-    return relations.empty() && !ddl && !ends_transaction_hits && !leaves_read_committed;
+    return relations.empty() && rows.empty() && !ddl && !ends_transaction_hits &&
+           !leaves_read_committed;
   }
 };
 
@@ -190,10 +197,12 @@ class cache_client {
   using analysis_ptr = std::shared_ptr<const invalidation::cache_analysis>;
   // The reads `a` depends on, or the reason it cannot be cached; their
   // bare names too if `names` is not null.
-  std::optional<invalidation::uncacheable> dependencies(const analysis_ptr& a,
-                                                        const pool::settings_map& settings,
-                                                        std::vector<std::uint64_t>& ids,
-                                                        std::vector<std::string>* names = nullptr);
+  // A read of one key's rows depends on that key's row key, whose value
+  // may be a parameter of `statement` bound by `bind`.
+  std::optional<invalidation::uncacheable> dependencies(
+      const analysis_ptr& a, const pool::settings_map& settings, std::vector<std::uint64_t>& ids,
+      std::vector<std::string>* names = nullptr, const wire::parse_message* statement = nullptr,
+      const wire::bind_message* bind = nullptr);
   struct read_plan;
   // dependencies() for `plan`'s statement, path and role, into its ids
   // and names (partial if it is not cacheable).
@@ -243,12 +252,19 @@ class cache_client {
     std::chrono::steady_clock::time_point until;
     std::vector<std::uint64_t> ids;  // sorted, no duplicates
     std::vector<std::string> names;  // sorted, no duplicates
+    // A read of one key's rows (analysis->point, on the key the catalog
+    // gives): which equality holds the key, and the table's own id, which
+    // `ids` has only as its table-wide twin.
+    const invalidation::point_filter::equality* key = nullptr;
+    std::uint64_t keyed_relation = 0;
   };
   static constexpr std::size_t k_read_plans = 16;
   static constexpr std::chrono::seconds k_read_plan_life{1};
   std::vector<read_plan> read_plans_;
   std::size_t next_read_plan_ = 0;             // the one replaced next once all are in use
   std::vector<std::uint64_t> pending_writes_;  // relation ids the open transaction wrote
+  std::vector<std::uint64_t> pending_rows_;    // ...and row keys (cache_write_set::rows)
+  std::uint64_t pending_rows_version_ = 0;     // the oldest rows_version among them
   bool pending_ddl_ = false;
   bool transaction_wrote_ = false;  // see cache_write_set::ends_transaction_hits
   bool left_read_committed_ = false;

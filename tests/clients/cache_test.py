@@ -33,6 +33,10 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
       damaged LMDB files of an earlier run are replaced; an unwritable cache.path turns the cache
       off (one log line, statements pass through); a result bigger than the map fails no query,
       is logged once, and smaller results are still cached.
+  row_keys
+      an UPDATE or DELETE of one primary key's rows leaves the cached reads of other keys served
+      (constants, text and binary parameters) and makes the reads of that key, of the whole
+      table and by another column miss; setting the key, and a transaction of two keys.
   rollback_keeps_entry
       a rolled-back write leaves the cached result valid (still served, still right).
   stable_call_keeps_entries
@@ -627,6 +631,66 @@ def case_bad_store(case):
     ok("a full LMDB map fails no query, is logged once; past the budget entries are evicted")
 
 
+def case_row_keys(case):
+    """A write of one key's rows (UPDATE or DELETE ... WHERE id = constant) makes the reads of
+    that key and of the whole table miss, and leaves the reads of other keys served."""
+    t = "cache_rowkeys"
+    setup(f"drop table if exists {t}; create table {t} (id int primary key, v text, k int);"
+          f"insert into {t} select g, 'v' || g, g from generate_series(1, 4) g")
+    inst = start_cached(case, TRANSACTION)
+    by_key = f"select v from {t} where id"
+    read = lambda i: f"{by_key} = {i}"  # noqa: E731
+    with connect(inst.port) as conn:
+        by_param = f"{by_key} = %s"
+        # The catalog's answer for the table's writes, asked at the first one, is there for the
+        # next (until it is, a write invalidates the whole database).
+        for _ in range(2):
+            simple(conn, f"update {t} set v = v where id = 4")
+            time.sleep(0.3)
+        # First, as the first call of a function (string_agg) invalidates the whole database
+        # until the catalog has said it writes nothing.
+        whole = f"select string_agg(v, ',' order by id) from {t}"
+        by_other = f"select v from {t} where k = 2"
+        warm(conn, whole, fragment="string_agg")
+        warm(conn, by_other, fragment="where k =")
+        for i in (1, 2, 3, 5):
+            warm(conn, read(i), fragment=by_key)
+        for binary in (False, True):
+            for _ in range(4):
+                conn.execute(by_param, (2,), binary=binary).fetchall()
+
+        simple(conn, f"update {t} set v = 'one' where id = 1")
+        expect_served(conn, read(2), by_key, [("v2",)])
+        expect_served(conn, read(3), by_key, [("v3",)])
+        before = server_calls(by_key)
+        for binary in (False, True):
+            rows = conn.execute(by_param, (2,), binary=binary).fetchall()
+            expect(rows == [("v2",)], f"a parameter read of key 2 returned {rows}")
+        expect(server_calls(by_key) == before, "a parameter read of key 2 reached the server")
+        ok("an UPDATE of key 1 leaves the reads of keys 2 and 3 served, parameters included")
+        expect(simple(conn, read(1)) == [("one",)], "key 1 read stale after its UPDATE")
+        expect(simple(conn, whole) == [("one,v2,v3,v4",)], "the whole-table read was stale")
+        ok("...and the reads of key 1 and of the whole table see it")
+
+        simple(conn, f"update {t} set v = 'two' where id = '2'")
+        expect(simple(conn, by_other) == [("two",)], "a read by another column was stale")
+        rows = conn.execute(by_param, (2,), binary=True).fetchall()
+        expect(rows == [("two",)], f"a binary parameter read of key 2 returned {rows}")
+        conn.execute(f"delete from {t} where id = 3")
+        expect(simple(conn, read(3)) == [], "key 3 read stale after its DELETE")
+        ok("a quoted key, a read by another column, a binary parameter, a DELETE")
+
+        # Setting the key moves a row to another key: the whole table's reads miss.
+        simple(conn, f"update {t} set id = 5 where id = 4")
+        expect(simple(conn, read(5)) == [("v4",)], "key 5 read stale after a row moved to it")
+        with conn.transaction():
+            conn.execute(f"update {t} set v = 'uno' where id = 1")
+            conn.execute(f"update {t} set v = 'dos' where id = 2")
+        expect(simple(conn, read(1)) == [("uno",)] and simple(conn, read(2)) == [("dos",)],
+               "a transaction's writes of two keys were not both seen")
+        ok("an UPDATE of the key, and a transaction writing two keys")
+
+
 def case_rollback_keeps_entry(case):
     table = "cache_rollback"
     setup(f"drop table if exists {table}; create table {table} (v int); insert into {table} values (1)")
@@ -822,6 +886,19 @@ CHECKER_PATHS = [
      "select version from cache_checker where id = {r}"),
     ("a function", "", "select cache_checker_fn({r}, {v})",
      "select version from cache_checker where id = {r}"),
+    # Writes of one key's rows, and reads of one key or of the whole table.
+    ("update by key, parameters", "",
+     "PARAMS update cache_checker set version = {v} where id = {r}",
+     "PARAMS select version from cache_checker where id = {r}"),
+    ("update by key, quoted", "", "update cache_checker set version = {v} where id = '{r}'",
+     "select version from cache_checker c where c.id = {r} and {r} = id"),
+    ("update by key, whole table read", "",
+     "update cache_checker set version = {v} where id = {r}",
+     "select max(version) filter (where id = {r}) from cache_checker"),
+    ("delete and insert by key", "insert into cache_checker_k values ({r}, 0)",
+     "begin; delete from cache_checker_k where id = {r}; "
+     "insert into cache_checker_k values ({r}, {v}); commit",
+     "select version from cache_checker_k where id = {r}"),
 ]
 
 
@@ -833,7 +910,7 @@ def stale_reads(case, *extra, instances=1):
     rows = len(CHECKER_PATHS)
     setup("drop table if exists cache_checker cascade; drop table if exists cache_checker_src;"
           "drop table if exists cache_checker_child; drop table if exists cache_checker_parent;"
-          "drop table if exists cache_checker_log;"
+          "drop table if exists cache_checker_log; drop table if exists cache_checker_k;"
           + "".join(f"drop table if exists cache_checker_t{r};" for r in range(1, rows + 1)) +
           "create table cache_checker (id int primary key, version int);"
           f"insert into cache_checker select g, 0 from generate_series(1, {rows}) g;"
@@ -848,6 +925,7 @@ def stale_reads(case, *extra, instances=1):
           "create table cache_checker_child (id int primary key, "
           "k int references cache_checker_parent (k) on update cascade);"
           "create table cache_checker_log (id int, version int);"
+          "create table cache_checker_k (id int primary key, version int);"
           "create or replace procedure cache_checker_set(r int, v int) language sql as "
           "$$update cache_checker set version = v where id = r$$;"
           "create or replace function cache_checker_fn(r int, v int) returns int language sql as "
@@ -866,8 +944,11 @@ def stale_reads(case, *extra, instances=1):
     staleness = []
     errors = []
 
-    def write(conn, sql):
-        if sql.startswith("EXTENDED "):
+    def write(conn, sql, row, version):
+        if sql.startswith("PARAMS "):
+            conn.execute(sql.removeprefix("PARAMS ").replace("{v}", "%(v)s").replace("{r}", "%(r)s"),
+                         {"v": version, "r": row})
+        elif sql.startswith("EXTENDED "):
             conn.execute(sql.removeprefix("EXTENDED "))
         elif sql.startswith("TRANSACTION "):
             with conn.transaction():
@@ -885,7 +966,10 @@ def stale_reads(case, *extra, instances=1):
                 version = 0
                 while time.monotonic() < stop:
                     version += 1
-                    write(conn, template.format(r=row, v=version))
+                    if template.startswith("PARAMS "):
+                        write(conn, template, row, version)
+                    else:
+                        write(conn, template.format(r=row, v=version), row, version)
                     with lock:
                         acknowledged[row] = version
                         acked_at[row][version] = time.monotonic()
@@ -895,7 +979,13 @@ def stale_reads(case, *extra, instances=1):
             errors.append(e)
 
     def reader(row, extended):
-        sql = CHECKER_PATHS[row - 1][3].format(r=row)
+        template = CHECKER_PATHS[row - 1][3]
+        params = None
+        if template.startswith("PARAMS "):
+            template = template.removeprefix("PARAMS ")
+            if extended:
+                template, params = template.replace("{r}", "%s"), (row,)
+        sql = template.format(r=row)
         try:
             with connect(insts[(row + 1) % instances].port) as conn:
                 while time.monotonic() < stop:
@@ -903,7 +993,7 @@ def stale_reads(case, *extra, instances=1):
                         floor = acknowledged[row]
                     sent = time.monotonic()
                     if extended:
-                        got = conn.execute(sql).fetchone()[0]
+                        got = conn.execute(sql, params).fetchone()[0]
                     else:
                         got = simple(conn, sql)[0][0]
                     with lock:
@@ -986,6 +1076,7 @@ CASES = [
     ("rules", case_rules, CASE_TIMEOUT),
     ("view_replaced", case_view_replaced, CASE_TIMEOUT),
     ("bad_store", case_bad_store, 2 * CASE_TIMEOUT),
+    ("row_keys", case_row_keys, 2 * CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
     ("stable_call_keeps_entries", case_stable_call_keeps_entries, CASE_TIMEOUT),
     ("commit_visible_to_others", case_commit_visible_to_others, CASE_TIMEOUT),

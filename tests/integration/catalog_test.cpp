@@ -453,6 +453,68 @@ TEST_CASE("FK actions: CASCADE / SET NULL chains reach the referencing tables, N
   CHECK(cat.read(s.name, "postgres", bare("a")).depends_on == strings{"a"});
 }
 
+TEST_CASE("a point key only where one value's rows are all a read sees and a write changes") {
+  scratch s;
+  const std::string other = "cat_" + unique_suffix();
+  s.run(
+      "CREATE TABLE S.keyed (id int PRIMARY KEY, v int);"
+      "CREATE TABLE S.keyed8 (k bigint PRIMARY KEY, v int);"
+      "CREATE TABLE S.by_text (id text PRIMARY KEY);"
+      "CREATE TABLE S.two_keys (a int, b int, PRIMARY KEY (a, b));"
+      "CREATE TABLE S.no_key (id int UNIQUE);"
+      "CREATE TABLE S.tree (id int PRIMARY KEY, up int REFERENCES S.tree ON DELETE CASCADE);"
+      "CREATE TABLE S.audit_log (id int);"
+      "CREATE FUNCTION S.log_it() RETURNS trigger LANGUAGE plpgsql AS "
+      "  $$BEGIN INSERT INTO " +
+      s.name +
+      ".audit_log VALUES (NEW.id); RETURN NEW; END$$;"
+      "CREATE TABLE S.audited (id int PRIMARY KEY);"
+      "CREATE TRIGGER log_it AFTER UPDATE ON S.audited FOR EACH ROW EXECUTE FUNCTION S.log_it();"
+      "CREATE TABLE S.ruled (id int PRIMARY KEY);"
+      "CREATE RULE keep AS ON DELETE TO S.ruled DO INSTEAD NOTHING;"
+      "CREATE TABLE S.parent (id int PRIMARY KEY);"
+      "CREATE TABLE S.child (extra int) INHERITS (S.parent);"
+      "CREATE TABLE S.part (id int PRIMARY KEY) PARTITION BY RANGE (id);"
+      "CREATE TABLE S.part1 PARTITION OF S.part FOR VALUES FROM (0) TO (10);"
+      "CREATE VIEW S.keyed_v AS SELECT * FROM S.keyed;"
+      // An FK action reaching a table of the same bare name, in another schema.
+      "CREATE TABLE S.shared (id int PRIMARY KEY);"
+      "CREATE SCHEMA " +
+      other +
+      ";"
+      "CREATE TABLE " +
+      other +
+      ".shared (id int PRIMARY KEY, "
+      "  s int REFERENCES " +
+      s.name +
+      ".shared ON DELETE CASCADE);"
+      "CREATE TABLE S.referenced (id int PRIMARY KEY);"
+      "CREATE TABLE S.referencing (id int PRIMARY KEY, r int REFERENCES S.referenced ON DELETE "
+      "CASCADE)");
+  catalog cat(conninfo());
+  auto both = [&](const std::string& table) {
+    const std::string read = cat.read(s.name, "postgres", bare(table)).point_key;
+    const std::string write = cat.write(s.name, "postgres", bare(table)).point_key;
+    CHECK_MESSAGE(read == write, table);
+    return read;
+  };
+  CHECK(both("keyed") == "id");
+  CHECK(both("keyed8") == "k");
+  CHECK(both("referencing") == "id");
+  // The rows its FK actions delete are another table's.
+  CHECK(both("referenced") == "id");
+  CHECK(cat.write(s.name, "postgres", bare("referenced")).affected ==
+        strings{"referenced", "referencing"});
+  CHECK(cat.read("public", "postgres", s.qualified("keyed")).point_key == "id");
+  for (const char* table : {"by_text", "two_keys", "no_key", "tree", "audited", "ruled", "parent",
+                            "child", "part", "part1", "keyed_v"}) {
+    CHECK_MESSAGE(both(table).empty(), table);
+  }
+  CHECK(cat.read(s.name, "postgres", bare("shared")).point_key == "id");
+  CHECK(cat.write(s.name, "postgres", bare("shared")).point_key.empty());
+  s.db.run("DROP SCHEMA " + other + " CASCADE");
+}
+
 TEST_CASE("triggers and rules make a write unbounded") {
   scratch s;
   s.run(
