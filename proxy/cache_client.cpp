@@ -549,8 +549,18 @@ bool cache_client::session_followed() {
   return true;
 }
 
+cache_client::point_values cache_client::bound_point(const wire::parse_message& statement,
+                                                     const wire::bind_message& bind) const {
+  point_values out;
+  const auto a = analyzed(statement.query);
+  if (!a->point) return out;
+  for (const auto& e : a->point->equalities) out.push_back(point_value(e, &statement, &bind));
+  return out;
+}
+
 cache_client::write_set cache_client::writes_of(std::string_view sql,
-                                                const pool::settings_map* settings) {
+                                                const pool::settings_map* settings,
+                                                const point_values* bound) {
   const auto a = analyzed(sql);
   write_set out;
   // PostgreSQL 15 runs none of a text it cannot parse; a newer server may
@@ -590,15 +600,20 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
       out.relations.push_back(database_id_);
       continue;
     }
-    // Only the rows of one key of the target change (a parameter's value
-    // is not known here: table-wide).
+    // Only the rows of one key of the target change.
     const auto* key = a->writes.size() == 1 ? equality_on(*a, facts->point_key) : nullptr;
-    if (key && !key->constant) key = nullptr;
+    std::optional<std::int64_t> value;
+    if (key) {
+      const auto at = static_cast<std::size_t>(key - a->point->equalities.data());
+      value = key->constant                 ? key->constant
+              : bound && at < bound->size() ? (*bound)[at]
+                                            : std::nullopt;
+    }
     for (const auto& name : facts->affected) {
       const std::uint64_t id = invalidation::relation_id(who_.database, name);
-      if (key && name == target.name) {
+      if (value && name == target.name) {
         out.rows.push_back(id);
-        out.rows.push_back(invalidation::row_key_id(id, key->column, *key->constant));
+        out.rows.push_back(invalidation::row_key_id(id, key->column, *value));
         out.rows_version = version;
       } else {
         out.relations.push_back(id);

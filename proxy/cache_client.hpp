@@ -139,7 +139,16 @@ class cache_client {
               const pool::settings_map* settings);
 
   using write_set = cache_write_set;
-  write_set writes_of(std::string_view sql, const pool::settings_map* settings);
+  // The values a Bind gives the equalities of its statement's point filter
+  // (cache_analysis::point), in order; nullopt for one that is not read as
+  // an integer. Empty for a statement without one.
+  using point_values = std::vector<std::optional<std::int64_t>>;
+  point_values bound_point(const wire::parse_message& statement,
+                           const wire::bind_message& bind) const;
+  // What `sql` may write; `bound` are the values of its parameters in its
+  // point filter, for a portal (bound_point()).
+  write_set writes_of(std::string_view sql, const pool::settings_map* settings,
+                      const point_values* bound = nullptr);
   // False once the session ran something that may have changed its
   // settings where pgstash cannot see (a DO block, a procedure, a volatile
   // function, which may call set_config()): its key would no longer say

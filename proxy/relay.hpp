@@ -293,7 +293,11 @@ class relay {
     // failed Parse is undone) and texts of its portals, for the writes an
     // Execute carries and the key of a Bind.
     std::map<std::string, std::string, std::less<>> statements;
-    std::map<std::string, std::string, std::less<>> portal_texts;
+    struct portal_text {
+      std::string sql;
+      cache_client::point_values point;  // cache_client::bound_point()
+    };
+    std::map<std::string, portal_text, std::less<>> portal_texts;
     std::map<std::string, local_portal, std::less<>> local_portals;
     // Portals sent to the server whose result is captured.
     std::map<std::string, std::shared_ptr<result_capture>, std::less<>> capture_portals;

@@ -431,7 +431,9 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
       wire::parse_message statement;
       const auto frame_of = cache_statement(bind.statement);
       if (frame_of && !wire::parse_parse(frame_of->substr(5), statement)) {
-        cache_.portal_texts.insert_or_assign(portal, std::string(statement.query));
+        cache_.portal_texts.insert_or_assign(
+            portal, cache_batch_state::portal_text{std::string(statement.query),
+                                                   cache.bound_point(statement, bind)});
       } else {
         cache_.portal_texts.erase(portal);
       }
@@ -457,7 +459,7 @@ void relay::tell_cache(char tag, std::string_view frame, const plan& p) {
       cache_.batch_local = false;
       cache_.batch_executed = true;
       if (auto it = cache_.portal_texts.find(e.portal); it != cache_.portal_texts.end()) {
-        expect_writes(cache.writes_of(it->second, cache_settings()));
+        expect_writes(cache.writes_of(it->second.sql, cache_settings(), &it->second.point));
       } else {
         expect_writes(cache.opaque_writes());
       }

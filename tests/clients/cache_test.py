@@ -35,7 +35,7 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
       is logged once, and smaller results are still cached.
   row_keys
       an UPDATE or DELETE of one primary key's rows leaves the cached reads of other keys served
-      (constants, text and binary parameters) and makes the reads of that key, of the whole
+      (constants, text and binary parameters, in the read and in the write) and makes the reads of that key, of the whole
       table and by another column miss; setting the key, and a transaction of two keys.
   rollback_keeps_entry
       a rolled-back write leaves the cached result valid (still served, still right).
@@ -671,6 +671,12 @@ def case_row_keys(case):
         expect(simple(conn, read(1)) == [("one",)], "key 1 read stale after its UPDATE")
         expect(simple(conn, whole) == [("one,v2,v3,v4",)], "the whole-table read was stale")
         ok("...and the reads of key 1 and of the whole table see it")
+
+        for binary, value in ((False, "eins"), (True, "un")):
+            conn.execute(f"update {t} set v = %s where id = %s", (value, 1), binary=binary)
+            expect_served(conn, read(2), by_key, [("v2",)], times=3)
+            expect(simple(conn, read(1)) == [(value,)], "key 1 read stale after a bound UPDATE")
+        ok("an UPDATE whose key is a parameter (text and binary) is of that key alone")
 
         simple(conn, f"update {t} set v = 'two' where id = '2'")
         expect(simple(conn, by_other) == [("two",)], "a read by another column was stale")
