@@ -108,20 +108,25 @@ enum closure_column : int { c_oid, c_relname, c_relkind, c_persistence, c_system
 
 // The column whose equality with a value bounds the rows of relation $1 that
 // a read sees, or a write changes, to those of that value: its primary key,
-// if that is one integer column of a table no write reaches other rows of
-// behind the statement's back (no user trigger, no rule, no FK to itself)
-// and that no other table's reads or writes reach (no inheritance or
-// partitioning either way). No row otherwise.
+// if that is one integer column, not generated, of a table no write reaches
+// other rows of behind the statement's back (no user trigger, no rule, no FK
+// to itself, no FK action from a relation among $2, those a write of it
+// reaches) and that no other table's reads or writes reach (no inheritance
+// or partitioning either way). No row otherwise.
 constexpr const char* k_point_key = R"sql(
 SELECT a.attname
   FROM pg_class c
   JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
  WHERE c.oid = $1 AND c.relkind = 'r' AND c.relpersistence <> 't' AND NOT c.relispartition
-   AND a.atttypid IN (20, 21, 23)
+   AND a.atttypid IN (20, 21, 23) AND a.attgenerated = ''
    AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid OR h.inhparent = c.oid)
    AND NOT EXISTS (SELECT 1 FROM pg_constraint k
-                    WHERE k.contype = 'f' AND k.conrelid = c.oid AND k.confrelid = c.oid)
+                    WHERE k.contype = 'f' AND k.conrelid = c.oid
+                      AND (k.confrelid = c.oid
+                           OR (k.confrelid = ANY($2::oid[])
+                               AND (k.confdeltype IN ('c', 'n', 'd')
+                                    OR k.confupdtype IN ('c', 'n', 'd')))))
    AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal)
    AND NOT EXISTS (SELECT 1 FROM pg_rewrite w WHERE w.ev_class = c.oid)
 )sql";
@@ -478,7 +483,8 @@ read_facts catalog::read(std::string_view search_path, std::string_view user,
   sort_unique(names);
   out.what = what;
   out.depends_on = std::move(names);
-  if (what == verdict::cacheable && roots->size() == 1) out.point_key = point_key(roots->front());
+  if (what == verdict::cacheable && roots->size() == 1)
+    out.point_key = point_key(roots->front(), {});
   return out;
 }
 
@@ -491,8 +497,10 @@ write_facts catalog::write(std::string_view search_path, std::string_view user,
   if (!r || PQntuples(r.get()) == 0) return out;
 
   std::string root_name;
+  std::vector<std::string> reached;  // by the write: its FK actions may come back
   for (int row = 0; row < PQntuples(r.get()); ++row) {
     if (value(r.get(), row, c_relkind) == "c" && !flag(r.get(), row, c_root)) continue;
+    if (flag(r.get(), row, c_reach)) reached.emplace_back(value(r.get(), row, c_oid));
     out.affected.emplace_back(value(r.get(), row, c_relname));
     if (flag(r.get(), row, c_root)) root_name = out.affected.back();
     if (flag(r.get(), row, c_triggers_or_rules)) out.has_triggers_or_rules = true;
@@ -502,12 +510,12 @@ write_facts catalog::write(std::string_view search_path, std::string_view user,
   const bool name_shared = std::count(out.affected.begin(), out.affected.end(), root_name) != 1;
   sort_unique(out.affected);
   out.known = true;
-  if (roots->size() == 1 && !name_shared) out.point_key = point_key(roots->front());
+  if (roots->size() == 1 && !name_shared) out.point_key = point_key(roots->front(), reached);
   return out;
 }
 
-std::string catalog::point_key(const std::string& oid) {
-  const auto r = exec(k_point_key, {oid});
+std::string catalog::point_key(const std::string& oid, const std::vector<std::string>& reached) {
+  const auto r = exec(k_point_key, {oid, array_literal(reached)});
   if (!r || PQntuples(r.get()) != 1) return {};
   return std::string(value(r.get(), 0, 0));
 }

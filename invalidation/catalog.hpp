@@ -120,7 +120,8 @@ struct write_facts {
   // cannot bound statically (it must read the real write set from the server).
   bool has_triggers_or_rules = false;
   // As read_facts::point_key, for the relation written; also empty when a
-  // relation it reaches through FK actions has the same bare name.
+  // relation it reaches through FK actions has the same bare name, or has
+  // rows whose deletion or update an FK action of its own takes back to it.
   std::string point_key = {};
 
   bool operator==(const write_facts&) const = default;
@@ -197,8 +198,9 @@ class catalog {
                                                   std::string_view user,
                                                   const object_name& relation);
 
-  // read_facts::point_key of the relation `oid`.
-  std::string point_key(const std::string& oid);
+  // read_facts::point_key of the relation `oid`, when a write of it
+  // reaches the relations `reached` (oids).
+  std::string point_key(const std::string& oid, const std::vector<std::string>& reached);
 
   std::string conninfo_;
   ::pg_conn* conn_ = nullptr;

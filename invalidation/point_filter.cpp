@@ -10,9 +10,10 @@
 namespace pgstash::invalidation {
 namespace {
 
-// How many relations `node` names, at any depth: RangeVars, wrapped or not.
-// Iterative, as expressions nest deeply.
-std::size_t count_range_vars(const json& node) {
+// How many objects in `node`, at any depth, `match` holds for. Iterative,
+// as expressions nest deeply.
+template <class Match>
+std::size_t count_objects(const json& node, Match match) {
   std::size_t count = 0;
   std::vector<const json*> stack{&node};
   while (!stack.empty()) {
@@ -21,11 +22,26 @@ std::size_t count_range_vars(const json& node) {
     if (j->is_array()) {
       for (const json& e : *j) stack.push_back(&e);
     } else if (j->is_object()) {
-      if (member(*j, "relname") && member(*j, "relpersistence")) ++count;
+      if (match(*j)) ++count;
       for (const auto& item : j->items()) stack.push_back(&item.value());
     }
   }
   return count;
+}
+
+// RangeVars, wrapped or not: the relations a statement names.
+std::size_t count_range_vars(const json& node) {
+  return count_objects(node, [](const json& j) {
+    return member(j, "relname") != nullptr && member(j, "relpersistence") != nullptr;
+  });
+}
+
+// How many times the parameter $`number` appears in `node`.
+std::size_t count_parameter(const json& node, int number) {
+  return count_objects(node, [number](const json& j) {
+    const json* p = node_as(j, "ParamRef");
+    return p && int_member(*p, "number") == number;
+  });
 }
 
 // The column a ColumnRef names, if it is one of the relation called
@@ -139,6 +155,8 @@ std::optional<point_filter> find_point_filter(const json& stmt, const source_tex
   out.relation = {src.decode(str_member(*rv, "schemaname")),
                   src.decode(str_member(*rv, "relname"))};
   const json* alias = member(*rv, "alias");
+  // FROM t AS x(a, b) renames the columns: `a` is t's first, whatever its name.
+  if (alias && member(*alias, "colnames")) return std::nullopt;
   const std::string_view qualifier =
       alias ? str_member(*alias, "aliasname") : str_member(*rv, "relname");
   add_equalities(*where, qualifier, src, out);
@@ -147,6 +165,11 @@ std::optional<point_filter> find_point_filter(const json& stmt, const source_tex
     for (std::string_view name : assigned)
       if (src.decode(name) == e.column) return true;
     return false;
+  });
+  // An untyped parameter takes its type from its first use, which may be
+  // another (`$1::float4`): used once, it is the column's.
+  std::erase_if(out.equalities, [&](const point_filter::equality& e) {
+    return e.parameter != 0 && count_parameter(body, e.parameter) != 1;
   });
   if (out.equalities.empty()) return std::nullopt;
   return out;

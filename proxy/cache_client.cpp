@@ -186,10 +186,23 @@ std::optional<std::int64_t> point_value(const invalidation::point_filter::equali
   return static_cast<std::int64_t>(bits << unused) >> unused;
 }
 
-// The equality of `a`'s point filter on the column `key`, if there is one.
+// True if `=` between integers is PostgreSQL's own under `search_path`:
+// pg_catalog is searched first unless the path lists it after another
+// schema, whose operators would then come first.
+bool builtin_equality(const std::string& search_path, const std::string& role) {
+  const auto schemas = invalidation::search_path_schemas(search_path, role);
+  if (!schemas) return false;
+  const auto it = std::find(schemas->begin(), schemas->end(), "pg_catalog");
+  return it == schemas->end() || it == schemas->begin();
+}
+
+// The equality of `a`'s point filter on the column `key`, if there is one
+// and `=` means what it says under `search_path`.
 const invalidation::point_filter::equality* equality_on(const invalidation::cache_analysis& a,
-                                                        std::string_view key) {
-  if (!a.point || key.empty()) return nullptr;
+                                                        std::string_view key,
+                                                        const std::string& search_path,
+                                                        const std::string& role) {
+  if (!a.point || key.empty() || !builtin_equality(search_path, role)) return nullptr;
   for (const auto& e : a.point->equalities)
     if (e.column == key) return &e;
   return nullptr;
@@ -335,7 +348,7 @@ std::optional<uncacheable> cache_client::ask_catalog(read_plan& plan) {
     // Written elsewhere, it would never be invalidated.
     if (stream_ && facts->unlogged) return uncacheable::unlogged_relation;
     if (plan.analysis->reads.size() == 1 && facts->depends_on.size() == 1)
-      plan.key = equality_on(*plan.analysis, facts->point_key);
+      plan.key = equality_on(*plan.analysis, facts->point_key, plan.search_path, plan.role);
     for (auto& name : facts->depends_on) {
       const std::uint64_t id = invalidation::relation_id(who_.database, name);
       if (plan.key) plan.keyed_relation = id;
@@ -601,7 +614,8 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
       continue;
     }
     // Only the rows of one key of the target change.
-    const auto* key = a->writes.size() == 1 ? equality_on(*a, facts->point_key) : nullptr;
+    const auto* key =
+        a->writes.size() == 1 ? equality_on(*a, facts->point_key, path, role) : nullptr;
     std::optional<std::int64_t> value;
     if (key) {
       const auto at = static_cast<std::size_t>(key - a->point->equalities.data());

@@ -696,6 +696,23 @@ def case_row_keys(case):
                "a transaction's writes of two keys were not both seen")
         ok("an UPDATE of the key, and a transaction writing two keys")
 
+    # Under a search_path that lists pg_catalog after a schema with an `=` of its own, `id = 1`
+    # is whatever that operator says (here: every row), and is no read of one key.
+    ops = "cache_rowkeys_ops"
+    setup(f"drop schema if exists {ops} cascade; create schema {ops};"
+          f"create function {ops}.always(int, int) returns bool language sql immutable "
+          "as 'select true';"
+          f"create operator {ops}.= (leftarg = int, rightarg = int, function = {ops}.always)")
+    with connect(inst.port) as conn, connect(inst.port) as writer:
+        simple(conn, f"set search_path = {ops}, public, pg_catalog")
+        counted = f"select count(*) from {t} where id = 1"
+        before = int(warm(conn, counted, fragment=f"select count(*) from {t}")[0][0])
+        simple(writer, f"delete from {t} where id = 2")
+        after = int(simple(conn, counted)[0][0])
+        expect(after == before - 1, f"count {after} after a DELETE, {before} before")
+    setup(f"drop schema {ops} cascade")
+    ok("`=` of a schema before pg_catalog: a read by it is of the whole table")
+
 
 def case_rollback_keeps_entry(case):
     table = "cache_rollback"

@@ -488,6 +488,13 @@ TEST_CASE("a point key only where one value's rows are all a read sees and a wri
       "  s int REFERENCES " +
       s.name +
       ".shared ON DELETE CASCADE);"
+      // A stored generated key moves when what it is made of is set.
+      "CREATE TABLE S.generated (x int, id int GENERATED ALWAYS AS (x * 10) STORED PRIMARY KEY);"
+      // FK actions in a loop: deleting a `loop_a` row deletes `loop_c` rows, whose deletion
+      // sets other `loop_a` rows' c_id to NULL.
+      "CREATE TABLE S.loop_a (id int PRIMARY KEY, c_id int);"
+      "CREATE TABLE S.loop_c (id int PRIMARY KEY, a_id int REFERENCES S.loop_a ON DELETE CASCADE);"
+      "ALTER TABLE S.loop_a ADD FOREIGN KEY (c_id) REFERENCES S.loop_c ON DELETE SET NULL;"
       "CREATE TABLE S.referenced (id int PRIMARY KEY);"
       "CREATE TABLE S.referencing (id int PRIMARY KEY, r int REFERENCES S.referenced ON DELETE "
       "CASCADE)");
@@ -507,9 +514,11 @@ TEST_CASE("a point key only where one value's rows are all a read sees and a wri
         strings{"referenced", "referencing"});
   CHECK(cat.read("public", "postgres", s.qualified("keyed")).point_key == "id");
   for (const char* table : {"by_text", "two_keys", "no_key", "tree", "audited", "ruled", "parent",
-                            "child", "part", "part1", "keyed_v"}) {
+                            "child", "part", "part1", "keyed_v", "generated"}) {
     CHECK_MESSAGE(both(table).empty(), table);
   }
+  CHECK(cat.read(s.name, "postgres", bare("loop_a")).point_key == "id");
+  CHECK(cat.write(s.name, "postgres", bare("loop_a")).point_key.empty());
   CHECK(cat.read(s.name, "postgres", bare("shared")).point_key == "id");
   CHECK(cat.write(s.name, "postgres", bare("shared")).point_key.empty());
   s.db.run("DROP SCHEMA " + other + " CASCADE");

@@ -76,6 +76,11 @@ TEST_CASE("reads that are not point filters") {
            "SELECT * FROM f() WHERE id = 1",
            "SELECT * INTO n FROM t WHERE id = 1",
            "SELECT * FROM t WHERE id = 1; SELECT 1",
+           // Column aliases rename t's columns by position.
+           "SELECT * FROM t AS x(owner, id) WHERE id = 1",
+           // An untyped parameter's type is fixed where it is first used.
+           "SELECT $1::float4, * FROM t WHERE id = $1",
+           "SELECT * FROM t WHERE id = $1 LIMIT $1",
        }) {
     CHECK_FALSE(point_of(sql));
   }
@@ -98,6 +103,8 @@ TEST_CASE("point filters of writes: UPDATE that keeps the column, DELETE") {
   CHECK_FALSE(point_of("INSERT INTO t VALUES (1)"));
   CHECK_FALSE(point_of("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE"));
   CHECK_FALSE(point_of("UPDATE t SET v = 1 WHERE id = 1; UPDATE t SET v = 1 WHERE id = 2"));
+  CHECK_FALSE(point_of("UPDATE t SET v = 1 WHERE $1::float4 IS NOT NULL AND id = $1"));
+  check_point("UPDATE t SET v = $1 WHERE id = $2 AND k = $1", {"", "t"}, {parameter("id", 2)});
 }
 
 TEST_CASE("integer_value reads only plain integers") {
