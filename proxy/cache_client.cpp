@@ -587,12 +587,14 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
     // SET LOCAL is in no key: the transaction's reads after it are not
     // served.
     out.ends_transaction_hits = a->changes_settings;
+    settings_unsettled_ = settings_unsettled_ || a->changes_settings;
     out.leaves_read_committed = a->leaves_read_committed;
     return out;
   }
   if (a->read_only || a->invalidates_database || functions_write || a->truncate_cascade ||
       a->writes.empty()) {
     out = opaque_writes();
+    settings_unsettled_ = true;
     out.ddl = a->invalidates_database;
     out.leaves_read_committed = a->leaves_read_committed;
     // DO, CALL, EXECUTE run code that may change settings unseen.
@@ -617,7 +619,7 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
     const auto* key =
         a->writes.size() == 1 ? equality_on(*a, facts->point_key, path, role) : nullptr;
     std::optional<std::int64_t> value;
-    if (key) {
+    if (key && !settings_unsettled_) {
       const auto at = static_cast<std::size_t>(key - a->point->equalities.data());
       value = key->constant                 ? key->constant
               : bound && at < bound->size() ? (*bound)[at]
@@ -687,6 +689,7 @@ void cache_client::transaction_ended(bool rolled_back) {
   pending_writes_.clear();
   pending_rows_.clear();
   pending_ddl_ = false;
+  settings_unsettled_ = false;
   transaction_wrote_ = false;
 }
 

@@ -710,8 +710,18 @@ def case_row_keys(case):
         simple(writer, f"delete from {t} where id = 2")
         after = int(simple(conn, counted)[0][0])
         expect(after == before - 1, f"count {after} after a DELETE, {before} before")
+        ok("`=` of a schema before pg_catalog: a read by it is of the whole table")
+        # ...and a write under such a path set in its own transaction, which the settings
+        # committed so far do not show, is of the whole table (here: deletes every row).
+        expect(warm(writer, read(1), fragment=by_key) == [("uno",)], "key 1 read wrong")
+        simple(writer, "begin")
+        simple(writer, f"set local search_path = {ops}, public, pg_catalog")
+        simple(writer, f"delete from {t} where id = 5")
+        simple(writer, "commit")
+        rows = simple(writer, read(1))
+        expect(rows == [], f"key 1 read {rows} after a DELETE of every row")
     setup(f"drop schema {ops} cascade")
-    ok("`=` of a schema before pg_catalog: a read by it is of the whole table")
+    ok("...and so is a write under such a path set by SET LOCAL")
 
 
 def case_rollback_keeps_entry(case):
