@@ -188,11 +188,18 @@ class analyzer {
     if (type == "VariableSetStmt") {
       if (set_leaves_read_committed(body)) out_.leaves_read_committed = true;
       out_.changes_settings = true;
+      const std::string name = ascii_lower(str_member(body, "name"));
+      if (str_member(body, "kind") == "VAR_RESET_ALL" || name == "search_path" || name == "role" ||
+          name == "session_authorization")
+        out_.changes_resolution = true;
       return {uncacheable::not_a_read, true};
     }
     if (type == "DiscardStmt") {
       out_.changes_settings = true;
-      if (str_member(body, "target") == "DISCARD_ALL") out_.leaves_read_committed = true;
+      if (str_member(body, "target") == "DISCARD_ALL") {
+        out_.leaves_read_committed = true;
+        out_.changes_resolution = true;
+      }
       return {uncacheable::not_a_read, true};
     }
     if (type == "DeallocateStmt" || type == "ListenStmt" || type == "UnlistenStmt") {

@@ -154,6 +154,10 @@ struct cache_analysis {
   // SET (LOCAL too), RESET or DISCARD: a setting a later read may depend on
   // changed. (set_config() is a session function: not read_only.)
   bool changes_settings = false;
+  // ...and of those, SET or RESET (LOCAL too) of search_path, the role or
+  // the session authorization, RESET ALL or DISCARD ALL: what names and
+  // operators resolve to may change.
+  bool changes_resolution = false;
   // Every statement writes nothing by itself, as far as the text shows (see
   // write_calls_functions): SELECT without INTO, data-modifying CTE, locking
   // clause or session function (nextval(), pg_advisory_lock(), ...); SHOW;

@@ -587,14 +587,14 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
     // SET LOCAL is in no key: the transaction's reads after it are not
     // served.
     out.ends_transaction_hits = a->changes_settings;
-    settings_unsettled_ = settings_unsettled_ || a->changes_settings;
+    resolution_unsettled_ = resolution_unsettled_ || a->changes_resolution;
     out.leaves_read_committed = a->leaves_read_committed;
     return out;
   }
   if (a->read_only || a->invalidates_database || functions_write || a->truncate_cascade ||
       a->writes.empty()) {
     out = opaque_writes();
-    settings_unsettled_ = true;
+    resolution_unsettled_ = true;
     out.ddl = a->invalidates_database;
     out.leaves_read_committed = a->leaves_read_committed;
     // DO, CALL, EXECUTE run code that may change settings unseen.
@@ -603,6 +603,11 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
   }
   out.ends_transaction_hits = true;
   out.leaves_read_committed = a->leaves_read_committed;
+  // Its names may stand for other tables than under `s`.
+  if (resolution_unsettled_) {
+    out.relations.push_back(database_id_);
+    return out;
+  }
   const std::string path = search_path(s);
   const std::string role = current_role(s);
   invalidation::catalog_service& catalog = shared_.catalog();
@@ -619,7 +624,7 @@ cache_client::write_set cache_client::writes_of(std::string_view sql,
     const auto* key =
         a->writes.size() == 1 ? equality_on(*a, facts->point_key, path, role) : nullptr;
     std::optional<std::int64_t> value;
-    if (key && !settings_unsettled_) {
+    if (key) {
       const auto at = static_cast<std::size_t>(key - a->point->equalities.data());
       value = key->constant                 ? key->constant
               : bound && at < bound->size() ? (*bound)[at]
@@ -689,7 +694,7 @@ void cache_client::transaction_ended(bool rolled_back) {
   pending_writes_.clear();
   pending_rows_.clear();
   pending_ddl_ = false;
-  settings_unsettled_ = false;
+  resolution_unsettled_ = false;
   transaction_wrote_ = false;
 }
 

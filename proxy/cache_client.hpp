@@ -275,10 +275,11 @@ class cache_client {
   std::vector<std::uint64_t> pending_rows_;    // ...and row keys (cache_write_set::rows)
   std::uint64_t pending_rows_version_ = 0;     // the oldest rows_version among them
   bool pending_ddl_ = false;
-  // A statement sent in the open transaction may have changed settings
-  // (search_path: what `=` and names mean) that the settings given to
-  // writes_of() do not show yet: its writes are not taken by key.
-  bool settings_unsettled_ = false;
+  // A statement sent in the open transaction may have changed what names
+  // and operators resolve to (search_path, the role) where the settings
+  // given to writes_of() do not show it yet: the writes after it are taken
+  // as the whole database's.
+  bool resolution_unsettled_ = false;
   bool transaction_wrote_ = false;  // see cache_write_set::ends_transaction_hits
   bool left_read_committed_ = false;
   bool session_changed_ = false;

@@ -37,6 +37,9 @@ PostgreSQL of the test cluster, which counts every statement it runs in pg_stat_
       an UPDATE or DELETE of one primary key's rows leaves the cached reads of other keys served
       (constants, text and binary parameters, in the read and in the write) and makes the reads of that key, of the whole
       table and by another column miss; setting the key, and a transaction of two keys.
+  write_under_set_local_path
+      a write after SET LOCAL search_path in its transaction, whose table under that path has a
+      trigger writing another table, invalidates that table's cached read.
   rollback_keeps_entry
       a rolled-back write leaves the cached result valid (still served, still right).
   stable_call_keeps_entries
@@ -695,6 +698,13 @@ def case_row_keys(case):
         expect(simple(conn, read(1)) == [("uno",)] and simple(conn, read(2)) == [("dos",)],
                "a transaction's writes of two keys were not both seen")
         ok("an UPDATE of the key, and a transaction writing two keys")
+        warm(conn, read(2), fragment=by_key)
+        with conn.transaction():
+            conn.execute("set local app.tenant = 'x'")
+            conn.execute(f"update {t} set v = 'un' where id = 1")
+        expect_served(conn, read(2), by_key, [("dos",)], times=3)
+        expect(simple(conn, read(1)) == [("un",)], "key 1 read stale after a tenant's UPDATE")
+        ok("a setting that changes no name (SET LOCAL app.tenant) keeps a write by key")
 
     # Under a search_path that lists pg_catalog after a schema with an `=` of its own, `id = 1`
     # is whatever that operator says (here: every row), and is no read of one key.
@@ -722,6 +732,37 @@ def case_row_keys(case):
         expect(rows == [], f"key 1 read {rows} after a DELETE of every row")
     setup(f"drop schema {ops} cascade")
     ok("...and so is a write under such a path set by SET LOCAL")
+
+
+def case_write_under_set_local_path(case):
+    """A write sent after SET LOCAL search_path in its transaction is judged as the whole
+    database's: under that path its table is another one, with a trigger that writes a third."""
+    t, log, s2 = "cache_setlocal_t", "cache_setlocal_log", "cache_setlocal_s2"
+    setup(f"drop schema if exists {s2} cascade; drop table if exists {t}, {log};"
+          f"create table {t} (id int primary key, v int); insert into {t} values (1, 0);"
+          f"create table {log} (n int); insert into {log} values (0);"
+          f"create schema {s2}; create table {s2}.{t} (id int primary key, v int);"
+          f"insert into {s2}.{t} values (1, 0);"
+          f"create function {s2}.count_it() returns trigger language plpgsql as "
+          f"$$begin update public.{log} set n = n + 1; return new; end$$;"
+          f"create trigger count_it after update on {s2}.{t} "
+          f"for each row execute function {s2}.count_it()")
+    inst = start_cached(case, TRANSACTION)
+    with connect(inst.port) as conn:
+        # The catalog's answer for writes of the table under the default path is there.
+        for _ in range(2):
+            simple(conn, f"update {t} set v = v + 1 where id = 1")
+            time.sleep(0.3)
+        read = f"select n from {log}"
+        before = int(warm(conn, read, fragment=f"from {log}")[0][0])
+        simple(conn, "begin")
+        simple(conn, f"set local search_path = {s2}, public")
+        simple(conn, f"update {t} set v = v + 1 where id = 1")
+        simple(conn, "commit")
+        after = int(simple(conn, read)[0][0])
+        expect(after == before + 1, f"{log} read {after} after its trigger ran, {before} before")
+    setup(f"drop schema {s2} cascade")
+    ok("a write after SET LOCAL search_path invalidates what its trigger under that path wrote")
 
 
 def case_rollback_keeps_entry(case):
@@ -1110,6 +1151,7 @@ CASES = [
     ("view_replaced", case_view_replaced, CASE_TIMEOUT),
     ("bad_store", case_bad_store, 2 * CASE_TIMEOUT),
     ("row_keys", case_row_keys, 2 * CASE_TIMEOUT),
+    ("write_under_set_local_path", case_write_under_set_local_path, CASE_TIMEOUT),
     ("rollback_keeps_entry", case_rollback_keeps_entry, CASE_TIMEOUT),
     ("stable_call_keeps_entries", case_stable_call_keeps_entries, CASE_TIMEOUT),
     ("commit_visible_to_others", case_commit_visible_to_others, CASE_TIMEOUT),

@@ -722,3 +722,18 @@ TEST_CASE("a bind parameter that reads as the current time") {
   CHECK_FALSE(parameter_names_current_time("2026-12-02"));
   CHECK_FALSE(parameter_names_current_time("snow"));
 }
+
+TEST_CASE("settings that change what names and operators resolve to") {
+  for (const char* sql :
+       {"SET search_path = s, public", "SET LOCAL search_path TO s", "SET SCHEMA 's'",
+        "RESET search_path", "SET ROLE bob", "SET LOCAL ROLE bob", "RESET ROLE",
+        "SET SESSION AUTHORIZATION bob", "RESET ALL", "DISCARD ALL"}) {
+    const cache_analysis a = of(sql);
+    CHECK(a.changes_settings);
+    CHECK(a.changes_resolution);
+  }
+  for (const char* sql : {"SET LOCAL app.tenant = 'x'", "SET statement_timeout = 0",
+                          "RESET TimeZone", "DISCARD PLANS", "SELECT 1"}) {
+    CHECK_FALSE(of(sql).changes_resolution);
+  }
+}
