@@ -178,10 +178,16 @@ def server_reads(conn, sql, fragment, expected, cluster=None, warm=True):
     return server_calls(fragment, cluster) - before
 
 
-def cached(conn, sql, fragment, expected, cluster=None):
-    """Warms `sql` and shows it is answered by pgstash: the server's count stays put."""
-    moved = server_reads(conn, sql, fragment, expected, cluster)
-    expect(moved == 0, f"{sql!r} reached the server {moved} times of 5 while warm")
+def cached(conn, sql, fragment, expected, cluster=None, rounds=4):
+    """Warms `sql` and shows it is answered by pgstash: the server's count stays put. DDL of
+    other tests in the same database invalidates all of it (the stream carries it), so a round
+    may miss: the first of `rounds` that does not shows it."""
+    for _ in range(rounds):
+        moved = server_reads(conn, sql, fragment, expected, cluster)
+        if moved == 0:
+            return
+    expect(moved == 0, f"{sql!r} reached the server {moved} times of 5 while warm, "
+                       f"in each of {rounds} rounds")
 
 
 def one_row_table(t, kind="table", cluster=None):
