@@ -19,7 +19,7 @@ case $target in
   relay)
     # Every file of the relay (relay*.cpp), and the parts it is made of.
     sources+=("$src"/proxy/relay*.cpp)
-    for f in response_queue statement_map session_state cache_client entry_label result_cache in_flight \
+    for f in response_queue statement_map session_state cache_client point_key entry_label result_cache in_flight \
       cache_rules like_pattern; do
       sources+=("$src/proxy/$f.cpp")
     done
